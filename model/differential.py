@@ -33,7 +33,7 @@ class DifferentialOp:
         self.X = np.zeros(self.shape, dtype=np.int64)
         self.Y = np.zeros(self.shape, dtype=np.int64)
         self.started = False
-        self.rows_computed = 0
+        self.rows_computed = np.zeros(self.shape[0] if len(self.shape) > 1 else 1, dtype=np.int64)
 
     def step(self, delta: np.ndarray) -> np.ndarray:
         """Add ``delta`` to the running sum; return ``Y(t) − Y(t−1)`` (int64)."""
@@ -54,5 +54,6 @@ class DifferentialOp:
             Y = self.Y.reshape(-1, width)
             out[rows] = y_new - Y[rows]
             Y[rows] = y_new
-        self.rows_computed += int(rows.size)
+        per_lead = max(1, X.shape[0] // self.rows_computed.shape[0])
+        np.add.at(self.rows_computed, rows // per_lead, 1)
         return out.reshape(self.shape)

@@ -58,7 +58,9 @@ class LayerNormParams:
         if not isinstance(self.E, int) or self.E < 1:
             raise ValueError(f"layernorm parameter E must be an integer >= 1, got {self.E!r}")
         if not isinstance(self.K, int) or not isinstance(self.P, int) or not 0 <= self.P <= self.K <= 40:
-            raise ValueError(f"layernorm parameters need integers 0 <= P <= K <= 40, got K={self.K}, P={self.P}")
+            raise ValueError(
+                f"layernorm parameters need integers 0 <= P <= K <= 40, got K={self.K}, P={self.P}"
+            )
 
 
 def softmax_constant(c: float, G: int = 6, H: int = 16) -> int:

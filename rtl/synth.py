@@ -1,0 +1,321 @@
+"""Open-toolchain synthesis: Yosys + nextpnr (PyPI YoWASP builds) on ECP5 and iCE40, real figures.
+
+Each block is generated to Verilog (``emit_src=False``), synthesized by Yosys and placed and routed
+by nextpnr; resources and Fmax are parsed from nextpnr's JSON report.
+
+* **ECP5** (``ecp5-85``, ``ecp5-25``): out of context (``--out-of-context``: no IO buffers, the
+  block's ports stay internal nets), so the figures are those of the block itself.
+* **iCE40 UP5K** (``up5k``): a 64-lane block has far more ports than the SG48 package has pins, so
+  the block is wrapped in :class:`SerialHarness`: every input port bit is loaded from a scan chain
+  (pin ``sin``, enabled by ``shift``) and every output port bit is captured into a second chain
+  (``capture``) shifted out on ``sout``. All logic stays observable (nothing is optimized away) and
+  every block port is registered, so the reported Fmax is the block's register-to-register speed.
+  The five pins are placed automatically (``--pcf-allow-unconstrained``). The harness costs one
+  flip-flop (and a LUT for the mux) per port bit; the report gives the harness's cost separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from amaranth.back import verilog
+from amaranth.hdl import Cat, Elaboratable, Module, Signal
+from amaranth.lib import wiring
+
+__all__ = ["TARGETS", "BLOCKS", "SerialHarness", "synthesize", "register", "main"]
+
+
+
+def build_root() -> Path:
+    """Where builds and the compiled-tool cache go: ``$EQUISPIKE_BUILD`` or ``./build``."""
+    return Path(os.environ.get("EQUISPIKE_BUILD", Path.cwd() / "build")).resolve()
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    family: str  # "ecp5" | "ice40"
+    device_args: tuple[str, ...]
+    freq_mhz: float  # the issue's target
+    description: str
+
+
+TARGETS = {
+    "ecp5-85": Target("ecp5-85", "ecp5", ("--85k", "--package", "CABGA381", "--speed", "6"), 200.0,
+                      "Lattice LFE5U-85F, CABGA381, speed grade 6, out of context"),
+    "ecp5-25": Target("ecp5-25", "ecp5", ("--25k", "--package", "CABGA256", "--speed", "6"), 200.0,
+                      "Lattice LFE5U-25F, CABGA256, speed grade 6, out of context"),
+    "up5k": Target("up5k", "ice40", ("--up5k", "--package", "sg48"), 60.0,
+                   "Lattice iCE40UP5K, SG48, serial scan-chain harness"),
+}
+
+# ---------------------------------------------------------------------------------------------- blocks
+BlockFactory = Callable[[dict], wiring.Component]
+
+
+def _neuron(p: dict) -> wiring.Component:
+    from .neuron import NeuronArray
+
+    lanes = int(p.get("lanes", 64))
+    return NeuronArray(lanes=lanes, n_neurons=int(p.get("neurons", lanes * 17)), mode=p.get("mode", "stbif"),
+                       current_width=int(p.get("current_width", 16)),
+                       membrane_width=int(p.get("membrane_width", 18)), levels=int(p.get("levels", 16)),
+                       param_depth=int(p.get("param_depth", 1)))
+
+
+BLOCKS: dict[str, tuple[BlockFactory, dict, list[dict]]] = {
+    # name: (factory, default params, sweep)
+    "neuron": (_neuron, {"lanes": 64}, [{"lanes": 16}, {"lanes": 32}, {"lanes": 64}]),
+}
+
+
+def register_block(name: str, factory: BlockFactory, defaults: dict, sweep: list[dict]) -> None:
+    BLOCKS[name] = (factory, defaults, sweep)
+
+
+def _load_optional_blocks() -> None:
+    """Blocks defined in other modules register themselves through ``SYNTH_BLOCKS``."""
+    import importlib
+
+    for mod in ("engine", "softmax_unit", "layernorm_unit", "attention"):
+        try:
+            m = importlib.import_module(f"equispike.rtl.{mod}")
+        except ModuleNotFoundError:
+            continue
+        for name, entry in getattr(m, "SYNTH_BLOCKS", {}).items():
+            BLOCKS.setdefault(name, entry)
+
+
+# --------------------------------------------------------------------------------------------- harness
+class SerialHarness(Elaboratable):
+    """Scan-chain wrapper: every port bit of ``dut`` registered and reachable through 4 pins + clock."""
+
+    def __init__(self, dut: wiring.Component):
+        self.dut = dut
+        self.sin = Signal()
+        self.shift = Signal()
+        self.capture = Signal()
+        self.sout = Signal()
+        ins, outs = [], []
+        for _path, member, value in dut.signature.flatten(dut):
+            (ins if member.flow == wiring.In else outs).append(value)
+        self._ins, self._outs = ins, outs
+        self.in_bits = sum(len(v) for v in ins)
+        self.out_bits = sum(len(v) for v in outs)
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        m.submodules.dut = self.dut
+        if self.in_bits:
+            chain = Signal(self.in_bits)
+            with m.If(self.shift):
+                m.d.sync += chain.eq(Cat(self.sin, chain[:-1]))
+            m.d.comb += Cat(*self._ins).eq(chain)
+        if self.out_bits:
+            cap = Signal(self.out_bits)
+            with m.If(self.capture):
+                m.d.sync += cap.eq(Cat(*self._outs))
+            with m.Elif(self.shift):
+                m.d.sync += cap.eq(cap >> 1)
+            m.d.comb += self.sout.eq(cap[0])
+        return m
+
+
+# ------------------------------------------------------------------------------------------------ flow
+def _tool(name: str) -> list[str]:
+    exe = shutil.which(f"yowasp-{name}", path=str(Path(sys.executable).parent) + os.pathsep
+                       + os.environ.get("PATH", ""))
+    if exe is None:
+        raise FileNotFoundError(f"yowasp-{name} not found: install equispike with its dependencies")
+    return [exe]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("YOWASP_CACHE_DIR", str(build_root() / "yowasp-cache"))
+    env["AMARANTH_USE_YOSYS"] = "builtin"
+    return env
+
+
+def tool_versions() -> dict[str, str]:
+    out = {}
+    for tool in ("yosys", "nextpnr-ecp5", "nextpnr-ice40"):
+        r = subprocess.run(_tool(tool) + ["--version" if "nextpnr" in tool else "-V"], capture_output=True,
+                           text=True, env=_env())
+        line = (r.stdout or r.stderr).strip().splitlines()
+        out[tool] = line[-1] if line else "unknown"
+    return out
+
+
+def _verilog(top: Elaboratable, ports: list | None) -> str:
+    return verilog.convert(top, name="top", ports=ports, emit_src=False, strip_internal_attrs=True)
+
+
+def _run(cmd: list[str], log: Path, cwd: Path) -> None:
+    with log.open("w") as f:
+        r = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env=_env())
+    if r.returncode:
+        tail = log.read_text().splitlines()[-15:]
+        raise RuntimeError(f"{Path(cmd[0]).name} failed (exit {r.returncode}), see {log}:\n" + "\n".join(tail))
+
+
+def _params_slug(params: dict) -> str:
+    return "_".join(f"{k}{v}" for k, v in sorted(params.items())) or "default"
+
+
+def synthesize(block: str, target: str, params: dict | None = None, seed: int = 1,
+               log: Callable[[str], None] = print, out_root: Path | None = None) -> dict:
+    """Synthesize and place-and-route one block; returns its figures (also written to its build dir)."""
+    _load_optional_blocks()
+    if block not in BLOCKS:
+        raise ValueError(f"unknown block {block!r}; blocks are {sorted(BLOCKS)}")
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; targets are {sorted(TARGETS)}")
+    factory, defaults, _ = BLOCKS[block]
+    params = {**defaults, **(params or {})}
+    tgt = TARGETS[target]
+    out = (out_root or build_root() / "synth") / target / f"{block}_{_params_slug(params)}"
+    out.mkdir(parents=True, exist_ok=True)
+    dut = factory(params)
+    if tgt.family == "ice40":
+        top = SerialHarness(dut)
+        ports = [top.sin, top.shift, top.capture, top.sout]
+        harness_bits = top.in_bits + top.out_bits
+    else:
+        top, ports, harness_bits = dut, None, 0
+    (out / "top.v").write_text(_verilog(top, ports))
+    synth_cmd = "synth_ecp5" if tgt.family == "ecp5" else "synth_ice40 -dsp"
+    t0 = time.monotonic()
+    log(f"[synth] {block} {params} on {target}: yosys ...")
+    _run(_tool("yosys") + ["-q", "-p", f"read_verilog -sv top.v; {synth_cmd} -top top -json synth.json"],
+         out / "yosys.log", out)
+    t1 = time.monotonic()
+    log(f"[synth] {block} on {target}: nextpnr ({t1 - t0:.0f} s in yosys) ...")
+    pnr = _tool(f"nextpnr-{tgt.family}") + list(tgt.device_args) + [
+        "--json", "synth.json", "--report", "report.json", "--freq", str(tgt.freq_mhz),
+        "--seed", str(seed), "--timing-allow-fail", "-q"]
+    pnr += ["--out-of-context"] if tgt.family == "ecp5" else ["--pcf-allow-unconstrained"]
+    _run(pnr, out / "nextpnr.log", out)
+    t2 = time.monotonic()
+    rep = json.loads((out / "report.json").read_text())
+    util = {k: v["used"] for k, v in rep.get("utilization", {}).items()}
+    fmax = min((v["achieved"] for v in rep.get("fmax", {}).values()), default=None)
+    if tgt.family == "ecp5":
+        res = {"LUT4": util.get("TRELLIS_COMB", 0), "FF": util.get("TRELLIS_FF", 0),
+               "BRAM": util.get("DP16KD", 0), "DSP": util.get("MULT18X18D", 0)}
+    else:
+        res = {"LUT4": util.get("ICESTORM_LC", 0), "FF": None, "BRAM": util.get("ICESTORM_RAM", 0),
+               "DSP": util.get("ICESTORM_DSP", 0), "SPRAM": util.get("ICESTORM_SPRAM", 0)}
+        ff = re.findall(r"SB_DFF\w*\s+(\d+)", subprocess.run(
+            _tool("yosys") + ["-q", "-p", "read_json synth.json; stat"], cwd=out, capture_output=True,
+            text=True, env=_env()).stdout)
+        res["FF"] = sum(int(x) for x in ff) if ff else None
+    lanes = params.get("lanes")
+    result = {
+        "block": block, "params": params, "target": target, "device": tgt.description, "seed": seed,
+        **res, "Fmax_MHz": round(fmax, 1) if fmax is not None else None,
+        "target_MHz": tgt.freq_mhz, "target_met": fmax is not None and fmax >= tgt.freq_mhz,
+        "LUT4_per_lane": round(res["LUT4"] / lanes, 1) if lanes else None,
+        "harness_bits": harness_bits, "yosys_s": round(t1 - t0, 1), "nextpnr_s": round(t2 - t1, 1),
+    }
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    log(f"[synth] {block} on {target}: {res['LUT4']} LUT4, {res['FF']} FF, {res['BRAM']} BRAM, "
+        f"{res['DSP']} DSP, Fmax {result['Fmax_MHz']} MHz (target {tgt.freq_mhz})")
+    return result
+
+
+def _markdown(results: list[dict], versions: dict, cmdline: str) -> str:
+    lines = [
+        "# Post-place-and-route results", "",
+        f"Command: `{cmdline}`  ", "Tools: " + "; ".join(f"{k}: {v}" for k, v in versions.items()), "",
+        "| block | parameters | target | LUT4 | LUT4/lane | FF | BRAM | DSP | Fmax (MHz) | target (MHz) | met |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        p = ", ".join(f"{k}={v}" for k, v in r["params"].items())
+        lines.append(f"| {r['block']} | {p} | {r['target']} | {r['LUT4']} | {r['LUT4_per_lane'] or ''} | "
+                     f"{r['FF']} | {r['BRAM']} | {r['DSP']} | {r['Fmax_MHz']} | {r['target_MHz']:.0f} | "
+                     f"{'yes' if r['target_met'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _parse_params(text: str | None) -> dict:
+    params: dict = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        if "=" not in item:
+            raise ValueError(f"--params takes key=value[,key=value], got {item!r}")
+        k, v = item.split("=", 1)
+        params[k.strip()] = int(v) if v.strip().lstrip("-").isdigit() else v.strip()
+    return params
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    _load_optional_blocks()
+    targets = args.target or (["ecp5-85", "up5k"] if args.sweep else ["ecp5-85"])
+    blocks = [args.block] if args.block else sorted(BLOCKS)
+    runs = []
+    for b in blocks:
+        if b not in BLOCKS:
+            raise ValueError(f"unknown block {b!r}; blocks are {sorted(BLOCKS)}")
+        variants = BLOCKS[b][2] if args.sweep else [_parse_params(args.params)]
+        runs += [(b, t, v) for t in targets for v in variants]
+    log = (lambda s: print(s, file=sys.stderr)) if args.json else print
+    results = []
+    for i, (b, t, v) in enumerate(runs):
+        log(f"[synth] run {i + 1}/{len(runs)}")
+        results.append(synthesize(b, t, v, seed=args.seed, log=log))
+    versions = tool_versions()
+    cmdline = "equispike " + " ".join(sys.argv[1:]) if sys.argv and "equispike" in sys.argv[0] else "equispike synth"
+    report = {"tools": versions, "command": cmdline, "results": results}
+    _atomic_write(build_root() / "synth" / "report.json", json.dumps(report, indent=1))
+    _atomic_write(build_root() / "synth" / "report.md", _markdown(results, versions, cmdline))
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print(_markdown(results, versions, cmdline))
+    return 0
+
+
+def register(sub) -> None:
+    s = sub.add_parser(
+        "synth", help="Yosys + nextpnr synthesis: real resources and Fmax per block",
+        description="Generate each block's Verilog, synthesize with Yosys and place-and-route with nextpnr "
+        "(YoWASP builds from PyPI; compiled tools cached in build/yowasp-cache). ECP5 runs are out of "
+        "context; iCE40 runs wrap the block in a scan-chain harness so its ports fit the package. "
+        "Writes build/synth/report.json and build/synth/report.md.")
+    s.add_argument("--target", action="append", choices=sorted(TARGETS),
+                   help="target part (repeatable); default ecp5-85 (ecp5-85 and up5k with --sweep)")
+    s.add_argument("--block", help="one block (default: all); see --list")
+    s.add_argument("--params", help="block parameters key=value[,key=value], e.g. lanes=32")
+    s.add_argument("--sweep", action="store_true", help="run each block's lane-count sweep")
+    s.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
+    s.set_defaults(func=cmd_synth)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="equispike-synth")
+    register(p.add_subparsers(dest="command", required=True))
+    args = p.parse_args(["synth", *(argv or [])])
+    return args.func(args)

@@ -36,7 +36,6 @@ from amaranth.lib import wiring
 __all__ = ["TARGETS", "BLOCKS", "SerialHarness", "synthesize", "register", "main"]
 
 
-
 def build_root() -> Path:
     """Where builds and the compiled-tool cache go: ``$EQUISPIKE_BUILD`` or ``./build``."""
     return Path(os.environ.get("EQUISPIKE_BUILD", Path.cwd() / "build")).resolve()
@@ -52,12 +51,27 @@ class Target:
 
 
 TARGETS = {
-    "ecp5-85": Target("ecp5-85", "ecp5", ("--85k", "--package", "CABGA381", "--speed", "6"), 200.0,
-                      "Lattice LFE5U-85F, CABGA381, speed grade 6, out of context"),
-    "ecp5-25": Target("ecp5-25", "ecp5", ("--25k", "--package", "CABGA256", "--speed", "6"), 200.0,
-                      "Lattice LFE5U-25F, CABGA256, speed grade 6, out of context"),
-    "up5k": Target("up5k", "ice40", ("--up5k", "--package", "sg48"), 60.0,
-                   "Lattice iCE40UP5K, SG48, serial scan-chain harness"),
+    "ecp5-85": Target(
+        "ecp5-85",
+        "ecp5",
+        ("--85k", "--package", "CABGA381", "--speed", "6"),
+        200.0,
+        "Lattice LFE5U-85F, CABGA381, speed grade 6, out of context",
+    ),
+    "ecp5-25": Target(
+        "ecp5-25",
+        "ecp5",
+        ("--25k", "--package", "CABGA256", "--speed", "6"),
+        200.0,
+        "Lattice LFE5U-25F, CABGA256, speed grade 6, out of context",
+    ),
+    "up5k": Target(
+        "up5k",
+        "ice40",
+        ("--up5k", "--package", "sg48"),
+        60.0,
+        "Lattice iCE40UP5K, SG48, serial scan-chain harness",
+    ),
 }
 
 # ---------------------------------------------------------------------------------------------- blocks
@@ -68,10 +82,15 @@ def _neuron(p: dict) -> wiring.Component:
     from .neuron import NeuronArray
 
     lanes = int(p.get("lanes", 64))
-    return NeuronArray(lanes=lanes, n_neurons=int(p.get("neurons", lanes * 17)), mode=p.get("mode", "stbif"),
-                       current_width=int(p.get("current_width", 16)),
-                       membrane_width=int(p.get("membrane_width", 18)), levels=int(p.get("levels", 16)),
-                       param_depth=int(p.get("param_depth", 1)))
+    return NeuronArray(
+        lanes=lanes,
+        n_neurons=int(p.get("neurons", lanes * 17)),
+        mode=p.get("mode", "stbif"),
+        current_width=int(p.get("current_width", 16)),
+        membrane_width=int(p.get("membrane_width", 18)),
+        levels=int(p.get("levels", 16)),
+        param_depth=int(p.get("param_depth", 1)),
+    )
 
 
 BLOCKS: dict[str, tuple[BlockFactory, dict, list[dict]]] = {
@@ -134,8 +153,9 @@ class SerialHarness(Elaboratable):
 
 # ------------------------------------------------------------------------------------------------ flow
 def _tool(name: str) -> list[str]:
-    exe = shutil.which(f"yowasp-{name}", path=str(Path(sys.executable).parent) + os.pathsep
-                       + os.environ.get("PATH", ""))
+    exe = shutil.which(
+        f"yowasp-{name}", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+    )
     if exe is None:
         raise FileNotFoundError(f"yowasp-{name} not found: install equispike with its dependencies")
     return [exe]
@@ -151,8 +171,12 @@ def _env() -> dict[str, str]:
 def tool_versions() -> dict[str, str]:
     out = {}
     for tool in ("yosys", "nextpnr-ecp5", "nextpnr-ice40"):
-        r = subprocess.run(_tool(tool) + ["--version" if "nextpnr" in tool else "-V"], capture_output=True,
-                           text=True, env=_env())
+        r = subprocess.run(
+            _tool(tool) + ["--version" if "nextpnr" in tool else "-V"],
+            capture_output=True,
+            text=True,
+            env=_env(),
+        )
         line = (r.stdout or r.stderr).strip().splitlines()
         out[tool] = line[-1] if line else "unknown"
     return out
@@ -167,15 +191,23 @@ def _run(cmd: list[str], log: Path, cwd: Path) -> None:
         r = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env=_env())
     if r.returncode:
         tail = log.read_text().splitlines()[-15:]
-        raise RuntimeError(f"{Path(cmd[0]).name} failed (exit {r.returncode}), see {log}:\n" + "\n".join(tail))
+        raise RuntimeError(
+            f"{Path(cmd[0]).name} failed (exit {r.returncode}), see {log}:\n" + "\n".join(tail)
+        )
 
 
 def _params_slug(params: dict) -> str:
     return "_".join(f"{k}{v}" for k, v in sorted(params.items())) or "default"
 
 
-def synthesize(block: str, target: str, params: dict | None = None, seed: int = 1,
-               log: Callable[[str], None] = print, out_root: Path | None = None) -> dict:
+def synthesize(
+    block: str,
+    target: str,
+    params: dict | None = None,
+    seed: int = 1,
+    log: Callable[[str], None] = print,
+    out_root: Path | None = None,
+) -> dict:
     """Synthesize and place-and-route one block; returns its figures (also written to its build dir)."""
     _load_optional_blocks()
     if block not in BLOCKS:
@@ -198,13 +230,29 @@ def synthesize(block: str, target: str, params: dict | None = None, seed: int = 
     synth_cmd = "synth_ecp5" if tgt.family == "ecp5" else "synth_ice40 -dsp"
     t0 = time.monotonic()
     log(f"[synth] {block} {params} on {target}: yosys ...")
-    _run(_tool("yosys") + ["-q", "-p", f"read_verilog -sv top.v; {synth_cmd} -top top -json synth.json"],
-         out / "yosys.log", out)
+    _run(
+        _tool("yosys") + ["-q", "-p", f"read_verilog -sv top.v; {synth_cmd} -top top -json synth.json"],
+        out / "yosys.log",
+        out,
+    )
     t1 = time.monotonic()
     log(f"[synth] {block} on {target}: nextpnr ({t1 - t0:.0f} s in yosys) ...")
-    pnr = _tool(f"nextpnr-{tgt.family}") + list(tgt.device_args) + [
-        "--json", "synth.json", "--report", "report.json", "--freq", str(tgt.freq_mhz),
-        "--seed", str(seed), "--timing-allow-fail", "-q"]
+    pnr = (
+        _tool(f"nextpnr-{tgt.family}")
+        + list(tgt.device_args)
+        + [
+            "--json",
+            "synth.json",
+            "--report",
+            "report.json",
+            "--freq",
+            str(tgt.freq_mhz),
+            "--seed",
+            str(seed),
+            "--timing-allow-fail",
+            "-q",
+        ]
+    )
     pnr += ["--out-of-context"] if tgt.family == "ecp5" else ["--pcf-allow-unconstrained"]
     _run(pnr, out / "nextpnr.log", out)
     t2 = time.monotonic()
@@ -212,41 +260,73 @@ def synthesize(block: str, target: str, params: dict | None = None, seed: int = 
     util = {k: v["used"] for k, v in rep.get("utilization", {}).items()}
     fmax = min((v["achieved"] for v in rep.get("fmax", {}).values()), default=None)
     if tgt.family == "ecp5":
-        res = {"LUT4": util.get("TRELLIS_COMB", 0), "FF": util.get("TRELLIS_FF", 0),
-               "BRAM": util.get("DP16KD", 0), "DSP": util.get("MULT18X18D", 0)}
+        res = {
+            "LUT4": util.get("TRELLIS_COMB", 0),
+            "FF": util.get("TRELLIS_FF", 0),
+            "BRAM": util.get("DP16KD", 0),
+            "DSP": util.get("MULT18X18D", 0),
+        }
     else:
-        res = {"LUT4": util.get("ICESTORM_LC", 0), "FF": None, "BRAM": util.get("ICESTORM_RAM", 0),
-               "DSP": util.get("ICESTORM_DSP", 0), "SPRAM": util.get("ICESTORM_SPRAM", 0)}
-        ff = re.findall(r"SB_DFF\w*\s+(\d+)", subprocess.run(
-            _tool("yosys") + ["-q", "-p", "read_json synth.json; stat"], cwd=out, capture_output=True,
-            text=True, env=_env()).stdout)
+        res = {
+            "LUT4": util.get("ICESTORM_LC", 0),
+            "FF": None,
+            "BRAM": util.get("ICESTORM_RAM", 0),
+            "DSP": util.get("ICESTORM_DSP", 0),
+            "SPRAM": util.get("ICESTORM_SPRAM", 0),
+        }
+        ff = re.findall(
+            r"SB_DFF\w*\s+(\d+)",
+            subprocess.run(
+                _tool("yosys") + ["-q", "-p", "read_json synth.json; stat"],
+                cwd=out,
+                capture_output=True,
+                text=True,
+                env=_env(),
+            ).stdout,
+        )
         res["FF"] = sum(int(x) for x in ff) if ff else None
     lanes = params.get("lanes")
     result = {
-        "block": block, "params": params, "target": target, "device": tgt.description, "seed": seed,
-        **res, "Fmax_MHz": round(fmax, 1) if fmax is not None else None,
-        "target_MHz": tgt.freq_mhz, "target_met": fmax is not None and fmax >= tgt.freq_mhz,
+        "block": block,
+        "params": params,
+        "target": target,
+        "device": tgt.description,
+        "seed": seed,
+        **res,
+        "Fmax_MHz": round(fmax, 1) if fmax is not None else None,
+        "target_MHz": tgt.freq_mhz,
+        "target_met": fmax is not None and fmax >= tgt.freq_mhz,
         "LUT4_per_lane": round(res["LUT4"] / lanes, 1) if lanes else None,
-        "harness_bits": harness_bits, "yosys_s": round(t1 - t0, 1), "nextpnr_s": round(t2 - t1, 1),
+        "harness_bits": harness_bits,
+        "yosys_s": round(t1 - t0, 1),
+        "nextpnr_s": round(t2 - t1, 1),
     }
     (out / "result.json").write_text(json.dumps(result, indent=1))
-    log(f"[synth] {block} on {target}: {res['LUT4']} LUT4, {res['FF']} FF, {res['BRAM']} BRAM, "
-        f"{res['DSP']} DSP, Fmax {result['Fmax_MHz']} MHz (target {tgt.freq_mhz})")
+    log(
+        f"[synth] {block} on {target}: {res['LUT4']} LUT4, {res['FF']} FF, {res['BRAM']} BRAM, "
+        f"{res['DSP']} DSP, Fmax {result['Fmax_MHz']} MHz (target {tgt.freq_mhz})"
+    )
     return result
 
 
 def _markdown(results: list[dict], versions: dict, cmdline: str) -> str:
     lines = [
-        "# Post-place-and-route results", "",
-        f"Command: `{cmdline}`  ", "Tools: " + "; ".join(f"{k}: {v}" for k, v in versions.items()), "",
-        "| block | parameters | target | LUT4 | LUT4/lane | FF | BRAM | DSP | Fmax (MHz) | target (MHz) | met |",
+        "# Post-place-and-route results",
+        "",
+        f"Command: `{cmdline}`  ",
+        "Tools: " + "; ".join(f"{k}: {v}" for k, v in versions.items()),
+        "",
+        "| block | parameters | target | LUT4 | LUT4/lane | FF | BRAM | DSP | Fmax (MHz) "
+        "| target (MHz) | met |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         p = ", ".join(f"{k}={v}" for k, v in r["params"].items())
-        lines.append(f"| {r['block']} | {p} | {r['target']} | {r['LUT4']} | {r['LUT4_per_lane'] or ''} | "
-                     f"{r['FF']} | {r['BRAM']} | {r['DSP']} | {r['Fmax_MHz']} | {r['target_MHz']:.0f} | "
-                     f"{'yes' if r['target_met'] else 'no'} |")
+        lines.append(
+            f"| {r['block']} | {p} | {r['target']} | {r['LUT4']} | {r['LUT4_per_lane'] or ''} | "
+            f"{r['FF']} | {r['BRAM']} | {r['DSP']} | {r['Fmax_MHz']} | {r['target_MHz']:.0f} | "
+            f"{'yes' if r['target_met'] else 'no'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -286,7 +366,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
         log(f"[synth] run {i + 1}/{len(runs)}")
         results.append(synthesize(b, t, v, seed=args.seed, log=log))
     versions = tool_versions()
-    cmdline = "equispike " + " ".join(sys.argv[1:]) if sys.argv and "equispike" in sys.argv[0] else "equispike synth"
+    cmdline = (
+        "equispike " + " ".join(sys.argv[1:])
+        if sys.argv and "equispike" in sys.argv[0]
+        else "equispike synth"
+    )
     report = {"tools": versions, "command": cmdline, "results": results}
     _atomic_write(build_root() / "synth" / "report.json", json.dumps(report, indent=1))
     _atomic_write(build_root() / "synth" / "report.md", _markdown(results, versions, cmdline))
@@ -299,13 +383,19 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     s = sub.add_parser(
-        "synth", help="Yosys + nextpnr synthesis: real resources and Fmax per block",
+        "synth",
+        help="Yosys + nextpnr synthesis: real resources and Fmax per block",
         description="Generate each block's Verilog, synthesize with Yosys and place-and-route with nextpnr "
         "(YoWASP builds from PyPI; compiled tools cached in build/yowasp-cache). ECP5 runs are out of "
         "context; iCE40 runs wrap the block in a scan-chain harness so its ports fit the package. "
-        "Writes build/synth/report.json and build/synth/report.md.")
-    s.add_argument("--target", action="append", choices=sorted(TARGETS),
-                   help="target part (repeatable); default ecp5-85 (ecp5-85 and up5k with --sweep)")
+        "Writes build/synth/report.json and build/synth/report.md.",
+    )
+    s.add_argument(
+        "--target",
+        action="append",
+        choices=sorted(TARGETS),
+        help="target part (repeatable); default ecp5-85 (ecp5-85 and up5k with --sweep)",
+    )
     s.add_argument("--block", help="one block (default: all); see --list")
     s.add_argument("--params", help="block parameters key=value[,key=value], e.g. lanes=32")
     s.add_argument("--sweep", action="store_true", help="run each block's lane-count sweep")

@@ -17,7 +17,8 @@ def test_layout_is_one_package():
 
 
 def test_no_generic_top_level_modules_installed():
-    code = "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) for m in ('model', 'sim', 'rtl', 'quant')))"
+    names = ("model", "sim", "rtl", "quant")
+    code = f"import importlib.util as u, sys; sys.exit(any(u.find_spec(m) for m in {names!r}))"
     assert subprocess.run([sys.executable, "-c", code], cwd="/").returncode == 0
 
 

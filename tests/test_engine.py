@@ -1,0 +1,420 @@
+"""Spike-addition engine (rtl/engine.py) against the AW linear of the golden model, every step.
+
+One file holds the cocotb testbench coroutines (run inside Verilator) and the pytest launchers.
+Stimulus shapes (idle cycles, back-pressure) vary inside cocotb with ``cocotb.parametrize``;
+handshake corner cases run on Amaranth's simulator.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from equispike.rtl.engine import SpikeAdditionEngine, required_acc_width
+from equispike.sim.scoreboard import Scoreboard
+
+try:
+    import cocotb
+except ImportError:  # pragma: no cover
+    cocotb = None
+
+MODULE = "equispike.tests.test_engine"
+
+
+# ---------------------------------------------------------------- stimulus & golden
+def golden_currents(spikes, W, bias):
+    """AW linear of SPEC §3 on ternary spikes (T, V, n_in): ``s(t) @ W`` plus bias at t = 0."""
+    cur = np.einsum("tvi,io->tvo", spikes.astype(np.int64), W.astype(np.int64))
+    cur[0] += np.asarray(bias, dtype=np.int64)
+    return cur
+
+
+def spikes_to_events(spikes, rng=None):
+    """Event beats (dicts) of ternary spikes (T, V, n_in), an ``eos`` marker after each step.
+
+    Events of a step come in random order when ``rng`` is given (the sum does not depend on it).
+    """
+    beats = []
+    for t in range(spikes.shape[0]):
+        v, i = np.nonzero(spikes[t])
+        order = np.arange(len(v)) if rng is None else rng.permutation(len(v))
+        for k in order:
+            beats.append({"index": int(i[k]), "vector": int(v[k]),
+                          "neg": int(spikes[t, v[k], i[k]] < 0), "eos": 0})
+        beats.append({"eos": 1})
+    return beats
+
+
+def random_case(seed, n_in, n_out, n_vectors, steps, density):
+    rng = np.random.default_rng(seed)
+    W = rng.integers(-128, 128, size=(n_in, n_out))
+    bias = rng.integers(-2000, 2001, size=n_out)
+    sp = rng.choice([-1, 0, 1], size=(steps, n_vectors, n_in),
+                    p=[density / 2, 1 - density, density / 2]).astype(np.int8)
+    sp[rng.integers(0, steps)] = 0            # at least one empty step
+    return W, bias, sp
+
+
+def worst_case(n_in, n_out, n_vectors, steps, sign=1):
+    """Max-magnitude weights (all +127 or all -127, the sign of ``sign``) and every input spiking
+    with the same sign every step."""
+    W = np.full((n_in, n_out), 127 * sign)
+    bias = np.full(n_out, 0)
+    sp = np.full((steps, n_vectors, n_in), sign, dtype=np.int8)
+    return W, bias, sp
+
+
+def collect(beats_out, T, V, chunks, n_out):
+    lanes = len(beats_out[0])
+    arr = np.array(beats_out, dtype=np.int64).reshape(T, V, chunks * lanes)
+    return arr[..., :n_out]
+
+
+# ---------------------------------------------------------------- cocotb testbench
+_TOTALS = {"currents": 0, "events": 0}
+
+if cocotb is not None:
+    from cocotb.clock import Clock
+    from cocotb.triggers import ClockCycles, RisingEdge
+
+    from equispike.sim.streams import as_int
+
+    async def _reset(dut):
+        Clock(dut.clk, 10, unit="ns").start()
+        dut.rst.value = 1
+        dut.clear.value = 0
+        dut.i_stream__valid.value = 0
+        dut.o_stream__ready.value = 0
+        await ClockCycles(dut.clk, 3)
+        dut.rst.value = 0
+        await RisingEdge(dut.clk)
+        while as_int(dut.busy.value):
+            await RisingEdge(dut.clk)
+
+    def _engine_from_cfg(cfg):
+        return SpikeAdditionEngine(np.asarray(cfg["W"]), np.asarray(cfg["bias"]),
+                                   lanes=cfg["lanes"], acc_width=cfg["acc_width"],
+                                   n_vectors=cfg["n_vectors"])
+
+    async def _run(dut, cfg, spikes, idle, bp, seed):
+        from equispike.sim import StreamDriver, StreamMonitor
+
+        eng = _engine_from_cfg(cfg)     # layouts only (no elaboration)
+        rng = np.random.default_rng(seed)
+        drv = StreamDriver(dut, dut.clk, "i_stream", eng.event_layout, idle_prob=idle, seed=seed)
+        mon = StreamMonitor(dut, dut.clk, "o_stream", eng.current_layout,
+                            backpressure_prob=bp, seed=seed + 1)
+        events = spikes_to_events(spikes, rng)
+        for b in events:
+            drv.send(b)
+        T, V = spikes.shape[:2]
+        start = cocotb.utils.get_sim_time("ns")
+        await mon.wait_for(T * V * eng.chunks)
+        cycles = int((cocotb.utils.get_sim_time("ns") - start) // 10)
+        drv.stop()
+        mon.stop()
+        got = collect(list(mon.items), T, V, eng.chunks, eng.n_out)
+        return got, cycles, len(events) - T
+
+    @cocotb.test()
+    @cocotb.parametrize(idle=[0.0, 0.3], backpressure=[0.0, 0.6])
+    async def engine_random(dut, idle, backpressure):
+        """Random ternary spikes (random event order, an empty step); every current compared."""
+        from equispike.sim import tb_config
+
+        cfg = tb_config()
+        await _reset(dut)
+        W, bias = np.asarray(cfg["W"]), np.asarray(cfg["bias"])
+        seed = cfg["seed"] + int(idle * 10) * 7 + int(backpressure * 10)
+        _, _, sp = random_case(seed, W.shape[0], W.shape[1], cfg["n_vectors"], cfg["steps"],
+                               cfg["density"])
+        sb = Scoreboard("engine")
+        got, cycles, n_ev = await _run(dut, cfg, sp, idle, backpressure, seed)
+        exp = golden_currents(sp, W, bias)
+        for t in range(sp.shape[0]):
+            sb.compare(t, exp[t], got[t])
+        _TOTALS["currents"] += sb.compared
+        _TOTALS["events"] += n_ev
+        dut._log.info(f"{sb.summary()}; {n_ev} events in {cycles} cycles")
+
+    @cocotb.test()
+    async def engine_inference_clear(dut):
+        """Two inferences with ``clear`` between: the bias comes back on the first step only."""
+        from equispike.sim import tb_config
+
+        cfg = tb_config()
+        await _reset(dut)
+        W, bias = np.asarray(cfg["W"]), np.asarray(cfg["bias"])
+        sb = Scoreboard("engine")
+        for k in range(2):
+            _, _, sp = random_case(cfg["seed"] + 50 + k, W.shape[0], W.shape[1],
+                                   cfg["n_vectors"], 3, cfg["density"])
+            got, _, n_ev = await _run(dut, cfg, sp, 0.2, 0.2, k)
+            exp = golden_currents(sp, W, bias)
+            for t in range(sp.shape[0]):
+                sb.compare(t, exp[t], got[t], site=f"inference{k}")
+            dut.clear.value = 1
+            await RisingEdge(dut.clk)
+            dut.clear.value = 0
+            await RisingEdge(dut.clk)
+            while as_int(dut.busy.value):
+                await RisingEdge(dut.clk)
+            _TOTALS["events"] += n_ev
+        _TOTALS["currents"] += sb.compared
+        dut._log.info(sb.summary())
+
+    @cocotb.test()
+    async def engine_worst_case(dut):
+        """±127 weights of one sign, every input spiking with that sign every step."""
+        from equispike.sim import tb_config
+
+        cfg = tb_config()
+        if "worst_sign" not in cfg:
+            return
+        await _reset(dut)
+        W, bias = np.asarray(cfg["W"]), np.asarray(cfg["bias"])
+        sp = np.full((3, cfg["n_vectors"], W.shape[0]), cfg["worst_sign"], dtype=np.int8)
+        got, _, n_ev = await _run(dut, cfg, sp, 0.0, 0.3, 3)
+        sb = Scoreboard("worst-case")
+        exp = golden_currents(sp, W, bias)
+        for t in range(sp.shape[0]):
+            sb.compare(t, exp[t], got[t])
+        _TOTALS["currents"] += sb.compared
+        _TOTALS["events"] += n_ev
+        dut._log.info(sb.summary() + f"; max |current| {int(np.abs(exp).max())}")
+
+    @cocotb.test()
+    async def engine_real_layer(dut):
+        """qkv linear of a random ViT: norm1 spikes in, q/k/v currents of every step compared."""
+        from equispike.sim import tb_config
+
+        cfg = tb_config()
+        if "real" not in cfg:
+            return
+        await _reset(dut)
+        d = np.load(cfg["real"])
+        sp, cur = d["spikes"], d["current"]         # (T, tokens, n_in), (T, tokens, n_out)
+        W = np.asarray(cfg["W"])
+        got, cycles, n_ev = await _run(dut, cfg, sp, 0.0, 0.0, 9)
+        sb = Scoreboard(cfg["site"])
+        for t in range(sp.shape[0]):
+            sb.compare(t, cur[t], got[t])
+        _TOTALS["currents"] += sb.compared
+        _TOTALS["events"] += n_ev
+        ideal = n_ev * -(-W.shape[1] // cfg["lanes"])
+        dut._log.info(f"{sb.summary()}; {n_ev} events, {cycles} cycles, ideal {ideal}, "
+                      f"utilization {ideal / cycles:.1%}")
+
+    @cocotb.test()
+    async def engine_totals(dut):
+        from equispike.sim import tb_config
+
+        cfg = tb_config()
+        dut._log.info(f"totals: {_TOTALS}")
+        assert _TOTALS["events"] >= cfg["min_events"], _TOTALS
+
+
+# ---------------------------------------------------------------- pytest launchers (Verilator)
+CONFIGS = {
+    # 4 lanes, 10 outputs -> 3 chunks (ragged), 3 vectors, signed bias
+    "p4_o10_v3": dict(lanes=4, n_in=12, n_out=10, n_vectors=3, steps=16, density=0.5),
+    # 8 lanes, one chunk (read-modify-write of one word every cycle), 1 vector
+    "p8_o8_v1": dict(lanes=8, n_in=40, n_out=8, n_vectors=1, steps=24, density=0.6),
+}
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_engine_verilator(name, request):
+    from equispike.sim import build_dir_for, run_cocotb
+
+    c = CONFIGS[name]
+    seed = sum(map(ord, name))
+    W, bias, _ = random_case(seed, c["n_in"], c["n_out"], 1, 1, 0.5)
+    cfg = dict(c, seed=seed, W=W.tolist(), bias=bias.tolist(),
+               acc_width=required_acc_width(W, bias), min_events=1000)
+    eng = SpikeAdditionEngine(W, bias, lanes=c["lanes"], acc_width=cfg["acc_width"],
+                              n_vectors=c["n_vectors"])
+    run_cocotb(eng, test_module=MODULE, build_dir=build_dir_for(request.node.nodeid),
+               config=cfg, test_filter="engine_random|engine_inference_clear|engine_totals")
+
+
+def real_layer_case(seed=3, batch=2):
+    """qkv linear of ``random_vit(seed)`` on ``batch`` images (each token of each image is one
+    engine vector): W as (n_in, n_out), bias, spikes (T, V, n_in), currents (T, V, n_out), width.
+    """
+    from equispike.model.factory import random_images, random_vit
+    from equispike.model.vit import ViTSNN
+    from equispike.model.widths import analyze
+
+    art = random_vit(seed)
+    sites = ["blocks.0.norm1", "blocks.0.q", "blocks.0.k", "blocks.0.v"]
+    res = ViTSNN(art).run(random_images(seed, art, batch), t_max=64, record=set(sites))
+    sp = res.records[sites[0]]["spikes"]                                 # (T, B, tokens, dim)
+    sp = sp.reshape(sp.shape[0], -1, sp.shape[-1])
+    cur = np.concatenate([res.records[s]["current"] for s in sites[1:]], axis=-1)
+    cur = cur.reshape(cur.shape[0], -1, cur.shape[-1])
+    W = np.asarray(art.tensors["blocks.0.qkv.weight"]).T                 # (in, out)
+    bias = np.asarray(art.tensors["blocks.0.qkv.bias"])
+    rep = analyze(art)
+    width = max(rep.bits[f"{s}.current"] for s in sites[1:])
+    return W, bias, sp, cur, width
+
+
+@pytest.mark.sim
+def test_engine_real_layer_and_worst_case(request):
+    """One build: the real qkv layer (widths from the width analysis), then its worst case."""
+    from equispike.sim import build_dir_for, run_cocotb
+
+    W, bias, sp, cur, width = real_layer_case()
+    P = 8
+    bdir = build_dir_for(request.node.nodeid)
+    np.savez(bdir / "real.npz", spikes=sp, current=cur)
+    # worst case on the same hardware: all weights +127 on one build would change the ROM, so
+    # the worst case gets its own engine below; here the analysed width must hold the real layer
+    cfg = dict(lanes=P, n_vectors=sp.shape[1], W=W.tolist(), bias=bias.tolist(),
+               acc_width=width, real=str(bdir / "real.npz"), site="blocks.0.qkv",
+               min_events=1000, seed=1)
+    eng = SpikeAdditionEngine(W, bias, lanes=P, acc_width=width, n_vectors=sp.shape[1])
+    run_cocotb(eng, test_module=MODULE, build_dir=bdir, config=cfg,
+               test_filter="engine_real_layer|engine_totals")
+
+
+@pytest.mark.sim
+def test_engine_worst_case(request):
+    """Worst case at the width the analysis gives for it (``required_acc_width``)."""
+    from equispike.sim import build_dir_for, run_cocotb
+
+    n_in, n_out, V = 32, 12, 2
+    W, bias, _ = worst_case(n_in, n_out, V, 1, sign=-1)
+    width = required_acc_width(W, bias)
+    assert width == (n_in * 127).bit_length() + 1
+    cfg = dict(lanes=4, n_vectors=V, W=W.tolist(), bias=bias.tolist(), acc_width=width,
+               worst_sign=-1, min_events=0, seed=2)
+    eng = SpikeAdditionEngine(W, bias, lanes=4, acc_width=width, n_vectors=V)
+    run_cocotb(eng, test_module=MODULE, build_dir=build_dir_for(request.node.nodeid),
+               config=cfg, test_filter="engine_worst_case")
+
+
+@pytest.mark.sim
+def test_engine_lint(request):
+    from equispike.sim import build_dir_for, lint_verilog, write_verilog
+
+    W, bias, _ = random_case(1, 12, 10, 1, 1, 0.5)
+    eng = SpikeAdditionEngine(W, bias, lanes=4, acc_width=required_acc_width(W, bias),
+                              n_vectors=3)
+    path = write_verilog(eng, build_dir_for(request.node.nodeid))
+    rc, out = lint_verilog(path)     # waivers: sim.build.LINT_WAIVERS
+    assert rc == 0 and not out, out
+
+
+# ---------------------------------------------------------------- fast Amaranth-simulator tests
+def amaranth_engine(W, bias, spikes, *, lanes, n_vectors, idle=0.0, bp=0.0, seed=0,
+                    abort_beats=None, width=None):
+    """Currents (T, V, n_out) of the engine on Amaranth's simulator, and the cycle count.
+
+    With ``abort_beats=k`` an inference is first started with ``k`` beats and aborted by
+    ``clear`` (outputs partly consumed, partly in flight)."""
+    from equispike.sim.amaranth_tb import run_testbenches, stream_testbench
+
+    eng = SpikeAdditionEngine(W, bias, lanes=lanes, n_vectors=n_vectors,
+                              acc_width=width or required_acc_width(W, bias))
+    T = spikes.shape[0]
+    beats = spikes_to_events(spikes, np.random.default_rng(seed))
+    out = []
+    cycles = []
+
+    async def tb(ctx):
+        if abort_beats is not None:
+            pre = stream_testbench([(eng.i_stream, beats[:abort_beats])], [], seed=seed + 1,
+                                   max_cycles=2000,
+                                   on_cycle=lambda ctx, c: ctx.set(eng.o_stream.ready, c % 2))
+            await pre(ctx)
+            ctx.set(eng.clear, 1)
+            await ctx.tick()
+            ctx.set(eng.clear, 0)
+        await ctx.tick()
+        while ctx.get(eng.busy):
+            await ctx.tick()
+        n0 = 0
+
+        def count(ctx, c):
+            nonlocal n0
+            n0 = c
+        main2 = stream_testbench([(eng.i_stream, beats)],
+                                 [(eng.o_stream, T * n_vectors * eng.chunks, out)],
+                                 idle_prob=idle, backpressure_prob=bp, seed=seed,
+                                 on_cycle=count)
+        await main2(ctx)
+        cycles.append(n0 + 1)
+
+    run_testbenches(eng, tb, max_cycles=200_000)
+    return collect(out, T, n_vectors, eng.chunks, eng.n_out), cycles[0]
+
+
+def _check(W, bias, sp, got):
+    exp = golden_currents(sp, W, bias)
+    sb = Scoreboard("engine-fast")
+    for t in range(sp.shape[0]):
+        sb.compare(t, exp[t], got[t])
+    return sb
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("idle,bp", [(0.0, 0.0), (0.5, 0.0), (0.0, 0.8), (0.4, 0.6)])
+def test_engine_fast_stalls(idle, bp):
+    W, bias, sp = random_case(11, 7, 10, 2, 6, 0.4)
+    got, _ = amaranth_engine(W, bias, sp, lanes=4, n_vectors=2, idle=idle, bp=bp, seed=4)
+    _check(W, bias, sp, got)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("lanes,n_out", [(1, 3), (3, 3), (4, 17), (8, 5)])
+def test_engine_fast_shapes(lanes, n_out):
+    """Rows wider than P (several chunks), exactly P, narrower than P, single lane."""
+    W, bias, sp = random_case(lanes * 100 + n_out, 5, n_out, 2, 5, 0.5)
+    got, _ = amaranth_engine(W, bias, sp, lanes=lanes, n_vectors=2, bp=0.3, idle=0.2, seed=1)
+    _check(W, bias, sp, got)
+
+
+@pytest.mark.sim
+def test_engine_fast_empty_steps():
+    W, bias, _ = random_case(12, 6, 6, 1, 1, 0.5)
+    sp = np.zeros((4, 1, 6), dtype=np.int8)
+    sp[2, 0, 3] = -1
+    got, _ = amaranth_engine(W, bias, sp, lanes=4, n_vectors=1, bp=0.5, seed=2)
+    _check(W, bias, sp, got)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("abort_beats", [1, 4, 9])
+def test_engine_fast_clear_mid_stream(abort_beats):
+    W, bias, sp = random_case(13, 6, 9, 2, 4, 0.5)
+    got, _ = amaranth_engine(W, bias, sp, lanes=4, n_vectors=2, bp=0.3, seed=3,
+                             abort_beats=abort_beats)
+    _check(W, bias, sp, got)
+
+
+@pytest.mark.sim
+def test_engine_fast_throughput():
+    """Without stalls, a dense step costs about events x chunks cycles (hidden readout)."""
+    W, bias, sp = random_case(14, 16, 12, 1, 6, 0.9)
+    got, cycles = amaranth_engine(W, bias, sp, lanes=4, n_vectors=1, seed=5)
+    _check(W, bias, sp, got)
+    ideal = int(np.count_nonzero(sp)) * 3
+    assert ideal / cycles > 0.85, (ideal, cycles)
+
+
+@pytest.mark.filterwarnings("ignore:.*created but never used")
+def test_engine_parameter_errors():
+    W = np.ones((4, 6), dtype=np.int64)
+    with pytest.raises(ValueError, match="acc_width 3 is too narrow"):
+        SpikeAdditionEngine(W, lanes=2, acc_width=3)
+    with pytest.raises(ValueError, match="int8"):
+        SpikeAdditionEngine(W * 200, lanes=2, acc_width=16)
+    with pytest.raises(ValueError, match="bias must be"):
+        SpikeAdditionEngine(W, np.zeros(5, dtype=np.int64), lanes=2, acc_width=16)
+    with pytest.raises(ValueError, match="lanes"):
+        SpikeAdditionEngine(W, lanes=0, acc_width=16)
+    with pytest.raises(ValueError, match="2-D"):
+        SpikeAdditionEngine(np.ones(4, dtype=np.int64), lanes=2, acc_width=16)

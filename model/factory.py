@@ -110,7 +110,7 @@ def random_vit(
     sites = {}
     for n in site_names(dims):
         short = n.rsplit(".", 1)[-1]
-        M = int(rng.integers(8, 49)) if short in RESIDUAL_SITES else None
+        M = int(rng.integers(8, 400)) if short in RESIDUAL_SITES else None
         sites[n] = Site(n, levels, short not in _SIGNED_FALSE, np.ones(1, dtype=np.int64), M)
     eps = {
         n: layernorm_eps_term(1e-5, D, 2.0**-R)

@@ -338,7 +338,7 @@ class ViTSNN:
             else:
                 s_pe = fire("patch_embed", zero_pe)
             du = np.zeros((B, N, D), dtype=np.int64)
-            du[:, 1:, :] = s_pe * art.sites["patch_embed"].M
+            du[:, 1:, :] = s_pe.astype(np.int64) * art.sites["patch_embed"].M
             if t == 0:
                 du += _initial_residual(art, B)
             for i in range(d.depth):
@@ -353,11 +353,11 @@ class ViTSNN:
                 do = av[i].step(sa, _heads(sv, H))
                 saa = fire(p + "after_attn", _merge(do))
                 spj = fire(p + "proj", aw(p + "proj", saa, p + "proj.weight", p + "proj.bias", t))
-                du = du + spj * art.sites[p + "proj"].M
+                du = du + spj.astype(np.int64) * art.sites[p + "proj"].M
                 s2 = fire(p + "norm2", lns[p + "ln2"].step(du))
                 sf1 = fire(p + "fc1", aw(p + "fc1", s2, p + "fc1.weight", p + "fc1.bias", t))
                 sf2 = fire(p + "fc2", aw(p + "fc2", sf1, p + "fc2.weight", p + "fc2.bias", t))
-                du = du + sf2 * art.sites[p + "fc2"].M
+                du = du + sf2.astype(np.int64) * art.sites[p + "fc2"].M
             sfn = fire("norm", lns["norm"].step(du))
             logits += aw("head", sfn[:, 0, :], "head.weight", "head.bias", t)
             rec.value("logits", logits)

@@ -17,7 +17,7 @@ import numpy as np
 
 from .artifact import ArtifactError, ViTArtifact
 
-__all__ = ["WidthReport", "analyze", "signed_bits"]
+__all__ = ["WidthReport", "analyze", "signed_bits", "layernorm_output_bound"]
 
 
 def signed_bits(lo: int, hi: int) -> int:
@@ -47,6 +47,17 @@ class WidthReport:
 
     def table(self) -> list[tuple[str, int, int, int]]:
         return [(k, self.lo[k], self.hi[k], self.bits[k]) for k in self.bits]
+
+
+def layernorm_output_bound(D: int, gmax: int, bmax: int, params) -> int:
+    """Largest ``|y_i|`` of :func:`~equispike.model.intops.int_layernorm` for ``|Γ| <= gmax``, ``|B| <= bmax``.
+
+    With ``Q = D·S2 − S1²``: ``Σc = 0`` and ``Σc² = D·Q`` give ``|c_i| <= sqrt((D−1)·Q)``; and
+    ``σ = isqrt(Q + E) > sqrt(Q) − 1`` gives ``sqrt(Q) < σ + 1 <= 2σ``. Hence ``|c_i|/σ < 2·sqrt(D−1)``
+    (the factor 2 is needed: with a small E, σ rounds down well below sqrt(Q)).
+    """
+    ratio = 2 * (isqrt(max(D - 1, 0)) + 1)
+    return ((ratio * gmax) >> (params.K - params.P)) + 1 + bmax
 
 
 def _abs_row_sums(w: np.ndarray) -> np.ndarray:
@@ -87,8 +98,7 @@ def analyze(art: ViTArtifact) -> WidthReport:
         r.add(f"{name}.s2", 0, D * umax * umax)
         r.add(f"{name}.radicand", 0, D * D * umax * umax + params.E)
         r.add(f"{name}.product", -2 * D * umax * gmax, 2 * D * umax * gmax)
-        # |c_i| / σ <= sqrt(D − 1): Σc = 0 and Σc² = D(D·S2 − S1²) <= D·σ²
-        ymax = (((isqrt(D - 1) + 1) * gmax) >> (params.K - params.P)) + 1 + bmax
+        ymax = layernorm_output_bound(D, gmax, bmax, params)
         r.add(f"{name}.output", -ymax, ymax)
         return ymax
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, ResetInserter, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ._util import ceil_div, check_int, pack_lanes
 
-__all__ = ["NeuronArray", "ConfigPort"]
+__all__ = ["NeuronArray", "ConfigPort", "OUT_QUEUE_DEPTH"]
+
+#: Output queue depth: covers the 6-cycle input-to-queue latency so that the array runs at one
+#: beat per cycle without back-pressure reaching the (stall-free) pipeline.
+OUT_QUEUE_DEPTH = 8
 
 
 class ConfigPort(wiring.Signature):
@@ -156,135 +161,189 @@ class NeuronArray(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        P, vw, cw = self.lanes, self.membrane_width, self.current_width
+        P, vw, cw, sw = self.lanes, self.membrane_width, self.current_width, self.tracer_width
+        B = self.beats
         stbif = self.mode == "stbif"
-        sw = self.tracer_width
         lane_state = data.StructLayout(
             {"v": signed(vw), "s": signed(sw)} if stbif else {"v": signed(vw)})
         state_layout = data.ArrayLayout(lane_state, P)
+        cur_layout = data.ArrayLayout(signed(cw), P)
+        spk_layout = data.ArrayLayout(signed(2), P)
+        abits = range(max(B, 2))
 
-        m.submodules.params = params = Memory(shape=unsigned(self.param_layout.size),
-                                              depth=max(self.param_depth, 2),
-                                              init=self.param_init)
-        p_wr = params.write_port()
-        p_rd = params.read_port(domain="sync")
-        m.d.comb += [p_wr.addr.eq(self.cfg.addr), p_wr.data.eq(self.cfg.data.as_value()),
-                     p_wr.en.eq(self.cfg.en)]
-
-        m.submodules.state = state = Memory(shape=unsigned(state_layout.size),
-                                            depth=max(self.beats, 2),
-                                            init=[])
+        # ---- memories ------------------------------------------------------------------------
+        # state: block RAM, registered read (no logic between the RAM output and a register)
+        m.submodules.state = state = Memory(shape=unsigned(state_layout.size), depth=max(B, 2),
+                                            init=[], attrs={"ram_style": "block"})
         s_wr = state.write_port()
-        s_rd = state.read_port(domain="sync", transparent_for=(s_wr,))
-        prm = self.param_layout(p_rd.data)
-        cur_state = state_layout(s_rd.data)
+        s_rd = state.read_port(domain="sync")
+        c_pr = Signal(self.param_layout)            # parameters of the beat in stage C
+        if self.param_depth == 1:
+            # one entry: a plain register (no addressing, no read latency)
+            prm = Signal(unsigned(self.param_layout.size), init=self.param_init[0])
+            with m.If(self.cfg.en):
+                m.d.sync += prm.eq(self.cfg.data.as_value())
+            m.d.comb += c_pr.eq(prm)
+            p_rd = None
+        else:
+            m.submodules.params = params = Memory(shape=unsigned(self.param_layout.size),
+                                                  depth=self.param_depth, init=self.param_init)
+            p_wr = params.write_port()
+            p_rd = params.read_port(domain="sync")
+            m.d.comb += [p_wr.addr.eq(self.cfg.addr), p_wr.data.eq(self.cfg.data.as_value()),
+                         p_wr.en.eq(self.cfg.en)]
+            m.d.sync += c_pr.eq(p_rd.data)          # RAM output register
 
-        # ---- control -------------------------------------------------------------------
+        # ---- output queue (credit based: a beat is accepted only if its spikes have room) ----
+        m.submodules.oq = oq = ResetInserter(self.clear)(
+            SyncFIFOBuffered(width=spk_layout.size, depth=OUT_QUEUE_DEPTH))
+        occ = Signal(range(OUT_QUEUE_DEPTH + 1))    # beats accepted and not yet delivered
+        m.d.comb += [self.o_stream.valid.eq(oq.r_rdy), self.o_stream.payload.eq(oq.r_data),
+                     oq.r_en.eq(self.o_stream.ready)]
+
+        # ---- control -------------------------------------------------------------------------
         running = Signal()          # 0 after reset: clear pass first
-        beat = Signal(range(max(self.beats, 2)))
+        beat = Signal(abits)
         pidx = Signal(range(max(self.param_depth, 2)))
-        s1_valid = Signal()
-        s1_cur = Signal(data.ArrayLayout(signed(cw), P))
-        s1_addr = Signal(range(max(self.beats, 2)))
-        s1_last = Signal()
-        o_valid = Signal()
-        o_spk = Signal(data.ArrayLayout(signed(2), P))
-        advance = Signal()
         accept = Signal()
+        # pipeline registers, named by stage: B (RAM output), C (registered RAM output),
+        # U1 (H = V + I), U2 (comparison and update), W (write-back, spikes to the queue)
+        b_valid, b_last, b_addr, b_cur = Signal(), Signal(), Signal(abits), Signal(cur_layout)
+        c_valid, c_last, c_addr, c_cur = Signal(), Signal(), Signal(abits), Signal(cur_layout)
+        c_st = Signal(state_layout)
+        u_valid, u_last, u_addr, u_cur = Signal(), Signal(), Signal(abits), Signal(cur_layout)
+        u_st = Signal(state_layout)
+        u_pr = Signal(self.param_layout)
+        u_fwd = Signal()
+        h_valid, h_last, h_addr = Signal(), Signal(), Signal(abits)
+        h_pr = Signal(self.param_layout)
+        w_valid, w_addr = Signal(), Signal(abits)
+        w_st = Signal(state_layout)
+        w_spk = Signal(spk_layout)
+        w_hist = [(Signal(name=f"w{k}_valid"), Signal(abits, name=f"w{k}_addr"),
+                   Signal(state_layout, name=f"w{k}_st")) for k in (2, 3)]
+        pipe_valids = [b_valid, c_valid, u_valid, h_valid, w_valid] + [v for v, _, _ in w_hist]
 
+        deliver = self.o_stream.valid & self.o_stream.ready
+        room = occ < OUT_QUEUE_DEPTH
+        # the update loop (U1 -> U2 -> U1) is two cycles: with one beat per step a state word
+        # would be needed again the very next cycle, so a beat is then accepted every other cycle
+        spaced = ~b_valid if B == 1 else 1
         m.d.comb += [
-            advance.eq(~o_valid | self.o_stream.ready),
-            self.i_stream.ready.eq(running & ~self.clear & (~s1_valid | advance)),
+            self.i_stream.ready.eq(running & ~self.clear & room & spaced),
             accept.eq(self.i_stream.valid & self.i_stream.ready),
-            self.o_stream.valid.eq(o_valid),
-            self.o_stream.payload.eq(o_spk),
             self.busy.eq(~running),
+            s_rd.addr.eq(beat),
+            oq.w_data.eq(w_spk),
+            oq.w_en.eq(w_valid),
         ]
-
-        # clear pass: read params for address clr_a, write state one cycle later
-        clr_a = Signal(range(self.beats + 1))
-        clr_p = Signal(range(max(self.param_depth, 2)))
-        clr_w = Signal()
-        clr_wa = Signal(range(max(self.beats, 2)))
-
-        with m.If(running):
-            m.d.comb += [p_rd.addr.eq(pidx), p_rd.en.eq(accept),
-                         s_rd.addr.eq(beat), s_rd.en.eq(accept)]
+        with m.If(self.clear):
+            m.d.sync += occ.eq(0)
         with m.Else():
-            m.d.comb += [p_rd.addr.eq(clr_p), p_rd.en.eq(1)]
+            m.d.sync += occ.eq(occ + accept - deliver)
+
+        # clear pass: walks clr_a over the state words; the cleared state depends on the
+        # parameters, read for word clr_a and registered (stage C) two cycles later
+        clr_a = Signal(range(B + 1))
+        clr_p = Signal(range(max(self.param_depth, 2)))
+        clr_w1, clr_w2 = Signal(), Signal()
+        clr_a1, clr_a2 = Signal(abits), Signal(abits)
+        if p_rd is not None:
+            m.d.comb += p_rd.addr.eq(Mux(running, pidx, clr_p))
 
         with m.If(self.clear):
-            m.d.sync += [running.eq(0), clr_a.eq(0), clr_p.eq(0), clr_w.eq(0),
-                         s1_valid.eq(0), o_valid.eq(0), beat.eq(0), pidx.eq(0)]
+            m.d.sync += [running.eq(0), clr_a.eq(0), clr_p.eq(0), clr_w1.eq(0), clr_w2.eq(0),
+                         beat.eq(0), pidx.eq(0)]
+            m.d.sync += [v.eq(0) for v in pipe_valids]
         with m.Elif(~running):
-            m.d.sync += clr_w.eq(clr_a < self.beats)
-            m.d.sync += clr_wa.eq(clr_a)
-            with m.If(clr_a < self.beats):
+            m.d.sync += [clr_w1.eq(clr_a < B), clr_a1.eq(clr_a), clr_w2.eq(clr_w1),
+                         clr_a2.eq(clr_a1)]
+            with m.If(clr_a < B):
                 m.d.sync += clr_a.eq(clr_a + 1)
                 m.d.sync += clr_p.eq(Mux(clr_p == self.param_depth - 1, 0, clr_p + 1))
-            with m.Elif(~clr_w):
+            with m.Elif(~clr_w1 & ~clr_w2):
                 m.d.sync += running.eq(1)
         with m.Else():
             with m.If(accept):
-                last = beat == self.beats - 1
+                last = beat == B - 1
                 m.d.sync += [
-                    s1_valid.eq(1), s1_cur.eq(self.i_stream.payload), s1_addr.eq(beat),
-                    s1_last.eq(last),
                     beat.eq(Mux(last, 0, beat + 1)),
                     pidx.eq(Mux(last | (pidx == self.param_depth - 1), 0, pidx + 1)),
                 ]
-            with m.Elif(advance):
-                m.d.sync += s1_valid.eq(0)
-            with m.If(s1_valid & advance):
-                m.d.sync += o_valid.eq(1)
-            with m.Elif(self.o_stream.ready):
-                m.d.sync += o_valid.eq(0)
+            m.d.sync += [b_valid.eq(accept), c_valid.eq(b_valid), u_valid.eq(c_valid),
+                         h_valid.eq(u_valid), w_valid.eq(h_valid)]
+            m.d.sync += [w_hist[0][0].eq(w_valid), w_hist[1][0].eq(w_hist[0][0])]
 
-        # ---- stage 1: neuron update (one lane each) --------------------------------------
-        new_state = Signal(state_layout)
-        new_spk = Signal(data.ArrayLayout(signed(2), P))
-        clr_state = Signal(state_layout)
-        valid_last = self.n_neurons - (self.beats - 1) * P   # lanes used in the last beat
-        hw = max(vw, cw) + 2
+        # ---- datapath (no enables: the pipeline never stalls, the queue absorbs back-pressure)
+        m.d.sync += [
+            b_last.eq(beat == B - 1), b_addr.eq(beat), b_cur.eq(self.i_stream.payload),
+            c_last.eq(b_last), c_addr.eq(b_addr), c_cur.eq(b_cur), c_st.eq(s_rd.data),
+            u_last.eq(c_last), u_addr.eq(c_addr), u_cur.eq(c_cur), u_pr.eq(c_pr),
+            h_last.eq(u_last), h_addr.eq(u_addr), h_pr.eq(u_pr),
+            w_addr.eq(h_addr),
+            w_hist[0][1].eq(w_addr), w_hist[0][2].eq(w_st),
+            w_hist[1][1].eq(w_hist[0][1]), w_hist[1][2].eq(w_hist[0][2]),
+        ]
+        # forwarding. Beat k reads its word at the end of cycle k; beat k-d writes its new state
+        # at the end of cycle k-d+5, so for d <= 5 the read is stale. d = 2 (only possible with
+        # B <= 2): beat k-2's result is in W while beat k is in U1 -> forward into U1. d = 3, 4,
+        # 5 (B <= 5): the result is in W, W2, W3 while beat k is in C -> forward into U1's
+        # registers (newest first). d = 1 cannot happen (B == 1 spaces beats).
+        fresh = c_st
+        for k, (valid, addr, st) in reversed(list(enumerate([(w_valid, w_addr, w_st)] + w_hist))):
+            if B <= k + 3:
+                fresh = Mux(valid & (addr == c_addr), st, fresh)
+        m.d.sync += u_st.eq(fresh)
+        if B <= 2:
+            m.d.sync += u_fwd.eq(h_valid & (h_addr == c_addr))
+        v_in = state_layout(Mux(u_fwd, w_st, u_st)) if B <= 2 else u_st
+
+        valid_last = self.n_neurons - (B - 1) * P   # lanes used in the last beat
+        hw = max(vw + 1, cw + 1) + 1                # holds V + I, V + I -/+ Θ, V + I - 2Θ
+        h = Signal(data.ArrayLayout(signed(hw), P))
+        h_s = Signal(state_layout)
+        h_up = Signal(P)            # S < Qp
+        h_dn = Signal(P)            # S > Qn
         for lane in range(P):
-            v = cur_state[lane].v
-            i_t = s1_cur[lane]
-            th = prm[lane].theta
-            h = Signal(signed(hw), name=f"h{lane}")
-            m.d.comb += h.eq(v + i_t)
+            vi = v_in[lane]
+            pr = u_pr[lane]
+            # U1: H = V + I (one adder), tracer bounds (small compares)
+            m.d.sync += h[lane].eq(vi.v + u_cur[lane])
             if stbif:
-                s = cur_state[lane].s
-                hm = Signal(signed(hw), name=f"hm{lane}")
-                hp = Signal(signed(hw), name=f"hp{lane}")
-                m.d.comb += [hm.eq(v + i_t - th), hp.eq(v + i_t + th)]
-                pos = ~hm[-1] & (s < prm[lane].qp)
-                neg = h[-1] & (s > prm[lane].qn)
-                m.d.comb += [
-                    new_state[lane].v.eq(Mux(pos, hm, Mux(neg, hp, h))),
-                    new_state[lane].s.eq(s + Mux(pos, 1, Mux(neg, -1, 0))),
-                    new_spk[lane].eq(Mux(pos, 1, Mux(neg, -1, 0))),
-                    clr_state[lane].v.eq(th >> 1),
-                    clr_state[lane].s.eq(0),
+                m.d.sync += [h_s[lane].s.eq(vi.s), h_up[lane].eq(vi.s < pr.qp),
+                             h_dn[lane].eq(vi.s > pr.qn)]
+            # U2: one more adder and a 2:1 select.
+            th = h_pr[lane].theta
+            hl = h[lane]
+            d = Signal(signed(hw), name=f"d{lane}")
+            if stbif:
+                # H >= 0: D = H - Θ, fires (+1) if D >= 0 and S < Qp; H < 0: D = H + Θ, fires
+                # (-1) if S > Qn. V = D if it fires else H.
+                hneg = hl[-1]
+                m.d.comb += d.eq(hl + Mux(hneg, th, -th))
+                fire = Mux(hneg, h_dn[lane], ~d[-1] & h_up[lane])
+                m.d.sync += [
+                    w_st[lane].v.eq(Mux(fire, d, hl)),
+                    w_st[lane].s.eq(h_s[lane].s + Mux(fire, Mux(hneg, -1, 1), 0)),
+                    w_spk[lane].eq(Mux(fire, Mux(hneg, -1, 1), 0)),
                 ]
             else:
-                hh = Signal(signed(hw), name=f"hh{lane}")
-                m.d.comb += hh.eq(h >> 1)
-                fire = hh >= th
-                m.d.comb += [
-                    new_state[lane].v.eq(Mux(fire, 0, hh)),
-                    new_spk[lane].eq(fire),
-                    clr_state[lane].v.eq(0),
-                ]
+                # h = (V + I) >> 1 >= Θ  <=>  V + I >= 2Θ
+                m.d.comb += d.eq(hl - (th << 1))
+                fire = ~d[-1]
+                m.d.sync += [w_st[lane].v.eq(Mux(fire, 0, hl >> 1)), w_spk[lane].eq(fire)]
             if lane >= valid_last:
-                with m.If(s1_last):
-                    m.d.comb += new_spk[lane].eq(0)
+                with m.If(h_last):
+                    m.d.sync += w_spk[lane].eq(0)
 
+        # ---- state write port: updates, or the clear pass ----------------------------------
+        clr_state = Signal(state_layout)
+        for lane in range(P):
+            m.d.comb += clr_state[lane].v.eq(c_pr[lane].theta >> 1 if stbif else 0)
         with m.If(running):
-            with m.If(s1_valid & advance):
-                m.d.sync += o_spk.eq(new_spk)
-                m.d.comb += [s_wr.addr.eq(s1_addr), s_wr.data.eq(new_state), s_wr.en.eq(1)]
+            m.d.comb += [s_wr.addr.eq(w_addr), s_wr.data.eq(w_st), s_wr.en.eq(w_valid)]
         with m.Else():
-            m.d.comb += [s_wr.addr.eq(clr_wa), s_wr.data.eq(clr_state), s_wr.en.eq(clr_w)]
+            m.d.comb += [s_wr.addr.eq(clr_a2), s_wr.data.eq(clr_state), s_wr.en.eq(clr_w2)]
         return m
 
 

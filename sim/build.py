@@ -51,8 +51,9 @@ VERILATOR_WARN_ARGS = ("-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-CASEINCOMPLE
 #: WIDTHEXPAND/WIDTHTRUNC -- Amaranth emits implicit extension/truncation (widths are explicit in
 #: the Amaranth source); CASEINCOMPLETE -- Mux/Switch trees are preceded by default assignments;
 #: PROCASSINIT -- registers carry their reset value as a declaration initializer;
-#: UNUSEDSIGNAL -- unused bits of packed memory words and struct slices.
-LINT_WAIVERS = (*VERILATOR_WARN_ARGS, "-Wno-PROCASSINIT", "-Wno-UNUSEDSIGNAL")
+#: UNUSEDSIGNAL -- unused bits of packed memory words and struct slices; DECLFILENAME -- a design
+#: with submodules (e.g. a FIFO) is one file holding several modules.
+LINT_WAIVERS = (*VERILATOR_WARN_ARGS, "-Wno-PROCASSINIT", "-Wno-UNUSEDSIGNAL", "-Wno-DECLFILENAME")
 #: Environment variable carrying the JSON test configuration into the simulator process.
 CONFIG_ENV = "EQUISPIKE_TB_CONFIG"
 

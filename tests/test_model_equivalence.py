@@ -103,3 +103,16 @@ def test_worst_case_stays_within_computed_widths(seed):
     # and the narrow dtypes chosen from the analysis give the same run
     narrow = ViTSNN(art).run(images)
     assert np.array_equal(narrow.logits, res.logits)
+
+
+def test_large_residual_multipliers():
+    """Regression: multipliers M >= 128 (R = 10 exports) must not overflow the int8 spike arrays."""
+    import dataclasses
+
+    art = random_vit(0, depth=2, dim=16, heads=2)
+    for site, m in (("patch_embed", 128), ("blocks.0.proj", 371), ("blocks.1.fc2", 255)):
+        art.sites[site] = dataclasses.replace(art.sites[site], M=m)
+    art.validate()
+    images = random_images(1, art, 3)
+    res = compare("large-M", art, images)
+    assert res.mismatches == 0 and res.unsettled == 0, res.first_mismatch

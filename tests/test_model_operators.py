@@ -251,3 +251,36 @@ def test_sdsa_rejects_non_binary():
     x = np.full((1, 2, 2), 2, np.int8)
     with pytest.raises(ValueError, match="binary"):
         sdsa1(x, x, x)
+
+
+@FAST
+@given(
+    seed=st.integers(0, 2**31),
+    D=st.integers(2, 64),
+    E=st.integers(1, 50),
+    spike=st.integers(1, 5000),
+)
+def test_layernorm_output_bound_holds(seed, D, E, spike):
+    """The width analysis' LayerNorm bound holds even for one-hot rows and tiny E, where σ rounds down."""
+    from equispike.model.widths import layernorm_output_bound
+
+    rng = np.random.default_rng(seed)
+    gamma = rng.choice([-1, 1], D) * (1 << 16)
+    beta = rng.integers(-100, 101, D)
+    params = LayerNormParams(E=E)
+    x = np.zeros((2, D), np.int64)
+    x[0, 0] = spike
+    x[1] = rng.integers(-spike, spike + 1, D)
+    y = int_layernorm(x, gamma, beta, params)
+    bound = layernorm_output_bound(D, int(np.abs(gamma).max()), int(np.abs(beta).max()), params)
+    assert np.abs(y).max() <= bound
+
+
+def test_layernorm_bound_reported_counterexample():
+    """D = 32, E = 1, Γ = 2^16, x = e₁: σ = 5, c = 31, y = 6348, above a sqrt(D−1)-based bound (6145)."""
+    from equispike.model.widths import layernorm_output_bound
+
+    x = np.zeros((1, 32), np.int64)
+    x[0, 0] = 1
+    y = int_layernorm(x, np.full(32, 1 << 16), np.zeros(32, np.int64), LayerNormParams(E=1))
+    assert int(np.abs(y).max()) <= layernorm_output_bound(32, 1 << 16, 0, LayerNormParams(E=1))

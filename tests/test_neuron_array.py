@@ -268,7 +268,7 @@ def test_neuron_array_lint(request):
 
 # ---------------------------------------------------------------- fast Amaranth-simulator tests
 def amaranth_run(cfg, currents, *, idle=0.0, bp=0.0, seed=0, abort_after=None,
-                 abort="clear"):
+                 abort="clear", cycles=None):
     """Spikes (T, n) of the DUT on Amaranth's simulator for one inference of ``currents``.
 
     With ``abort_after=k``, a first inference is started with the same currents and interrupted
@@ -300,8 +300,12 @@ def amaranth_run(cfg, currents, *, idle=0.0, bp=0.0, seed=0, abort_after=None,
             ctx.set(dut.clear, 0)
         benches.append(first)
 
+    def count(ctx, c):
+        if cycles is not None:
+            cycles[:] = [c + 1]
+
     main = stream_testbench([(dut.i_stream, items)], [(dut.o_stream, len(items), out)],
-                            idle_prob=idle, backpressure_prob=bp, seed=seed)
+                            idle_prob=idle, backpressure_prob=bp, seed=seed, on_cycle=count)
 
     async def run(ctx):
         for b in benches:
@@ -341,6 +345,38 @@ def test_neuron_array_fast_shapes(mode, n):
     got = amaranth_run(cfg, cur, bp=0.3, idle=0.2, seed=n)
     exp = golden_run(cfg, cur)
     Scoreboard("fast").compare(0, exp, got)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("mode", ["stbif", "lif"])
+@pytest.mark.parametrize("beats", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("idle", [0.0, 0.3])
+def test_neuron_array_fast_hazards(mode, beats, idle):
+    """Read-after-write hazards of the update pipeline: with ``beats`` words per step and no gaps,
+    every state word comes back ``beats`` cycles after its previous update (forwarding from the
+    update and write-back stages for 2..5, the RAM beyond); random gaps mix the distances."""
+    cfg = random_config(40 + beats, **{**FAST, "n": 3 * beats, "mode": mode, "depth": 1,
+                                        "theta_max": 6})
+    cur = random_currents(np.random.default_rng(beats), cfg, 100)
+    got = amaranth_run(cfg, cur, idle=idle, seed=beats)
+    exp = golden_run(cfg, cur)
+    assert np.count_nonzero(exp) >= 10, "stimulus too quiet to exercise the update"
+    Scoreboard("hazards").compare(0, exp, got)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("beats", [1, 2, 7])
+def test_neuron_array_fast_throughput(beats):
+    """No stalls: one beat per cycle (one every other cycle with a single beat per step, where
+    the two-cycle update loop needs the word back immediately), plus the pipeline latency."""
+    cfg = random_config(50, **{**FAST, "n": 3 * beats, "depth": 1})
+    steps = 20
+    cur = random_currents(np.random.default_rng(50), cfg, steps)
+    cycles = []
+    got = amaranth_run(cfg, cur, cycles=cycles)
+    Scoreboard("throughput").compare(0, golden_run(cfg, cur), got)
+    per_beat = 2 if beats == 1 else 1
+    assert cycles[0] <= steps * beats * per_beat + 10, cycles
 
 
 @pytest.mark.sim

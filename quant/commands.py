@@ -1,0 +1,339 @@
+"""``equispike`` subcommands of the quantization side: ``train``, ``export``, ``eval``, ``demo``.
+
+The lead's ``cli.py`` calls :func:`register` with its ``add_subparsers()`` object; every subcommand
+sets ``func(args) -> int`` (the exit code). Default paths live under ``runs/`` (gitignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["register", "DEFAULT_RUN"]
+
+DEFAULT_RUN = Path("runs") / "default"
+
+
+# --------------------------------------------------------------------------------------------------
+# argument groups
+# --------------------------------------------------------------------------------------------------
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from .qvit import ViTConfig
+
+    d = ViTConfig()
+    g = p.add_argument_group("model (ViT for 8x8 digits, SPEC section 7)")
+    g.add_argument("--patch", type=int, default=d.patch, help="patch size (default %(default)s: "
+                   "16 patches + class token = 17 tokens)")
+    g.add_argument("--dim", type=int, default=d.dim, help="embedding dimension (default %(default)s)")
+    g.add_argument("--depth", type=int, default=d.depth, help="transformer blocks (default %(default)s)")
+    g.add_argument("--heads", type=int, default=d.heads, help="attention heads (default %(default)s)")
+    g.add_argument("--mlp-ratio", type=int, default=d.mlp_ratio,
+                   help="MLP hidden = dim * ratio (default %(default)s)")
+    g.add_argument("--levels", type=int, default=d.levels, choices=(8, 16, 32),
+                   help="quantization levels of every activation site (default %(default)s)")
+    g.add_argument("--residual-bits", type=int, default=d.residual_bits,
+                   help="R: residual stream unit 2^-R, mirrored in QAT and used at export "
+                        "(default %(default)s)")
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from .train import TrainConfig
+
+    d = TrainConfig()
+    g = p.add_argument_group("training")
+    g.add_argument("--seed", type=int, default=d.seed, help="training seed (default %(default)s)")
+    g.add_argument("--split-seed", type=int, default=d.split_seed,
+                   help="seed of the stratified 80/20 train/test split (default %(default)s)")
+    g.add_argument("--float-epochs", type=int, default=d.float_epochs,
+                   help="float pre-training epochs (default %(default)s)")
+    g.add_argument("--qat-epochs", type=int, default=d.qat_epochs,
+                   help="QAT fine-tuning epochs (default %(default)s)")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="(default %(default)s)")
+    g.add_argument("--float-lr", type=float, default=d.float_lr, help="(default %(default)s)")
+    g.add_argument("--qat-lr", type=float, default=d.qat_lr, help="(default %(default)s)")
+    g.add_argument("--kd-weight", type=float, default=d.kd_weight,
+                   help="weight of distillation from the float model during QAT (default %(default)s)")
+    g.add_argument("--no-reuse-float", action="store_true",
+                   help="retrain the float model even if a matching float.pt exists")
+
+
+def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("runtime")
+    g.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
+    g.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default %(default)s: fastest for this tiny model on a "
+                        "shared 2-core machine)")
+    g.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def _configs(args):
+    from .qvit import ViTConfig
+    from .train import TrainConfig
+
+    mc = ViTConfig(patch=args.patch, dim=args.dim, depth=args.depth, heads=args.heads,
+                   mlp_ratio=args.mlp_ratio, levels=args.levels, residual_bits=args.residual_bits)
+    tc = TrainConfig(seed=args.seed, split_seed=args.split_seed, float_epochs=args.float_epochs,
+                     qat_epochs=args.qat_epochs, batch_size=args.batch_size, float_lr=args.float_lr,
+                     qat_lr=args.qat_lr, kd_weight=args.kd_weight)
+    return mc, tc
+
+
+def _threads(args) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
+
+
+def _errors():
+    from ..model.artifact import ArtifactError
+    from .train import CheckpointError
+
+    return (ArtifactError, CheckpointError, ValueError, FileNotFoundError)
+
+
+# --------------------------------------------------------------------------------------------------
+# actions
+# --------------------------------------------------------------------------------------------------
+def do_train(args) -> int:
+    from .train import train_all
+
+    _threads(args)
+    try:
+        mc, tc = _configs(args)
+        summary = train_all(mc, tc, args.out_dir, device=args.device, quiet=args.quiet,
+                            reuse_float=not args.no_reuse_float)
+    except _errors() as exc:
+        print(f"equispike train: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"float test accuracy      {summary['float_test_acc']:.4f}")
+    print(f"fake-quant test accuracy {summary['fake_quant_test_acc']:.4f}")
+    print(f"wall time                {summary['train_seconds']:.1f} s "
+          f"(float {summary['float_seconds']:.1f} s, QAT {summary['qat_seconds']:.1f} s)")
+    print(f"checkpoints              {summary['float_checkpoint']}, {summary['qat_checkpoint']}")
+    return 0
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, residual_bits: int | None = None
+                      ) -> Path:
+    from ..model.artifact import save_artifact
+    from .export import export_artifact
+    from .train import load_checkpoint
+
+    model, blob = load_checkpoint(checkpoint, expect_stage="qat")
+    meta = {"checkpoint": str(checkpoint), "train_config": blob["train_config"],
+            "train_meta": blob.get("meta", {})}
+    art = export_artifact(model, residual_bits=residual_bits, meta=meta)
+    return save_artifact(art, out)
+
+
+def do_export(args) -> int:
+    ckpt = Path(args.checkpoint)
+    out = Path(args.out) if args.out else ckpt.with_name("model.esa")
+    try:
+        path = export_checkpoint(ckpt, out, args.residual_bits)
+    except _errors() as exc:
+        print(f"equispike export: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}")
+    return 0
+
+
+def evaluate_paths(artifact: str | Path, checkpoint: str | Path | None,
+                   float_checkpoint: str | Path | None, t_max: int, limit: int | None,
+                   quiet: bool = False) -> dict:
+    from ..model.artifact import load_artifact
+    from .data import load_split
+    from .evaluate import evaluate_artifact
+    from .train import Progress, TrainConfig, load_checkpoint
+
+    art = load_artifact(artifact)
+    tcd = art.meta.get("train_config")
+    tc = TrainConfig.from_dict(tcd) if isinstance(tcd, dict) else TrainConfig()
+    data = load_split(tc.split_seed, tc.test_fraction)
+    x, y = data.x_test, data.y_test
+    if limit:
+        x, y = x[:limit], y[:limit]
+    fm = qm = None
+    if checkpoint and Path(checkpoint).is_file():
+        qm, _ = load_checkpoint(checkpoint, expect_stage="qat")
+    if float_checkpoint and Path(float_checkpoint).is_file():
+        fm, _ = load_checkpoint(float_checkpoint, expect_stage="float")
+    prog = Progress("snn", len(y), quiet=quiet)
+    res = evaluate_artifact(art, x, y, t_max=t_max, float_model=fm, qat_model=qm,
+                            progress=lambda i, n: prog.update(i))
+    res["artifact"] = str(artifact)
+    res["split"] = data.describe()
+    res["residual_R"] = art.residual_R
+    res["levels"] = art.sites["norm"].levels
+    res["dims"] = {k: getattr(art.dims, k) for k in ("patch", "dim", "depth", "heads", "mlp_dim")}
+    res["train_seconds"] = art.meta.get("train_meta", {}).get("float_seconds", 0.0) + \
+        art.meta.get("train_meta", {}).get("qat_seconds", 0.0)
+    return res
+
+
+def summary_lines(r: dict) -> list[str]:
+    def pct(k):
+        return f"{100 * r[k]:.2f} %" if k in r else "n/a"
+
+    st = r["settle_step"] or {}
+    lines = [
+        f"test images                 {r['images']} ({r['split']})",
+        f"model                       {r['dims']}, levels {r['levels']}, R {r['residual_R']}",
+        f"float accuracy              {pct('float_acc')}",
+        f"fake-quant accuracy         {pct('fake_quant_acc')}",
+        f"integer QANN accuracy       {pct('qann_acc')}",
+        f"SNN accuracy                {pct('snn_acc')}",
+        f"SNN == QANN (exact logits)  {100 * r['snn_equals_qann_fraction']:.2f} % of images",
+        f"unsettled at t_max={r['t_max']:<5}   {r['unsettled_images']}",
+        f"settle step min/median/max  {st.get('min', 'n/a')} / {st.get('median', 'n/a')} / "
+        f"{st.get('max', 'n/a')}",
+        f"ACs per image (mean)        {r['acs_per_image']['mean']:.0f}",
+        f"MACs per image (mean)       {r['macs_per_image']['mean']:.0f}  "
+        f"(QANN dense: {r['qann_dense_macs']})",
+        f"energy per image (mean)     {r['energy_pj_per_image']['mean'] / 1e3:.1f} nJ  "
+        f"(QANN dense MACs: {r['qann_dense_energy_pj'] / 1e3:.1f} nJ)",
+        "accuracy vs T               " + ", ".join(f"T={T}: {100 * a:.1f}%"
+                                                    for T, a in r["accuracy_vs_T"]),
+    ]
+    return lines
+
+
+def _write_json(r: dict, dest: str) -> None:
+    text = json.dumps(r, indent=1, sort_keys=True)
+    if dest == "-":
+        print(text)
+    else:
+        Path(dest).parent.mkdir(parents=True, exist_ok=True)
+        Path(dest).write_text(text + "\n")
+
+
+def do_eval(args) -> int:
+    _threads(args)
+    art = Path(args.artifact)
+    ckpt = args.checkpoint or art.with_name("qat.pt")
+    fck = args.float_checkpoint or art.with_name("float.pt")
+    try:
+        r = evaluate_paths(art, ckpt, fck, args.t_max, args.limit, quiet=args.quiet)
+    except _errors() as exc:
+        print(f"equispike eval: error: {exc}", file=sys.stderr)
+        return 1
+    if args.json is not None:
+        _write_json(r, args.json)
+    if args.json != "-":
+        print("\n".join(summary_lines(r)))
+    return 0 if r["snn_equals_qann_fraction"] == 1.0 else 2
+
+
+def do_demo(args) -> int:
+    from .train import CheckpointError, TrainConfig, load_checkpoint, train_all
+
+    _threads(args)
+    out_dir = Path(args.out_dir)
+    try:
+        mc, tc = _configs(args)
+        qpath = out_dir / "qat.pt"
+        cached = False
+        if qpath.is_file() and not args.retrain:
+            try:
+                _, blob = load_checkpoint(qpath, expect_stage="qat", expect_config=mc)
+                cached = TrainConfig.from_dict(blob["train_config"]) == tc
+            except CheckpointError as exc:
+                print(f"[demo] cached {qpath} not usable ({exc}); retraining", file=sys.stderr)
+        if cached:
+            print(f"[demo] reusing cached run {qpath}", file=sys.stderr)
+        else:
+            s = train_all(mc, tc, out_dir, device=args.device, quiet=args.quiet)
+            print(f"[demo] trained in {s['train_seconds']:.1f} s", file=sys.stderr)
+        art = export_checkpoint(qpath, out_dir / "model.esa")
+        print(f"[demo] exported {art}", file=sys.stderr)
+        r = evaluate_paths(art, qpath, out_dir / "float.pt", args.t_max, args.limit,
+                           quiet=args.quiet)
+    except _errors() as exc:
+        print(f"equispike demo: error: {exc}", file=sys.stderr)
+        return 1
+    _write_json(r, str(out_dir / "eval.json"))
+    print("\n".join(summary_lines(r)))
+    return 0 if r["snn_equals_qann_fraction"] == 1.0 else 2
+
+
+# --------------------------------------------------------------------------------------------------
+# registration
+# --------------------------------------------------------------------------------------------------
+def register(subparsers) -> None:
+    """Add ``train``, ``export``, ``eval`` and ``demo`` to an argparse subparsers object."""
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = subparsers.add_parser(
+        "train", help="float pre-training + QAT of the digits ViT",
+        description="Train the float ViT on sklearn digits (stratified 80/20 split), then QAT "
+                    "fine-tune with LSQ sites and int8 weights. Writes OUT_DIR/float.pt and "
+                    "OUT_DIR/qat.pt. A float.pt with the same configuration is reused.",
+    )
+    p.add_argument("--out-dir", default=str(DEFAULT_RUN), help="run directory (default %(default)s)")
+    _add_model_args(p)
+    _add_train_args(p)
+    _add_runtime_args(p)
+    p.set_defaults(func=do_train)
+
+    p = subparsers.add_parser(
+        "export", help="export a QAT checkpoint to an integer artifact (.esa)",
+        description="Convert a QAT checkpoint to the integer ViTArtifact of SPEC sections 3-7 "
+                    "(thresholds, int8 weights, integer biases, residual multipliers, softmax and "
+                    "LayerNorm constants) and write it atomically.", formatter_class=fmt,
+    )
+    p.add_argument("--checkpoint", default=str(DEFAULT_RUN / "qat.pt"), help="QAT checkpoint")
+    p.add_argument("--out", default=None, help="artifact path (default: model.esa next to the "
+                   "checkpoint)")
+    p.add_argument("--residual-bits", type=int, default=None,
+                   help="R: the residual stream is an integer in units of 2^-R (default: the R the "
+                        "model was trained with, --residual-bits of train)")
+    p.set_defaults(func=do_export)
+
+    p = subparsers.add_parser(
+        "eval", help="accuracy of float / fake-quant / integer QANN / SNN on the test split",
+        description="Evaluate an artifact on the digits test split: integer QANN and the SNN run "
+                    "to quiescence (golden model), exact SNN == QANN check, settle steps, "
+                    "ACs/MACs/energy, accuracy vs time step. Float and fake-quant accuracies come "
+                    "from float.pt / qat.pt next to the artifact when present. Exit code 2 if any "
+                    "SNN logits differ from the QANN.", formatter_class=fmt,
+    )
+    p.add_argument("--artifact", default=str(DEFAULT_RUN / "model.esa"), help="artifact to evaluate")
+    p.add_argument("--checkpoint", default=None, help="QAT checkpoint (default: qat.pt next to "
+                   "the artifact)")
+    p.add_argument("--float-checkpoint", default=None, help="float checkpoint (default: float.pt "
+                   "next to the artifact)")
+    p.add_argument("--t-max", type=int, default=2048, help="SNN step cap")
+    p.add_argument("--limit", type=int, default=None, help="only the first N test images")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
+                   help="write the results as JSON to PATH (or stdout when PATH is omitted)")
+    _add_runtime_args(p)
+    p.set_defaults(func=do_eval)
+
+    p = subparsers.add_parser(
+        "demo", help="train (or reuse runs/) -> export -> eval -> summary",
+        description="End to end on digits: train the default configuration unless OUT_DIR holds a "
+                    "QAT checkpoint of the same configuration, export it, run the integer QANN and "
+                    "the SNN on the test split and print a summary (also OUT_DIR/eval.json).",
+    )
+    p.add_argument("--out-dir", default=str(DEFAULT_RUN), help="run directory (default %(default)s)")
+    p.add_argument("--retrain", action="store_true", help="ignore a cached run")
+    p.add_argument("--t-max", type=int, default=2048, help="SNN step cap (default %(default)s)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N test images")
+    _add_model_args(p)
+    _add_train_args(p)
+    _add_runtime_args(p)
+    p.set_defaults(func=do_demo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point (``python -m equispike.quant.commands``) until cli.py wires it."""
+    ap = argparse.ArgumentParser(prog="equispike")
+    sub = ap.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = ap.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

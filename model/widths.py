@@ -50,7 +50,7 @@ class WidthReport:
 
 
 def layernorm_output_bound(D: int, gmax: int, bmax: int, params) -> int:
-    """Largest ``|y_i|`` of :func:`~equispike.model.intops.int_layernorm` for ``|Γ| <= gmax``, ``|B| <= bmax``.
+    """Largest ``|y_i|`` of :func:`~equispike.model.intops.int_layernorm` given ``|Γ|, |B| <= gmax, bmax``.
 
     With ``Q = D·S2 − S1²``: ``Σc = 0`` and ``Σc² = D·Q`` give ``|c_i| <= sqrt((D−1)·Q)``; and
     ``σ = isqrt(Q + E) > sqrt(Q) − 1`` gives ``sqrt(Q) < σ + 1 <= 2σ``. Hence ``|c_i|/σ < 2·sqrt(D−1)``

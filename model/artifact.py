@@ -69,8 +69,35 @@ class Site:
         return max(-self.qn, self.qp)
 
 
+class DerivedDims:
+    """Sizes derived from ``image``, ``patch``, ``channels``, ``dim`` and ``heads`` (one definition for
+    the artifact's dims and the PyTorch model's config)."""
+
+    image: int
+    patch: int
+    channels: int
+    dim: int
+    heads: int
+
+    @property
+    def patches(self) -> int:
+        return (self.image // self.patch) ** 2
+
+    @property
+    def tokens(self) -> int:
+        return self.patches + 1
+
+    @property
+    def patch_dim(self) -> int:
+        return self.channels * self.patch * self.patch
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+
 @dataclass(frozen=True)
-class ViTDims:
+class ViTDims(DerivedDims):
     """Dimensions of the SpikeZIP-family ViT (SPEC §7)."""
 
     image: int = 8
@@ -94,21 +121,6 @@ class ViTDims:
         if self.dim % self.heads:
             raise ArtifactError(f"dims.heads ({self.heads}) must divide dims.dim ({self.dim})")
 
-    @property
-    def patches(self) -> int:
-        return (self.image // self.patch) ** 2
-
-    @property
-    def tokens(self) -> int:
-        return self.patches + 1
-
-    @property
-    def patch_dim(self) -> int:
-        return self.channels * self.patch * self.patch
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.heads
 
 
 def block_site_names(i: int) -> list[str]:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..model.artifact import DerivedDims
 from .lsq import LSQQuantizer, fake_quant_weight, round_ste, weight_scale
 
 __all__ = ["ViTConfig", "QLinear", "QBlock", "QViT", "patchify_torch", "INPUT_MAX", "INPUT_UNIT"]
@@ -31,7 +32,7 @@ SOFTMAX_P = 12  # integer softmax output unit 2^-SOFTMAX_P
 
 
 @dataclass(frozen=True)
-class ViTConfig:
+class ViTConfig(DerivedDims):
     """Model hyper-parameters. ``levels`` applies to every activation site (8, 16 or 32 typical)."""
 
     image: int = 8
@@ -64,24 +65,9 @@ class ViTConfig:
             raise ValueError(f"ViTConfig.levels must be a power of two in [4, 256], got {self.levels}")
 
     @property
-    def patches(self) -> int:
-        return (self.image // self.patch) ** 2
-
-    @property
-    def tokens(self) -> int:
-        return self.patches + 1
-
-    @property
-    def patch_dim(self) -> int:
-        return self.channels * self.patch * self.patch
-
-    @property
     def mlp_dim(self) -> int:
         return self.dim * self.mlp_ratio
 
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.heads
 
     def to_dict(self) -> dict:
         return asdict(self)

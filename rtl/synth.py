@@ -324,16 +324,9 @@ def synthesize(
             "DSP": util.get("ICESTORM_DSP", 0),
             "SPRAM": util.get("ICESTORM_SPRAM", 0),
         }
-        ff = re.findall(
-            r"SB_DFF\w*\s+(\d+)",
-            subprocess.run(
-                _tool("yosys") + ["-q", "-p", "read_json synth.json; stat"],
-                cwd=out,
-                capture_output=True,
-                text=True,
-                env=_env(),
-            ).stdout,
-        )
+        # nextpnr's iCE40 report has no flip-flop count: take it from the final Yosys ``stat``
+        last_stat = (out / "yosys.log").read_text().rsplit("Printing statistics", 1)[-1]
+        ff = re.findall(r"^\s*(\d+)\s+SB_DFF\w*\s*$", last_stat, re.M)
         res["FF"] = sum(int(x) for x in ff) if ff else None
     lanes = params.get("lanes")
     result = {

@@ -1,9 +1,17 @@
-"""Arithmetic building blocks of the differential norm units: divider and integer square root.
+"""Arithmetic building blocks of the differential norm units, built for a short critical path
+(ECP5 at >= 150 MHz: every stage is at most one carry chain or a few LUT levels, register to
+register).
 
 * :class:`PipelinedDivider` -- unsigned restoring division, one quotient bit per stage, fully
-  pipelined (one division per cycle, latency = quotient bits), with a global stall enable.
-* :class:`SequentialIsqrt` -- exact floor square root, digit by digit (the algorithm of
-  :func:`equispike.model.intops.isqrt`), one result bit per cycle.
+  pipelined and free running (one division per cycle, latency = quotient bits). Each stage is one
+  subtract-compare of ``den_width + 1`` bits (only the bits of the partial remainder that can
+  reach the shifted divisor take part).
+* :class:`SequentialIsqrt` -- exact floor square root, two radicand bits per cycle, one result bit
+  per cycle; each step is one subtract-compare of ``ceil(width / 2) + 3`` bits.
+* :func:`pipelined_mul` -- unsigned product split into 18-bit limbs (one ECP5 ``MULT18X18D`` each),
+  partial products registered, then a registered adder tree.
+* :func:`const_mul` -- product by a constant as a registered shift-add tree (no multiplier).
+* :func:`delay` -- a value delayed by a number of cycles (register chain).
 
 Floor (toward −∞) division of a signed numerator is done by the users from the unsigned
 quotient and remainder of the magnitude: ``n // d = -(q + (r != 0))`` when ``n < 0``.
@@ -11,11 +19,15 @@ quotient and remainder of the magnitude: ``n // d = -(q + (r != 0))`` when ``n <
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["PipelinedDivider", "SequentialIsqrt", "check_int"]
+__all__ = ["SplitRAM", "PipelinedDivider", "SequentialIsqrt", "check_int", "pipelined_mul", "mul_latency",
+           "const_mul", "const_mul_latency", "delay", "LIMB"]
+
+LIMB = 18
+"""Operand limb of :func:`pipelined_mul`: the ECP5 ``MULT18X18D`` takes 18 × 18 unsigned."""
 
 
 def check_int(name: str, value, lo: int, hi: int | None = None) -> int:
@@ -28,19 +40,196 @@ def check_int(name: str, value, lo: int, hi: int | None = None) -> int:
     return value
 
 
+def delay(m: Module, value, cycles: int, name: str = "dly", reset_less: bool = False):
+    """``value`` delayed by ``cycles`` registers (``cycles = 0``: ``value`` itself)."""
+    value = Value.cast(value)
+    for i in range(cycles):
+        r = Signal(value.shape(), name=f"{name}_{i}", reset_less=reset_less)
+        m.d.sync += r.eq(value)
+        value = r
+    return value
+
+
+def _tree_levels(terms: int) -> int:
+    lv = 0
+    while terms > 1:
+        terms = (terms + 1) // 2
+        lv += 1
+    return lv
+
+
+def _add_tree(m: Module, terms: list, name: str):
+    """Registered pairwise adder tree over ``(value, shift)`` terms; one level per cycle."""
+    level = 0
+    while len(terms) > 1:
+        nxt = []
+        for k in range(0, len(terms), 2):
+            if k + 1 < len(terms):
+                (a, sa), (b, sb) = terms[k], terms[k + 1]
+                lo = min(sa, sb)
+                expr = (a << (sa - lo)) + (b << (sb - lo))
+                r = Signal(expr.shape(), name=f"{name}_l{level}_{k // 2}", reset_less=True)
+                m.d.sync += r.eq(expr)
+                nxt.append((r, lo))
+            else:
+                a, sa = terms[k]
+                nxt.append((delay(m, a, 1, f"{name}_l{level}_{k // 2}", True), sa))
+        terms = nxt
+        level += 1
+    v, s = terms[0]
+    return v << s
+
+
+def _limbs(width: int) -> list[tuple[int, int]]:
+    return [(lo, min(width, lo + LIMB)) for lo in range(0, width, LIMB)]
+
+
+def mul_latency(a_width: int, b) -> int:
+    """Latency (cycles) of :func:`pipelined_mul` for an ``a_width``-bit ``a`` and ``b`` (a value,
+    or an ``int`` constant)."""
+    if isinstance(b, int):
+        nb = max(1, sum(1 for lo, hi in _limbs(max(1, b.bit_length()))
+                        if (b >> lo) & ((1 << (hi - lo)) - 1)))
+    else:
+        nb = len(_limbs(len(Value.cast(b))))
+    return 1 + _tree_levels(len(_limbs(a_width)) * nb)
+
+
+def pipelined_mul(m: Module, a, b, name: str = "mul"):
+    """Unsigned ``a · b`` (``b`` a value or a non-negative ``int`` constant), :func:`mul_latency`
+    cycles later.
+
+    The operands are split into 18-bit limbs; every limb product (one DSP) goes straight into a
+    register, and the partial products are summed by a registered adder tree, so no path holds more
+    than one multiplier or one adder. ``a`` and ``b`` should be register outputs (the multiplier
+    inputs are then registered too).
+    """
+    a = Value.cast(a)
+    wa = len(a)
+    if isinstance(b, int):
+        if b < 0:
+            raise ValueError("pipelined_mul takes a non-negative constant")
+        bl = [(lo, Const((b >> lo) & ((1 << (hi - lo)) - 1), hi - lo))
+              for lo, hi in _limbs(max(1, b.bit_length()))]
+        bl = [(lo, c) for lo, c in bl if c.value] or [(0, Const(0, 1))]
+    else:
+        b = Value.cast(b)
+        bl = [(lo, b[lo:hi]) for lo, hi in _limbs(len(b))]
+    terms = []
+    for i, (alo, ahi) in enumerate(_limbs(wa)):
+        for j, (blo, bv) in enumerate(bl):
+            expr = a[alo:ahi] * bv
+            p = Signal(expr.shape(), name=f"{name}_p{i}_{j}", reset_less=True)
+            m.d.sync += p.eq(expr)
+            terms.append((p, alo + blo))
+    return _add_tree(m, terms, name)
+
+
+def const_mul_latency(k: int) -> int:
+    """Latency (cycles) of :func:`const_mul` by ``k``."""
+    return _tree_levels(max(1, bin(k).count("1")))
+
+
+def const_mul(m: Module, x, k: int, name: str = "cmul"):
+    """``x · k`` for a constant ``k >= 0`` as a registered shift-add tree over the set bits of
+    ``k``, :func:`const_mul_latency` cycles later (0 cycles, plain wiring, for a power of two)."""
+    if k < 0:
+        raise ValueError("const_mul takes a non-negative constant")
+    x = Value.cast(x)
+    terms = [(x, i) for i in range(k.bit_length()) if (k >> i) & 1]
+    if not terms:
+        return Const(0, 1)
+    return _add_tree(m, terms, name)
+
+
+class SplitRAM:
+    """A state RAM (one write port, one read port) built as block RAMs that are each no deeper than
+    one ``DP16KD`` configuration, split by bit slices, with a **registered read output**.
+
+    Read latency 2 cycles: ``r_data`` belongs to the ``r_addr`` of two cycles before. A memory
+    deeper than 1024 words of 18 bits would otherwise be cascaded in depth by the synthesis tool,
+    with a multiplexer behind the block-RAM outputs; and an unregistered ``DP16KD`` output has a
+    5.8 ns clock-to-out in nextpnr's ECP5 model (about 145 MHz at best into a register next to
+    it), against 1 ns from its output register (``REGMODE = OUTREG``).
+
+    ``primitive=False`` (simulation, default): Amaranth memories with a synchronous read port and
+    one register behind it. ``primitive=True`` (synthesis for ECP5): ``DP16KD`` instances, port A
+    writes, port B reads through its output register; the same cycle behaviour. Yosys 0.64 cannot
+    fold a register into the ``DP16KD`` output register itself, hence the instance.
+
+    A read of the word written in the same cycle is undefined (no collision logic): the users
+    never do it (the norm units write a row's words several cycles after reading them and read
+    them again only in a later row).
+    """
+
+    def __init__(self, m: Module, name: str, shape, depth: int, primitive: bool = False):
+        from amaranth.hdl import ClockSignal, Instance, Shape
+        from amaranth.lib import memory
+
+        width = Shape.cast(shape).width
+        if primitive:
+            chunk, abits = next(((c, a) for c, d, a in ((9, 2048, 11), (4, 4096, 12),
+                                                       (2, 8192, 13), (1, 16384, 14))
+                                 if depth <= d), (None, None))
+            if chunk is None:
+                raise ValueError(f"SplitRAM primitive: depth {depth} > 16384")
+        else:
+            chunk = next((c for c, d in ((18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384))
+                          if depth <= d), width)
+        self.w_addr = Signal(range(depth))
+        self.w_data = Signal(shape)
+        self.w_en = Signal()
+        self.r_addr = Signal(range(depth))
+        self.r_data = Signal(shape)
+        for k, lo in enumerate(range(0, width, chunk)):
+            hi = min(width, lo + chunk)
+            if primitive:
+                wa = Cat(Const(0, 14 - abits), self.w_addr, Const(0, abits))[:14]
+                ra = Cat(Const(0, 14 - abits), self.r_addr, Const(0, abits))[:14]
+                wd = Cat(self.w_data[lo:hi], Const(0, 18))[:18]
+                rd = Signal(18, name=f"{name}{k}_do")
+                ports = {f"i_ADA{i}": wa[i] for i in range(14)}
+                ports.update({f"i_ADB{i}": ra[i] for i in range(14)})
+                ports.update({f"i_DIA{i}": wd[i] for i in range(18)})
+                ports.update({f"o_DOB{i}": rd[i] for i in range(18)})
+                for p in ("A", "B"):
+                    ports.update({f"i_CLK{p}": ClockSignal(), f"i_CE{p}": 1, f"i_OCE{p}": 1,
+                                  f"i_RST{p}": 0, f"i_CS{p}0": 0, f"i_CS{p}1": 0, f"i_CS{p}2": 0})
+                m.submodules[f"{name}{k}"] = Instance(
+                    "DP16KD", p_DATA_WIDTH_A=chunk, p_DATA_WIDTH_B=chunk, p_REGMODE_A="NOREG",
+                    p_REGMODE_B="OUTREG", p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL",
+                    p_CSDECODE_A="0b000", p_CSDECODE_B="0b000", p_RESETMODE="SYNC",
+                    p_GSR="DISABLED", i_WEA=self.w_en, i_WEB=0, **ports)
+                m.d.comb += self.r_data[lo:hi].eq(rd[:hi - lo])
+            else:
+                mem = memory.Memory(shape=unsigned(hi - lo), depth=depth, init=[],
+                                    attrs={"no_rw_check": 1})
+                m.submodules[f"{name}{k}"] = mem
+                wp, rp = mem.write_port(), mem.read_port()
+                q = Signal(hi - lo, name=f"{name}{k}_q", reset_less=True)
+                m.d.comb += [wp.addr.eq(self.w_addr), wp.data.eq(self.w_data[lo:hi]),
+                             wp.en.eq(self.w_en), rp.addr.eq(self.r_addr)]
+                m.d.sync += q.eq(rp.data)
+                m.d.comb += self.r_data[lo:hi].eq(q)
+
+
 class PipelinedDivider(wiring.Component):
-    """Unsigned restoring divider, fully pipelined.
+    """Unsigned restoring divider, fully pipelined, free running.
 
     Computes ``quo = num // den`` and ``rem = num % den`` for ``den >= 1`` under the precondition
     ``num < den · 2^quo_width`` (the quotient fits ``quo_width`` bits); a tag travels alongside.
 
-    Latency: ``quo_width`` cycles (one registered stage per quotient bit). Throughput: one division
-    per cycle. All stages advance together when ``en`` is high (global stall).
+    Stage ``b`` (quotient bit ``b``, from the top) holds a partial remainder ``< den · 2^(b+1)``, so
+    only its bits from ``b`` upwards (``den_width + 1`` of them) meet the shifted divisor: one
+    ``den_width + 1``-bit subtract, its borrow picks the new remainder (a 2-input mux) — a short carry
+    chain per stage whatever the numerator width.
 
-    Parameters
-    ----------
-    num_width, den_width, quo_width, tag_width:
-        Widths of the numerator, denominator, quotient and tag (all unsigned).
+    ``den`` is **not** carried down the pipeline: it must stay constant while divisions are in
+    flight (the norm units divide a whole row by one denominator and drain the divider before the
+    next row's denominator is set).
+
+    Latency: ``quo_width`` cycles (one registered stage per quotient bit). Throughput: one division
+    per cycle. No stall: the users bound the number in flight by credits.
     """
 
     def __init__(self, num_width: int, den_width: int, quo_width: int, tag_width: int = 1):
@@ -49,40 +238,38 @@ class PipelinedDivider(wiring.Component):
         self.quo_width = check_int("quo_width", quo_width, 1)
         self.tag_width = check_int("tag_width", tag_width, 1)
         super().__init__({
-            "en": In(1),
             "i_valid": In(1),
             "i_num": In(num_width),
             "i_den": In(den_width),
             "i_tag": In(tag_width),
             "o_valid": Out(1),
             "o_quo": Out(quo_width),
-            "o_rem": Out(num_width),
+            "o_rem": Out(den_width),
             "o_tag": Out(tag_width),
         })
 
     def elaborate(self, platform):
         m = Module()
-        valid, rem, den, quo, tag = self.i_valid, self.i_num, self.i_den, None, self.i_tag
+        dw = self.den_width
+        den = self.i_den
+        valid, rem, quo, tag = self.i_valid, self.i_num, None, self.i_tag
         for b in reversed(range(self.quo_width)):
-            sh = den << b
-            fits = rem >= sh
+            # rem < den << (b + 1): rem[b:] < 2·den fits dw + 1 bits
+            hi = rem[b:b + dw + 1] if len(rem) > b else Const(0, 1)
+            diff = Signal(dw + 2, name=f"diff{b}")
+            m.d.comb += diff.eq(hi - den)
+            fits = ~diff[-1]
             n_valid = Signal(name=f"v{b}")
-            n_rem = Signal(self.num_width, name=f"r{b}")
-            n_den = Signal(self.den_width, name=f"d{b}")
-            n_quo = Signal(unsigned(self.quo_width - b), name=f"q{b}")
-            n_tag = Signal(self.tag_width, name=f"t{b}")
-            with m.If(self.en):
-                m.d.sync += [
-                    n_valid.eq(valid),
-                    n_rem.eq(Mux(fits, rem - sh, rem)),
-                    n_den.eq(den),
-                    n_tag.eq(tag),
-                ]
-                if quo is None:
-                    m.d.sync += n_quo.eq(fits)
-                else:
-                    m.d.sync += n_quo.eq((quo << 1) | fits)
-            valid, rem, den, quo, tag = n_valid, n_rem, n_den, n_quo, n_tag
+            n_rem = Signal(b + dw, name=f"r{b}", reset_less=True)
+            n_quo = Signal(unsigned(self.quo_width - b), name=f"q{b}", reset_less=True)
+            n_tag = Signal(self.tag_width, name=f"t{b}", reset_less=True)
+            m.d.sync += [
+                n_valid.eq(valid),
+                n_rem.eq(Cat(rem[:b], Mux(fits, diff[:dw], hi[:dw]))),
+                n_tag.eq(tag),
+                n_quo.eq(fits if quo is None else Cat(fits, quo)),
+            ]
+            valid, rem, quo, tag = n_valid, n_rem, n_quo, n_tag
         m.d.comb += [
             self.o_valid.eq(valid),
             self.o_quo.eq(quo),
@@ -93,10 +280,13 @@ class PipelinedDivider(wiring.Component):
 
 
 class SequentialIsqrt(wiring.Component):
-    """Exact floor square root of an unsigned ``width``-bit value, digit by digit.
+    """Exact floor square root of an unsigned ``width``-bit value, one result bit per cycle.
 
-    Same recurrence as :func:`equispike.model.intops.isqrt` (``trial = res + bit``; subtract and
-    set when ``x >= trial``; ``bit >>= 2``), started at the largest power of four below ``2^width``.
+    Classic digit-by-digit recurrence on a shifting radicand: each cycle brings down the next two
+    radicand bits, ``rem = 4·rem + bits``, tries ``trial = 4·root + 1``, and on ``rem >= trial``
+    subtracts and appends a 1 to ``root`` (else a 0). ``rem <= 2·root`` throughout, so the subtract
+    is ``ceil(width / 2) + 3`` bits wide (not ``width``). The result is the exact floor square root,
+    the same integer :func:`equispike.model.intops.isqrt` defines.
 
     Latency: ``ceil(width / 2) + 1`` cycles from ``start`` to ``done``; one root at a time.
     ``start`` is sampled when ``busy`` is low; ``root`` is valid while ``done`` is high (one cycle)
@@ -111,33 +301,41 @@ class SequentialIsqrt(wiring.Component):
             "value": In(width),
             "busy": Out(1),
             "done": Out(1),
-            "root": Out(self.iters + 1),
+            "root": Out(self.iters),
         })
 
     def elaborate(self, platform):
         m = Module()
-        x = Signal(self.width + 1)
-        res = Signal(self.width + 1)
-        bit = Signal(self.width + 1)
-        cnt = Signal(range(self.iters + 1))
-        trial = res + bit
+        it = self.iters
+        rad = Signal(2 * it)
+        rem = Signal(it + 1)
+        root = Signal(it)
+        cnt = Signal(range(it + 1))
+        rem4 = Signal(it + 3)
+        diff = Signal(it + 4)
+        m.d.comb += [
+            rem4.eq(Cat(rad[-2:], rem)),
+            diff.eq(rem4 - Cat(Const(1, 2), root)),
+            self.root.eq(root),
+        ]
+        fits = ~diff[-1]
         m.d.sync += self.done.eq(0)
-        m.d.comb += self.root.eq(res)
         with m.If(~self.busy):
             with m.If(self.start):
                 m.d.sync += [
-                    x.eq(self.value),
-                    res.eq(0),
-                    bit.eq(1 << (2 * (self.iters - 1))),
-                    cnt.eq(self.iters),
+                    rad.eq(self.value),
+                    rem.eq(0),
+                    root.eq(0),
+                    cnt.eq(it),
                     self.busy.eq(1),
                 ]
         with m.Else():
-            with m.If(x >= trial):
-                m.d.sync += [x.eq(x - trial), res.eq((res >> 1) + bit)]
-            with m.Else():
-                m.d.sync += res.eq(res >> 1)
-            m.d.sync += [bit.eq(bit >> 2), cnt.eq(cnt - 1)]
+            m.d.sync += [
+                rad.eq(rad << 2),
+                rem.eq(Mux(fits, diff, rem4)),
+                root.eq(Cat(fits, root)),
+                cnt.eq(cnt - 1),
+            ]
             with m.If(cnt == 1):
                 m.d.sync += [self.busy.eq(0), self.done.eq(1)]
         return m

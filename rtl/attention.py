@@ -348,3 +348,27 @@ class SDSAUnit(wiring.Component):
                     with mod.Else():
                         mod.next = "LOAD_Q"
         return mod
+
+
+def _synth_sesa(params: dict) -> SpikeProductUnit:
+    """Synthesis factory: SESA Q·Kᵀ (``which=qk``) or attn·V (``which=av``) of block 0 of a random
+    reference-size model (17 tokens, 64 dims, 4 heads), bounds from the width analysis."""
+    from ..model.factory import random_vit
+
+    art = random_vit(0, dim=int(params.get("dim", 64)), heads=int(params.get("heads", 4)), depth=1,
+                     levels=int(params.get("levels", 16)))
+    return SpikeProductUnit.for_block(art, 0, str(params.get("which", "qk")))
+
+
+def _synth_sdsa(params: dict) -> SDSAUnit:
+    """Synthesis factory: SDSA-1 or SDSA-3 (``mode``) at the reference size (17 tokens, 64 dims)."""
+    return SDSAUnit(int(params.get("mode", 3)), int(params.get("tokens", 17)),
+                    int(params.get("dim", 64)), int(params.get("heads", 4)))
+
+
+SYNTH_BLOCKS = {
+    "sesa": (_synth_sesa, {"dim": 64, "heads": 4, "levels": 16, "which": "qk"},
+             [{"which": "qk"}, {"which": "av"}]),
+    "sdsa": (_synth_sdsa, {"mode": 3, "tokens": 17, "dim": 64, "heads": 4},
+             [{"mode": 1}, {"mode": 3}]),
+}

@@ -17,14 +17,24 @@ from __future__ import annotations
 
 from math import isqrt
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..model.intops import LayerNormParams
 from ..model.widths import layernorm_output_bound, signed_bits
-from ._arith import PipelinedDivider, SequentialIsqrt, check_int
-from .softmax_unit import out_layout
+from ._arith import (
+    PipelinedDivider,
+    SequentialIsqrt,
+    SplitRAM,
+    check_int,
+    const_mul,
+    const_mul_latency,
+    delay,
+    mul_latency,
+    pipelined_mul,
+)
+from .softmax_unit import OUT_QUEUE_DEPTH, OUT_QUEUE_LATENCY, _OutQueue, out_layout
 
 __all__ = ["LayerNormUnit"]
 
@@ -38,13 +48,28 @@ class LayerNormUnit(wiring.Component):
     divider on ``|c·Γ_i|`` corrected to floor (``−(q + (r ≠ 0))`` for a negative product),
     arithmetic shift by ``K − P``, ``+ B_i``; emits ``y − Y_prev`` and stores ``y``.
 
-    Latency and throughput (no overlap between rows), input and output at full rate:
+    Timing structure (for ECP5 at >= 150 MHz): every register-to-register path holds at most one
+    carry chain, one multiplier or a few LUT levels. State RAMs split by bit slices
+    (:class:`~equispike.rtl._arith.SplitRAM`) with registered read data; ``X²``, ``S1²`` and
+    ``|c|·|Γ|`` are DSP products with registered inputs/outputs and a registered adder tree
+    (:func:`~equispike.rtl._arith.pipelined_mul`); ``D·S2`` and ``D·X`` are registered shift-add
+    trees (:func:`~equispike.rtl._arith.const_mul`, plain wiring for a power-of-two ``D``); the
+    radicand, ``c``, ``|c|``, the floor correction, the shift + ``B`` and the delta are separate
+    stages; the square root does one ``ceil(Wr/2) + 3``-bit subtract per cycle and each divider
+    stage one ``(σ width + 1)``-bit subtract; ``Γ`` is stored as ``|Γ|`` and a sign bit; output
+    beats go through a credit-managed FIFO (no stall enable). Rows are processed one at a time and
+    each pass drains before the next starts (no RAM read-after-write hazard; ``σ`` is held per row).
 
-    * changed row: ``dim`` cycles load + 1 decide + 1 radicand + 1 root start + ``ceil(Wr/2) + 1``
-      square root (``Wr`` = radicand width) + ``dim + Wq + 2`` normalise/divide/emit (``Wq`` =
-      quotient width): ``2·dim + Wq + ceil(Wr/2) + 6`` cycles (:meth:`cycles_per_row`), about
-      2 cycles per element;
-    * unchanged row: ``dim + 2`` cycles.
+    Latency and throughput (one row at a time), input and output at full rate, with
+    ``Ll = 5 + mul_latency(X²)`` (:attr:`load_latency`), ``Lr = 2 + max(mul_latency(S1²),
+    const_mul_latency(D))`` (:attr:`rad_latency`), ``Ls = ceil(Wr/2) + 1`` square root (``Wr`` =
+    radicand width), ``Ln = 8 + const_mul_latency(D) + mul_latency(|c|·|Γ|) + Wq`` (:attr:`norm_latency`,
+    ``Wq`` = quotient width) and ``Lq = 2`` (:data:`~equispike.rtl.softmax_unit.OUT_QUEUE_LATENCY`):
+
+    * changed row: ``2·dim + Ll + Lr + Ls + Ln + Lq`` cycles from its first input beat to its last
+      output beat (:meth:`cycles_per_row`; 127 for the ``dim = 32`` factory model of
+      ``equispike bench units``, about 4 cycles per element);
+    * unchanged row: ``dim + Ll + Lq + 2`` cycles (one skip beat).
 
     Parameters
     ----------
@@ -60,13 +85,19 @@ class LayerNormUnit(wiring.Component):
         Signed width of the running input ``X`` (the residual, width analysis key ``residual``).
     delta_width:
         Signed width of the per-step input deltas; default ``x_width``.
+    ram_primitives:
+        Build the state RAMs from ECP5 ``DP16KD`` instances with their output register
+        (synthesis); default: equivalent Amaranth memories (simulation). See
+        :class:`~equispike.rtl._arith.SplitRAM`.
     report, name:
         Optional width report and LayerNorm name (e.g. ``"blocks.0.ln1"``): ``x_width`` must cover
         ``residual`` and the internal widths must cover ``<name>.s1/.s2/.radicand/.product``.
     """
 
     def __init__(self, dim: int, rows: int, params: LayerNormParams, gamma, beta, x_width: int,
-                 delta_width: int | None = None, *, report=None, name: str | None = None):
+                 delta_width: int | None = None, *, report=None, name: str | None = None,
+                 ram_primitives: bool = False):
+        self.ram_primitives = bool(ram_primitives)
         self.dim = D = check_int("dim", dim, 1, 4096)
         self.rows = check_int("rows", rows, 1, 1 << 20)
         if not isinstance(params, LayerNormParams):
@@ -132,11 +163,30 @@ class LayerNormUnit(wiring.Component):
         return cls(art.dims.dim, art.dims.tokens if rows is None else rows, art.ln_params(name),
                    T[f"{name}.gamma"], T[f"{name}.beta"], xw, xw + 1, report=report, name=name)
 
+    @property
+    def load_latency(self) -> int:
+        """Cycles from a row's last input beat to the cycle its ``S1``/``S2`` complete."""
+        return 5 + mul_latency(self.x_width, Const(0, self.x_width))
+
+    @property
+    def rad_latency(self) -> int:
+        """Cycles from ``S1``/``S2`` complete to the radicand registered."""
+        return 2 + max(mul_latency(self.s1_width, Const(0, self.s1_width)),
+                       const_mul_latency(self.dim))
+
+    @property
+    def norm_latency(self) -> int:
+        """Cycles from issuing a channel to its output beat entering the output queue."""
+        return (4 + const_mul_latency(self.dim)
+                + mul_latency(self.c_width, Const(0, max(1, self.gamma_width - 1)))
+                + self.quo_width + 4)
+
     def cycles_per_row(self, changed: bool = True) -> int:
         """Cycles of one row at full input/output rate."""
         if not changed:
-            return self.dim + 2
-        return 2 * self.dim + 5 + self.sqrt_cycles + self.quo_width
+            return self.dim + self.load_latency + OUT_QUEUE_LATENCY + 2
+        return (2 * self.dim + self.load_latency + self.rad_latency + self.sqrt_cycles
+                + self.norm_latency + OUT_QUEUE_LATENCY)
 
     def elaborate(self, platform):
         m = Module()
@@ -144,141 +194,194 @@ class LayerNormUnit(wiring.Component):
         depth = D * self.rows
         xw, yw = self.x_width, self.y_width
         jw = max(1, (D - 1).bit_length())
+        gw = max(1, self.gamma_width - 1)  # |Γ| (the ROM holds |Γ| and the sign separately)
 
-        m.submodules.xmem = xmem = memory.Memory(shape=signed(xw), depth=depth, init=[])
-        m.submodules.ymem = ymem = memory.Memory(shape=signed(yw), depth=depth, init=[])
-        xwp, ywp = xmem.write_port(), ymem.write_port()
-        xr, yr = xmem.read_port(), ymem.read_port()
+        xmem = SplitRAM(m, "xmem", signed(xw), depth, self.ram_primitives)
+        ymem = SplitRAM(m, "ymem", signed(yw), depth, self.ram_primitives)
         m.submodules.xbuf = xbuf = memory.Memory(shape=signed(xw), depth=D, init=[])
         m.submodules.ybuf = ybuf = memory.Memory(shape=signed(yw), depth=D, init=[])
         xbw, xbr = xbuf.write_port(), xbuf.read_port(domain="comb")
         ybw, ybr = ybuf.write_port(), ybuf.read_port(domain="comb")
-        m.submodules.gmem = gmem = memory.Memory(shape=signed(self.gamma_width), depth=D,
-                                                 init=self.gamma)
+        m.submodules.gmem = gmem = memory.Memory(
+            shape=unsigned(gw + 1), depth=D,
+            init=[abs(g) | (int(g < 0) << gw) for g in self.gamma])
         m.submodules.bmem = bmem = memory.Memory(shape=signed(self.beta_width), depth=D,
                                                  init=self.beta)
         gr, br = gmem.read_port(domain="comb"), bmem.read_port(domain="comb")
 
         pos = Signal(range(depth))
-        pos_next = Mux(pos == depth - 1, 0, pos + 1)
         col = Signal(range(D))
         row = Signal(range(self.rows))
         base = Signal(range(depth))
         first = Signal(init=1)
         changed = Signal()
-        accept = Signal()
-        m.d.comb += [
-            accept.eq(self.i_stream.valid & self.i_stream.ready),
-            xr.addr.eq(Mux(accept, pos_next, pos)),
-            yr.addr.eq(Mux(accept, pos_next, pos)),
-        ]
-        x_new = Signal(signed(xw))
-        m.d.comb += x_new.eq(xr.data + self.i_stream.payload)
+        q = _OutQueue(m, self.o_stream, OUT_QUEUE_DEPTH(self.norm_latency))
 
-        # S1, S2 from a registered copy of each new X
-        xq, xq_v = Signal(signed(xw)), Signal()
+        # ---- load pipeline: A accept (RAM address = pos), A2 RAM, B RAM data registered, D X + ΔU;
+        # S1 at D, S2 through |X|, X² (pipelined multiplier)
+        accept = Signal()
+        m.d.comb += [accept.eq(self.i_stream.valid & self.i_stream.ready),
+                     xmem.r_addr.eq(pos), ymem.r_addr.eq(pos)]
+        a_v, a2_v, b_v, c_v = Signal(), Signal(), Signal(), Signal()
+        a_p, a2_p, b_p = (Signal(signed(self.delta_width)) for _ in range(3))
+        a_pos, a2_pos, b_pos, c_pos = (Signal(range(depth)) for _ in range(4))
+        a_col, a2_col, b_col, c_col = (Signal(jw) for _ in range(4))
+        b_x, c_x = Signal(signed(xw), reset_less=True), Signal(signed(xw), reset_less=True)
+        b_y, c_y = Signal(signed(yw), reset_less=True), Signal(signed(yw), reset_less=True)
+        b_nz, c_nz = Signal(), Signal()
+        m.d.sync += [
+            a_v.eq(accept), a_p.eq(self.i_stream.payload), a_pos.eq(pos), a_col.eq(col),
+            a2_v.eq(a_v), a2_p.eq(a_p), a2_pos.eq(a_pos), a2_col.eq(a_col),
+            b_v.eq(a2_v), b_p.eq(a2_p), b_pos.eq(a2_pos), b_col.eq(a2_col), b_nz.eq(a2_p != 0),
+            b_x.eq(xmem.r_data), b_y.eq(ymem.r_data),
+            c_v.eq(b_v), c_x.eq(b_x + b_p), c_y.eq(b_y), c_pos.eq(b_pos), c_col.eq(b_col),
+            c_nz.eq(b_nz),
+        ]
+        c_first = c_col == 0
         s1 = Signal(signed(self.s1_width))
         s2 = Signal(unsigned(self.s2_width))
-        m.d.sync += [xq.eq(x_new), xq_v.eq(accept)]
-        with m.If(xq_v):
-            m.d.sync += [s1.eq(s1 + xq), s2.eq(s2 + xq * xq)]
+        with m.If(c_v):
+            m.d.comb += [xmem.w_addr.eq(c_pos), xmem.w_data.eq(c_x), xmem.w_en.eq(1),
+                         xbw.addr.eq(c_col), xbw.data.eq(c_x), xbw.en.eq(1),
+                         ybw.addr.eq(c_col), ybw.data.eq(c_y), ybw.en.eq(1)]
+            m.d.sync += [s1.eq(Mux(c_first, c_x, s1 + c_x)),
+                         changed.eq(Mux(c_first, c_nz, changed | c_nz))]
+        d_v, d_first, d_last = Signal(), Signal(), Signal()
+        d_abs = Signal(xw)
+        m.d.sync += [d_v.eq(c_v), d_first.eq(c_first), d_last.eq(c_col == D - 1),
+                     d_abs.eq(Mux(c_x < 0, -c_x, c_x))]
+        lsq = mul_latency(xw, d_abs)
+        sq = pipelined_mul(m, d_abs, d_abs, "sq")
+        sq_v, sq_first = delay(m, d_v, lsq, "sqv"), delay(m, d_first, lsq, "sqf")
+        sq_last = delay(m, d_last, lsq, "sql")
+        with m.If(sq_v):
+            m.d.sync += s2.eq(Mux(sq_first, sq, s2 + sq))
+        s_done = sq_v & sq_last  # the row's S1 and S2 are complete after this cycle
 
+        # ---- radicand D·S2 − S1² + E (free running on the held S1, S2; valid rad_latency
+        # cycles after they are complete)
+        s1a = Signal(self.s1_width)
+        m.d.sync += s1a.eq(Mux(s1 < 0, -s1, s1))
+        s1sq = pipelined_mul(m, s1a, s1a, "s1sq")
+        ds2e = Signal(self.rad_width)  # D·S2 + E <= the largest radicand
+        m.d.sync += ds2e.eq(const_mul(m, s2, D, "ds2") + E)
         rad = Signal(self.rad_width)
-        m.submodules.sqrt = sq = SequentialIsqrt(self.rad_width)
+        m.d.sync += rad.eq(ds2e - s1sq)
+        m.submodules.sqrt = sqr = SequentialIsqrt(self.rad_width)
         sigma = Signal(self.sigma_width)
+        wait = Signal(range(self.rad_latency + 1))
 
-        # normalise pipeline
-        o = self.o_stream
+        # ---- normalise: N1 x, |Γ|; D·x; N2 c = D·x − S1; N3 |c|, sign; |c|·|Γ| (pipelined);
+        # divider by σ; R1 rem ≠ 0; R2 floor; R3 >> (K − P), + B; R4 − Y_prev, output + Y store
+        jn = Signal(range(D + 1))
+        issue = Signal()
+        n1_v = Signal()
+        n1_j = Signal(jw)
+        n1_x = Signal(signed(xw))
+        n1_g = Signal(gw + 1)
+        m.d.comb += [xbr.addr.eq(jn[:jw]), gr.addr.eq(jn[:jw])]
+        m.d.sync += [n1_v.eq(issue), n1_j.eq(jn), n1_x.eq(xbr.data), n1_g.eq(gr.data)]
+        with m.If(issue):
+            m.d.sync += jn.eq(jn + 1)
+        lc = const_mul_latency(D)
+        dx = const_mul(m, n1_x, D, "dx")
+        dx_v, dx_j, dx_g = delay(m, n1_v, lc, "dxv"), delay(m, n1_j, lc, "dxj"), \
+            delay(m, n1_g, lc, "dxg")
+        n2_v, n3_v = Signal(), Signal()
+        n2_j, n3_j = Signal(jw), Signal(jw)
+        n2_g = Signal(gw + 1)
+        n3_ga = Signal(gw)
+        n2_c = Signal(signed(self.c_width))
+        n3_c = Signal(self.c_width)
+        n3_neg = Signal()
+        m.d.sync += [
+            n2_v.eq(dx_v), n2_j.eq(dx_j), n2_g.eq(dx_g), n2_c.eq(dx - s1),
+            n3_v.eq(n2_v), n3_j.eq(n2_j), n3_ga.eq(n2_g[:gw]), n3_neg.eq((n2_c < 0) ^ n2_g[gw]),
+            n3_c.eq(Mux(n2_c < 0, -n2_c, n2_c)),
+        ]
+        lm = mul_latency(self.c_width, n3_ga)
+        prod = pipelined_mul(m, n3_c, n3_ga, "cg")
+        p_v, p_j, p_neg = delay(m, n3_v, lm, "pv"), delay(m, n3_j, lm, "pj"), \
+            delay(m, n3_neg, lm, "pn")
         m.submodules.div = div = PipelinedDivider(self.mag_width, self.sigma_width,
                                                   self.quo_width, jw + 1)
-        en = Signal()
-        m.d.comb += [en.eq(~div.o_valid | o.ready), div.en.eq(en)]
-        jn = Signal(range(D + 1))
-        v1, v2 = Signal(), Signal()
-        j1, j2 = Signal(jw), Signal(jw)
-        c1 = Signal(signed(self.c_width))
-        prod2 = Signal(signed(self.mag_width + 1))
+        m.d.comb += [div.i_valid.eq(p_v), div.i_num.eq(prod), div.i_den.eq(sigma),
+                     div.i_tag.eq(Cat(p_j, p_neg))]
+        r1_v, r2_v, r3_v = Signal(), Signal(), Signal()
+        r1_j, r2_j, r3_j = Signal(jw), Signal(jw), Signal(jw)
+        r1_neg, r1_nz = Signal(), Signal()
+        r1_quo = Signal(signed(self.quo_width + 1))
+        r2_q = Signal(signed(self.quo_width + 1))
+        r2_b = Signal(signed(self.beta_width))
+        r3_y, r3_yp = Signal(signed(yw)), Signal(signed(yw))
+        m.d.comb += [br.addr.eq(r1_j), ybr.addr.eq(r2_j)]
+        m.d.sync += [
+            r1_v.eq(div.o_valid), r1_j.eq(div.o_tag[:jw]), r1_neg.eq(div.o_tag[jw]),
+            r1_nz.eq(div.o_rem != 0), r1_quo.eq(div.o_quo),
+            r2_v.eq(r1_v), r2_j.eq(r1_j), r2_b.eq(br.data),
+            r2_q.eq(Mux(r1_neg, ~r1_quo, r1_quo) + (r1_neg & ~r1_nz)),
+            r3_v.eq(r2_v), r3_j.eq(r2_j), r3_y.eq((r2_q >> (K - P)) + r2_b), r3_yp.eq(ybr.data),
+        ]
+        yaddr = Signal(range(depth))
+        r3_last = r3_j == D - 1
+        m.d.sync += [q.w_valid.eq(r3_v), q.w_data.data.eq(r3_y - r3_yp), q.w_data.skip.eq(0),
+                     q.w_data.last.eq(r3_last)]
+        with m.If(r3_v):
+            m.d.comb += [ymem.w_addr.eq(yaddr), ymem.w_data.eq(r3_y), ymem.w_en.eq(1)]
+            m.d.sync += yaddr.eq(yaddr + 1)
 
         def end_of_row():
-            m.d.sync += [row.eq(Mux(row == self.rows - 1, 0, row + 1)), s1.eq(0), s2.eq(0)]
+            m.d.sync += row.eq(Mux(row == self.rows - 1, 0, row + 1))
             with m.If(row == self.rows - 1):
                 m.d.sync += first.eq(0)
 
         clr = Signal(range(depth + 1))
         with m.FSM(init="CLEAR"):
             with m.State("CLEAR"):  # after reset: zero the state RAMs, one word per cycle
-                m.d.comb += [xwp.addr.eq(clr), xwp.data.eq(0), xwp.en.eq(clr < depth),
-                             ywp.addr.eq(clr), ywp.data.eq(0), ywp.en.eq(clr < depth)]
+                m.d.comb += [xmem.w_addr.eq(clr), xmem.w_data.eq(0), xmem.w_en.eq(clr < depth),
+                             ymem.w_addr.eq(clr), ymem.w_data.eq(0), ymem.w_en.eq(clr < depth)]
                 m.d.sync += clr.eq(clr + 1)
                 with m.If(clr == depth):
                     m.next = "LOAD"
             with m.State("LOAD"):
                 m.d.comb += self.i_stream.ready.eq(1)
                 with m.If(accept):
-                    m.d.comb += [
-                        xwp.addr.eq(pos), xwp.data.eq(x_new), xwp.en.eq(1),
-                        xbw.addr.eq(col), xbw.data.eq(x_new), xbw.en.eq(1),
-                        ybw.addr.eq(col), ybw.data.eq(yr.data), ybw.en.eq(1),
-                    ]
-                    m.d.sync += [pos.eq(pos_next), col.eq(Mux(col == D - 1, 0, col + 1))]
+                    m.d.sync += [pos.eq(Mux(pos == depth - 1, 0, pos + 1)),
+                                 col.eq(Mux(col == D - 1, 0, col + 1))]
                     with m.If(col == 0):
-                        m.d.sync += [base.eq(pos), changed.eq(self.i_stream.payload != 0)]
-                    with m.Else():
-                        m.d.sync += changed.eq(changed | (self.i_stream.payload != 0))
+                        m.d.sync += base.eq(pos)
                     with m.If(col == D - 1):
-                        m.next = "DECIDE"
-            with m.State("DECIDE"):  # the last X enters S1/S2 during this cycle
-                with m.If(changed | first):
-                    m.next = "RAD"
-                with m.Else():
-                    m.next = "SKIP"
+                        m.next = "DRAIN"
+            with m.State("DRAIN"):  # until the row's X are stored and S1, S2 complete
+                with m.If(s_done):
+                    with m.If(changed | first):
+                        m.d.sync += wait.eq(self.rad_latency - 1)
+                        m.next = "RAD"
+                    with m.Else():
+                        m.next = "SKIP"
             with m.State("SKIP"):
-                m.d.comb += [o.valid.eq(1), o.payload.skip.eq(1), o.payload.last.eq(1)]
-                with m.If(o.ready):
+                with m.If(q.room):
+                    m.d.comb += q.issue.eq(1)
+                    m.d.sync += [q.w_valid.eq(1), q.w_data.skip.eq(1), q.w_data.last.eq(1),
+                                 q.w_data.data.eq(0)]
                     end_of_row()
                     m.next = "LOAD"
             with m.State("RAD"):
-                m.d.sync += rad.eq(s2 * D - s1 * s1 + E)
-                m.next = "SQRT"
+                m.d.sync += wait.eq(wait - 1)
+                with m.If(wait == 0):
+                    m.next = "SQRT"
             with m.State("SQRT"):
-                m.d.comb += [sq.start.eq(1), sq.value.eq(rad)]
+                m.d.comb += [sqr.start.eq(1), sqr.value.eq(rad)]
                 m.next = "SQRT_WAIT"
             with m.State("SQRT_WAIT"):
-                with m.If(sq.done):
-                    m.d.sync += [sigma.eq(sq.root), jn.eq(0)]
+                with m.If(sqr.done):
+                    m.d.sync += [sigma.eq(sqr.root), jn.eq(0), yaddr.eq(base)]
                     m.next = "NORM"
             with m.State("NORM"):
-                with m.If(en):
-                    # stage 0 -> 1: c = D·x − S1
-                    m.d.comb += xbr.addr.eq(jn)
-                    m.d.sync += [v1.eq(jn < D), j1.eq(jn), c1.eq(xbr.data * D - s1)]
-                    with m.If(jn < D):
-                        m.d.sync += jn.eq(jn + 1)
-                    # stage 1 -> 2: c·Γ
-                    m.d.comb += gr.addr.eq(j1)
-                    m.d.sync += [v2.eq(v1), j2.eq(j1), prod2.eq(c1 * gr.data)]
-                # stage 2 -> divider: |c·Γ| / σ, sign in the tag
-                neg = prod2 < 0
-                m.d.comb += [div.i_valid.eq(v2), div.i_num.eq(Mux(neg, -prod2, prod2)),
-                             div.i_den.eq(sigma), div.i_tag.eq(Cat(j2, neg))]
-                # divider -> output: floor correction, shift, + B, − Y_prev
-                jo = div.o_tag[:jw]
-                q = Signal(signed(self.quo_width + 2))
-                y = Signal(signed(yw))
-                m.d.comb += [
-                    q.eq(Mux(div.o_tag[jw], -div.o_quo - (div.o_rem != 0), div.o_quo)),
-                    br.addr.eq(jo), ybr.addr.eq(jo),
-                    y.eq((q >> (K - P)) + br.data),
-                    o.valid.eq(div.o_valid),
-                    o.payload.data.eq(y - ybr.data),
-                    o.payload.last.eq(jo == D - 1),
-                ]
-                with m.If(div.o_valid & o.ready):
-                    m.d.comb += [ywp.addr.eq(base + jo), ywp.data.eq(y), ywp.en.eq(1)]
-                    with m.If(jo == D - 1):
-                        m.d.sync += [v1.eq(0), v2.eq(0)]
-                        end_of_row()
-                        m.next = "LOAD"
+                m.d.comb += [issue.eq((jn < D) & q.room), q.issue.eq(issue)]
+                with m.If(r3_v & r3_last):
+                    end_of_row()
+                    m.next = "LOAD"
         return m
 
 
@@ -287,7 +390,9 @@ def _synth_layernorm(params: dict) -> LayerNormUnit:
     from ..model.factory import random_vit
 
     art = random_vit(0, dim=int(params.get("dim", 64)), heads=4, depth=1, levels=16)
-    return LayerNormUnit.from_artifact(art, "blocks.0.ln1")
+    unit = LayerNormUnit.from_artifact(art, "blocks.0.ln1")
+    unit.ram_primitives = True  # DP16KD with output register (see SplitRAM)
+    return unit
 
 
 SYNTH_BLOCKS = {"layernorm": (_synth_layernorm, {"dim": 64}, [{"dim": 32}, {"dim": 64}])}

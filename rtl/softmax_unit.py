@@ -24,11 +24,12 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from ..model.intops import SoftmaxParams, exp2_lut
 from ..model.widths import signed_bits
-from ._arith import PipelinedDivider, check_int
+from ._arith import PipelinedDivider, SplitRAM, check_int, const_mul, const_mul_latency, delay
 
 __all__ = ["SoftmaxUnit", "out_layout"]
 
@@ -47,11 +48,27 @@ class SoftmaxUnit(wiring.Component):
     pipelined restoring divider of ``P + 1`` quotient bits, exact because ``e_j <= Σe``) and emits
     ``p − Y_prev``, storing ``p``.
 
-    Latency and throughput (one unit, no overlap between rows), with input and output at full rate:
+    Timing structure (for ECP5 at >= 150 MHz): every register-to-register path holds at most one
+    carry chain, one multiplier or a few LUT levels. The state RAMs are block RAMs split by bit
+    slices (:class:`~equispike.rtl._arith.SplitRAM`, no multiplexer behind the RAM) and their read
+    data is registered before the adder; the row buffers and the 2^x LUT are read from a registered
+    address into a register; ``d·C`` is a registered shift-add tree
+    (:func:`~equispike.rtl._arith.const_mul`, ``C`` is a constant; no DSP); the LUT read, the shift
+    and ``Σe`` are separate stages; each divider stage is one ``(sum_width + 1)``-bit subtract; the
+    output beats go through a credit-managed FIFO, so the datapath never stalls (no enable fanning
+    out to every pipeline register). Rows are processed one at a time and each pass drains before
+    the next starts (no read-after-write hazard on the state RAMs, the divisor ``Σe`` is held per
+    row).
 
-    * changed row: ``n`` cycles load + 1 decide + ``n + 2`` cycles exponent pass + ``n + P + 1`` divide
-      and emit, i.e. ``3n + P + 4`` cycles per row (``≈ 3`` cycles per element);
-    * unchanged row: ``n`` cycles load + 1 decide + 1 skip beat = ``n + 2`` cycles.
+    Latency and throughput (one row at a time), input and output at full rate, with
+    ``Le = 5 + ceil(log2(popcount(C)))`` (:attr:`exp_latency`), ``Ld = P + 4``
+    (:attr:`div_latency`) and ``Lq = 2`` (:data:`OUT_QUEUE_LATENCY`):
+
+    * changed row: ``n`` cycles load + 4 load pipeline/decide + ``n + Le`` exponent pass +
+      ``n + Ld + Lq`` divide and emit: ``3n + Le + Ld + Lq + 4`` cycles from its first input beat to
+      its last output beat (:meth:`cycles_per_row`; about 4.8 cycles per element for ``n = 17``;
+      the next row's input is accepted ``Lq + 1`` cycles before that last beat);
+    * unchanged row: ``n + Lq + 6`` cycles (one skip beat).
 
     Parameters
     ----------
@@ -65,6 +82,10 @@ class SoftmaxUnit(wiring.Component):
         Signed width of the running scores ``X`` (width analysis key ``blocks.i.scores``).
     delta_width:
         Signed width of the per-step score deltas (``blocks.i.scores.step``); default ``score_width``.
+    ram_primitives:
+        Build the state RAMs from ECP5 ``DP16KD`` instances with their output register
+        (synthesis); default: equivalent Amaranth memories (simulation). See
+        :class:`~equispike.rtl._arith.SplitRAM`.
     report, block:
         Optional width report (:func:`equispike.model.widths.analyze`) and block index: the widths
         are then checked against ``blocks.<block>.scores``, ``.scores.step``,
@@ -72,7 +93,9 @@ class SoftmaxUnit(wiring.Component):
     """
 
     def __init__(self, n: int, rows: int, params: SoftmaxParams, score_width: int,
-                 delta_width: int | None = None, *, report=None, block: int | None = None):
+                 delta_width: int | None = None, *, report=None, block: int | None = None,
+                 ram_primitives: bool = False):
+        self.ram_primitives = bool(ram_primitives)
         self.n = check_int("n", n, 1, 4096)
         self.rows = check_int("rows", rows, 1, 1 << 20)
         if not isinstance(params, SoftmaxParams):
@@ -128,22 +151,34 @@ class SoftmaxUnit(wiring.Component):
                    report.bits[p + "scores"], report.bits[p + "scores.step"],
                    report=report, block=block)
 
+    @property
+    def exp_latency(self) -> int:
+        """Cycles from an element's ``x`` leaving the row buffer to its ``e`` entering ``Σe``."""
+        return 5 + const_mul_latency(self.params.C)
+
+    @property
+    def div_latency(self) -> int:
+        """Cycles from issuing an element to the divider to its output beat entering the queue."""
+        return self.params.P + 4
+
     def cycles_per_row(self, changed: bool = True) -> int:
         """Cycles of one row at full input/output rate (the figure the docstring states)."""
-        return 3 * self.n + self.params.P + 4 if changed else self.n + 2
+        if not changed:
+            return self.n + OUT_QUEUE_LATENCY + 6
+        return 3 * self.n + self.exp_latency + self.div_latency + OUT_QUEUE_LATENCY + 4
 
     def elaborate(self, platform):
         m = Module()
         n, P, G, F, H = self.n, self.params.P, self.params.G, self.params.F, self.params.H
         depth = self.n * self.rows
         sw = self.score_width
+        jw = max(1, (n - 1).bit_length())
 
-        # state RAMs: running sums X and previous outputs Y
-        m.submodules.xmem = xmem = memory.Memory(shape=signed(sw), depth=depth, init=[])
-        m.submodules.ymem = ymem = memory.Memory(shape=unsigned(P + 1), depth=depth, init=[])
-        xw, yw = xmem.write_port(), ymem.write_port()
-        xr, yr = xmem.read_port(), ymem.read_port()
-        # row buffers (one row, combinational read)
+        # state RAMs (block RAM, read data registered before any logic): running sums X and
+        # previous outputs Y
+        xmem = SplitRAM(m, "xmem", signed(sw), depth, self.ram_primitives)
+        ymem = SplitRAM(m, "ymem", unsigned(P + 1), depth, self.ram_primitives)
+        # row buffers (one row, distributed RAM: registered address in, read data registered)
         m.submodules.xbuf = xbuf = memory.Memory(shape=signed(sw), depth=n, init=[])
         m.submodules.ybuf = ybuf = memory.Memory(shape=unsigned(P + 1), depth=n, init=[])
         m.submodules.ebuf = ebuf = memory.Memory(shape=unsigned(F + 1), depth=n, init=[])
@@ -154,37 +189,108 @@ class SoftmaxUnit(wiring.Component):
         lutr = lut.read_port(domain="comb")
 
         pos = Signal(range(depth))          # flat address of the next input element
-        pos_next = Mux(pos == depth - 1, 0, pos + 1)
         col = Signal(range(n))
         row = Signal(range(self.rows))
         base = Signal(range(depth))         # flat address of the current row's first element
         first = Signal(init=1)              # first step after reset
         changed = Signal()
         vmax = Signal(signed(sw))
+        q = _OutQueue(m, self.o_stream, OUT_QUEUE_DEPTH(self.div_latency))
 
+        # ---- load pipeline: A accept (RAM address = pos), A2 RAM, B RAM data registered, D X + ΔZ
         accept = Signal()
-        m.d.comb += [
-            accept.eq(self.i_stream.valid & self.i_stream.ready),
-            xr.addr.eq(Mux(accept, pos_next, pos)),
-            yr.addr.eq(Mux(accept, pos_next, pos)),
+        m.d.comb += [accept.eq(self.i_stream.valid & self.i_stream.ready),
+                     xmem.r_addr.eq(pos), ymem.r_addr.eq(pos)]
+        a_v, a2_v, b_v, c_v = Signal(), Signal(), Signal(), Signal()
+        a_p, a2_p, b_p = (Signal(signed(self.delta_width)) for _ in range(3))
+        a_pos, a2_pos, b_pos, c_pos = (Signal(range(depth)) for _ in range(4))
+        a_col, a2_col, b_col, c_col = (Signal(jw) for _ in range(4))
+        b_x, c_x = Signal(signed(sw), reset_less=True), Signal(signed(sw), reset_less=True)
+        b_y = Signal(unsigned(P + 1), reset_less=True)
+        c_y = Signal(unsigned(P + 1), reset_less=True)
+        b_nz, c_nz = Signal(), Signal()
+        m.d.sync += [
+            a_v.eq(accept), a_p.eq(self.i_stream.payload), a_pos.eq(pos), a_col.eq(col),
+            a2_v.eq(a_v), a2_p.eq(a_p), a2_pos.eq(a_pos), a2_col.eq(a_col),
+            b_v.eq(a2_v), b_p.eq(a2_p), b_pos.eq(a2_pos), b_col.eq(a2_col), b_nz.eq(a2_p != 0),
+            b_x.eq(xmem.r_data), b_y.eq(ymem.r_data),
+            c_v.eq(b_v), c_x.eq(b_x + b_p), c_y.eq(b_y), c_pos.eq(b_pos), c_col.eq(b_col),
+            c_nz.eq(b_nz),
         ]
-        x_new = Signal(signed(sw))
-        m.d.comb += x_new.eq(xr.data + self.i_stream.payload)
+        c_first = c_col == 0
+        vdiff = Signal(signed(sw + 1))  # vmax − x: one carry chain, its sign picks the new max
+        m.d.comb += vdiff.eq(vmax - c_x)
+        changed_now = Mux(c_first, c_nz, changed | c_nz)
+        with m.If(c_v):
+            m.d.comb += [xmem.w_addr.eq(c_pos), xmem.w_data.eq(c_x), xmem.w_en.eq(1),
+                         xbw.addr.eq(c_col), xbw.data.eq(c_x), xbw.en.eq(1),
+                         ybw.addr.eq(c_col), ybw.data.eq(c_y), ybw.en.eq(1)]
+            m.d.sync += [vmax.eq(Mux(c_first | vdiff[-1], c_x, vmax)), changed.eq(changed_now)]
+        row_done = c_v & (c_col == n - 1)
 
-        # exponent pass pipeline
+        # ---- exponent pass: E1 x, E2 d = max − x, d·C (pipelined), E3 t split, E4 LUT, E5 shift
         j0 = Signal(range(n + 1))
-        v1, v2 = Signal(), Signal()
-        j1, j2 = Signal(range(n)), Signal(range(n))
-        d1 = Signal(self.d_width)
-        prod2 = Signal(self.prod_width)
+        exp_run = Signal()
+        e1_v, e2_v = Signal(), Signal()
+        e1_j, e2_j = Signal(jw), Signal(jw)
+        e1_x = Signal(signed(sw))
+        e2_d = Signal(self.d_width)
+        m.d.comb += xbr.addr.eq(j0)
+        m.d.sync += [e1_v.eq(exp_run & (j0 < n)), e1_j.eq(j0), e1_x.eq(xbr.data),
+                     e2_v.eq(e1_v), e2_j.eq(e1_j), e2_d.eq(vmax - e1_x)]
+        # d·C as a registered shift-add tree in LUTs: a MULT18X18D without its internal registers
+        # is 3.9 ns on its own in nextpnr's ECP5 model (about 140 MHz register to register)
+        lat = const_mul_latency(self.params.C)
+        prod = const_mul(m, e2_d, self.params.C, "dc")
+        m_v, m_j = delay(m, e2_v, lat, "mv"), delay(m, e2_j, lat, "mj")
+        t = prod >> H
+        sh = t >> G
+        shb = max(1, F.bit_length())
+        e3_v, e4_v, e5_v = Signal(), Signal(), Signal()
+        e3_j, e4_j, e5_j = Signal(jw), Signal(jw), Signal(jw)
+        e3_idx = Signal(max(1, G))
+        e3_z, e4_z = Signal(), Signal()
+        e3_sh, e4_sh = Signal(shb), Signal(shb)
+        e4_lut = Signal(F + 1)
+        e5_e = Signal(F + 1)
+        m.d.comb += lutr.addr.eq(e3_idx if G else 0)
+        m.d.sync += [
+            e3_v.eq(m_v), e3_j.eq(m_j), e3_idx.eq(t[:G] if G else 0), e3_z.eq(sh > F),
+            e3_sh.eq(sh[:shb]),
+            e4_v.eq(e3_v), e4_j.eq(e3_j), e4_z.eq(e3_z), e4_sh.eq(e3_sh), e4_lut.eq(lutr.data),
+            e5_v.eq(e4_v), e5_j.eq(e4_j), e5_e.eq(Mux(e4_z, 0, e4_lut >> e4_sh)),
+        ]
         total = Signal(self.sum_width)
+        with m.If(e5_v):
+            m.d.comb += [ebw.addr.eq(e5_j), ebw.data.eq(e5_e), ebw.en.eq(1)]
+            m.d.sync += total.eq(total + e5_e)
 
-        # divider
-        m.submodules.div = div = PipelinedDivider(F + 1 + P, self.sum_width, P + 1,
-                                                  max(1, (n - 1).bit_length()))
+        # ---- divide pass: I1 e, divider (P + 1 stages), Q1 Y_prev, Q2 output beat + Y store
+        m.submodules.div = div = PipelinedDivider(F + 1 + P, self.sum_width, P + 1, jw)
         jd = Signal(range(n + 1))
-        o = self.o_stream
-        m.d.comb += div.en.eq(~div.o_valid | o.ready)
+        issue = Signal()
+        i1_v = Signal()
+        i1_j = Signal(jw)
+        i1_e = Signal(F + 1)
+        m.d.comb += ebr.addr.eq(jd[:jw])
+        m.d.sync += [i1_v.eq(issue), i1_j.eq(jd), i1_e.eq(ebr.data)]
+        with m.If(issue):
+            m.d.sync += jd.eq(jd + 1)
+        m.d.comb += [div.i_valid.eq(i1_v), div.i_num.eq(i1_e << P), div.i_den.eq(total),
+                     div.i_tag.eq(i1_j)]
+        q1_v = Signal()
+        q1_j = Signal(jw)
+        q1_quo, q1_y = Signal(P + 1), Signal(P + 1)
+        m.d.comb += ybr.addr.eq(div.o_tag)
+        m.d.sync += [q1_v.eq(div.o_valid), q1_j.eq(div.o_tag), q1_quo.eq(div.o_quo),
+                     q1_y.eq(ybr.data)]
+        yaddr = Signal(range(depth))
+        q1_last = q1_j == n - 1
+        m.d.sync += [q.w_valid.eq(q1_v), q.w_data.data.eq(q1_quo - q1_y), q.w_data.skip.eq(0),
+                     q.w_data.last.eq(q1_last)]
+        with m.If(q1_v):
+            m.d.comb += [ymem.w_addr.eq(yaddr), ymem.w_data.eq(q1_quo), ymem.w_en.eq(1)]
+            m.d.sync += yaddr.eq(yaddr + 1)
 
         def end_of_row():
             m.d.sync += row.eq(Mux(row == self.rows - 1, 0, row + 1))
@@ -194,78 +300,84 @@ class SoftmaxUnit(wiring.Component):
         clr = Signal(range(depth + 1))
         with m.FSM(init="CLEAR"):
             with m.State("CLEAR"):  # after reset: zero the state RAMs, one word per cycle
-                m.d.comb += [xw.addr.eq(clr), xw.data.eq(0), xw.en.eq(clr < depth),
-                             yw.addr.eq(clr), yw.data.eq(0), yw.en.eq(clr < depth)]
+                m.d.comb += [xmem.w_addr.eq(clr), xmem.w_data.eq(0), xmem.w_en.eq(clr < depth),
+                             ymem.w_addr.eq(clr), ymem.w_data.eq(0), ymem.w_en.eq(clr < depth)]
                 m.d.sync += clr.eq(clr + 1)
                 with m.If(clr == depth):
                     m.next = "LOAD"
             with m.State("LOAD"):
                 m.d.comb += self.i_stream.ready.eq(1)
                 with m.If(accept):
-                    m.d.comb += [
-                        xw.addr.eq(pos), xw.data.eq(x_new), xw.en.eq(1),
-                        xbw.addr.eq(col), xbw.data.eq(x_new), xbw.en.eq(1),
-                        ybw.addr.eq(col), ybw.data.eq(yr.data), ybw.en.eq(1),
-                    ]
-                    m.d.sync += [pos.eq(pos_next), col.eq(Mux(col == n - 1, 0, col + 1))]
+                    m.d.sync += [pos.eq(Mux(pos == depth - 1, 0, pos + 1)),
+                                 col.eq(Mux(col == n - 1, 0, col + 1))]
                     with m.If(col == 0):
-                        m.d.sync += [base.eq(pos), vmax.eq(x_new),
-                                     changed.eq(self.i_stream.payload != 0)]
-                    with m.Else():
-                        m.d.sync += [vmax.eq(Mux(x_new > vmax, x_new, vmax)),
-                                     changed.eq(changed | (self.i_stream.payload != 0))]
+                        m.d.sync += base.eq(pos)
                     with m.If(col == n - 1):
-                        m.next = "DECIDE"
-            with m.State("DECIDE"):
-                with m.If(changed | first):
-                    m.d.sync += [j0.eq(0), total.eq(0)]
-                    m.next = "EXP"
-                with m.Else():
-                    m.next = "SKIP"
+                        m.next = "DRAIN"
+            with m.State("DRAIN"):  # the row's last element reaches stage D (X stored, max known)
+                with m.If(row_done):
+                    with m.If(changed_now | first):
+                        m.d.sync += [j0.eq(0), exp_run.eq(1), total.eq(0)]
+                        m.next = "EXP"
+                    with m.Else():
+                        m.next = "SKIP"
             with m.State("SKIP"):
-                m.d.comb += [o.valid.eq(1), o.payload.skip.eq(1), o.payload.last.eq(1)]
-                with m.If(o.ready):
+                with m.If(q.room):
+                    m.d.comb += q.issue.eq(1)
+                    m.d.sync += [q.w_valid.eq(1), q.w_data.skip.eq(1), q.w_data.last.eq(1),
+                                 q.w_data.data.eq(0)]
                     end_of_row()
                     m.next = "LOAD"
             with m.State("EXP"):
-                # stage 0 -> 1: d = max - x
-                m.d.comb += xbr.addr.eq(j0)
-                m.d.sync += [v1.eq(j0 < n), j1.eq(j0), d1.eq(vmax - xbr.data)]
                 with m.If(j0 < n):
                     m.d.sync += j0.eq(j0 + 1)
-                # stage 1 -> 2: d·C
-                m.d.sync += [v2.eq(v1), j2.eq(j1), prod2.eq(d1 * self.params.C)]
-                # stage 2 -> 3: LUT and shift, e into the buffer, Σe
-                t = prod2 >> H
-                sh = t >> G
-                e = Signal(F + 1)
-                m.d.comb += [lutr.addr.eq(t[:G] if G else 0),
-                             e.eq(Mux(sh > F, 0, lutr.data >> sh[:max(1, (F + 1).bit_length())]))]
-                with m.If(v2):
-                    m.d.comb += [ebw.addr.eq(j2), ebw.data.eq(e), ebw.en.eq(1)]
-                    m.d.sync += total.eq(total + e)
-                    with m.If(j2 == n - 1):
-                        m.d.sync += [v1.eq(0), v2.eq(0), jd.eq(0)]
-                        m.next = "DIV"
+                with m.Else():
+                    m.d.sync += exp_run.eq(0)
+                with m.If(e5_v & (e5_j == n - 1)):
+                    m.d.sync += [jd.eq(0), yaddr.eq(base)]
+                    m.next = "DIV"
             with m.State("DIV"):
-                m.d.comb += [ebr.addr.eq(jd[:max(1, (n - 1).bit_length())]),
-                             div.i_valid.eq(jd < n),
-                             div.i_num.eq(ebr.data << P),
-                             div.i_den.eq(total),
-                             div.i_tag.eq(jd)]
-                with m.If(div.en & (jd < n)):
-                    m.d.sync += jd.eq(jd + 1)
-                m.d.comb += [ybr.addr.eq(div.o_tag),
-                             o.valid.eq(div.o_valid),
-                             o.payload.data.eq(div.o_quo - ybr.data),
-                             o.payload.last.eq(div.o_tag == n - 1)]
-                with m.If(div.o_valid & o.ready):
-                    m.d.comb += [yw.addr.eq(base + div.o_tag), yw.data.eq(div.o_quo),
-                                 yw.en.eq(1)]
-                    with m.If(div.o_tag == n - 1):
-                        end_of_row()
-                        m.next = "LOAD"
+                m.d.comb += [issue.eq((jd < n) & q.room), q.issue.eq(issue)]
+                with m.If(q1_v & q1_last):
+                    end_of_row()
+                    m.next = "LOAD"
         return m
+
+
+OUT_QUEUE_LATENCY = 2
+"""Cycles from an output beat entering the output queue to it being offered on ``o_stream``."""
+
+
+def OUT_QUEUE_DEPTH(pipeline_latency: int) -> int:  # noqa: N802
+    """Output queue depth: a power of two covering the issue-to-queue latency plus the round trip
+    of the credit (so that the credit never throttles a full-rate consumer)."""
+    need = pipeline_latency + OUT_QUEUE_LATENCY + 4
+    return 1 << max(2, (need - 1).bit_length())
+
+
+class _OutQueue:
+    """Credit-based output queue of the norm units.
+
+    The datapath runs free (no stall enable fanning out to every pipeline register): an element is
+    only issued into the pipeline when the queue is sure to have room for it (``room``: fewer than
+    ``depth`` elements issued and not yet taken by the consumer), and its beat is written into a
+    FIFO (``w_valid``/``w_data``, registers driven by the user) at the end of the pipeline. The FIFO
+    output register drives ``o_stream``.
+    """
+
+    def __init__(self, m: Module, o, depth: int):
+        layout = o.payload.shape()
+        m.submodules.oq = fifo = SyncFIFOBuffered(width=layout.size, depth=depth)
+        self.w_valid = Signal()
+        self.w_data = Signal(layout)
+        self.issue = Signal()
+        self.room = Signal()
+        used = Signal(range(depth + 1))
+        pop = o.valid & o.ready
+        m.d.comb += [fifo.w_en.eq(self.w_valid), fifo.w_data.eq(self.w_data),
+                     o.valid.eq(fifo.r_rdy), o.payload.eq(fifo.r_data), fifo.r_en.eq(o.ready),
+                     self.room.eq(used < depth)]
+        m.d.sync += used.eq(used + self.issue - pop)
 
 
 def _synth_softmax(params: dict) -> SoftmaxUnit:
@@ -274,7 +386,9 @@ def _synth_softmax(params: dict) -> SoftmaxUnit:
 
     art = random_vit(0, dim=int(params.get("dim", 64)), heads=int(params.get("heads", 4)), depth=1,
                      levels=int(params.get("levels", 16)))
-    return SoftmaxUnit.from_artifact(art, 0)
+    unit = SoftmaxUnit.from_artifact(art, 0)
+    unit.ram_primitives = True  # DP16KD with output register (see SplitRAM)
+    return unit
 
 
 SYNTH_BLOCKS = {"softmax": (_synth_softmax, {"dim": 64, "heads": 4, "levels": 16},

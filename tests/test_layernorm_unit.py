@@ -137,6 +137,27 @@ def test_pysim_named_corners():
 
 
 @pytest.mark.sim
+@pytest.mark.parametrize("dim,rows,bp", [(1, 1, 0.0), (4, 1, 0.7), (6, 1, 0.0), (70, 2, 0.9)])
+def test_pysim_back_to_back_and_credits(dim, rows, bp):
+    """Pipeline hazards of the deep datapath: with ``rows = 1`` every step re-reads the X/Y words
+    the previous step has just written, S1/S2 restart and σ changes while the previous row's
+    beats are still queued; rows longer than the output queue under heavy back-pressure make the
+    credit counter throttle the divider."""
+    from equispike.rtl.layernorm_unit import OUT_QUEUE_DEPTH
+
+    unit = small_unit(dim=dim, rows=rows)
+    if dim == 70:
+        assert dim > OUT_QUEUE_DEPTH(unit.norm_latency)
+    rng = np.random.default_rng(dim)
+    deltas = tracking_deltas(rng, 10, rows, dim, -1023, 1023, 2047, zero_steps=(4,))
+    exp = golden(unit, deltas)
+    got = _pysim(unit, deltas, 0.0, bp, seed=5)
+    sb = Scoreboard("layernorm")
+    for t in range(len(deltas)):
+        sb.compare(t, exp[t], got[t])
+
+
+@pytest.mark.sim
 def test_pysim_latency_matches_docstring():
     unit = small_unit(rows=2)
     n = unit.dim

@@ -142,6 +142,29 @@ def test_pysim_named_corners():
 
 
 @pytest.mark.sim
+@pytest.mark.parametrize("n,rows,bp", [(1, 1, 0.0), (3, 1, 0.7), (5, 1, 0.0), (40, 2, 0.9)])
+def test_pysim_back_to_back_and_credits(n, rows, bp):
+    """Pipeline hazards of the deep datapath: with ``rows = 1`` every step re-reads the X/Y words
+    the previous step has just written, and the divisor Σe changes from row to row while the
+    previous row's beats are still queued; rows longer than the output queue under heavy
+    back-pressure make the credit counter throttle the divider (a lost or extra beat, or a stale
+    word, shows up as a mismatch)."""
+    from equispike.rtl.softmax_unit import OUT_QUEUE_DEPTH
+
+    params = SoftmaxParams(C=900_000)
+    unit = SoftmaxUnit(n, rows, params, 11, 11)
+    if n == 40:
+        assert n > OUT_QUEUE_DEPTH(unit.div_latency)
+    rng = np.random.default_rng(n)
+    deltas = tracking_deltas(rng, 10, rows, n, -1023, 1023, 1023, zero_steps=(4,))
+    exp = golden(params, deltas)
+    got = _pysim(unit, deltas, 0.0, bp, seed=2)
+    sb = Scoreboard("softmax")
+    for t in range(len(deltas)):
+        sb.compare(t, exp[t], got[t])
+
+
+@pytest.mark.sim
 def test_pysim_latency_matches_docstring():
     """Cycles per changed / unchanged row at full rate equal :meth:`SoftmaxUnit.cycles_per_row`."""
     n = 6

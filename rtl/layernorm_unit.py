@@ -391,7 +391,8 @@ def _synth_layernorm(params: dict) -> LayerNormUnit:
 
     art = random_vit(0, dim=int(params.get("dim", 64)), heads=4, depth=1, levels=16)
     unit = LayerNormUnit.from_artifact(art, "blocks.0.ln1")
-    unit.ram_primitives = True  # DP16KD with output register (see SplitRAM)
+    # DP16KD with its output register on ECP5 (see SplitRAM); inferred RAM elsewhere
+    unit.ram_primitives = params.get("family") == "ecp5"
     return unit
 
 

@@ -387,7 +387,8 @@ def _synth_softmax(params: dict) -> SoftmaxUnit:
     art = random_vit(0, dim=int(params.get("dim", 64)), heads=int(params.get("heads", 4)), depth=1,
                      levels=int(params.get("levels", 16)))
     unit = SoftmaxUnit.from_artifact(art, 0)
-    unit.ram_primitives = True  # DP16KD with output register (see SplitRAM)
+    # DP16KD with its output register on ECP5 (see SplitRAM); inferred RAM elsewhere
+    unit.ram_primitives = params.get("family") == "ecp5"
     return unit
 
 

@@ -229,7 +229,8 @@ def synthesize(
     goal_mhz = BLOCK_TARGET_MHZ.get((block, tgt.family), tgt.freq_mhz)
     out = (out_root or build_root() / "synth") / target / f"{block}_{_params_slug(params)}"
     out.mkdir(parents=True, exist_ok=True)
-    dut = factory(params)
+    # the factory also learns the FPGA family (vendor primitives); it is not a block parameter
+    dut = factory({**params, "family": tgt.family})
     if tgt.family == "ice40":
         top = SerialHarness(dut)
         ports = [top.sin, top.shift, top.capture, top.sout]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import C as C_
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -14,6 +15,9 @@ from ._util import ceil_div, check_int, pack_lanes
 __all__ = ["SpikeAdditionEngine", "required_acc_width"]
 
 WEIGHT_BITS = 8
+#: Read-modify-write loop of an accumulator word, in items (cycles): an item issued less than
+#: this many cycles after one that updates the same word is held back (hazard stall)
+LOOP_DEPTH = 3
 
 
 def required_acc_width(weights, bias=None) -> int:
@@ -46,21 +50,41 @@ class SpikeAdditionEngine(wiring.Component):
     Architecture, latency, throughput
     ---------------------------------
     * Weights in a ROM of ``n_in · chunks`` words of ``lanes`` int8 (initialised at generation
-      time); row ``j`` chunk ``c`` is word ``j·chunks + c``.
-    * Two accumulator banks (``n_vectors · chunks`` words of ``lanes × acc_width``): one
-      accumulates step ``t`` while the other streams out (and zeroes) step ``t-1``, so readout is
-      hidden behind accumulation.
-    * Accumulate pipeline, one (event, chunk) per cycle: S0 issues the weight read; S1 applies
-      the sign to the operand (``±w``, registered) and issues the accumulator read; S2 adds (one
-      adder per lane) and writes back. The accumulator read port is transparent to the write port,
-      so back-to-back updates of one word are exact without stalls.
-    * An event costs ``chunks`` cycles; the end-of-step marker one cycle, plus a wait if the
-      previous step's readout has not finished. The readout streams one beat per cycle under
-      back-pressure (a registered memory read holds the beat while ``ready`` is low). Ideal
-      cycles of a step: ``events × chunks``.
-    * ``clear`` (strobe) and reset run a clear pass of ``n_vectors · chunks + 1`` cycles that loads
-      the bias into the first step's bank and zeroes the other one, dropping anything in flight
-      (``busy`` high, ``i_stream.ready`` low).
+      time); row ``j`` chunk ``c`` is word ``j·chunks + c`` (shift-and-add address, no
+      multiplier).
+    * One accumulator RAM of ``2·n_vectors·chunks + chunks`` words of ``lanes × acc_width``:
+      the bias (read-only), bank 0 and bank 1 (one accumulates step ``t`` while the other
+      streams out step ``t-1``, so readout is hidden behind accumulation). It has one write port
+      (the adders) and two read ports (accumulate, readout), which Yosys maps to two copies of
+      the RAM: no bank multiplexers in front of the adders or the output (cost: each copy
+      holds both banks, i.e. twice the accumulator bits of two separate banks; free while
+      ``2·n_vectors·chunks + chunks <= 512``, the DP16KD depth at 36 bits). The RAMs carry
+      ``no_rw_check``: no word is read in the cycle it is written, so Yosys adds no
+      read/write-collision logic behind their outputs.
+    * Per bank a 1-bit "touched this step" flag per word (block RAM): a word not yet touched
+      in the step enters the adder as 0 (synchronous reset of the RAM output register) and
+      reads out as 0 (reset of the output register), so readout writes no zeros; it clears
+      the flags of the words it has read.
+    * Accumulate pipeline, one item (event, chunk) per cycle, 5 stages: S0 issues the item
+      (hazard check) and reads the word's flag; A reads the weight; B reads the accumulator word
+      (registered address), sets the flag, registers the weight; C registers the RAM outputs
+      (no logic before the registers) and applies the sign as ``w XOR s``; D adds
+      ``acc + (w XOR s) + s`` (one carry chain per lane, ``s`` as carry-in) and writes the
+      sum straight back. A word is read 2 cycles after its item issues and written 4 cycles
+      after: read-modify-write loop ``LOOP_DEPTH = 3``. No forwarding: an item whose word is
+      updated by one of the 2 items issued just before it is held in S0 (hazard stall) until
+      the sum is written. This only happens with fewer than 3 chunks per row (with ``chunks
+      >= 3`` the check is not even built) and two events of the same vector back to back:
+      then an event costs 3 cycles instead of ``chunks``.
+    * An event costs ``chunks`` cycles (see stall above); the end-of-step marker one cycle,
+      plus a wait if the previous step's readout has not finished. The readout starts when
+      the step's items have left the pipeline (4 cycles), then streams one beat per cycle
+      under back-pressure (RAM read enable and register enables hold the data), latency 3
+      cycles from read to ``o_stream.valid``. Ideal cycles of a step: ``events × chunks``.
+    * ``clear`` (strobe) and reset run a clear pass of ``n_vectors · chunks + 5`` cycles: the
+      bias words go down the accumulate pipeline into bank 0 (marking it touched) and bank 1's
+      flags are cleared; anything in flight is dropped (``busy`` high, ``i_stream.ready``
+      low).
 
     Parameters
     ----------
@@ -141,176 +165,214 @@ class SpikeAdditionEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         P, C, E = self.lanes, self.chunks, self.entries
+        W = self.acc_width
         acc_l = self.current_layout
         w_l = data.ArrayLayout(signed(WEIGHT_BITS), P)
-        op_l = data.ArrayLayout(signed(WEIGHT_BITS + 1), P)
         ent = range(max(E + 1, 2))
         eaddr = range(max(E, 2))
-        block = {"ram_style": "block", "rom_style": "block"}
+        maddr = range(2 * E + C)
+        cidx = range(max(C, 2))
+        # no_rw_check: a word is never read in the cycle it is written (hazard stall, banks), so no
+        # read/write collision logic behind the RAM outputs
+        block = {"ram_style": "block", "no_rw_check": 1}
 
         m.submodules.wrom = wrom = Memory(shape=unsigned(w_l.size), depth=max(self.n_in * C, 2),
                                           init=self.weight_init())
         w_rd = wrom.read_port(domain="sync")
-        m.submodules.brom = brom = Memory(shape=unsigned(acc_l.size), depth=max(C, 2),
-                                          init=self.bias_init(), attrs=block)
-        b_rd = brom.read_port(domain="sync")
-        banks = []
+        # accumulators: bias = words 0..C-1 (loaded into bank 0 by the clear pass), bank 0 =
+        # C..C+E-1, bank 1 = C+E..C+2E-1; one write port (the adders), one read port for the
+        # accumulate path and one for the readout (Yosys duplicates the RAM: no bank muxes)
+        m.submodules.acc = acc = Memory(shape=unsigned(acc_l.size), depth=2 * E + C,
+                                        init=self.bias_init() + [0] * (2 * E), attrs=block)
+        a_wr = acc.write_port()
+        a_rd = acc.read_port(domain="sync")
+        o_rd = acc.read_port(domain="sync")
+        # per-bank "touched this step" flags (a word not touched reads as 0: no zeroing writes)
+        flags = []
         for k in range(2):
-            mem = Memory(shape=unsigned(acc_l.size), depth=max(E, 2), init=[], attrs=block)
-            m.submodules[f"acc{k}"] = mem
-            banks.append((mem.write_port(), mem.read_port(domain="sync")))
+            mem = Memory(shape=1, depth=max(E, 2), init=[], attrs=block)
+            m.submodules[f"flag{k}"] = mem
+            flags.append((mem.write_port(), mem.read_port(domain="sync")))
 
         # ---- state --------------------------------------------------------------------------
         clearing = Signal(init=1)
-        clr_a = Signal(ent)
-        clr_c = Signal(range(max(C, 2)))
-        clr_w1, clr_w2 = Signal(), Signal()
-        clr_a1, clr_a2 = Signal(eaddr), Signal(eaddr)
-        bias_reg = Signal(acc_l)
+        clr_run = Signal(init=1)       # clear pass still issuing bias items (S0 counters)
         acc_bank = Signal()
-        # S0: current event
-        ev_valid = Signal()
-        ev_eos = Signal()
-        ev_neg = Signal()
-        ev_chunk = Signal(range(max(C, 2)))
+        # S0: current event (addresses of its next chunk)
+        ev_valid, ev_eos, ev_neg = Signal(), Signal(), Signal()
+        ev_chunk = Signal(cidx)
         ev_waddr = Signal(range(max(self.n_in * C, 2)))
         ev_aaddr = Signal(eaddr)
-        # accumulate pipeline, one (event, chunk) item per cycle: B (RAM reads issued last cycle,
-        # outputs valid), C (RAM outputs registered), U (signed operand and accumulator value
-        # registered), W (sum registered, written back); W2, W3 keep the two previous sums
-        b_valid, b_neg, b_bank, b_addr = Signal(), Signal(), Signal(), Signal(eaddr)
-        c_valid, c_neg, c_bank, c_addr = Signal(), Signal(), Signal(), Signal(eaddr)
-        u_valid, u_bank, u_addr, u_fwd = Signal(), Signal(), Signal(eaddr), Signal()
-        w_valid, w_bank, w_addr = Signal(), Signal(), Signal(eaddr)
+        # accumulate pipeline, one item (event chunk, or bias word in the clear pass) per cycle:
+        # A: weight and flag reads issued; B: accumulator read issued (registered address),
+        # flag set, weight registered; C: flag/accumulator registered, sign applied (XOR);
+        # D: adder, written straight back
+        a_valid, a_bank, a_neg, a_bias = Signal(), Signal(), Signal(), Signal()
+        a_addr, a_chunk = Signal(eaddr), Signal(cidx)
+        a_waddr = Signal.like(ev_waddr)
+        b_valid, b_bank, b_neg, b_bias = Signal(), Signal(), Signal(), Signal()
+        b_addr, b_maddr, b_wmaddr = Signal(eaddr), Signal(maddr), Signal(maddr)
+        c_valid, c_bank, c_neg, c_bias = Signal(), Signal(), Signal(), Signal()
+        c_maddr = Signal(maddr)
+        d_valid, d_bank, d_maddr = Signal(), Signal(), Signal(maddr)
         r_w = Signal(w_l)
-        r_a = [Signal(acc_l, name=f"r_a{k}") for k in range(2)]
-        u_op = Signal(op_l)
-        u_acc = Signal(acc_l)
-        w_sum = Signal(acc_l)
-        hist = [(Signal(name=f"w{k}_valid"), Signal(name=f"w{k}_bank"),
-                 Signal(eaddr, name=f"w{k}_addr"), Signal(acc_l, name=f"w{k}_sum"))
-                for k in (2, 3)]
+        f_q = [Signal(name=f"f_q{k}") for k in range(2)]    # flag RAM outputs, registered
+        f_q2 = [Signal(name=f"f_q2_{k}") for k in range(2)]  # and once more (accumulate)
+        r_a = Signal(acc_l)
+        u_op = Signal(w_l)
+        u_cin = Signal()
         # readout: RAM output (r), its register (q), output register (o); elastic under
         # back-pressure (the RAM read enable and the register enables hold the data)
         ro_pending, ro_active, ro_bank = Signal(), Signal(), Signal()
         ro_ptr = Signal(ent)
+        ro_mptr = Signal(maddr)
         r_valid, q_valid, o_valid = Signal(), Signal(), Signal()
+        q_data = Signal(acc_l)
         o_data = Signal(acc_l)
         z_en = Signal()
         z_addr = Signal(eaddr)
 
-        # ---- S0: event sequencer --------------------------------------------------------------
+        # ---- S0: event sequencer, hazard stall ------------------------------------------------
         issue = Signal()
+        hazard = Signal()
         last_chunk = ev_chunk == C - 1
         swap = Signal()
         ro_free = ~ro_pending & ~ro_active & ~r_valid & ~q_valid
         m.d.comb += [
-            issue.eq(ev_valid & ~ev_eos),
+            # an item reads its word 2 cycles after issue and writes it 4 cycles after: the
+            # word of an item issued 1 or 2 cycles earlier is not written yet
+            # (with >= 3 chunks per row two such items are always different words)
+            hazard.eq((a_valid & (a_bank == acc_bank) & (a_addr == ev_aaddr)) |
+                      (b_valid & (b_bank == acc_bank) & (b_addr == ev_aaddr)) if C < LOOP_DEPTH
+                      else 0),
+            issue.eq(ev_valid & ~ev_eos & ~hazard),
             swap.eq(ev_valid & ev_eos & ro_free),
             self.i_stream.ready.eq(~clearing & ~self.clear &
                                    (~ev_valid | (issue & last_chunk) | swap)),
             self.busy.eq(clearing),
-            w_rd.addr.eq(ev_waddr),
         ]
         p = self.i_stream.payload
         with m.If(self.i_stream.valid & self.i_stream.ready):
             m.d.sync += [
                 ev_valid.eq(1), ev_eos.eq(p.eos), ev_neg.eq(p.neg), ev_chunk.eq(0),
-                ev_waddr.eq(p.index * C), ev_aaddr.eq(p.vector * C),
+                ev_waddr.eq(_mul_const(p.index, C)), ev_aaddr.eq(_mul_const(p.vector, C)),
             ]
         with m.Elif(issue & last_chunk | swap):
             m.d.sync += ev_valid.eq(0)
-        with m.If(issue & ~last_chunk):
-            m.d.sync += [ev_chunk.eq(ev_chunk + 1), ev_waddr.eq(ev_waddr + 1),
+        clr_issue = clearing & clr_run
+        with m.If(issue & ~last_chunk | clr_issue):
+            m.d.sync += [ev_chunk.eq(Mux(last_chunk, 0, ev_chunk + 1)), ev_waddr.eq(ev_waddr + 1),
                          ev_aaddr.eq(ev_aaddr + 1)]
         with m.If(swap):
             m.d.sync += [ro_pending.eq(1), ro_bank.eq(acc_bank), acc_bank.eq(~acc_bank)]
 
         # ---- accumulate pipeline --------------------------------------------------------------
+        # (the clear pass issues its bias items through the same S0 counters: no muxes here)
+        m.d.sync += [a_valid.eq(issue | clr_issue), a_bank.eq(acc_bank), a_neg.eq(ev_neg),
+                     a_bias.eq(clearing), a_addr.eq(ev_aaddr), a_chunk.eq(ev_chunk),
+                     a_waddr.eq(ev_waddr)]
+        m.d.comb += w_rd.addr.eq(a_waddr)
+        a_waddr_full = a_addr + Mux(a_bank, C + E, C)
         m.d.sync += [
-            b_valid.eq(issue), b_neg.eq(ev_neg), b_bank.eq(acc_bank), b_addr.eq(ev_aaddr),
-            c_valid.eq(b_valid), c_neg.eq(b_neg), c_bank.eq(b_bank), c_addr.eq(b_addr),
+            b_valid.eq(a_valid), b_bank.eq(a_bank), b_neg.eq(a_neg), b_bias.eq(a_bias),
+            b_addr.eq(a_addr),
+            b_wmaddr.eq(a_waddr_full),
+            b_maddr.eq(Mux(a_bias, a_chunk, a_waddr_full)),
             r_w.eq(w_rd.data),
-            u_valid.eq(c_valid), u_bank.eq(c_bank), u_addr.eq(c_addr),
-            w_valid.eq(u_valid), w_bank.eq(u_bank), w_addr.eq(u_addr),
-            hist[0][0].eq(w_valid), hist[0][1].eq(w_bank), hist[0][2].eq(w_addr),
-            hist[0][3].eq(w_sum),
-            hist[1][0].eq(hist[0][0]), hist[1][1].eq(hist[0][1]), hist[1][2].eq(hist[0][2]),
-            hist[1][3].eq(hist[0][3]),
+            c_valid.eq(b_valid), c_bank.eq(b_bank), c_neg.eq(b_neg), c_bias.eq(b_bias),
+            c_maddr.eq(b_wmaddr),
+            d_valid.eq(c_valid), d_bank.eq(c_bank), d_maddr.eq(c_maddr),
         ]
+        m.d.comb += a_rd.addr.eq(b_maddr)
+        # C: an untouched word enters the adder as 0 (register reset), a bias word as read; the
+        # sign is applied one stage before the adder: -w = ~w + 1 (XOR here, carry-in at D)
+        m.d.sync += [f_q2[0].eq(f_q[0]), f_q2[1].eq(f_q[1])]
+        with m.If(~Mux(c_bank, f_q2[1], f_q2[0]) & ~c_bias):
+            m.d.sync += r_a.eq(0)
+        with m.Else():
+            m.d.sync += r_a.eq(a_rd.data)          # RAM output register, no logic before it
+        with m.If(c_bias):
+            m.d.sync += [u_op.eq(0), u_cin.eq(0)]
+        with m.Else():
+            m.d.sync += [u_op.eq(r_w.as_value() ^ Mux(c_neg, (1 << w_l.size) - 1, 0)),
+                         u_cin.eq(c_neg)]
+        # D: one carry chain per lane, acc + (w ^ s) + s as (2·acc + 1) + (2·(w ^ s) + s) >> 1
+        sums = []
+        for lane in range(P):
+            s = Cat(C_(1, 1), r_a[lane]).as_signed() + Cat(u_cin, u_op[lane]).as_signed()
+            sums.append(s[1:W + 1])
+        m.d.comb += [a_wr.addr.eq(d_maddr), a_wr.data.eq(Cat(*sums)), a_wr.en.eq(d_valid)]
+
+        # ---- readout ------------------------------------------------------------------------
         ro_busy = ro_active | r_valid | q_valid
         adv_o = ~o_valid | self.o_stream.ready
         adv_q = ~q_valid | adv_o
         adv_r = ~r_valid | adv_q
-        for k, (_, rd) in enumerate(banks):
-            with m.If(~(ro_busy & (ro_bank == k)) | adv_q):
-                m.d.sync += r_a[k].eq(rd.data)      # RAM output register, no logic before it
-        # C: the sign is applied one stage before the adder (one adder per lane)
-        for lane in range(P):
-            m.d.sync += u_op[lane].eq(Mux(c_neg, -r_w[lane], r_w[lane]))
-        # forwarding. Item k reads its word at the end of cycle k and item k-d writes its sum at
-        # the end of cycle k-d+4: for d <= 4 the read is stale. d = 2, 3, 4: the newer sum is in
-        # W, W2, W3 while item k is in C -> select it into U (newest first); d = 1: item k-1's
-        # sum is in W while item k adds -> select W's sum at the adder input (u_fwd).
-        fresh = Mux(c_bank, r_a[1], r_a[0])
-        for valid, bank, addr, val in reversed([(w_valid, w_bank, w_addr, w_sum)] + hist):
-            fresh = Mux(valid & (bank == c_bank) & (addr == c_addr), val, fresh)
-        m.d.sync += [u_acc.eq(fresh),
-                     u_fwd.eq(u_valid & (u_bank == c_bank) & (u_addr == c_addr))]
-        acc_in = acc_l(Mux(u_fwd, w_sum, u_acc))
-        for lane in range(P):
-            m.d.sync += w_sum[lane].eq(acc_in[lane] + u_op[lane])
-
-        # ---- readout ------------------------------------------------------------------------
         ro_issue = Signal()
-        drained = ~((b_valid & (b_bank == ro_bank)) | (c_valid & (c_bank == ro_bank)) |
-                    (u_valid & (u_bank == ro_bank)) | (w_valid & (w_bank == ro_bank)))
+        drained = ~((a_valid & (a_bank == ro_bank)) | (b_valid & (b_bank == ro_bank)) |
+                    (c_valid & (c_bank == ro_bank)) | (d_valid & (d_bank == ro_bank)))
         m.d.comb += ro_issue.eq(ro_active & adv_r & (ro_ptr < E))
         with m.If(ro_pending & drained):
-            m.d.sync += [ro_pending.eq(0), ro_active.eq(1), ro_ptr.eq(0)]
+            m.d.sync += [ro_pending.eq(0), ro_active.eq(1), ro_ptr.eq(0),
+                         ro_mptr.eq(Mux(ro_bank, C + E, C))]
         with m.If(ro_issue):
-            m.d.sync += ro_ptr.eq(ro_ptr + 1)
+            m.d.sync += [ro_ptr.eq(ro_ptr + 1), ro_mptr.eq(ro_mptr + 1)]
         with m.If(ro_active & (ro_ptr == E)):
             m.d.sync += ro_active.eq(0)
         with m.If(adv_r):
             m.d.sync += r_valid.eq(ro_issue)
         with m.If(adv_q):
-            m.d.sync += q_valid.eq(r_valid)
+            m.d.sync += [q_valid.eq(r_valid), q_data.eq(o_rd.data)]
+        # an untouched word reads as 0: synchronous reset taking priority over the enable (the
+        # ECP5 FF's LSR), not a gate in front of the register
         with m.If(adv_o):
-            m.d.sync += [o_valid.eq(q_valid), o_data.eq(Mux(ro_bank, r_a[1], r_a[0]))]
+            m.d.sync += [o_valid.eq(q_valid), o_data.eq(q_data)]
+        with m.If(adv_o & ~Mux(ro_bank, f_q[1], f_q[0])):
+            m.d.sync += o_data.eq(0)
         m.d.sync += [z_en.eq(ro_issue), z_addr.eq(ro_ptr)]
-        m.d.comb += [self.o_stream.valid.eq(o_valid), self.o_stream.payload.eq(o_data)]
+        m.d.comb += [o_rd.addr.eq(ro_mptr), o_rd.en.eq(adv_r),
+                     self.o_stream.valid.eq(o_valid), self.o_stream.payload.eq(o_data)]
 
-        for k, (wr, rd) in enumerate(banks):
-            with m.If(ro_busy & (ro_bank == k)):
+        # ---- flags: read with the item in S0 (accumulate; registered twice, the first register
+        # next to the RAM) or with the readout address; set by the item in B, cleared one cycle
+        # after their readout and by the clear pass ---------------------------------------------
+        for k, (wr, rd) in enumerate(flags):
+            ro_role = ro_busy & (ro_bank == k)
+            with m.If(ro_role):
                 m.d.comb += [rd.addr.eq(ro_ptr), rd.en.eq(adv_r)]
             with m.Else():
                 m.d.comb += rd.addr.eq(ev_aaddr)
-            with m.If(clearing):
-                m.d.comb += [wr.addr.eq(clr_a2), wr.en.eq(clr_w2),
-                             wr.data.eq(bias_reg if k == 0 else 0)]
-            with m.Elif(w_valid & (w_bank == k)):
-                m.d.comb += [wr.addr.eq(w_addr), wr.data.eq(w_sum), wr.en.eq(1)]
+            with m.If(~ro_role | adv_q):
+                m.d.sync += f_q[k].eq(rd.data)     # RAM output register, no logic before it
+            # (a bias item sets its bank-0 flag and clears the bank-1 flag of the same word)
+            with m.If(b_valid & ((b_bank == k) | b_bias)):
+                m.d.comb += [wr.addr.eq(b_addr), wr.data.eq(b_bank == k), wr.en.eq(1)]
             with m.Elif(z_en & (ro_bank == k)):
-                m.d.comb += [wr.addr.eq(z_addr), wr.data.eq(0), wr.en.eq(1)]
+                m.d.comb += [wr.addr.eq(z_addr), wr.en.eq(1)]
 
-        # ---- clear pass (bias into bank 0, zeros into bank 1), bias ROM output registered -----
-        m.d.comb += b_rd.addr.eq(clr_c)
-        m.d.sync += [bias_reg.eq(b_rd.data), clr_w2.eq(clr_w1), clr_a2.eq(clr_a1)]
+        # ---- clear pass: E bias items into bank 0 (through the adder), bank 1 flags zeroed ----
+        pipe_empty = ~a_valid & ~b_valid & ~c_valid & ~d_valid
+        with m.If(clr_issue & (ev_aaddr == E - 1)):
+            m.d.sync += clr_run.eq(0)
+        with m.If(clearing & ~clr_run & pipe_empty):
+            m.d.sync += clearing.eq(0)
         with m.If(self.clear):
-            m.d.sync += [clearing.eq(1), clr_a.eq(0), clr_c.eq(0), clr_w1.eq(0), clr_w2.eq(0)]
-        with m.Elif(clearing):
-            m.d.sync += [clr_w1.eq(clr_a < E), clr_a1.eq(clr_a)]
-            with m.If(clr_a < E):
-                m.d.sync += [clr_a.eq(clr_a + 1), clr_c.eq(Mux(clr_c == C - 1, 0, clr_c + 1))]
-            with m.Elif(~clr_w1 & ~clr_w2):
-                m.d.sync += clearing.eq(0)
+            m.d.sync += [clearing.eq(1), clr_run.eq(1), ev_aaddr.eq(0), ev_chunk.eq(0),
+                         a_valid.eq(0), b_valid.eq(0), c_valid.eq(0), d_valid.eq(0)]
         with m.If(self.clear | clearing):
-            m.d.sync += [acc_bank.eq(0), ev_valid.eq(0), b_valid.eq(0), c_valid.eq(0),
-                         u_valid.eq(0), w_valid.eq(0), hist[0][0].eq(0), hist[1][0].eq(0),
+            m.d.sync += [acc_bank.eq(0), ev_valid.eq(0),
                          ro_pending.eq(0), ro_active.eq(0), r_valid.eq(0), q_valid.eq(0),
                          o_valid.eq(0), z_en.eq(0)]
         return m
+
+
+def _mul_const(x, k: int):
+    """``x * k`` for a constant ``k`` as a sum of shifted copies (no multiplier/DSP)."""
+    terms = [x << i for i in range(k.bit_length()) if (k >> i) & 1]
+    out = terms[0] if terms else C_(0, 1)
+    for t in terms[1:]:
+        out = out + t
+    return out
 
 
 def _synth_engine(p: dict) -> SpikeAdditionEngine:

@@ -310,17 +310,18 @@ def test_engine_lint(request):
 
 # ---------------------------------------------------------------- fast Amaranth-simulator tests
 def amaranth_engine(W, bias, spikes, *, lanes, n_vectors, idle=0.0, bp=0.0, seed=0,
-                    abort_beats=None, width=None):
+                    abort_beats=None, width=None, ordered=False):
     """Currents (T, V, n_out) of the engine on Amaranth's simulator, and the cycle count.
 
     With ``abort_beats=k`` an inference is first started with ``k`` beats and aborted by
-    ``clear`` (outputs partly consumed, partly in flight)."""
+    ``clear`` (outputs partly consumed, partly in flight). ``ordered`` sends the events of a
+    step vector-major (same vector back to back) instead of in random order."""
     from equispike.sim.amaranth_tb import run_testbenches, stream_testbench
 
     eng = SpikeAdditionEngine(W, bias, lanes=lanes, n_vectors=n_vectors,
                               acc_width=width or required_acc_width(W, bias))
     T = spikes.shape[0]
-    beats = spikes_to_events(spikes, np.random.default_rng(seed))
+    beats = spikes_to_events(spikes, None if ordered else np.random.default_rng(seed))
     out = []
     cycles = []
 
@@ -403,6 +404,29 @@ def test_engine_fast_throughput():
     _check(W, bias, sp, got)
     ideal = int(np.count_nonzero(sp)) * 3
     assert ideal / cycles > 0.85, (ideal, cycles)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("n_out", [4, 8, 12])
+@pytest.mark.parametrize("bp", [0.0, 0.5])
+def test_engine_fast_hazard(n_out, bp):
+    """Events of one vector back to back with 1, 2 and 3 chunks per row (4 lanes): a word is
+    re-accessed before its previous sum is written (1, 2 chunks) -> hazard stall, exact sums;
+    with >= 3 chunks (the read-modify-write loop depth) no stall."""
+    W, bias, sp = random_case(15 + n_out, 9, n_out, 2, 5, 0.8)
+    sp[1] = 0
+    sp[1, 0, 0] = sp[1, 0, 1] = 1                 # two events, same vector, same sign
+    sp[3, 1] = -1                                 # a full row of one vector, all negative
+    got, cycles = amaranth_engine(W, bias, sp, lanes=4, n_vectors=2, bp=bp, seed=6,
+                                  ordered=True)
+    _check(W, bias, sp, got)
+    chunks = -(-n_out // 4)
+    if bp == 0.0:
+        # one item per max(chunks, 3) cycles, plus per-step end-of-step / readout overhead
+        ev = int(np.count_nonzero(sp))
+        assert cycles <= ev * max(chunks, 3) + sp.shape[0] * (2 * chunks + 12), (cycles, ev)
+        if chunks >= 3:
+            assert ev * chunks / cycles > 0.8, (ev, cycles)
 
 
 @pytest.mark.filterwarnings("ignore:.*created but never used")

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth.back import verilog
-from amaranth.hdl import Cat, Elaboratable, Module, Signal
+from amaranth.hdl import Cat, Elaboratable, Module, Signal, Value
 from amaranth.lib import wiring
 
 __all__ = ["TARGETS", "BLOCKS", "SerialHarness", "synthesize", "register", "main"]
@@ -135,7 +135,7 @@ class SerialHarness(Elaboratable):
         self.sout = Signal()
         ins, outs = [], []
         for _path, member, value in dut.signature.flatten(dut):
-            (ins if member.flow == wiring.In else outs).append(value)
+            (ins if member.flow == wiring.In else outs).append(Value.cast(value))
         self._ins, self._outs = ins, outs
         self.in_bits = sum(len(v) for v in ins)
         self.out_bits = sum(len(v) for v in outs)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 
+from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
 from .streams import pack, unpack
@@ -41,7 +42,7 @@ def put_stream(stream, items, *, idle_prob=0.0, seed=0, before=None):
                 await before(ctx, i)
             while rng.random() < idle_prob:
                 await ctx.tick()
-            ctx.set(stream.payload.as_value(), pack(shape, item))
+            ctx.set(Value.cast(stream.payload), pack(shape, item))
             ctx.set(stream.valid, 1)
             await ctx.tick().until(stream.ready)
             ctx.set(stream.valid, 0)
@@ -58,7 +59,7 @@ def get_stream(stream, n, out: list, *, backpressure_prob=0.0, seed=0):
         while len(out) < n:
             rdy = rng.random() >= backpressure_prob
             ctx.set(stream.ready, int(rdy))
-            *_, valid, bits = await ctx.tick().sample(stream.valid, stream.payload.as_value())
+            *_, valid, bits = await ctx.tick().sample(stream.valid, Value.cast(stream.payload))
             if rdy and valid:
                 out.append(unpack(shape, bits))
         ctx.set(stream.ready, 0)
@@ -129,7 +130,7 @@ def stream_testbench(inputs, outputs, *, idle_prob=0.0, backpressure_prob=0.0, s
             for i in ins:
                 s, items, idx, busy, shape = i
                 if not busy and idx < len(items) and rng.random() >= idle_prob:
-                    ctx.set(s.payload.as_value(), pack(shape, items[idx]))
+                    ctx.set(Value.cast(s.payload), pack(shape, items[idx]))
                     i[3] = True
                 ctx.set(s.valid, int(i[3]))
             rdys = []
@@ -141,7 +142,7 @@ def stream_testbench(inputs, outputs, *, idle_prob=0.0, backpressure_prob=0.0, s
                 on_cycle(ctx, cycle)
             sigs = [i[0].ready for i in ins]
             for s, *_ in outs:
-                sigs += [s.valid, s.payload.as_value()]
+                sigs += [s.valid, Value.cast(s.payload)]
             sampled = (await ctx.tick().sample(*sigs))[-len(sigs):] if sigs else ()
             for k, i in enumerate(ins):
                 if i[3] and sampled[k]:

@@ -1,14 +1,10 @@
 """Helpers of the norm-unit / attention tests (owned by issue 5).
 
-* :func:`put_stream` / :func:`get_stream`: like :mod:`equispike.sim.amaranth_tb`'s, but also accept
-  a plain ``Signal`` payload (``Value.cast`` instead of ``.as_value()``).
 * :func:`row_beats`: groups the output beats of the differential norm units (protocol
   ``{data, skip, last}``: ``n`` beats or one ``skip`` beat per row) into dense per-row arrays.
 """
 
 from __future__ import annotations
-
-import random
 
 import numpy as np
 from amaranth.hdl import Value
@@ -16,7 +12,7 @@ from amaranth.hdl import Value
 from .amaranth_tb import stream_shape
 from .streams import pack, unpack
 
-__all__ = ["put_stream", "get_stream", "row_beats", "expected_beats", "tracking_deltas",
+__all__ = ["row_beats", "expected_beats", "tracking_deltas",
            "start_clock_and_reset", "run_norm_unit", "measure_stream"]
 
 
@@ -72,42 +68,6 @@ def tracking_deltas(rng, steps: int, rows: int, n: int, lo: int, hi: int, dmax: 
         X += d
         out[t] = d
     return out
-
-
-def put_stream(stream, items, *, idle_prob=0.0, seed=0):
-    """Testbench coroutine factory: send ``items`` in order on ``stream`` (valid/ready)."""
-    shape = stream_shape(stream)
-    rng = random.Random(seed)
-    payload = Value.cast(stream.payload)
-
-    async def tb(ctx):
-        for item in items:
-            while rng.random() < idle_prob:
-                await ctx.tick()
-            ctx.set(payload, pack(shape, item))
-            ctx.set(stream.valid, 1)
-            await ctx.tick().until(stream.ready)
-            ctx.set(stream.valid, 0)
-
-    return tb
-
-
-def get_stream(stream, n, out: list, *, backpressure_prob=0.0, seed=0):
-    """Testbench coroutine factory: receive ``n`` beats from ``stream`` into ``out``."""
-    shape = stream_shape(stream)
-    rng = random.Random(seed)
-    payload = Value.cast(stream.payload)
-
-    async def tb(ctx):
-        while len(out) < n:
-            rdy = rng.random() >= backpressure_prob
-            ctx.set(stream.ready, int(rdy))
-            _, _, valid, bits = await ctx.tick().sample(stream.valid, payload)
-            if rdy and valid:
-                out.append(unpack(shape, bits))
-        ctx.set(stream.ready, 0)
-
-    return tb
 
 
 def measure_stream(unit, items, n_out: int, max_cycles: int = 1_000_000):

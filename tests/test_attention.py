@@ -25,8 +25,8 @@ from equispike.model.sesa import SpikeProduct
 from equispike.model.vit import ViTSNN
 from equispike.model.widths import analyze
 from equispike.rtl.attention import SDSAUnit, SpikeProductUnit
-from equispike.sim.amaranth_tb import run_testbenches
-from equispike.sim.norm_support import get_stream, measure_stream, put_stream
+from equispike.sim.amaranth_tb import get_stream, put_stream, run_testbenches
+from equispike.sim.norm_support import measure_stream
 from equispike.sim.scoreboard import Scoreboard
 
 SITES = {"qk": "blocks.0.scores", "av": "blocks.0.after_attn"}

@@ -21,12 +21,10 @@ from equispike.model.intops import LayerNormParams, int_layernorm
 from equispike.model.vit import ViTSNN
 from equispike.model.widths import analyze
 from equispike.rtl.layernorm_unit import LayerNormUnit
-from equispike.sim.amaranth_tb import run_testbenches
+from equispike.sim.amaranth_tb import get_stream, put_stream, run_testbenches
 from equispike.sim.norm_support import (
     expected_beats,
-    get_stream,
     measure_stream,
-    put_stream,
     row_beats,
     run_norm_unit,
     tracking_deltas,

@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 from ..model.widths import signed_bits
 from ._util import ceil_div, check_int, pack_lanes
 
-__all__ = ["SpikeAdditionEngine", "required_acc_width"]
+__all__ = ["SpikeAdditionEngine", "ZeroVectorExpander", "required_acc_width"]
 
 WEIGHT_BITS = 8
 #: Read-modify-write loop of an accumulator word, in items (cycles): an item issued less than
@@ -42,10 +42,24 @@ class SpikeAdditionEngine(wiring.Component):
     step, the rows ``W[j, :]`` of the int8 matrix ``W`` (shape ``n_in × n_out``) of every spike
     event ``(vector, index=j, sign)``: ``+W[j]`` for a positive spike, ``-W[j]`` for a negative
     one. An event with ``eos = 1`` (index/sign ignored) ends the step: the engine then streams the
-    step's currents, ``n_vectors × chunks`` beats of ``lanes`` signed lanes (vector-major, then
-    chunk ``c`` = outputs ``c·P .. c·P+P-1``; lanes past ``n_out`` are 0) with
-    ``chunks = ceil(n_out / lanes)``, and clears them. The integer bias ``b`` is added on the
-    first step after ``clear``/reset only.
+    step's currents vector-major, each vector as ``chunks = ceil(n_out / lanes)`` beats of
+    ``lanes`` signed lanes (chunk ``c`` = outputs ``c·P .. c·P+P-1``; lanes past ``n_out`` are
+    0), and clears them. The integer bias ``b`` is added on the first step after
+    ``clear``/reset only.
+
+    Readout protocol (``compact_zero_vectors``)
+    -------------------------------------------
+    * ``compact_zero_vectors=True`` (default): the payload is :attr:`readout_layout`,
+      ``{lanes: current_layout, zero: 1}``. A vector that was *touched* in the step (at least
+      one event of that vector, or -- first step after ``clear``/reset only -- a nonzero bias,
+      which the clear pass loads into bank 0 for every vector) is sent as ``chunks`` beats with
+      ``zero = 0``, as before; an untouched vector, whose currents are all 0, is sent as ONE
+      beat with ``zero = 1`` and all lanes 0. A step thus costs ``touched · chunks +
+      untouched`` beats (``n_vectors`` beats for a step without events). Note a touched vector
+      whose events cancel is still sent in full (its lanes are 0 with ``zero = 0``).
+      :class:`ZeroVectorExpander` turns the compact stream back into the dense one.
+    * ``compact_zero_vectors=False``: the old protocol, payload :attr:`current_layout`, always
+      ``n_vectors × chunks`` beats per step.
 
     Architecture, latency, throughput
     ---------------------------------
@@ -65,6 +79,11 @@ class SpikeAdditionEngine(wiring.Component):
       in the step enters the adder as 0 (synchronous reset of the RAM output register) and
       reads out as 0 (reset of the output register), so readout writes no zeros; it clears
       the flags of the words it has read.
+    * (compact readout) Per bank an ``n_vectors``-bit register of "vector touched this step"
+      flags, set when an event's first item issues, loaded by the clear pass (bank 0: all ones
+      if the bias has a nonzero element, else 0; bank 1: 0), and cleared when the bank's
+      readout has issued its last read. The readout checks the flag of each vector before its
+      first chunk: untouched -> one ``zero`` beat and a jump of ``chunks`` words.
     * Accumulate pipeline, one item (event, chunk) per cycle, 5 stages: S0 issues the item
       (hazard check) and reads the word's flag; A reads the weight; B reads the accumulator word
       (registered address), sets the flag, registers the weight; C registers the RAM outputs
@@ -81,6 +100,10 @@ class SpikeAdditionEngine(wiring.Component):
       the step's items have left the pipeline (4 cycles), then streams one beat per cycle
       under back-pressure (RAM read enable and register enables hold the data), latency 3
       cycles from read to ``o_stream.valid``. Ideal cycles of a step: ``events × chunks``.
+      The next step's end-of-step waits for this readout, so a step costs at least its
+      readout beats: ``n_vectors × chunks`` with the dense protocol (a sparse step is then
+      readout bound), ``touched · chunks + untouched <= events × chunks + n_vectors`` with
+      the compact one.
     * ``clear`` (strobe) and reset run a clear pass of ``n_vectors · chunks + 5`` cycles: the
       bias words go down the accumulate pipeline into bank 0 (marking it touched) and bank 1's
       flags are cleared; anything in flight is dropped (``busy`` high, ``i_stream.ready``
@@ -101,9 +124,14 @@ class SpikeAdditionEngine(wiring.Component):
         overflow is impossible by construction.
     n_vectors : int
         Independent input vectors per step (tokens), >= 1.
+    compact_zero_vectors : bool
+        Compact readout (default True): one ``zero`` beat per untouched vector, see above.
+        False keeps the dense ``n_vectors × chunks`` beats per step (payload
+        :attr:`current_layout`).
     """
 
-    def __init__(self, weights, bias=None, *, lanes: int, acc_width: int, n_vectors: int = 1):
+    def __init__(self, weights, bias=None, *, lanes: int, acc_width: int, n_vectors: int = 1,
+                 compact_zero_vectors: bool = True):
         w = np.asarray(weights)
         if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
             raise ValueError(f"weights must be a non-empty 2-D (n_in, n_out) array, got shape "
@@ -139,9 +167,13 @@ class SpikeAdditionEngine(wiring.Component):
             "eos": 1,
         })
         self.current_layout = data.ArrayLayout(signed(self.acc_width), self.lanes)
+        self.compact = bool(compact_zero_vectors)
+        #: payload of ``o_stream``: ``current_layout`` (dense) or ``{lanes, zero}`` (compact)
+        self.readout_layout = (data.StructLayout({"lanes": self.current_layout, "zero": 1})
+                               if self.compact else self.current_layout)
         super().__init__({
             "i_stream": In(stream.Signature(self.event_layout)),
-            "o_stream": Out(stream.Signature(self.current_layout)),
+            "o_stream": Out(stream.Signature(self.readout_layout)),
             "clear": In(1),
             "busy": Out(1),
         })
@@ -161,6 +193,12 @@ class SpikeAdditionEngine(wiring.Component):
 
     def bias_init(self) -> list[int]:
         return [pack_lanes(chunk, self.acc_width) for chunk in self._padded(self.bias)]
+
+    def readout_beats(self, touched_vectors: int) -> int:
+        """Beats of one step's readout with ``touched_vectors`` touched vectors."""
+        if not self.compact:
+            return self.entries
+        return touched_vectors * self.chunks + (self.n_vectors - touched_vectors)
 
     def elaborate(self, platform):
         m = Module()
@@ -200,6 +238,8 @@ class SpikeAdditionEngine(wiring.Component):
         acc_bank = Signal()
         # S0: current event (addresses of its next chunk)
         ev_valid, ev_eos, ev_neg = Signal(), Signal(), Signal()
+        V = self.n_vectors
+        ev_vec = Signal(range(max(V, 2)))
         ev_chunk = Signal(cidx)
         ev_waddr = Signal(range(max(self.n_in * C, 2)))
         ev_aaddr = Signal(eaddr)
@@ -229,6 +269,15 @@ class SpikeAdditionEngine(wiring.Component):
         r_valid, q_valid, o_valid = Signal(), Signal(), Signal()
         q_data = Signal(acc_l)
         o_data = Signal(acc_l)
+        # compact readout: per-bank vector flags, readout vector/chunk counters, zero-beat flags
+        compact = self.compact
+        bias_touch = int(np.any(self.bias != 0))
+        vflag = [Signal(V, name=f"vflag{k}", init=((1 << V) - 1) * bias_touch if k == 0 else 0)
+                 for k in range(2)]
+        ro_vec = Signal(range(max(V, 2)))
+        ro_chunk = Signal(cidx)
+        ro_zero = Signal()
+        r_zero, q_zero, o_zero = Signal(), Signal(), Signal()
         z_en = Signal()
         z_addr = Signal(eaddr)
 
@@ -256,6 +305,7 @@ class SpikeAdditionEngine(wiring.Component):
             m.d.sync += [
                 ev_valid.eq(1), ev_eos.eq(p.eos), ev_neg.eq(p.neg), ev_chunk.eq(0),
                 ev_waddr.eq(_mul_const(p.index, C)), ev_aaddr.eq(_mul_const(p.vector, C)),
+                ev_vec.eq(p.vector),
             ]
         with m.Elif(issue & last_chunk | swap):
             m.d.sync += ev_valid.eq(0)
@@ -313,25 +363,53 @@ class SpikeAdditionEngine(wiring.Component):
                     (c_valid & (c_bank == ro_bank)) | (d_valid & (d_bank == ro_bank)))
         m.d.comb += ro_issue.eq(ro_active & adv_r & (ro_ptr < E))
         with m.If(ro_pending & drained):
-            m.d.sync += [ro_pending.eq(0), ro_active.eq(1), ro_ptr.eq(0),
-                         ro_mptr.eq(Mux(ro_bank, C + E, C))]
+            m.d.sync += [ro_pending.eq(0), ro_active.eq(1), ro_ptr.eq(0), ro_vec.eq(0),
+                         ro_chunk.eq(0), ro_mptr.eq(Mux(ro_bank, C + E, C))]
+        if compact:
+            # at a vector's first chunk: untouched -> one zero beat, skip its chunks
+            m.d.comb += ro_zero.eq((ro_chunk == 0) &
+                                   ~Mux(ro_bank, vflag[1].bit_select(ro_vec, 1),
+                                        vflag[0].bit_select(ro_vec, 1)))
         with m.If(ro_issue):
-            m.d.sync += [ro_ptr.eq(ro_ptr + 1), ro_mptr.eq(ro_mptr + 1)]
+            with m.If(ro_zero):
+                m.d.sync += [ro_ptr.eq(ro_ptr + C), ro_mptr.eq(ro_mptr + C),
+                             ro_vec.eq(ro_vec + 1)]
+            with m.Else():
+                m.d.sync += [ro_ptr.eq(ro_ptr + 1), ro_mptr.eq(ro_mptr + 1),
+                             ro_chunk.eq(Mux(ro_chunk == C - 1, 0, ro_chunk + 1))]
+                with m.If(ro_chunk == C - 1):
+                    m.d.sync += ro_vec.eq(ro_vec + 1)
         with m.If(ro_active & (ro_ptr == E)):
             m.d.sync += ro_active.eq(0)
+            if compact:
+                # every vector flag of the bank has been read: clear them for its next step
+                for k in range(2):
+                    with m.If(ro_bank == k):
+                        m.d.sync += vflag[k].eq(0)
         with m.If(adv_r):
-            m.d.sync += r_valid.eq(ro_issue)
+            m.d.sync += [r_valid.eq(ro_issue), r_zero.eq(ro_zero)]
         with m.If(adv_q):
-            m.d.sync += [q_valid.eq(r_valid), q_data.eq(o_rd.data)]
+            m.d.sync += [q_valid.eq(r_valid), q_zero.eq(r_zero), q_data.eq(o_rd.data)]
         # an untouched word reads as 0: synchronous reset taking priority over the enable (the
         # ECP5 FF's LSR), not a gate in front of the register
         with m.If(adv_o):
-            m.d.sync += [o_valid.eq(q_valid), o_data.eq(q_data)]
-        with m.If(adv_o & ~Mux(ro_bank, f_q[1], f_q[0])):
+            m.d.sync += [o_valid.eq(q_valid), o_zero.eq(q_zero), o_data.eq(q_data)]
+        with m.If(adv_o & (~Mux(ro_bank, f_q[1], f_q[0]) | q_zero)):
             m.d.sync += o_data.eq(0)
-        m.d.sync += [z_en.eq(ro_issue), z_addr.eq(ro_ptr)]
-        m.d.comb += [o_rd.addr.eq(ro_mptr), o_rd.en.eq(adv_r),
-                     self.o_stream.valid.eq(o_valid), self.o_stream.payload.eq(o_data)]
+        # (a zero beat's words were never touched: their flags are 0 already, nothing to clear)
+        m.d.sync += [z_en.eq(ro_issue & ~ro_zero), z_addr.eq(ro_ptr)]
+        m.d.comb += [o_rd.addr.eq(ro_mptr), o_rd.en.eq(adv_r), self.o_stream.valid.eq(o_valid)]
+        if compact:
+            m.d.comb += [self.o_stream.payload.lanes.eq(o_data),
+                         self.o_stream.payload.zero.eq(o_zero)]
+        else:
+            m.d.comb += self.o_stream.payload.eq(o_data)
+
+        # ---- vector flags (compact readout): set when an event's first item issues ----------
+        if compact:
+            for k in range(2):
+                with m.If(issue & (ev_chunk == 0) & (acc_bank == k)):
+                    m.d.sync += vflag[k].bit_select(ev_vec, 1).eq(1)
 
         # ---- flags: read with the item in S0 (accumulate; registered twice, the first register
         # next to the RAM) or with the readout address; set by the item in B, cleared one cycle
@@ -360,9 +438,73 @@ class SpikeAdditionEngine(wiring.Component):
             m.d.sync += [clearing.eq(1), clr_run.eq(1), ev_aaddr.eq(0), ev_chunk.eq(0),
                          a_valid.eq(0), b_valid.eq(0), c_valid.eq(0), d_valid.eq(0)]
         with m.If(self.clear | clearing):
+            if compact:
+                # the bias (bank 0) touches every vector on the first step, if it is not all 0
+                m.d.sync += [vflag[0].eq(((1 << V) - 1) * bias_touch), vflag[1].eq(0)]
             m.d.sync += [acc_bank.eq(0), ev_valid.eq(0),
                          ro_pending.eq(0), ro_active.eq(0), r_valid.eq(0), q_valid.eq(0),
                          o_valid.eq(0), z_en.eq(0)]
+        return m
+
+
+class ZeroVectorExpander(wiring.Component):
+    """Stream adapter: compact engine readout -> dense readout (every beat of every vector).
+
+    Takes the ``o_stream`` of a :class:`SpikeAdditionEngine` built with
+    ``compact_zero_vectors=True`` (payload ``{lanes, zero}``) and emits payload
+    ``current_layout``: a beat with ``zero = 0`` passes through unchanged, a beat with
+    ``zero = 1`` becomes ``chunks`` beats of all-zero lanes (it is acknowledged with the last
+    one). For a consumer that must see every current, e.g. the neuron array, which steps every
+    neuron every time step (settling neurons fire correction spikes without input).
+
+    Combinational (no latency, no registers but a chunk counter): ``o.valid = i.valid``,
+    ``i.ready = o.ready & (~zero | last)``, so it adds a ``ready`` path through one AND gate;
+    put a register slice behind it if timing needs one.
+
+    Honest cost note: behind this adapter the consumer still takes ``n_vectors × chunks``
+    beats per step, and the adapter back-pressures the engine's readout while it expands, so
+    end-to-end cycles are bounded by the consumer, as with the dense protocol (``equispike
+    bench engine``: 74.9 % end-to-end vs 95.6 % engine utilization on the qkv layer). The
+    compact form pays off when the consumer can skip a zero vector (e.g. a neuron array that
+    fast-forwards settled neurons, or a sparse next layer), or when the expansion runs behind
+    a buffer / overlaps with other work so the engine can proceed to the next step.
+
+    Parameters
+    ----------
+    lanes, acc_width, chunks : int
+        As the engine's (``lanes``, ``acc_width``, ``chunks``); see :meth:`for_engine`.
+    """
+
+    def __init__(self, *, lanes: int, acc_width: int, chunks: int):
+        self.lanes = check_int("lanes", lanes, 1, 256)
+        self.acc_width = check_int("acc_width", acc_width, 2, 48)
+        self.chunks = check_int("chunks", chunks, 1, 1 << 20)
+        self.current_layout = data.ArrayLayout(signed(self.acc_width), self.lanes)
+        self.readout_layout = data.StructLayout({"lanes": self.current_layout, "zero": 1})
+        super().__init__({
+            "i_stream": In(stream.Signature(self.readout_layout)),
+            "o_stream": Out(stream.Signature(self.current_layout)),
+        })
+
+    @classmethod
+    def for_engine(cls, engine: SpikeAdditionEngine) -> ZeroVectorExpander:
+        if not engine.compact:
+            raise ValueError("the engine's readout is not compact (compact_zero_vectors=False)")
+        return cls(lanes=engine.lanes, acc_width=engine.acc_width, chunks=engine.chunks)
+
+    def elaborate(self, platform):
+        m = Module()
+        C = self.chunks
+        cnt = Signal(range(max(C, 2)))
+        i, o = self.i_stream, self.o_stream
+        last = cnt == C - 1
+        m.d.comb += [
+            o.valid.eq(i.valid),
+            o.payload.eq(Mux(i.payload.zero, 0, i.payload.lanes.as_value())),
+            i.ready.eq(o.ready & (~i.payload.zero | last)),
+        ]
+        with m.If(o.valid & o.ready & i.payload.zero):
+            m.d.sync += cnt.eq(Mux(last, 0, cnt + 1))
         return m
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from equispike.rtl.engine import SpikeAdditionEngine, required_acc_width
+from equispike.rtl.engine import SpikeAdditionEngine, ZeroVectorExpander, required_acc_width
 from equispike.sim.scoreboard import Scoreboard
 
 try:
@@ -64,7 +64,39 @@ def worst_case(n_in, n_out, n_vectors, steps, sign=1):
     return W, bias, sp
 
 
+def touched_vectors(spikes, bias):
+    """(T, V) bool: vectors the compact readout sends in full (an event, or the bias at t=0)."""
+    tv = np.any(spikes != 0, axis=2)
+    tv[0] |= bool(np.any(np.asarray(bias) != 0))
+    return tv
+
+
+def expected_beats(spikes, bias, chunks, compact=True):
+    """Readout beats of a run: ``T·V·chunks`` dense; touched·chunks + untouched compact."""
+    T, V = spikes.shape[:2]
+    if not compact:
+        return T * V * chunks
+    tv = touched_vectors(spikes, bias)
+    return int(tv.sum()) * chunks + int((~tv).sum())
+
+
+def expand(beats_out, chunks):
+    """Dense beats (lists of lanes) of a readout: compact beats (dicts) are expanded, a zero
+    beat into ``chunks`` zero beats (its lanes must be 0); dense beats pass unchanged."""
+    out = []
+    for b in beats_out:
+        if not isinstance(b, dict):
+            out.append(list(b))
+        elif b["zero"]:
+            assert not any(b["lanes"]), b
+            out.extend([[0] * len(b["lanes"])] * chunks)
+        else:
+            out.append(list(b["lanes"]))
+    return out
+
+
 def collect(beats_out, T, V, chunks, n_out):
+    beats_out = expand(beats_out, chunks)
     lanes = len(beats_out[0])
     arr = np.array(beats_out, dtype=np.int64).reshape(T, V, chunks * lanes)
     return arr[..., :n_out]
@@ -94,7 +126,8 @@ if cocotb is not None:
     def _engine_from_cfg(cfg):
         return SpikeAdditionEngine(np.asarray(cfg["W"]), np.asarray(cfg["bias"]),
                                    lanes=cfg["lanes"], acc_width=cfg["acc_width"],
-                                   n_vectors=cfg["n_vectors"])
+                                   n_vectors=cfg["n_vectors"],
+                                   compact_zero_vectors=cfg.get("compact", True))
 
     async def _run(dut, cfg, spikes, idle, bp, seed):
         from equispike.sim import StreamDriver, StreamMonitor
@@ -102,15 +135,18 @@ if cocotb is not None:
         eng = _engine_from_cfg(cfg)     # layouts only (no elaboration)
         rng = np.random.default_rng(seed)
         drv = StreamDriver(dut, dut.clk, "i_stream", eng.event_layout, idle_prob=idle, seed=seed)
-        mon = StreamMonitor(dut, dut.clk, "o_stream", eng.current_layout,
+        mon = StreamMonitor(dut, dut.clk, "o_stream", eng.readout_layout,
                             backpressure_prob=bp, seed=seed + 1)
         events = spikes_to_events(spikes, rng)
         for b in events:
             drv.send(b)
         T, V = spikes.shape[:2]
         start = cocotb.utils.get_sim_time("ns")
-        await mon.wait_for(T * V * eng.chunks)
+        await mon.wait_for(expected_beats(spikes, eng.bias, eng.chunks, eng.compact))
         cycles = int((cocotb.utils.get_sim_time("ns") - start) // 10)
+        await ClockCycles(dut.clk, 8)          # no beat beyond the expected count
+        n_exp = expected_beats(spikes, eng.bias, eng.chunks, eng.compact)
+        assert len(mon.items) == n_exp, (len(mon.items), n_exp)
         drv.stop()
         mon.stop()
         got = collect(list(mon.items), T, V, eng.chunks, eng.n_out)
@@ -220,6 +256,11 @@ CONFIGS = {
     "p4_o10_v3": dict(lanes=4, n_in=12, n_out=10, n_vectors=3, steps=16, density=0.5),
     # 8 lanes, one chunk (read-modify-write of one word every cycle), 1 vector
     "p8_o8_v1": dict(lanes=8, n_in=40, n_out=8, n_vectors=1, steps=24, density=0.6),
+    # sparse spikes over 5 vectors: many untouched vectors (compact zero beats) each step
+    "p4_o12_v5_sparse": dict(lanes=4, n_in=12, n_out=12, n_vectors=5, steps=40, density=0.03),
+    # the dense (old) readout protocol
+    "p4_o10_v3_dense": dict(lanes=4, n_in=12, n_out=10, n_vectors=3, steps=16, density=0.5,
+                            compact=False),
 }
 
 
@@ -232,9 +273,9 @@ def test_engine_verilator(name, request):
     seed = sum(map(ord, name))
     W, bias, _ = random_case(seed, c["n_in"], c["n_out"], 1, 1, 0.5)
     cfg = dict(c, seed=seed, W=W.tolist(), bias=bias.tolist(),
-               acc_width=required_acc_width(W, bias), min_events=1000)
+               acc_width=required_acc_width(W, bias), min_events=100 if "sparse" in name else 1000)
     eng = SpikeAdditionEngine(W, bias, lanes=c["lanes"], acc_width=cfg["acc_width"],
-                              n_vectors=c["n_vectors"])
+                              n_vectors=c["n_vectors"], compact_zero_vectors=c.get("compact", True))
     run_cocotb(eng, test_module=MODULE, build_dir=build_dir_for(request.node.nodeid),
                config=cfg, test_filter="engine_random|engine_inference_clear|engine_totals")
 
@@ -310,8 +351,11 @@ def test_engine_lint(request):
 
 # ---------------------------------------------------------------- fast Amaranth-simulator tests
 def amaranth_engine(W, bias, spikes, *, lanes, n_vectors, idle=0.0, bp=0.0, seed=0,
-                    abort_beats=None, width=None, ordered=False):
+                    abort_beats=None, width=None, ordered=False, compact=True, raw=None):
     """Currents (T, V, n_out) of the engine on Amaranth's simulator, and the cycle count.
+
+    ``compact`` selects the readout protocol (compact beats are expanded before comparing);
+    the raw output beats are appended to the list ``raw`` when given.
 
     With ``abort_beats=k`` an inference is first started with ``k`` beats and aborted by
     ``clear`` (outputs partly consumed, partly in flight). ``ordered`` sends the events of a
@@ -319,7 +363,8 @@ def amaranth_engine(W, bias, spikes, *, lanes, n_vectors, idle=0.0, bp=0.0, seed
     from equispike.sim.amaranth_tb import run_testbenches, stream_testbench
 
     eng = SpikeAdditionEngine(W, bias, lanes=lanes, n_vectors=n_vectors,
-                              acc_width=width or required_acc_width(W, bias))
+                              acc_width=width or required_acc_width(W, bias),
+                              compact_zero_vectors=compact)
     T = spikes.shape[0]
     beats = spikes_to_events(spikes, None if ordered else np.random.default_rng(seed))
     out = []
@@ -343,13 +388,20 @@ def amaranth_engine(W, bias, spikes, *, lanes, n_vectors, idle=0.0, bp=0.0, seed
             nonlocal n0
             n0 = c
         main2 = stream_testbench([(eng.i_stream, beats)],
-                                 [(eng.o_stream, T * n_vectors * eng.chunks, out)],
+                                 [(eng.o_stream, expected_beats(spikes, bias, eng.chunks,
+                                                                compact), out)],
                                  idle_prob=idle, backpressure_prob=bp, seed=seed,
                                  on_cycle=count)
         await main2(ctx)
         cycles.append(n0 + 1)
+        ctx.set(eng.o_stream.ready, 1)
+        for _ in range(8):                           # no beat beyond the expected count
+            assert not ctx.get(eng.o_stream.valid)
+            await ctx.tick()
 
     run_testbenches(eng, tb, max_cycles=200_000)
+    if raw is not None:
+        raw.extend(out)
     return collect(out, T, n_vectors, eng.chunks, eng.n_out), cycles[0]
 
 
@@ -362,11 +414,112 @@ def _check(W, bias, sp, got):
 
 
 @pytest.mark.sim
+@pytest.mark.parametrize("compact", [True, False])
 @pytest.mark.parametrize("idle,bp", [(0.0, 0.0), (0.5, 0.0), (0.0, 0.8), (0.4, 0.6)])
-def test_engine_fast_stalls(idle, bp):
+def test_engine_fast_stalls(idle, bp, compact):
     W, bias, sp = random_case(11, 7, 10, 2, 6, 0.4)
-    got, _ = amaranth_engine(W, bias, sp, lanes=4, n_vectors=2, idle=idle, bp=bp, seed=4)
+    got, _ = amaranth_engine(W, bias, sp, lanes=4, n_vectors=2, idle=idle, bp=bp, seed=4,
+                             compact=compact)
     _check(W, bias, sp, got)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("bias_zero", [False, True])
+@pytest.mark.parametrize("bp", [0.0, 0.5])
+def test_engine_fast_zero_beats(bp, bias_zero):
+    """Compact readout protocol, beat by beat: a vector without events is ONE beat with
+    ``zero = 1`` and lanes 0; a touched vector is ``chunks`` beats with ``zero = 0``; the first
+    step (nonzero bias) sends every vector in full; an empty step sends ``n_vectors`` zero beats.
+    """
+    V, lanes, n_out = 4, 4, 10                     # 3 chunks (ragged)
+    W, bias, _ = random_case(21, 6, n_out, 1, 1, 0.5)
+    if bias_zero:
+        bias = np.zeros_like(bias)
+    sp = np.zeros((6, V, 6), dtype=np.int8)
+    sp[0, 1, 2] = 1                                # t=0: vector 1 only (bias touches all)
+    sp[1, 0, 0] = sp[1, 0, 5] = -1                 # t=1: vector 0 and 3
+    sp[1, 3, 4] = 1
+    sp[2, 2, 1] = 1                                # t=2: one event, vector 2
+    sp[2, 2, 3] = -1
+    sp[4, :, 0] = 1                                # t=4: every vector; t=3, t=5 empty
+    raw: list = []
+    got, _ = amaranth_engine(W, bias, sp, lanes=lanes, n_vectors=V, bp=bp, seed=7, raw=raw,
+                             ordered=True)
+    _check(W, bias, sp, got)
+    C = 3
+    exp_zero = []
+    tv = touched_vectors(sp, bias)
+    assert tv[0].all() != bias_zero and not tv[3].any() and not tv[5].any()
+    for t in range(sp.shape[0]):
+        for v in range(V):
+            exp_zero += [0] * C if tv[t, v] else [1]
+    assert [b["zero"] for b in raw] == exp_zero
+    assert all(not any(b["lanes"]) for b in raw if b["zero"])
+    # empty steps: exactly n_vectors beats, all zero
+    assert len(raw) == int(tv.sum()) * C + int((~tv).sum())
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("bp,idle", [(0.0, 0.0), (0.5, 0.3)])
+def test_zero_vector_expander(bp, idle):
+    """The expander alone: a zero beat -> ``chunks`` zero beats, data beats pass unchanged."""
+    from equispike.sim.amaranth_tb import run_testbenches, stream_testbench
+
+    C, P = 3, 4
+    exp = ZeroVectorExpander(lanes=P, acc_width=12, chunks=C)
+    rng = np.random.default_rng(5)
+    beats, dense = [], []
+    for k in range(40):
+        if rng.random() < 0.4:
+            # a zero beat, its lanes are 0 by protocol (garbage on k % 4 == 0: must be ignored)
+            lanes = [int(x) for x in rng.integers(-2048, 2048, P)] if k % 4 == 0 else [0] * P
+            beats.append({"zero": 1, "lanes": lanes})
+            dense += [[0] * P] * C
+        else:
+            lanes = [int(x) for x in rng.integers(-2048, 2048, P)]
+            beats.append({"zero": 0, "lanes": lanes})
+            dense.append(lanes)
+    out: list = []
+    tb = stream_testbench([(exp.i_stream, beats)], [(exp.o_stream, len(dense), out)],
+                          idle_prob=idle, backpressure_prob=bp, seed=3)
+    run_testbenches(exp, tb, max_cycles=10_000)
+    assert out == dense
+
+
+@pytest.mark.sim
+def test_engine_with_expander():
+    """Engine (compact) -> expander: the dense current stream of every step, bit exact."""
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring
+
+    from equispike.sim.amaranth_tb import run_testbenches, stream_testbench
+
+    V, lanes = 3, 4
+    W, bias, sp = random_case(31, 8, 10, 3, 8, 0.1)
+    eng = SpikeAdditionEngine(W, bias, lanes=lanes, n_vectors=V,
+                              acc_width=required_acc_width(W, bias))
+    xp = ZeroVectorExpander.for_engine(eng)
+    top = Module()
+    top.submodules.eng, top.submodules.xp = eng, xp
+    wiring.connect(top, eng.o_stream, xp.i_stream)
+    out: list = []
+    T = sp.shape[0]
+    main = stream_testbench([(eng.i_stream, spikes_to_events(sp))],
+                            [(xp.o_stream, T * V * eng.chunks, out)], backpressure_prob=0.3,
+                            seed=2)
+
+    async def tb(ctx):
+        await ctx.tick()
+        while ctx.get(eng.busy):
+            await ctx.tick()
+        await main(ctx)
+
+    run_testbenches(top, tb, max_cycles=50_000)
+    _check(W, bias, sp, collect(out, T, V, eng.chunks, eng.n_out))
+    with pytest.raises(ValueError, match="not compact"):
+        ZeroVectorExpander.for_engine(SpikeAdditionEngine(W, bias, lanes=lanes, n_vectors=V,
+                                                          acc_width=eng.acc_width,
+                                                          compact_zero_vectors=False))
 
 
 @pytest.mark.sim

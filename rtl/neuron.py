@@ -321,9 +321,19 @@ class NeuronArray(wiring.Component):
             m.d.comb += w_theta.eq(Cat(*[h_pr[lane].theta for lane in range(P)]))
         else:
             m.d.sync += w_theta.eq(Cat(*[h_pr[lane].theta for lane in range(P)]))
+        # The clear flag of stage H feeds every lane's Θ select and fire logic: one registered
+        # copy per lane (loaded in stage R from r_clr, so no extra latency). Identical copies
+        # would be merged back by Yosys (opt_merge ignores ``keep`` on wires), so copy i is
+        # r_clr & ~r_cur[i][0], which equals r_clr because a clear beat has I = 0 in stage R.
+        h_clr_l = []
+        for lane in range(P):
+            c = Signal(name=f"hclr{lane}", reset_less=True)
+            m.d.sync += c.eq(r_clr & ~r_cur[lane][0])
+            h_clr_l.append(c)
         for lane in range(P):
             rs, pr = r_st[lane], h_pr[lane]
             th = w_theta[lane]
+            h_clr = h_clr_l[lane]
             # H: one adder
             h = Signal(signed(hw), name=f"h{lane}", reset_less=True)
             m.d.sync += h.eq(rs.v + r_cur[lane])

@@ -51,6 +51,17 @@ def test_serial_harness_scans_struct_ports_in_and_out():
             m.d.comb += self.y.eq(self.x.a + self.x.b)
             return m
 
+    class WithArray(wiring.Component):  # an array port counts its bits, not its elements
+        def __init__(self):
+            super().__init__({"v": In(data.ArrayLayout(3, 4)), "w": Out(data.ArrayLayout(2, 3))})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.d.comb += [self.w[i].eq(self.v[i]) for i in range(3)]
+            return m
+
+    assert (SerialHarness(WithArray()).in_bits, SerialHarness(WithArray()).out_bits) == (12, 6)
+
     top = SerialHarness(Adder())
     assert (top.in_bits, top.out_bits) == (7, 6)
     seen = []

@@ -142,6 +142,36 @@ def const_mul(m: Module, x, k: int, name: str = "cmul"):
     return _add_tree(m, terms, name)
 
 
+# -- row control shared by the differential norm units ---------------------------------------
+def next_row(m: Module, row, first, rows: int) -> None:
+    """Advance the row counter; the first step ends after the last row."""
+    m.d.sync += row.eq(Mux(row == rows - 1, 0, row + 1))
+    with m.If(row == rows - 1):
+        m.d.sync += first.eq(0)
+
+
+def clear_rams_state(m: Module, mems, clr, depth: int) -> None:
+    """FSM state body: zero ``mems`` (:class:`SplitRAM`) one word per cycle, then go to ``LOAD``."""
+    for mem in mems:
+        m.d.comb += [mem.w_addr.eq(clr), mem.w_data.eq(0), mem.w_en.eq(clr < depth)]
+    m.d.sync += clr.eq(clr + 1)
+    with m.If(clr == depth):
+        m.next = "LOAD"
+
+
+def load_row_state(m: Module, ready, accept, pos, col, base, depth: int, width: int) -> None:
+    """FSM state body: accept one row of ``width`` elements into the circular position ``pos``;
+    ``base`` keeps the row's first position; go to ``DRAIN`` after the last element."""
+    m.d.comb += ready.eq(1)
+    with m.If(accept):
+        m.d.sync += [pos.eq(Mux(pos == depth - 1, 0, pos + 1)),
+                     col.eq(Mux(col == width - 1, 0, col + 1))]
+        with m.If(col == 0):
+            m.d.sync += base.eq(pos)
+        with m.If(col == width - 1):
+            m.next = "DRAIN"
+
+
 class SplitRAM:
     """A state RAM (one write port, one read port) built as block RAMs that are each no deeper than
     one ``DP16KD`` configuration, split by bit slices, with a **registered read output**.

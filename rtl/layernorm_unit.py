@@ -28,10 +28,13 @@ from ._arith import (
     SequentialIsqrt,
     SplitRAM,
     check_int,
+    clear_rams_state,
     const_mul,
     const_mul_latency,
     delay,
+    load_row_state,
     mul_latency,
+    next_row,
     pipelined_mul,
 )
 from .softmax_unit import OUT_QUEUE_DEPTH, OUT_QUEUE_LATENCY, _OutQueue, out_layout
@@ -331,27 +334,14 @@ class LayerNormUnit(wiring.Component):
             m.d.sync += yaddr.eq(yaddr + 1)
 
         def end_of_row():
-            m.d.sync += row.eq(Mux(row == self.rows - 1, 0, row + 1))
-            with m.If(row == self.rows - 1):
-                m.d.sync += first.eq(0)
+            next_row(m, row, first, self.rows)
 
         clr = Signal(range(depth + 1))
         with m.FSM(init="CLEAR"):
             with m.State("CLEAR"):  # after reset: zero the state RAMs, one word per cycle
-                m.d.comb += [xmem.w_addr.eq(clr), xmem.w_data.eq(0), xmem.w_en.eq(clr < depth),
-                             ymem.w_addr.eq(clr), ymem.w_data.eq(0), ymem.w_en.eq(clr < depth)]
-                m.d.sync += clr.eq(clr + 1)
-                with m.If(clr == depth):
-                    m.next = "LOAD"
+                clear_rams_state(m, (xmem, ymem), clr, depth)
             with m.State("LOAD"):
-                m.d.comb += self.i_stream.ready.eq(1)
-                with m.If(accept):
-                    m.d.sync += [pos.eq(Mux(pos == depth - 1, 0, pos + 1)),
-                                 col.eq(Mux(col == D - 1, 0, col + 1))]
-                    with m.If(col == 0):
-                        m.d.sync += base.eq(pos)
-                    with m.If(col == D - 1):
-                        m.next = "DRAIN"
+                load_row_state(m, self.i_stream.ready, accept, pos, col, base, depth, D)
             with m.State("DRAIN"):  # until the row's X are stored and S1, S2 complete
                 with m.If(s_done):
                     with m.If(changed | first):

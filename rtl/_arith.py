@@ -23,6 +23,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from ._bram import RegisteredRAM
+
 __all__ = ["SplitRAM", "PipelinedDivider", "SequentialIsqrt", "check_int", "pipelined_mul", "mul_latency",
            "const_mul", "const_mul_latency", "delay", "LIMB"]
 
@@ -173,74 +175,21 @@ def load_row_state(m: Module, ready, accept, pos, col, base, depth: int, width: 
 
 
 class SplitRAM:
-    """A state RAM (one write port, one read port) built as block RAMs that are each no deeper than
-    one ``DP16KD`` configuration, split by bit slices, with a **registered read output**.
+    """A state RAM (one write port, one read port) with a **registered read output**: a
+    :class:`~equispike.rtl._bram.RegisteredRAM` added to ``m`` as submodule ``name``.
 
-    Read latency 2 cycles: ``r_data`` belongs to the ``r_addr`` of two cycles before. A memory
-    deeper than 1024 words of 18 bits would otherwise be cascaded in depth by the synthesis tool,
-    with a multiplexer behind the block-RAM outputs; and an unregistered ``DP16KD`` output has a
-    5.8 ns clock-to-out in nextpnr's ECP5 model (about 145 MHz at best into a register next to
-    it), against 1 ns from its output register (``REGMODE = OUTREG``).
-
-    ``primitive=False`` (simulation, default): Amaranth memories with a synchronous read port and
-    one register behind it. ``primitive=True`` (synthesis for ECP5): ``DP16KD`` instances, port A
-    writes, port B reads through its output register; the same cycle behaviour. Yosys 0.64 cannot
-    fold a register into the ``DP16KD`` output register itself, hence the instance.
-
-    A read of the word written in the same cycle is undefined (no collision logic): the users
-    never do it (the norm units write a row's words several cycles after reading them and read
-    them again only in a later row).
+    Read latency 2 cycles: ``r_data`` belongs to the ``r_addr`` of two cycles before.
+    ``primitive=False`` (simulation, default): the inferred form, whose read/write collisions are
+    poisoned, so the bit-exact tests prove the users never consume one (the norm units write a
+    row's words several cycles after reading them and read them again only in a later row).
+    ``primitive=True`` (synthesis for ECP5): ``DP16KD`` columns with ``REGMODE = OUTREG``.
     """
 
     def __init__(self, m: Module, name: str, shape, depth: int, primitive: bool = False):
-        from amaranth.hdl import ClockSignal, Instance, Shape
-        from amaranth.lib import memory
-
-        width = Shape.cast(shape).width
-        if primitive:
-            chunk, abits = next(((c, a) for c, d, a in ((9, 2048, 11), (4, 4096, 12),
-                                                       (2, 8192, 13), (1, 16384, 14))
-                                 if depth <= d), (None, None))
-            if chunk is None:
-                raise ValueError(f"SplitRAM primitive: depth {depth} > 16384")
-        else:
-            chunk = next((c for c, d in ((18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384))
-                          if depth <= d), width)
-        self.w_addr = Signal(range(depth))
-        self.w_data = Signal(shape)
-        self.w_en = Signal()
-        self.r_addr = Signal(range(depth))
-        self.r_data = Signal(shape)
-        for k, lo in enumerate(range(0, width, chunk)):
-            hi = min(width, lo + chunk)
-            if primitive:
-                wa = Cat(Const(0, 14 - abits), self.w_addr, Const(0, abits))[:14]
-                ra = Cat(Const(0, 14 - abits), self.r_addr, Const(0, abits))[:14]
-                wd = Cat(self.w_data[lo:hi], Const(0, 18))[:18]
-                rd = Signal(18, name=f"{name}{k}_do")
-                ports = {f"i_ADA{i}": wa[i] for i in range(14)}
-                ports.update({f"i_ADB{i}": ra[i] for i in range(14)})
-                ports.update({f"i_DIA{i}": wd[i] for i in range(18)})
-                ports.update({f"o_DOB{i}": rd[i] for i in range(18)})
-                for p in ("A", "B"):
-                    ports.update({f"i_CLK{p}": ClockSignal(), f"i_CE{p}": 1, f"i_OCE{p}": 1,
-                                  f"i_RST{p}": 0, f"i_CS{p}0": 0, f"i_CS{p}1": 0, f"i_CS{p}2": 0})
-                m.submodules[f"{name}{k}"] = Instance(
-                    "DP16KD", p_DATA_WIDTH_A=chunk, p_DATA_WIDTH_B=chunk, p_REGMODE_A="NOREG",
-                    p_REGMODE_B="OUTREG", p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL",
-                    p_CSDECODE_A="0b000", p_CSDECODE_B="0b000", p_RESETMODE="SYNC",
-                    p_GSR="DISABLED", i_WEA=self.w_en, i_WEB=0, **ports)
-                m.d.comb += self.r_data[lo:hi].eq(rd[:hi - lo])
-            else:
-                mem = memory.Memory(shape=unsigned(hi - lo), depth=depth, init=[],
-                                    attrs={"no_rw_check": 1})
-                m.submodules[f"{name}{k}"] = mem
-                wp, rp = mem.write_port(), mem.read_port()
-                q = Signal(hi - lo, name=f"{name}{k}_q", reset_less=True)
-                m.d.comb += [wp.addr.eq(self.w_addr), wp.data.eq(self.w_data[lo:hi]),
-                             wp.en.eq(self.w_en), rp.addr.eq(self.r_addr)]
-                m.d.sync += q.eq(rp.data)
-                m.d.comb += self.r_data[lo:hi].eq(q)
+        ram = RegisteredRAM(shape, max(depth, 2), target="ecp5" if primitive else None)
+        m.submodules[name] = ram
+        self.w_addr, self.w_data, self.w_en = ram.w_addr, ram.w_data, ram.w_en
+        self.r_addr, self.r_data = ram.r_addr, ram.r_data
 
 
 class PipelinedDivider(wiring.Component):

@@ -8,11 +8,12 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ._bram import RAM_TARGETS, RegisteredRAM
 from ._util import ceil_div, check_int, pack_lanes
 
 __all__ = ["NeuronArray", "ConfigPort", "OUT_QUEUE_DEPTH"]
 
-#: Output queue depth: covers the 6-cycle input-to-queue latency so that the array runs at one
+#: Output queue depth: covers the 7-cycle input-to-queue latency so that the array runs at one
 #: beat per cycle without back-pressure reaching the (stall-free) pipeline.
 OUT_QUEUE_DEPTH = 8
 
@@ -62,25 +63,26 @@ class NeuronArray(wiring.Component):
 
     * A: the beat is accepted and the reads of its state word and parameters issued (registered
       addresses); the current is registered;
-    * R: the RAM output and the current are registered (no logic after the block RAM);
+    * R: the RAM output register (inside the block RAM with ``ram_target="ecp5"``) and the
+      current register;
     * H: ``H = V + I`` (one adder per lane), the tracer flags ``S != Qp`` / ``S != Qn``;
-    * W: ``D = H - Θ`` if ``H >= 0`` else ``H + Θ`` (one adder; ``pos`` from D's sign, ``neg``
-      from H's sign); ``V = D`` if it fires else ``H`` is registered with the spikes; the next
-      cycle writes the state back (``S += s`` on the way) and the spikes into the output queue.
+    * E: ``D = H - Θ`` if ``H >= 0`` else ``H + Θ`` (one adder, registered);
+    * W: fires from D's sign (``+1``) or H's sign (``-1``) and the tracer flags; ``V = D`` if it
+      fires else ``H`` is registered with the spikes; the next cycle writes the state back
+      (``S += s`` on the way) and the spikes into the output queue.
 
-    Latency 6 cycles from input transfer to output valid (including the output queue). A word
-    is written back 4 cycles after its beat is accepted: with ``beats >= 5`` per step the next
+    Latency 7 cycles from input transfer to output valid (including the output queue). A word
+    is written back 5 cycles after its beat is accepted: with ``beats >= 6`` per step the next
     access to it is always later (one beat per cycle, no hazard logic). With fewer beats a beat
     whose word is still in flight is held back (``i_stream.ready`` low, the word re-read every
-    cycle): one step per 5 cycles. ``o_stream`` back-pressure never stalls the pipeline: a
+    cycle): one step per 6 cycles. ``o_stream`` back-pressure never stalls the pipeline: a
     beat is accepted only while the ``OUT_QUEUE_DEPTH``-entry spike queue (2 bits per lane) has
     room for it, which covers the latency at full rate.
 
-    ``clear`` (one-cycle strobe) and reset drop any beat in flight and start a clear pass of
-    about ``beats + 5`` cycles: ``beats`` clear beats go down the same pipeline with
-    ``V = S = I = 0`` in stage R and leave the cleared state (``V = floor(Θ/2)`` resp. 0,
-    ``S = 0``) through the normal write-back; then the array restarts at beat 0. ``busy`` is
-    high and ``i_stream.ready`` low meanwhile.
+    ``clear`` (one-cycle strobe) and reset drop any beat in flight and start a clear pass of about ``beats +
+    6`` cycles: ``beats`` clear beats go down the same pipeline with ``I = 0`` and ``H = S = 0`` from stage H
+    on (sync resets) and leave the cleared state (``V = floor(Θ/2)`` resp. 0, ``S = 0``) through the normal
+    write-back; then the array restarts at beat 0. ``busy`` is high and ``i_stream.ready`` low meanwhile.
 
     Memories and counters are at least 2 deep (no zero-width addresses in the Verilog).
 
@@ -103,11 +105,22 @@ class NeuronArray(wiring.Component):
         Entries of the parameter memory (1..beats).
     theta, qn, qp : array-like, optional
         Initial parameters, broadcastable to ``(param_depth, lanes)``.
+    ram_target : {None, "generic", "ecp5"}
+        Form of the state and parameter RAMs (:class:`~equispike.rtl._bram.RegisteredRAM`):
+        ``None`` simulation (read/write collisions poisoned), ``"generic"`` inferred,
+        ``"ecp5"`` ``DP16KD`` with its output register as the stage-R register.
     """
+
+    #: steps of at least this many beats never wait for a write-back (one beat per cycle); a
+    #: shorter step costs this many cycles (hazard stall)
+    HAZARD_FREE_BEATS = 6
 
     def __init__(self, *, lanes: int, n_neurons: int, mode: str = "stbif", current_width: int,
                  membrane_width: int, levels: int = 16, param_depth: int = 1,
-                 theta=None, qn=None, qp=None):
+                 theta=None, qn=None, qp=None, ram_target: str | None = None):
+        if ram_target not in RAM_TARGETS:
+            raise ValueError(f"ram_target must be one of {RAM_TARGETS}, got {ram_target!r}")
+        self.ram_target = ram_target
         self.lanes = check_int("lanes", lanes, 1, 256)
         self.n_neurons = check_int("n_neurons", n_neurons, 1)
         if mode not in ("stbif", "lif"):
@@ -186,11 +199,9 @@ class NeuronArray(wiring.Component):
         hw = max(vw, cw) + 1                        # H = V + I and D = H -/+ Θ (see below)
 
         # ---- memories ------------------------------------------------------------------------
-        # state: block RAM; its (registered) read port feeds pipeline registers with no logic
-        m.submodules.state = state = Memory(shape=unsigned(state_layout.size), depth=max(B, 2),
-                                            init=[], attrs={"ram_style": "block"})
-        s_wr = state.write_port()
-        s_rd = state.read_port(domain="sync")
+        # state: block RAM read through its output register, which is stage R's state register
+        m.submodules.state = state = RegisteredRAM(unsigned(state_layout.size), max(B, 2),
+                                                   target=self.ram_target)
 
         # ---- control -------------------------------------------------------------------------
         running = Signal()          # 0 after reset: clear pass first
@@ -207,7 +218,7 @@ class NeuronArray(wiring.Component):
         ]
         m.d.sync += [beat.eq(beat_nx), pidx.eq(pidx_nx)]
         # reads are issued with the beat (registered address, no logic before the RAM)
-        m.d.comb += s_rd.addr.eq(beat)
+        m.d.comb += state.r_addr.eq(beat)
 
         # parameters of the beat in stage H (one cycle after acceptance)
         h_pr = Signal(self.param_layout, reset_less=True)
@@ -218,13 +229,12 @@ class NeuronArray(wiring.Component):
                 m.d.sync += prm.eq(self.cfg.data.as_value())
             m.d.comb += h_pr.eq(prm)
         else:
-            m.submodules.params = params = Memory(shape=unsigned(self.param_layout.size),
-                                                  depth=D, init=self.param_init)
-            p_wr = params.write_port()
-            p_rd = params.read_port(domain="sync")
-            m.d.comb += [p_wr.addr.eq(self.cfg.addr), p_wr.data.eq(self.cfg.data.as_value()),
-                         p_wr.en.eq(self.cfg.en), p_rd.addr.eq(pidx)]
-            m.d.sync += h_pr.eq(p_rd.data)          # RAM output register
+            m.submodules.params = params = RegisteredRAM(
+                unsigned(self.param_layout.size), D, init=self.param_init, target=self.ram_target)
+            m.d.comb += [params.w_addr.eq(self.cfg.addr),
+                         params.w_data.eq(self.cfg.data.as_value()),
+                         params.w_en.eq(self.cfg.en), params.r_addr.eq(pidx),
+                         h_pr.eq(params.r_data)]   # the RAM output register
 
         # ---- output queue (credit based: a beat is accepted only if its spikes have room) ----
         # block RAM of OUT_QUEUE_DEPTH 2-bit-per-lane words whose read port (enabled when the
@@ -257,16 +267,19 @@ class NeuronArray(wiring.Component):
         # ---- pipeline: A (RAM read), R (RAM output and current registered), H (H = V + I),
         # W (update registered; written back in the next cycle) ---------------------------------
         a_valid, a_clr, a_last, a_addr = Signal(), Signal(), Signal(), Signal(abits)
-        r_valid, r_clr, r_last, r_addr = Signal(), Signal(), Signal(), Signal(abits)
-        h_valid, h_clr, h_last, h_addr = Signal(), Signal(), Signal(), Signal(abits)
+        r_valid, r_last, r_addr = Signal(), Signal(), Signal(abits)
+        h_valid, h_last, h_addr = Signal(), Signal(), Signal(abits)
+        e_valid, e_last, e_addr = Signal(), Signal(), Signal(abits)
         w_valid, w_addr = Signal(), Signal(abits)
-        stages = [(a_valid, a_addr), (r_valid, r_addr), (h_valid, h_addr), (w_valid, w_addr)]
+        stages = [(a_valid, a_addr), (r_valid, r_addr), (h_valid, h_addr), (e_valid, e_addr),
+                  (w_valid, w_addr)]
 
         # Read-after-write hazard: a beat issued now reads its word at the end of this cycle, so
         # it would miss the write-back of a beat of the same word still in A, R, H or W (written
         # at the end of this cycle or later): it is held back until that write is done. A step
         # of B >= 5 beats never re-accesses a word within four cycles: no hazard logic.
         hazard = Signal()
+        assert len(stages) + 1 == self.HAZARD_FREE_BEATS
         if B < len(stages) + 1:
             m.d.comb += hazard.eq(Cat(*[v & (a == beat) for v, a in stages]).any())
 
@@ -281,7 +294,8 @@ class NeuronArray(wiring.Component):
         m.d.sync += clr_wait.eq(self.clear)
         with m.If(self.clear):
             m.d.sync += [running.eq(0), clr_n.eq(B), beat.eq(0), pidx.eq(0),
-                         a_valid.eq(0), r_valid.eq(0), h_valid.eq(0), w_valid.eq(0)]
+                         a_valid.eq(0), r_valid.eq(0), h_valid.eq(0), e_valid.eq(0),
+                         w_valid.eq(0)]
         with m.Else():
             with m.If(~running & ~clr_wait):
                 with m.If(clr_n != 0):
@@ -289,28 +303,28 @@ class NeuronArray(wiring.Component):
                 with m.Elif(~Cat(*[v for v, _ in stages]).any()):
                     m.d.sync += running.eq(1)
             m.d.sync += [a_valid.eq(issue), r_valid.eq(a_valid), h_valid.eq(r_valid),
-                         w_valid.eq(h_valid)]
+                         e_valid.eq(h_valid), w_valid.eq(e_valid)]
         # clear pass: B clear beats go down the pipeline (no input, V = S = 0 in stage R) and
         # leave the cleared state (V = floor(Θ/2) or 0, S = 0) through the normal write-back
         m.d.sync += [
             a_clr.eq(~running), a_last.eq(last), a_addr.eq(beat),
-            r_clr.eq(a_clr), r_last.eq(a_last), r_addr.eq(a_addr),
-            h_clr.eq(r_clr), h_last.eq(r_last), h_addr.eq(r_addr),
-            w_addr.eq(h_addr),
+            r_last.eq(a_last), r_addr.eq(a_addr),
+            h_last.eq(r_last), h_addr.eq(r_addr),
+            e_last.eq(h_last), e_addr.eq(h_addr),
+            w_addr.eq(e_addr),
         ]
 
         # ---- datapath (no enables) -----------------------------------------------------------
-        ram = state_layout(s_rd.data)
+        r_st = state_layout(state.r_data)          # stage R: the RAM output register
         # datapath registers have no reset (the valid bits have): their only set/reset input is
-        # then free for the clear beats' sync reset below (the FF's LSR, no LUT)
-        r_st = Signal(state_layout, reset_less=True)
+        # then free for the clear beats' sync resets below (the FF's LSR, no LUT)
         r_cur = Signal(cur_layout, reset_less=True)
         a_cur = Signal(cur_layout, reset_less=True)
-        m.d.sync += a_cur.eq(self.i_stream.payload)
-        with m.If(~a_clr):
-            m.d.sync += [r_st.eq(ram), r_cur.eq(a_cur)]
-        with m.Else():                              # clear beats: V = S = I = 0 (sync reset)
-            m.d.sync += [r_st.eq(0), r_cur.eq(0)]
+        with m.If(running):
+            m.d.sync += a_cur.eq(self.i_stream.payload)
+        with m.Else():                              # clear beats carry I = 0
+            m.d.sync += a_cur.eq(0)
+        m.d.sync += r_cur.eq(a_cur)
 
         w_st = Signal(state_layout, reset_less=True)
         wb = Signal(state_layout)                   # written back
@@ -321,23 +335,32 @@ class NeuronArray(wiring.Component):
             m.d.comb += w_theta.eq(Cat(*[h_pr[lane].theta for lane in range(P)]))
         else:
             m.d.sync += w_theta.eq(Cat(*[h_pr[lane].theta for lane in range(P)]))
-        # The clear flag of stage H feeds every lane's Θ select and fire logic: one registered
-        # copy per lane (loaded in stage R from r_clr, so no extra latency). Identical copies
-        # would be merged back by Yosys (opt_merge ignores ``keep`` on wires), so copy i is
-        # r_clr & ~r_cur[i][0], which equals r_clr because a clear beat has I = 0 in stage R.
-        h_clr_l = []
+        # The clear flag of stages R and H resets every lane's H registers and feeds its Θ select
+        # and fire logic: one registered copy per lane and stage (no extra latency). Identical
+        # copies would be merged back by Yosys (opt_merge ignores ``keep`` on wires), so the
+        # stage-R copy of lane i is a_clr & ~a_cur[i][0], equal to a_clr because a clear beat
+        # has I = 0.
+        r_clr_l, h_clr_l = [], []
         for lane in range(P):
-            c = Signal(name=f"hclr{lane}", reset_less=True)
-            m.d.sync += c.eq(r_clr & ~r_cur[lane][0])
-            h_clr_l.append(c)
+            rc = Signal(name=f"rclr{lane}", reset_less=True)
+            hc = Signal(name=f"hclr{lane}", reset_less=True)
+            m.d.sync += [rc.eq(a_clr & ~a_cur[lane][0]), hc.eq(rc)]
+            r_clr_l.append(rc)
+            h_clr_l.append(hc)
         for lane in range(P):
             rs, pr = r_st[lane], h_pr[lane]
             th = w_theta[lane]
             h_clr = h_clr_l[lane]
-            # H: one adder
+            e_clr = Signal(name=f"eclr{lane}", reset_less=True)
+            m.d.sync += e_clr.eq(h_clr)
+            # H: one adder; a clear beat leaves H = 0 (and S = 0 below) by a sync reset
             h = Signal(signed(hw), name=f"h{lane}", reset_less=True)
             m.d.sync += h.eq(rs.v + r_cur[lane])
-            # W: one adder (H -/+ Θ, carry-in through an extra low bit) and a 2:1 select
+            with m.If(r_clr_l[lane]):
+                m.d.sync += h.eq(0)
+            # E: one adder into a register (D); W: the fire decision and a 2:1 select
+            e_h = Signal(signed(hw), name=f"eh{lane}", reset_less=True)
+            m.d.sync += e_h.eq(h)
             spk = Signal(signed(2), name=f"spk{lane}")
             if stbif:
                 h_s = Signal(signed(sw), name=f"hs{lane}", reset_less=True)
@@ -345,6 +368,8 @@ class NeuronArray(wiring.Component):
                 dn = Signal(name=f"dn{lane}", reset_less=True)
                 # S stays in [Qn, Qp]: S < Qp is S != Qp, S > Qn is S != Qn
                 m.d.sync += [h_s.eq(rs.s), up.eq(rs.s != pr.qp), dn.eq(rs.s != pr.qn)]
+                with m.If(r_clr_l[lane]):
+                    m.d.sync += h_s.eq(0)
                 hneg = h[-1]
                 # H >= 0: D = H - Θ (= H + ~Θ + 1), fires (+1) if D >= 0 and S < Qp;
                 # H < 0: D = H + Θ, fires (-1) if S > Qn; a clear beat (H = 0): D = floor(Θ/2),
@@ -354,30 +379,35 @@ class NeuronArray(wiring.Component):
                 m.d.comb += t.eq(Mux(h_clr, th >> 1, Mux(hneg, th, ~Cat(th, C(0, 1)).as_signed())))
                 cin = ~hneg & ~h_clr
                 dd = Signal(hw + 1, name=f"dd{lane}")
-                d = Signal(signed(hw), name=f"d{lane}")
-                m.d.comb += [dd.eq(Cat(C(1, 1), h) + Cat(cin, t)), d.eq(dd[1:])]
-                fire = Mux(h_clr, 1, Mux(hneg, dn, ~d[hw - 1] & up))
-                sp = fire & ~h_clr
-                m.d.comb += spk.eq(Mux(sp, Mux(hneg, -1, 1), 0))
-                m.d.sync += [w_st[lane].v.eq(Mux(fire, d, h)), w_st[lane].s.eq(h_s)]
+                m.d.comb += dd.eq(Cat(C(1, 1), h) + Cat(cin, t))
+                e_d = Signal(signed(hw), name=f"ed{lane}", reset_less=True)
+                e_s = Signal(signed(sw), name=f"es{lane}", reset_less=True)
+                e_up = Signal(name=f"eup{lane}", reset_less=True)
+                e_dn = Signal(name=f"edn{lane}", reset_less=True)
+                m.d.sync += [e_d.eq(dd[1:]), e_s.eq(h_s), e_up.eq(up), e_dn.eq(dn)]
+                e_neg = e_h[-1]
+                fire = Mux(e_clr, 1, Mux(e_neg, e_dn, ~e_d[hw - 1] & e_up))
+                sp = fire & ~e_clr
+                m.d.comb += spk.eq(Mux(sp, Mux(e_neg, -1, 1), 0))
+                m.d.sync += [w_st[lane].v.eq(Mux(fire, e_d, e_h)), w_st[lane].s.eq(e_s)]
                 # S += s in the write-back cycle (a short carry chain into the RAM)
                 m.d.comb += wb[lane].s.eq(w_st[lane].s + w_spk[lane])
             else:
                 # h = (V + I) >> 1 >= Θ  <=>  V + I >= 2Θ; V = 0 if it fires else h
-                d = Signal(signed(hw + 1), name=f"d{lane}")
-                m.d.comb += d.eq(h - (th << 1))
-                fire = ~d[-1] & ~h_clr
+                e_d = Signal(signed(hw + 1), name=f"ed{lane}", reset_less=True)
+                m.d.sync += e_d.eq(h - (th << 1))
+                fire = ~e_d[-1] & ~e_clr
                 m.d.comb += spk.eq(fire)
-                m.d.sync += w_st[lane].v.eq(Mux(fire, 0, h >> 1))
+                m.d.sync += w_st[lane].v.eq(Mux(fire, 0, e_h >> 1))
             m.d.sync += w_spk[lane].eq(spk)
             if lane >= valid_last:
-                with m.If(h_last):
+                with m.If(e_last):
                     m.d.sync += w_spk[lane].eq(0)
 
         # ---- write-back (updates and the clear pass) and spikes to the queue -----------------
         for lane in range(P):
             m.d.comb += wb[lane].v.eq(w_st[lane].v)
-        m.d.comb += [s_wr.addr.eq(w_addr), s_wr.data.eq(wb), s_wr.en.eq(w_valid),
+        m.d.comb += [state.w_addr.eq(w_addr), state.w_data.eq(wb), state.w_en.eq(w_valid),
                      q_wr.addr.eq(q_wp), q_wr.data.eq(w_spk), q_wr.en.eq(w_valid & running)]
         return m
 

@@ -45,6 +45,8 @@ __all__ = [
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_ROOT = REPO_ROOT / "build" / "sim"
+#: behavioural Verilog models of the vendor primitives that ``target="ecp5"`` netlists instantiate
+MODELS_DIR = Path(__file__).resolve().parent / "models"
 #: Warnings switched off for Amaranth-generated Verilog (width mismatches are by construction).
 VERILATOR_WARN_ARGS = ("-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-CASEINCOMPLETE")
 #: ``verilator --lint-only -Wall`` waivers for Amaranth-generated Verilog:
@@ -155,6 +157,7 @@ def run_cocotb(
     test_filter: str | None = None,
     extra_env: Mapping[str, str] | None = None,
     extra_build_args: Sequence[str] = (),
+    extra_sources: Sequence[Path] = (),
     seed: int = 1,
 ) -> Path:
     """Convert ``component`` to Verilog, build it with Verilator and run cocotb tests on it.
@@ -173,6 +176,9 @@ def run_cocotb(
     test_filter:
         Regular expression selecting the cocotb tests to run by name (all when omitted);
         parametrized tests are named ``name/param=value/...``.
+    extra_sources:
+        More Verilog files for the build, e.g. behavioural models of vendor primitives
+        (:data:`MODELS_DIR`) that a ``target="ecp5"`` netlist instantiates.
 
     Returns the path of the cocotb ``results.xml``. Raises ``AssertionError`` if any cocotb test
     failed (the failure messages are in the simulator log, printed by pytest).
@@ -199,7 +205,7 @@ def run_cocotb(
         if waves:
             build_args += ["--trace-fst", "--trace-structs"]
         runner.build(
-            sources=[vpath],
+            sources=[vpath, *map(Path, extra_sources)],
             hdl_toplevel=toplevel,
             build_dir=build_dir,
             build_args=build_args,

@@ -28,7 +28,7 @@ def make_dut(cfg: dict) -> NeuronArray:
     theta = np.asarray(cfg["theta"], dtype=np.int64)
     kw = dict(lanes=cfg["lanes"], n_neurons=cfg["n"], mode=cfg["mode"],
               current_width=cfg["cw"], membrane_width=cfg["vw"], levels=cfg["levels"],
-              param_depth=theta.shape[0], theta=theta)
+              param_depth=theta.shape[0], theta=theta, ram_target=cfg.get("ram_target"))
     if cfg["mode"] == "stbif":
         kw.update(qn=cfg["qn"], qp=cfg["qp"])
     return NeuronArray(**kw)
@@ -48,10 +48,11 @@ def golden(cfg: dict):
     return LIFArray((cfg["n"],), th)
 
 
-def random_config(seed, *, lanes, n, mode, cw, vw, levels, signed, depth, theta_max):
+def random_config(seed, *, lanes, n, mode, cw, vw, levels, signed, depth, theta_max,
+                  ram_target=None):
     rng = np.random.default_rng(seed)
     cfg = dict(lanes=lanes, n=n, mode=mode, cw=cw, vw=vw, levels=levels, seed=seed,
-               theta=rng.integers(1, theta_max + 1, size=(depth, lanes)).tolist())
+               ram_target=ram_target, theta=rng.integers(1, theta_max + 1, size=(depth, lanes)).tolist())
     if mode == "stbif":
         cfg["qn"], cfg["qp"] = site_bounds(levels, signed)
     return cfg
@@ -205,6 +206,10 @@ CONFIGS = {
     # one beat per step (read-after-write every cycle), unsigned 4 levels, narrow current
     "stbif_p8_unsigned4": dict(lanes=8, n=8, mode="stbif", cw=6, vw=14, levels=4, signed=False,
                                depth=1, theta_max=20),
+    # the same with the ECP5 form of the RAMs (DP16KD output registers, initialised parameter
+    # RAM) under our behavioural DP16KD model
+    "stbif_p4_signed16_ecp5": dict(lanes=4, n=37, mode="stbif", cw=10, vw=16, levels=16,
+                                   signed=True, depth=3, theta_max=60, ram_target="ecp5"),
     "lif_p3": dict(lanes=3, n=20, mode="lif", cw=8, vw=10, levels=2, signed=False, depth=2,
                    theta_max=40),
 }
@@ -214,14 +219,16 @@ CONFIGS = {
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_neuron_array_verilator(name, request):
     from equispike.sim import build_dir_for, run_cocotb
+    from equispike.sim.build import MODELS_DIR
 
     c = CONFIGS[name]
     cfg = random_config(sum(map(ord, name)), **c)
     per_variant = 2 * cfg["n"]          # neurons per step x 2 inferences
     cfg["steps"] = -(-10_000 // (4 * per_variant))    # 4 stimulus variants, >= 10,000 total
     cfg["min_compared"] = 10_000
+    extra = [MODELS_DIR / "DP16KD.v"] if cfg["ram_target"] == "ecp5" else []
     run_cocotb(make_dut(cfg), test_module=MODULE, build_dir=build_dir_for(request.node.nodeid),
-               config=cfg, test_filter="neuron_random|neuron_totals")
+               config=cfg, test_filter="neuron_random|neuron_totals", extra_sources=extra)
 
 
 @pytest.mark.sim
@@ -353,7 +360,7 @@ def test_neuron_array_fast_shapes(mode, n):
 @pytest.mark.parametrize("idle", [0.0, 0.3])
 def test_neuron_array_fast_hazards(mode, beats, idle):
     """Read-after-write hazards of the update pipeline: with ``beats`` words per step and no gaps,
-    every state word comes back ``beats`` cycles after its previous update: below 5 beats the
+    every state word comes back ``beats`` cycles after its previous update: below 6 beats the
     word is re-read until its write-back is done (hazard stall); random gaps mix the distances."""
     cfg = random_config(40 + beats, **{**FAST, "n": 3 * beats, "mode": mode, "depth": 1,
                                         "theta_max": 6})
@@ -365,19 +372,21 @@ def test_neuron_array_fast_hazards(mode, beats, idle):
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("beats", [1, 2, 4, 5, 7])
+@pytest.mark.parametrize("beats", [1, 2, 4, 5, 6, 7])
 def test_neuron_array_fast_throughput(beats):
-    """One beat per cycle when a step has at least 5 beats (no hazard); with fewer, a word comes
-    back before its write-back and the step is held to one per 5 cycles (hazard stall)."""
+    """One beat per cycle when a step has at least ``HAZARD_FREE_BEATS`` beats (no hazard); with
+    fewer, a word comes back before its write-back and the step is held to one per
+    ``HAZARD_FREE_BEATS`` cycles (hazard stall)."""
     cfg = random_config(50, **{**FAST, "n": 3 * beats, "depth": 1})
     steps = 20
     cur = random_currents(np.random.default_rng(50), cfg, steps)
     cycles = []
     got = amaranth_run(cfg, cur, cycles=cycles)
     Scoreboard("throughput").compare(0, golden_run(cfg, cur), got)
-    per_step = max(beats, 5)
+    free = NeuronArray.HAZARD_FREE_BEATS
+    per_step = max(beats, free)
     assert cycles[0] <= steps * per_step + 10, cycles
-    if beats < 5:
+    if beats < free:
         assert cycles[0] >= (steps - 1) * per_step, cycles   # the stall is really there
 
 

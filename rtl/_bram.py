@@ -1,0 +1,175 @@
+"""Block RAM with a registered read output: inferred for simulation, ECP5 ``DP16KD`` for synthesis."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from amaranth.hdl import C, Cat, ClockSignal, Const, Instance, Module, Mux, Shape, Signal, Value, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["RegisteredRAM", "RAM_TARGETS", "DP16KD_MODES"]
+
+#: ``target`` values: ``None`` simulation model (read/write collisions poisoned), ``"generic"``
+#: inferred memory (any FPGA), ``"ecp5"`` ``DP16KD`` instances with their output register
+RAM_TARGETS = (None, "generic", "ecp5")
+
+#: DP16KD data-width modes: (data bits, words, address bits below the word address). In the 18-bit
+#: mode address bits 1..0 are the byte enables of a write and bits 3..2 are unused (as in Yosys'
+#: ``share/lattice/brams_map_16kd.v``).
+DP16KD_MODES = ((18, 1024, 4), (9, 2048, 3), (4, 4096, 2), (2, 8192, 1), (1, 16384, 0))
+
+
+def dp16kd_mode(depth: int) -> tuple[int, int, int]:
+    """The widest ``DP16KD`` mode that holds ``depth`` words."""
+    for mode in DP16KD_MODES:
+        if depth <= mode[1]:
+            return mode
+    raise ValueError(f"RegisteredRAM: depth {depth} exceeds one DP16KD column (16384 words); "
+                     f"split the memory by address")
+
+
+def dp16kd_initvals(words: Sequence[int]) -> dict[str, Const]:
+    """``INITVAL_00..3F`` of an 18-bit-mode ``DP16KD``: 16 words per value, word ``i`` in bits
+    ``20·i .. 20·i+17`` (the layout of Yosys' ``brams_map_16kd.v``)."""
+    vals = {}
+    for k in range(64):
+        v = 0
+        for i, w in enumerate(words[16 * k:16 * k + 16]):
+            v |= (int(w) & 0x3FFFF) << (20 * i)
+        if v:
+            vals[f"p_INITVAL_{k:02X}"] = Const(v, 320)
+    return vals
+
+
+class RegisteredRAM(wiring.Component):
+    """Simple dual-port RAM (one write port, one read port) whose read data is registered twice:
+    the block RAM's own read register and its output register.
+
+    What it computes
+    ----------------
+    Write: at a clock edge with ``w_en``, word ``w_addr`` becomes ``w_data``.
+    Read: at an edge with ``r_en`` the word at ``r_addr`` is read into the first register; at an
+    edge with ``r_oen`` the first register is copied to ``r_data``. With both enables high,
+    ``r_data`` is the word at ``r_addr`` two cycles earlier (latency 2), one read per cycle.
+    Holding ``r_en``/``r_oen`` low holds the respective register (back-pressure).
+
+    A read at the edge that writes the same word returns an undefined value on the FPGA
+    (``DP16KD`` ports in ``NORMAL`` write mode). The simulation model (``target=None``) returns
+    the bitwise complement of the old word then, so a design that consumed such a read fails its
+    bit-exact tests instead of depending on an unspecified value.
+
+    Why
+    ---
+    An ECP5 ``DP16KD`` read without its output register has a 5.6--5.8 ns clock-to-out in
+    nextpnr's timing model, more than a 200 MHz period; with ``REGMODE = OUTREG`` the data leaves a
+    register inside the block. Yosys 0.64 does not fold a fabric register into the block RAM, so
+    ``target="ecp5"`` instantiates the primitive: ``ceil(width / m)`` ``DP16KD`` columns in the
+    widest mode ``m`` bits × ``words`` that holds ``depth`` (see :data:`DP16KD_MODES`), port A
+    writing, port B reading through ``OUTREG`` (``CEB = r_en``, ``OCEB = r_oen``). Its
+    behavioural model for Verilator runs is ``sim/models/DP16KD.v``.
+
+    Parameters
+    ----------
+    shape : ShapeLike
+        Word shape (its width is what is stored).
+    depth : int
+        Words (2..16384 for ``"ecp5"``).
+    init : sequence of int, optional
+        Initial contents (words as unsigned integers of the shape's width); with
+        ``target="ecp5"`` only in the 18-bit mode (``depth <= 1024``).
+    target : {None, "generic", "ecp5"}
+        See :data:`RAM_TARGETS`.
+    """
+
+    def __init__(self, shape, depth: int, *, init: Sequence[int] = (), target: str | None = None):
+        if target not in RAM_TARGETS:
+            raise ValueError(f"RegisteredRAM target must be one of {RAM_TARGETS}, got {target!r}")
+        if not isinstance(depth, int) or depth < 2:
+            raise ValueError(f"RegisteredRAM depth must be an int >= 2, got {depth!r}")
+        self.width = Shape.cast(shape).width
+        if self.width < 1:
+            raise ValueError("RegisteredRAM words must be at least 1 bit wide")
+        self.depth = depth
+        self.target = target
+        self.init = [int(x) for x in init]
+        if len(self.init) > depth:
+            raise ValueError(f"RegisteredRAM init has {len(self.init)} words for depth {depth}")
+        if any(x < 0 or x >> self.width for x in self.init):
+            raise ValueError(f"RegisteredRAM init words must be unsigned {self.width}-bit integers")
+        if target == "ecp5":
+            self.mode = dp16kd_mode(depth)
+            if any(self.init) and self.mode[0] != 18:
+                raise ValueError(f"RegisteredRAM: initial contents need the DP16KD 18-bit mode "
+                                 f"(depth <= 1024), got depth {depth}")
+        super().__init__({
+            "w_addr": In(range(depth)),
+            "w_data": In(shape),
+            "w_en": In(1),
+            "r_addr": In(range(depth)),
+            "r_en": In(1, init=1),
+            "r_oen": In(1, init=1),
+            "r_data": Out(shape),
+        })
+
+    @property
+    def columns(self) -> int:
+        """Number of ``DP16KD`` primitives (``target="ecp5"``)."""
+        return -(-self.width // self.mode[0])
+
+    def elaborate(self, platform):
+        m = Module()
+        if self.target == "ecp5":
+            self._elaborate_dp16kd(m)
+            return m
+        mem = Memory(shape=unsigned(self.width), depth=self.depth, init=self.init,
+                     attrs={"no_rw_check": 1, "ram_style": "block"})
+        m.submodules.mem = mem
+        wp, rp = mem.write_port(), mem.read_port(domain="sync")
+        q = Signal(self.width, reset_less=True)
+        m.d.comb += [wp.addr.eq(self.w_addr), wp.data.eq(Value.cast(self.w_data)),
+                     wp.en.eq(self.w_en), rp.addr.eq(self.r_addr), rp.en.eq(self.r_en)]
+        read = rp.data
+        if self.target is None:
+            collided = Signal()
+            with m.If(self.r_en):
+                m.d.sync += collided.eq(self.w_en & (self.w_addr == self.r_addr))
+            read = rp.data ^ Mux(collided, (1 << self.width) - 1, 0)
+        with m.If(self.r_oen):
+            m.d.sync += q.eq(read)
+        m.d.comb += Value.cast(self.r_data).eq(q)
+        return m
+
+    def _elaborate_dp16kd(self, m: Module) -> None:
+        bits, _, low = self.mode
+        abits = 14 - low
+        # 18-bit mode: address bits 1..0 are byte enables (both bytes written), 3..2 unused
+        low_a = C(0b11, 4) if bits == 18 else C(0, low)
+        ada = Cat(low_a, self.w_addr, C(0, abits))[:14]
+        adb = Cat(C(0, low), self.r_addr, C(0, abits))[:14]
+        w_data, r_data = Value.cast(self.w_data), Value.cast(self.r_data)
+        for k, lo in enumerate(range(0, self.width, bits)):
+            hi = min(self.width, lo + bits)
+            di = Cat(w_data[lo:hi], C(0, 18))[:18]
+            do = Signal(18, name=f"col{k}_do")
+            ports = {f"i_ADA{i}": ada[i] for i in range(14)}
+            ports.update({f"i_ADB{i}": adb[i] for i in range(14)})
+            ports.update({f"i_DIA{i}": di[i] for i in range(18)})
+            ports.update({f"i_DIB{i}": 0 for i in range(18)})
+            ports.update({f"o_DOB{i}": do[i] for i in range(18)})
+            unused = Signal(18, name=f"col{k}_doa")     # port A only writes
+            ports.update({f"o_DOA{i}": unused[i] for i in range(18)})
+            for p in ("A", "B"):
+                ports.update({f"i_CLK{p}": ClockSignal(), f"i_RST{p}": 0,
+                              f"i_CS{p}0": 0, f"i_CS{p}1": 0, f"i_CS{p}2": 0})
+            init = [(w >> lo) & ((1 << (hi - lo)) - 1) for w in self.init]
+            m.submodules[f"col{k}"] = Instance(
+                "DP16KD",
+                p_DATA_WIDTH_A=bits, p_DATA_WIDTH_B=bits, p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG",
+                p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL", p_CSDECODE_A="0b000",
+                p_CSDECODE_B="0b000", p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
+                p_GSR="DISABLED", **dp16kd_initvals(init),
+                i_WEA=self.w_en, i_CEA=1, i_OCEA=1, i_WEB=0, i_CEB=self.r_en, i_OCEB=self.r_oen,
+                **ports)
+            m.d.comb += r_data[lo:hi].eq(do[:hi - lo])

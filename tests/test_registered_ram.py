@@ -1,0 +1,193 @@
+"""RegisteredRAM (rtl/_bram.py): the inferred form and the ECP5 ``DP16KD`` form (under Verilator, with
+our behavioural model ``sim/models/DP16KD.v``) against a cycle-by-cycle reference; every read compared.
+
+The reference is the contract of :class:`~equispike.rtl._bram.RegisteredRAM`: a read register
+loaded from the word at ``r_addr`` when ``r_en`` (the complement of the old word if the same word is
+written at that edge: undefined on the device, poisoned in simulation), an output register loaded from
+it when ``r_oen``, writes when ``w_en``.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from amaranth.hdl import Module, unsigned
+from amaranth.sim import Simulator
+
+from equispike.rtl._bram import RegisteredRAM
+
+try:
+    import cocotb
+except ImportError:  # pragma: no cover
+    cocotb = None
+
+MODULE = "equispike.tests.test_registered_ram"
+#: the reference lives as long as the simulated RAM (across the cocotb tests of one run)
+_REF: dict = {}
+
+
+class ReferenceRAM:
+    """Cycle model of the RegisteredRAM contract."""
+
+    def __init__(self, width: int, depth: int, init):
+        self.mask = (1 << width) - 1
+        self.mem = list(init) + [0] * (depth - len(init))
+        self.latch = 0
+        self.out = 0
+
+    def edge(self, w_en, w_addr, w_data, r_en, r_oen, r_addr) -> int:
+        latch = self.latch
+        if r_en:
+            latch = self.mem[r_addr] ^ (self.mask if w_en and w_addr == r_addr else 0)
+        if r_oen:
+            self.out = self.latch
+        self.latch = latch
+        if w_en:
+            self.mem[w_addr] = w_data
+        return self.out
+
+
+def stimulus(seed: int, width: int, depth: int, cycles: int, collide: float):
+    """Random writes/reads/enables; word addresses biased towards a few hot words, the ends and
+    read-write collisions (probability ``collide``)."""
+    rng = random.Random(seed)
+    hot = [0, 1, depth - 1, rng.randrange(depth)]
+    for _ in range(cycles):
+        w_addr = rng.choice(hot) if rng.random() < 0.3 else rng.randrange(depth)
+        w_data = rng.choice([0, (1 << width) - 1, rng.getrandbits(width)])
+        r_addr = w_addr if rng.random() < collide else (
+            rng.choice(hot) if rng.random() < 0.3 else rng.randrange(depth))
+        w_en, r_en = rng.random() < 0.5, rng.random() < 0.8
+        if collide == 0 and w_en and r_en and w_addr == r_addr:
+            r_en = False                # no collisions at all in this mode
+        yield (w_en, w_addr, w_data, r_en, rng.random() < 0.8, r_addr)
+
+
+CONFIGS = {
+    # 40 bits, 100 words with contents: three 18-bit DP16KD columns
+    "x18_init": dict(width=40, depth=100, init=True),
+    # 1500 words: the 9-bit mode (address bits 13..3), three columns
+    "x9": dict(width=20, depth=1500, init=False),
+}
+
+
+def make_cfg(name: str, target: str | None) -> dict:
+    c = dict(CONFIGS[name], name=name, target=target, seed=sum(map(ord, name)), cycles=3000)
+    rng = random.Random(c["seed"])
+    c["init_words"] = ([rng.getrandbits(c["width"]) for _ in range(c["depth"])]
+                       if c["init"] else [])
+    return c
+
+
+def make_dut(cfg: dict) -> RegisteredRAM:
+    return RegisteredRAM(unsigned(cfg["width"]), cfg["depth"], init=cfg["init_words"],
+                         target=cfg["target"])
+
+
+if cocotb is not None:
+    from cocotb.clock import Clock
+    from cocotb.triggers import ReadOnly, RisingEdge, Timer
+
+    from equispike.sim.streams import as_int
+
+    @cocotb.test()
+    @cocotb.parametrize(collide=[0.0, 0.2])
+    async def ram_random(dut, collide):
+        """Every cycle random ports; ``r_data`` compared after every edge with the reference."""
+        from equispike.sim import tb_config
+
+        cfg = tb_config()
+        Clock(dut.clk, 10, unit="ns").start()
+        dut.rst.value = 0
+        dut.w_en.value = 0
+        dut.r_en.value = 0
+        dut.r_oen.value = 0
+        await RisingEdge(dut.clk)
+        if "ref" not in _REF:
+            _REF["ref"] = ReferenceRAM(cfg["width"], cfg["depth"], cfg["init_words"])
+        ref = _REF["ref"]
+        ref.edge(False, 0, 0, False, False, 0)
+        await Timer(1, unit="ns")
+        compared = 0
+        for k, (w_en, w_addr, w_data, r_en, r_oen, r_addr) in enumerate(
+                stimulus(cfg["seed"] + int(collide * 10), cfg["width"], cfg["depth"],
+                         cfg["cycles"], collide)):
+            dut.w_en.value, dut.w_addr.value, dut.w_data.value = int(w_en), w_addr, w_data
+            dut.r_en.value, dut.r_oen.value, dut.r_addr.value = int(r_en), int(r_oen), r_addr
+            await RisingEdge(dut.clk)
+            exp = ref.edge(w_en, w_addr, w_data, r_en, r_oen, r_addr)
+            await ReadOnly()
+            got = as_int(dut.r_data.value)
+            assert got == exp, (f"first mismatch: cycle {k}, r_data expected {exp:#x}, got {got:#x} "
+                                f"(target {cfg['target']}, {cfg['name']})")
+            compared += 1
+            await Timer(1, unit="ns")
+        assert compared == cfg["cycles"]
+        dut._log.info(f"{compared} reads compared, 0 mismatches")
+
+
+@pytest.mark.sim
+# the inferred form does not depend on the DP16KD mode: one build of it
+@pytest.mark.parametrize("name,target", [("x18_init", None), ("x18_init", "ecp5"), ("x9", "ecp5")])
+def test_registered_ram_verilator(name, target, request):
+    from equispike.sim import build_dir_for, run_cocotb
+    from equispike.sim.build import MODELS_DIR
+
+    cfg = make_cfg(name, target)
+    extra = [MODELS_DIR / "DP16KD.v"] if target == "ecp5" else []
+    run_cocotb(make_dut(cfg), test_module=MODULE, build_dir=build_dir_for(request.node.nodeid),
+               config=cfg, extra_sources=extra)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("target", [None, "generic"])
+def test_registered_ram_amaranth(target):
+    """The inferred forms in the Amaranth simulator; ``generic`` has no collision poisoning, so it
+    is checked without collisions."""
+    cfg = make_cfg("x18_init", target)
+    dut = make_dut(cfg)
+    collide = 0.2 if target is None else 0.0
+    ops = list(stimulus(7, cfg["width"], cfg["depth"], 1500, collide))
+    ref = ReferenceRAM(cfg["width"], cfg["depth"], cfg["init_words"])
+    seen = {"collisions": 0}
+
+    async def tb(ctx):
+        for k, (w_en, w_addr, w_data, r_en, r_oen, r_addr) in enumerate(ops):
+            for sig, v in ((dut.w_en, w_en), (dut.w_addr, w_addr), (dut.w_data, w_data),
+                           (dut.r_en, r_en), (dut.r_oen, r_oen), (dut.r_addr, r_addr)):
+                ctx.set(sig, int(v))
+            seen["collisions"] += bool(w_en and r_en and w_addr == r_addr)
+            await ctx.tick()
+            exp = ref.edge(w_en, w_addr, w_data, r_en, r_oen, r_addr)
+            got = ctx.get(dut.r_data)
+            assert got == exp, f"first mismatch: cycle {k}, expected {exp:#x}, got {got:#x}"
+
+    m = Module()
+    m.submodules.dut = dut
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    assert (seen["collisions"] > 0) == (collide > 0)
+
+
+def test_registered_ram_dp16kd_structure():
+    """Column count and mode per depth; bad parameters are refused with the reason."""
+    from amaranth.back import rtlil
+
+    ram = RegisteredRAM(unsigned(40), 100, target="ecp5")
+    assert ram.mode == (18, 1024, 4) and ram.columns == 3
+    text = rtlil.convert(ram)
+    assert text.count("cell \\DP16KD") == 3
+    assert RegisteredRAM(unsigned(20), 1500, target="ecp5").mode[0] == 9
+    with pytest.raises(ValueError, match="18-bit mode"):
+        RegisteredRAM(unsigned(8), 2000, init=[1], target="ecp5")
+    with pytest.raises(ValueError, match="exceeds one DP16KD"):
+        RegisteredRAM(unsigned(8), 20000, target="ecp5")
+    with pytest.raises(ValueError, match="target"):
+        RegisteredRAM(unsigned(8), 16, target="xilinx")
+    with pytest.raises(ValueError, match="unsigned 4-bit"):
+        RegisteredRAM(unsigned(4), 16, init=[16])
+    with pytest.raises(ValueError, match="depth"):
+        RegisteredRAM(unsigned(4), 1)

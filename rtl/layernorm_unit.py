@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from math import isqrt
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -33,10 +33,9 @@ from ._arith import (
     const_mul_latency,
     delay,
     load_row_state,
-    mul_latency,
     next_row,
-    pipelined_mul,
 )
+from ._dsp import check_dsp_target, registered_mul, registered_mul_latency
 from .softmax_unit import OUT_QUEUE_DEPTH, OUT_QUEUE_LATENCY, _OutQueue, out_layout
 
 __all__ = ["LayerNormUnit"]
@@ -54,23 +53,26 @@ class LayerNormUnit(wiring.Component):
     Timing structure (for ECP5 at >= 150 MHz): every register-to-register path holds at most one
     carry chain, one multiplier or a few LUT levels. State RAMs split by bit slices
     (:class:`~equispike.rtl._arith.SplitRAM`) with registered read data; ``X²``, ``S1²`` and
-    ``|c|·|Γ|`` are DSP products with registered inputs/outputs and a registered adder tree
-    (:func:`~equispike.rtl._arith.pipelined_mul`); ``D·S2`` and ``D·X`` are registered shift-add
-    trees (:func:`~equispike.rtl._arith.const_mul`, plain wiring for a power-of-two ``D``); the
-    radicand, ``c``, ``|c|``, the floor correction, the shift + ``B`` and the delta are separate
-    stages; the square root does one ``ceil(Wr/2) + 3``-bit subtract per cycle and each divider
-    stage one ``(σ width + 1)``-bit subtract; ``Γ`` is stored as ``|Γ|`` and a sign bit; output
-    beats go through a credit-managed FIFO (no stall enable). Rows are processed one at a time and
-    each pass drains before the next starts (no RAM read-after-write hazard; ``σ`` is held per row).
+    ``|c|·|Γ|`` are DSP products with their input, pipeline and output registers inside the DSP
+    block (one ``MULT18X18D`` per 18-bit limb pair for ``dsp_target="ecp5"``) and a registered adder
+    tree (:func:`~equispike.rtl._dsp.registered_mul`, operands from fabric registers); ``D·S2`` and
+    ``D·X`` are registered shift-add trees (:func:`~equispike.rtl._arith.const_mul`, plain wiring
+    for a power-of-two ``D``); the radicand, ``c``, ``|c|``, the floor correction, the shift + ``B``
+    and the delta are separate stages; the square root does one ``ceil(Wr/2) + 3``-bit subtract per
+    cycle and each divider stage one ``(σ width + 1)``-bit subtract; ``Γ`` is stored as ``|Γ|`` and
+    a sign bit; output beats go through a credit-managed FIFO (no stall enable). Rows are processed
+    one at a time and each pass drains before the next starts (no RAM read-after-write hazard; ``σ``
+    is held per row).
 
     Latency and throughput (one row at a time), input and output at full rate, with
-    ``Ll = 5 + mul_latency(X²)`` (:attr:`load_latency`), ``Lr = 2 + max(mul_latency(S1²),
+    ``Lm(·)`` the :func:`~equispike.rtl._dsp.registered_mul_latency` of a product (3 + one cycle
+    per adder-tree level), ``Ll = 5 + Lm(X²)`` (:attr:`load_latency`), ``Lr = 2 + max(Lm(S1²),
     const_mul_latency(D))`` (:attr:`rad_latency`), ``Ls = ceil(Wr/2) + 1`` square root (``Wr`` =
-    radicand width), ``Ln = 8 + const_mul_latency(D) + mul_latency(|c|·|Γ|) + Wq`` (:attr:`norm_latency`,
+    radicand width), ``Ln = 9 + const_mul_latency(D) + Lm(|c|·|Γ|) + Wq`` (:attr:`norm_latency`,
     ``Wq`` = quotient width) and ``Lq = 2`` (:data:`~equispike.rtl.softmax_unit.OUT_QUEUE_LATENCY`):
 
     * changed row: ``2·dim + Ll + Lr + Ls + Ln + Lq`` cycles from its first input beat to its last
-      output beat (:meth:`cycles_per_row`; 127 for the ``dim = 32`` factory model of
+      output beat (:meth:`cycles_per_row`; 134 for the ``dim = 32`` factory model of
       ``equispike bench units``, about 4 cycles per element);
     * unchanged row: ``dim + Ll + Lq + 2`` cycles (one skip beat).
 
@@ -92,6 +94,11 @@ class LayerNormUnit(wiring.Component):
         Build the state RAMs from ECP5 ``DP16KD`` instances with their output register
         (synthesis); default: equivalent Amaranth memories (simulation). See
         :class:`~equispike.rtl._arith.SplitRAM`.
+    dsp_target:
+        Target of the multipliers (:class:`~equispike.rtl._dsp.RegisteredMul`): ``None`` or
+        ``"generic"`` (default: Amaranth registers and ``*``, any simulator), ``"ecp5"``
+        (``MULT18X18D`` instances with their registers; simulate with
+        ``sim/models/MULT18X18D.v``). The same cycle behaviour either way.
     report, name:
         Optional width report and LayerNorm name (e.g. ``"blocks.0.ln1"``): ``x_width`` must cover
         ``residual`` and the internal widths must cover ``<name>.s1/.s2/.radicand/.product``.
@@ -99,8 +106,9 @@ class LayerNormUnit(wiring.Component):
 
     def __init__(self, dim: int, rows: int, params: LayerNormParams, gamma, beta, x_width: int,
                  delta_width: int | None = None, *, report=None, name: str | None = None,
-                 ram_primitives: bool = False):
+                 ram_primitives: bool = False, dsp_target: str | None = None):
         self.ram_primitives = bool(ram_primitives)
+        self.dsp_target = check_dsp_target("dsp_target", dsp_target)
         self.dim = D = check_int("dim", dim, 1, 4096)
         self.rows = check_int("rows", rows, 1, 1 << 20)
         if not isinstance(params, LayerNormParams):
@@ -152,11 +160,13 @@ class LayerNormUnit(wiring.Component):
         })
 
     @classmethod
-    def from_artifact(cls, art, name: str, rows: int | None = None, report=None):
+    def from_artifact(cls, art, name: str, rows: int | None = None, report=None, *,
+                      ram_primitives: bool = False, dsp_target: str | None = None):
         """Unit for LayerNorm ``name`` (``"blocks.i.ln1"``, ``"blocks.i.ln2"``, ``"norm"``).
 
         ``x_width`` is the residual width; the input delta width is one bit more (a step's
-        residual increment spans the full residual range in both directions).
+        residual increment spans the full residual range in both directions). ``ram_primitives``
+        and ``dsp_target`` as in the constructor.
         """
         from ..model.widths import analyze
 
@@ -164,24 +174,25 @@ class LayerNormUnit(wiring.Component):
         T = art.tensors
         xw = report.bits["residual"]
         return cls(art.dims.dim, art.dims.tokens if rows is None else rows, art.ln_params(name),
-                   T[f"{name}.gamma"], T[f"{name}.beta"], xw, xw + 1, report=report, name=name)
+                   T[f"{name}.gamma"], T[f"{name}.beta"], xw, xw + 1, report=report, name=name,
+                   ram_primitives=ram_primitives, dsp_target=dsp_target)
 
     @property
     def load_latency(self) -> int:
         """Cycles from a row's last input beat to the cycle its ``S1``/``S2`` complete."""
-        return 5 + mul_latency(self.x_width, Const(0, self.x_width))
+        return 5 + registered_mul_latency(self.x_width, self.x_width)
 
     @property
     def rad_latency(self) -> int:
         """Cycles from ``S1``/``S2`` complete to the radicand registered."""
-        return 2 + max(mul_latency(self.s1_width, Const(0, self.s1_width)),
+        return 2 + max(registered_mul_latency(self.s1_width, self.s1_width),
                        const_mul_latency(self.dim))
 
     @property
     def norm_latency(self) -> int:
         """Cycles from issuing a channel to its output beat entering the output queue."""
-        return (4 + const_mul_latency(self.dim)
-                + mul_latency(self.c_width, Const(0, max(1, self.gamma_width - 1)))
+        return (5 + const_mul_latency(self.dim)
+                + registered_mul_latency(self.c_width, max(1, self.gamma_width - 1))
                 + self.quo_width + 4)
 
     def cycles_per_row(self, changed: bool = True) -> int:
@@ -221,7 +232,7 @@ class LayerNormUnit(wiring.Component):
         q = _OutQueue(m, self.o_stream, OUT_QUEUE_DEPTH(self.norm_latency))
 
         # ---- load pipeline: A accept (RAM address = pos), A2 RAM, B RAM data registered, D X + ΔU;
-        # S1 at D, S2 through |X|, X² (pipelined multiplier)
+        # S1 at D, S2 through |X|, X² (registered DSP multiplier)
         accept = Signal()
         m.d.comb += [accept.eq(self.i_stream.valid & self.i_stream.ready),
                      xmem.r_addr.eq(pos), ymem.r_addr.eq(pos)]
@@ -253,8 +264,8 @@ class LayerNormUnit(wiring.Component):
         d_abs = Signal(xw)
         m.d.sync += [d_v.eq(c_v), d_first.eq(c_first), d_last.eq(c_col == D - 1),
                      d_abs.eq(Mux(c_x < 0, -c_x, c_x))]
-        lsq = mul_latency(xw, d_abs)
-        sq = pipelined_mul(m, d_abs, d_abs, "sq")
+        lsq = registered_mul_latency(xw, xw)
+        sq = registered_mul(m, d_abs, d_abs, "sq", self.dsp_target)
         sq_v, sq_first = delay(m, d_v, lsq, "sqv"), delay(m, d_first, lsq, "sqf")
         sq_last = delay(m, d_last, lsq, "sql")
         with m.If(sq_v):
@@ -265,7 +276,7 @@ class LayerNormUnit(wiring.Component):
         # cycles after they are complete)
         s1a = Signal(self.s1_width)
         m.d.sync += s1a.eq(Mux(s1 < 0, -s1, s1))
-        s1sq = pipelined_mul(m, s1a, s1a, "s1sq")
+        s1sq = registered_mul(m, s1a, s1a, "s1sq", self.dsp_target)
         ds2e = Signal(self.rad_width)  # D·S2 + E <= the largest radicand
         m.d.sync += ds2e.eq(const_mul(m, s2, D, "ds2") + E)
         rad = Signal(self.rad_width)
@@ -274,16 +285,20 @@ class LayerNormUnit(wiring.Component):
         sigma = Signal(self.sigma_width)
         wait = Signal(range(self.rad_latency + 1))
 
-        # ---- normalise: N1 x, |Γ|; D·x; N2 c = D·x − S1; N3 |c|, sign; |c|·|Γ| (pipelined);
-        # divider by σ; R1 rem ≠ 0; R2 floor; R3 >> (K − P), + B; R4 − Y_prev, output + Y store
+        # ---- normalise: N0 channel index; N1 x, |Γ|; D·x; N2 c = D·x − S1; N3 |c|, sign; |c|·|Γ|
+        # (registered DSP); divider by σ; R1 rem ≠ 0; R2 floor; R3 >> (K − P), + B; R4 − Y_prev,
+        # output + Y store. N0 keeps the incrementer of jn out of the buffer/ROM read paths (ABC
+        # otherwise reuses the jn + 1 carry chain outputs inside the Γ ROM logic).
         jn = Signal(range(D + 1))
         issue = Signal()
-        n1_v = Signal()
+        n0_v, n1_v = Signal(), Signal()
+        n0_j = Signal(jw, reset_less=True)
         n1_j = Signal(jw)
         n1_x = Signal(signed(xw))
         n1_g = Signal(gw + 1)
-        m.d.comb += [xbr.addr.eq(jn[:jw]), gr.addr.eq(jn[:jw])]
-        m.d.sync += [n1_v.eq(issue), n1_j.eq(jn), n1_x.eq(xbr.data), n1_g.eq(gr.data)]
+        m.d.comb += [xbr.addr.eq(n0_j), gr.addr.eq(n0_j)]
+        m.d.sync += [n0_v.eq(issue), n0_j.eq(jn[:jw]),
+                     n1_v.eq(n0_v), n1_j.eq(n0_j), n1_x.eq(xbr.data), n1_g.eq(gr.data)]
         with m.If(issue):
             m.d.sync += jn.eq(jn + 1)
         lc = const_mul_latency(D)
@@ -302,8 +317,8 @@ class LayerNormUnit(wiring.Component):
             n3_v.eq(n2_v), n3_j.eq(n2_j), n3_ga.eq(n2_g[:gw]), n3_neg.eq((n2_c < 0) ^ n2_g[gw]),
             n3_c.eq(Mux(n2_c < 0, -n2_c, n2_c)),
         ]
-        lm = mul_latency(self.c_width, n3_ga)
-        prod = pipelined_mul(m, n3_c, n3_ga, "cg")
+        lm = registered_mul_latency(self.c_width, gw)
+        prod = registered_mul(m, n3_c, n3_ga, "cg", self.dsp_target)
         p_v, p_j, p_neg = delay(m, n3_v, lm, "pv"), delay(m, n3_j, lm, "pj"), \
             delay(m, n3_neg, lm, "pn")
         m.submodules.div = div = PipelinedDivider(self.mag_width, self.sigma_width,
@@ -380,10 +395,11 @@ def _synth_layernorm(params: dict) -> LayerNormUnit:
     from ..model.factory import random_vit
 
     art = random_vit(0, dim=int(params.get("dim", 64)), heads=4, depth=1, levels=16)
-    unit = LayerNormUnit.from_artifact(art, "blocks.0.ln1")
-    # DP16KD with its output register on ECP5 (see SplitRAM); inferred RAM elsewhere
-    unit.ram_primitives = params.get("family") == "ecp5"
-    return unit
+    ecp5 = params.get("family") == "ecp5"
+    # ECP5: DP16KD with its output register (see SplitRAM) and fully registered MULT18X18D
+    # (see RegisteredMul); elsewhere inferred RAM and multipliers with the same cycle behaviour
+    return LayerNormUnit.from_artifact(art, "blocks.0.ln1", ram_primitives=ecp5,
+                                       dsp_target="ecp5" if ecp5 else None)
 
 
 SYNTH_BLOCKS = {"layernorm": (_synth_layernorm, {"dim": 64}, [{"dim": 32}, {"dim": 64}])}

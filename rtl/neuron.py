@@ -68,19 +68,20 @@ class NeuronArray(wiring.Component):
     * H: ``H = V + I`` (one adder per lane), the tracer flags ``S != Qp`` / ``S != Qn``;
     * E: ``D = H - Θ`` if ``H >= 0`` else ``H + Θ`` (one adder, registered);
     * W: fires from D's sign (``+1``) or H's sign (``-1``) and the tracer flags; ``V = D`` if it
-      fires else ``H`` is registered with the spikes; the next cycle writes the state back
-      (``S += s`` on the way) and the spikes into the output queue.
+      fires else ``H`` is registered with the spikes;
+    * B: the state word (``S += s`` on the way) is registered next to the block RAM and the spikes
+      are written into the output queue; the next cycle writes the word back.
 
     Latency 7 cycles from input transfer to output valid (including the output queue). A word
-    is written back 5 cycles after its beat is accepted: with ``beats >= 6`` per step the next
+    is written back 6 cycles after its beat is accepted: with ``beats >= 7`` per step the next
     access to it is always later (one beat per cycle, no hazard logic). With fewer beats a beat
     whose word is still in flight is held back (``i_stream.ready`` low, the word re-read every
-    cycle): one step per 6 cycles. ``o_stream`` back-pressure never stalls the pipeline: a
+    cycle): one step per 7 cycles. ``o_stream`` back-pressure never stalls the pipeline: a
     beat is accepted only while the ``OUT_QUEUE_DEPTH``-entry spike queue (2 bits per lane) has
     room for it, which covers the latency at full rate.
 
     ``clear`` (one-cycle strobe) and reset drop any beat in flight and start a clear pass of about ``beats +
-    6`` cycles: ``beats`` clear beats go down the same pipeline with ``I = 0`` and ``H = S = 0`` from stage H
+    7`` cycles: ``beats`` clear beats go down the same pipeline with ``I = 0`` and ``H = S = 0`` from stage H
     on (sync resets) and leave the cleared state (``V = floor(Θ/2)`` resp. 0, ``S = 0``) through the normal
     write-back; then the array restarts at beat 0. ``busy`` is high and ``i_stream.ready`` low meanwhile.
 
@@ -113,7 +114,7 @@ class NeuronArray(wiring.Component):
 
     #: steps of at least this many beats never wait for a write-back (one beat per cycle); a
     #: shorter step costs this many cycles (hazard stall)
-    HAZARD_FREE_BEATS = 6
+    HAZARD_FREE_BEATS = 7
 
     def __init__(self, *, lanes: int, n_neurons: int, mode: str = "stbif", current_width: int,
                  membrane_width: int, levels: int = 16, param_depth: int = 1,
@@ -271,8 +272,9 @@ class NeuronArray(wiring.Component):
         h_valid, h_last, h_addr = Signal(), Signal(), Signal(abits)
         e_valid, e_last, e_addr = Signal(), Signal(), Signal(abits)
         w_valid, w_addr = Signal(), Signal(abits)
+        b_valid, b_addr = Signal(), Signal(abits)      # the state word registered for the RAM
         stages = [(a_valid, a_addr), (r_valid, r_addr), (h_valid, h_addr), (e_valid, e_addr),
-                  (w_valid, w_addr)]
+                  (w_valid, w_addr), (b_valid, b_addr)]
 
         # Read-after-write hazard: a beat issued now reads its word at the end of this cycle, so
         # it would miss the write-back of a beat of the same word still in A, R, H or W (written
@@ -295,7 +297,7 @@ class NeuronArray(wiring.Component):
         with m.If(self.clear):
             m.d.sync += [running.eq(0), clr_n.eq(B), beat.eq(0), pidx.eq(0),
                          a_valid.eq(0), r_valid.eq(0), h_valid.eq(0), e_valid.eq(0),
-                         w_valid.eq(0)]
+                         w_valid.eq(0), b_valid.eq(0)]
         with m.Else():
             with m.If(~running & ~clr_wait):
                 with m.If(clr_n != 0):
@@ -303,7 +305,7 @@ class NeuronArray(wiring.Component):
                 with m.Elif(~Cat(*[v for v, _ in stages]).any()):
                     m.d.sync += running.eq(1)
             m.d.sync += [a_valid.eq(issue), r_valid.eq(a_valid), h_valid.eq(r_valid),
-                         e_valid.eq(h_valid), w_valid.eq(e_valid)]
+                         e_valid.eq(h_valid), w_valid.eq(e_valid), b_valid.eq(w_valid)]
         # clear pass: B clear beats go down the pipeline (no input, V = S = 0 in stage R) and
         # leave the cleared state (V = floor(Θ/2) or 0, S = 0) through the normal write-back
         m.d.sync += [
@@ -311,7 +313,7 @@ class NeuronArray(wiring.Component):
             r_last.eq(a_last), r_addr.eq(a_addr),
             h_last.eq(r_last), h_addr.eq(r_addr),
             e_last.eq(h_last), e_addr.eq(h_addr),
-            w_addr.eq(e_addr),
+            w_addr.eq(e_addr), b_addr.eq(w_addr),
         ]
 
         # ---- datapath (no enables) -----------------------------------------------------------
@@ -407,7 +409,11 @@ class NeuronArray(wiring.Component):
         # ---- write-back (updates and the clear pass) and spikes to the queue -----------------
         for lane in range(P):
             m.d.comb += wb[lane].v.eq(w_st[lane].v)
-        m.d.comb += [state.w_addr.eq(w_addr), state.w_data.eq(wb), state.w_en.eq(w_valid),
+        # the word to write is registered once more: a register next to the block RAM, since
+        # the RAM columns of a wide array sit far from the lanes' logic
+        b_word = Signal(state_layout, reset_less=True)
+        m.d.sync += b_word.eq(wb)
+        m.d.comb += [state.w_addr.eq(b_addr), state.w_data.eq(b_word), state.w_en.eq(b_valid),
                      q_wr.addr.eq(q_wp), q_wr.data.eq(w_spk), q_wr.en.eq(w_valid & running)]
         return m
 

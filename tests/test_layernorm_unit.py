@@ -4,7 +4,9 @@ step.
 Golden: :class:`~equispike.model.differential.DifferentialOp` around
 :func:`~equispike.model.intops.int_layernorm`, and the recorded ``blocks.0.norm1`` currents (the
 differential LN1 output) of a factory model. One file holds the Amaranth-simulator tests, the cocotb
-testbench coroutines and the pytest launcher (two Verilator builds: factory LN1, worst-case LN1).
+testbench coroutines and the pytest launcher (three Verilator builds: factory LN1, worst-case LN1, and
+factory LN1 with ``dsp_target="ecp5"``: its seven ``MULT18X18D`` instances, multi-limb ``S1²`` and
+``|c|·|Γ|``, simulated with our model ``sim/models/MULT18X18D.v``).
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ def factory_model(worst_case: bool, seed: int = 3):
     return art, analyze(art)
 
 
-def make_unit(worst_case: bool, batch: int) -> LayerNormUnit:
+def make_unit(worst_case: bool, batch: int, dsp_target: str | None = None) -> LayerNormUnit:
     art, rep = factory_model(worst_case)
-    return LayerNormUnit.from_artifact(art, LN, rows=batch * art.dims.tokens, report=rep)
+    return LayerNormUnit.from_artifact(art, LN, rows=batch * art.dims.tokens, report=rep,
+                                       dsp_target=dsp_target)
 
 
 def golden(unit: LayerNormUnit, deltas: np.ndarray) -> np.ndarray:
@@ -172,6 +175,8 @@ def test_parameter_validation():
         LayerNormUnit(4, 1, p, [1, 2, 3], [0] * 4, 10)
     with pytest.raises(TypeError, match="LayerNormParams"):
         LayerNormUnit(4, 1, {"E": 1}, [1] * 4, [0] * 4, 10)
+    with pytest.raises(ValueError, match="dsp_target must be one of None, 'generic', 'ecp5'"):
+        LayerNormUnit(4, 1, p, [1] * 4, [0] * 4, 10, dsp_target="ice40")
     art, rep = factory_model(False)
     T = art.tensors
     with pytest.raises(ValueError, match="narrower than the width analysis"):
@@ -195,7 +200,7 @@ async def layernorm_stream(dut, stim, flow):
     from equispike.sim import tb_config
 
     cfg = tb_config()
-    unit = make_unit(cfg["worst_case"], cfg["batch"])
+    unit = make_unit(cfg["worst_case"], cfg["batch"], cfg.get("dsp_target"))
     if stim == "model":
         deltas, exp = model_stimulus(cfg["worst_case"], cfg["batch"])
     else:
@@ -208,13 +213,21 @@ async def layernorm_stream(dut, stim, flow):
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("worst_case", [False, True], ids=["factory", "worst"])
-def test_layernorm_verilator(request, worst_case):
+@pytest.mark.parametrize("worst_case,dsp_target", [(False, None), (True, None), (False, "ecp5")],
+                         ids=["factory", "worst", "factory-ecp5dsp"])
+def test_layernorm_verilator(request, worst_case, dsp_target):
+    """``dsp_target="ecp5"``: the unit's multipliers are ``MULT18X18D`` instances (our model);
+    the state RAMs stay Amaranth memories (no ``DP16KD`` model)."""
+    from equispike.rtl._dsp import ECP5_SIM_BUILD_ARGS
     from equispike.sim import build_dir_for, run_cocotb
+    from equispike.sim.build import MODELS_DIR
 
     batch = 3
-    unit = make_unit(worst_case, batch)
+    unit = make_unit(worst_case, batch, dsp_target)
+    ecp5 = dsp_target == "ecp5"
     run_cocotb(unit, test_module="equispike.tests.test_layernorm_unit",
                build_dir=build_dir_for(request.node.nodeid),
                config={"worst_case": worst_case, "batch": batch, "seed": 6,
-                       "random_steps": 20})
+                       "random_steps": 20, "dsp_target": dsp_target},
+               extra_sources=[MODELS_DIR / "MULT18X18D.v"] if ecp5 else (),
+               extra_build_args=ECP5_SIM_BUILD_ARGS if ecp5 else ())

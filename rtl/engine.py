@@ -10,7 +10,6 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..model.widths import signed_bits
-from ._bram import RAM_TARGETS, RegisteredRAM
 from ._util import ceil_div, check_int, pack_lanes
 
 __all__ = ["SpikeAdditionEngine", "ZeroVectorExpander", "required_acc_width"]
@@ -85,16 +84,17 @@ class SpikeAdditionEngine(wiring.Component):
       if the bias has a nonzero element, else 0; bank 1: 0), and cleared when the bank's
       readout has issued its last read. The readout checks the flag of each vector before its
       first chunk: untouched -> one ``zero`` beat and a jump of ``chunks`` words.
-    * Accumulate pipeline, one item (event, chunk) per cycle, 5 stages: S0 issues the item (hazard check) and
-      reads the word's flag; A reads the weight; B reads the accumulator word (registered address), sets the
-      flag; the weight leaves the ROM's output register in C, which applies the sign as ``w XOR s``; the
-      accumulator word leaves the RAM's output register in D, which adds ``(acc AND touched) + (w XOR s) + s``
-      (one carry chain per lane, ``s`` as carry-in) and writes the sum straight back. A word is read 2 cycles
-      after its item issues and written 4 cycles after: read-modify-write loop ``LOOP_DEPTH = 3``. No
-      forwarding: an item whose word is updated by one of the 2 items issued just before it is held in S0
-      (hazard stall) until the sum is written. This only happens with fewer than 3 chunks per row (with
-      ``chunks >= 3`` the check is not even built) and two events of the same vector back to back: then an
-      event costs 3 cycles instead of ``chunks``.
+    * Accumulate pipeline, one item (event, chunk) per cycle, 5 stages: S0 issues the item
+      (hazard check) and reads the word's flag; A reads the weight; B reads the accumulator word
+      (registered address), sets the flag, registers the weight; C registers the RAM outputs
+      (no logic before the registers) and applies the sign as ``w XOR s``; D adds
+      ``acc + (w XOR s) + s`` (one carry chain per lane, ``s`` as carry-in) and writes the
+      sum straight back. A word is read 2 cycles after its item issues and written 4 cycles
+      after: read-modify-write loop ``LOOP_DEPTH = 3``. No forwarding: an item whose word is
+      updated by one of the 2 items issued just before it is held in S0 (hazard stall) until
+      the sum is written. This only happens with fewer than 3 chunks per row (with ``chunks
+      >= 3`` the check is not even built) and two events of the same vector back to back:
+      then an event costs 3 cycles instead of ``chunks``.
     * An event costs ``chunks`` cycles (see stall above); the end-of-step marker one cycle,
       plus a wait if the previous step's readout has not finished. The readout starts when
       the step's items have left the pipeline (4 cycles), then streams one beat per cycle
@@ -128,17 +128,10 @@ class SpikeAdditionEngine(wiring.Component):
         Compact readout (default True): one ``zero`` beat per untouched vector, see above.
         False keeps the dense ``n_vectors × chunks`` beats per step (payload
         :attr:`current_layout`).
-    ram_target : {None, "generic", "ecp5"}
-        Form of the weight and accumulator RAMs (:class:`~equispike.rtl._bram.RegisteredRAM`):
-        ``None`` simulation (read/write collisions poisoned), ``"generic"`` inferred, ``"ecp5"``
-        ``DP16KD`` read through their output registers.
     """
 
     def __init__(self, weights, bias=None, *, lanes: int, acc_width: int, n_vectors: int = 1,
-                 compact_zero_vectors: bool = True, ram_target: str | None = None):
-        if ram_target not in RAM_TARGETS:
-            raise ValueError(f"ram_target must be one of {RAM_TARGETS}, got {ram_target!r}")
-        self.ram_target = ram_target
+                 compact_zero_vectors: bool = True):
         w = np.asarray(weights)
         if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
             raise ValueError(f"weights must be a non-empty 2-D (n_in, n_out) array, got shape "
@@ -221,18 +214,17 @@ class SpikeAdditionEngine(wiring.Component):
         # read/write collision logic behind the RAM outputs
         block = {"ram_style": "block", "no_rw_check": 1}
 
-        # block RAMs read through their output registers (RegisteredRAM: read latency 2)
-        tgt = self.ram_target
-        m.submodules.wrom = wrom = RegisteredRAM(unsigned(w_l.size), max(self.n_in * C, 2),
-                                                 init=self.weight_init(), target=tgt)
+        m.submodules.wrom = wrom = Memory(shape=unsigned(w_l.size), depth=max(self.n_in * C, 2),
+                                          init=self.weight_init())
+        w_rd = wrom.read_port(domain="sync")
         # accumulators: bias = words 0..C-1 (loaded into bank 0 by the clear pass), bank 0 =
-        # C..C+E-1, bank 1 = C+E..C+2E-1; one write port (the adders) driving two copies, one
-        # read by the accumulate path and one by the readout (no bank muxes)
-        acc_init = self.bias_init() + [0] * (2 * E)
-        m.submodules.acc = acc = RegisteredRAM(unsigned(acc_l.size), 2 * E + C, init=acc_init,
-                                               target=tgt)
-        m.submodules.acc_ro = acc_ro = RegisteredRAM(unsigned(acc_l.size), 2 * E + C,
-                                                     init=acc_init, target=tgt)
+        # C..C+E-1, bank 1 = C+E..C+2E-1; one write port (the adders), one read port for the
+        # accumulate path and one for the readout (Yosys duplicates the RAM: no bank muxes)
+        m.submodules.acc = acc = Memory(shape=unsigned(acc_l.size), depth=2 * E + C,
+                                        init=self.bias_init() + [0] * (2 * E), attrs=block)
+        a_wr = acc.write_port()
+        a_rd = acc.read_port(domain="sync")
+        o_rd = acc.read_port(domain="sync")
         # per-bank "touched this step" flags (a word not touched reads as 0: no zeroing writes)
         flags = []
         for k in range(2):
@@ -263,11 +255,10 @@ class SpikeAdditionEngine(wiring.Component):
         c_valid, c_bank, c_neg, c_bias = Signal(), Signal(), Signal(), Signal()
         c_maddr = Signal(maddr)
         d_valid, d_bank, d_maddr = Signal(), Signal(), Signal(maddr)
-        r_w = w_l(wrom.r_data)          # weight, stage C (the ROM's output register)
+        r_w = Signal(w_l)
         f_q = [Signal(name=f"f_q{k}") for k in range(2)]    # flag RAM outputs, registered
         f_q2 = [Signal(name=f"f_q2_{k}") for k in range(2)]  # and once more (accumulate)
-        r_a = acc_l(acc.r_data)         # accumulator word, stage D (the RAM's output register)
-        d_keep = Signal()               # stage D: the word was touched (or is a bias word)
+        r_a = Signal(acc_l)
         u_op = Signal(w_l)
         u_cin = Signal()
         # readout: RAM output (r), its register (q), output register (o); elastic under
@@ -276,7 +267,7 @@ class SpikeAdditionEngine(wiring.Component):
         ro_ptr = Signal(ent)
         ro_mptr = Signal(maddr)
         r_valid, q_valid, o_valid = Signal(), Signal(), Signal()
-        q_data = acc_l(acc_ro.r_data)   # readout: the RAM's output register
+        q_data = Signal(acc_l)
         o_data = Signal(acc_l)
         # compact readout: per-bank vector flags, readout vector/chunk counters, zero-beat flags
         compact = self.compact
@@ -330,23 +321,26 @@ class SpikeAdditionEngine(wiring.Component):
         m.d.sync += [a_valid.eq(issue | clr_issue), a_bank.eq(acc_bank), a_neg.eq(ev_neg),
                      a_bias.eq(clearing), a_addr.eq(ev_aaddr), a_chunk.eq(ev_chunk),
                      a_waddr.eq(ev_waddr)]
-        m.d.comb += wrom.r_addr.eq(a_waddr)
+        m.d.comb += w_rd.addr.eq(a_waddr)
         a_waddr_full = a_addr + Mux(a_bank, C + E, C)
         m.d.sync += [
             b_valid.eq(a_valid), b_bank.eq(a_bank), b_neg.eq(a_neg), b_bias.eq(a_bias),
             b_addr.eq(a_addr),
             b_wmaddr.eq(a_waddr_full),
             b_maddr.eq(Mux(a_bias, a_chunk, a_waddr_full)),
+            r_w.eq(w_rd.data),
             c_valid.eq(b_valid), c_bank.eq(b_bank), c_neg.eq(b_neg), c_bias.eq(b_bias),
             c_maddr.eq(b_wmaddr),
             d_valid.eq(c_valid), d_bank.eq(c_bank), d_maddr.eq(c_maddr),
         ]
-        m.d.comb += acc.r_addr.eq(b_maddr)
-        # C: the word's flag is registered for D, where an untouched word enters the adder as 0
-        # (an AND in front of the carry chain) and a bias word as read; the sign is applied one
-        # stage before the adder: -w = ~w + 1 (XOR here, carry-in at D)
-        m.d.sync += [f_q2[0].eq(f_q[0]), f_q2[1].eq(f_q[1]),
-                     d_keep.eq(Mux(c_bank, f_q2[1], f_q2[0]) | c_bias)]
+        m.d.comb += a_rd.addr.eq(b_maddr)
+        # C: an untouched word enters the adder as 0 (register reset), a bias word as read; the
+        # sign is applied one stage before the adder: -w = ~w + 1 (XOR here, carry-in at D)
+        m.d.sync += [f_q2[0].eq(f_q[0]), f_q2[1].eq(f_q[1])]
+        with m.If(~Mux(c_bank, f_q2[1], f_q2[0]) & ~c_bias):
+            m.d.sync += r_a.eq(0)
+        with m.Else():
+            m.d.sync += r_a.eq(a_rd.data)          # RAM output register, no logic before it
         with m.If(c_bias):
             m.d.sync += [u_op.eq(0), u_cin.eq(0)]
         with m.Else():
@@ -355,11 +349,9 @@ class SpikeAdditionEngine(wiring.Component):
         # D: one carry chain per lane, acc + (w ^ s) + s as (2·acc + 1) + (2·(w ^ s) + s) >> 1
         sums = []
         for lane in range(P):
-            a = Mux(d_keep, r_a[lane], 0)
-            s = Cat(C_(1, 1), a).as_signed() + Cat(u_cin, u_op[lane]).as_signed()
+            s = Cat(C_(1, 1), r_a[lane]).as_signed() + Cat(u_cin, u_op[lane]).as_signed()
             sums.append(s[1:W + 1])
-        for ram in (acc, acc_ro):
-            m.d.comb += [ram.w_addr.eq(d_maddr), ram.w_data.eq(Cat(*sums)), ram.w_en.eq(d_valid)]
+        m.d.comb += [a_wr.addr.eq(d_maddr), a_wr.data.eq(Cat(*sums)), a_wr.en.eq(d_valid)]
 
         # ---- readout ------------------------------------------------------------------------
         ro_busy = ro_active | r_valid | q_valid
@@ -397,7 +389,7 @@ class SpikeAdditionEngine(wiring.Component):
         with m.If(adv_r):
             m.d.sync += [r_valid.eq(ro_issue), r_zero.eq(ro_zero)]
         with m.If(adv_q):
-            m.d.sync += [q_valid.eq(r_valid), q_zero.eq(r_zero)]
+            m.d.sync += [q_valid.eq(r_valid), q_zero.eq(r_zero), q_data.eq(o_rd.data)]
         # an untouched word reads as 0: synchronous reset taking priority over the enable (the
         # ECP5 FF's LSR), not a gate in front of the register
         with m.If(adv_o):
@@ -406,8 +398,7 @@ class SpikeAdditionEngine(wiring.Component):
             m.d.sync += o_data.eq(0)
         # (a zero beat's words were never touched: their flags are 0 already, nothing to clear)
         m.d.sync += [z_en.eq(ro_issue & ~ro_zero), z_addr.eq(ro_ptr)]
-        m.d.comb += [acc_ro.r_addr.eq(ro_mptr), acc_ro.r_en.eq(adv_r), acc_ro.r_oen.eq(adv_q),
-                     self.o_stream.valid.eq(o_valid)]
+        m.d.comb += [o_rd.addr.eq(ro_mptr), o_rd.en.eq(adv_r), self.o_stream.valid.eq(o_valid)]
         if compact:
             m.d.comb += [self.o_stream.payload.lanes.eq(o_data),
                          self.o_stream.payload.zero.eq(o_zero)]
@@ -534,9 +525,7 @@ def _synth_engine(p: dict) -> SpikeAdditionEngine:
     b = rng.integers(-1000, 1001, size=n_out)
     return SpikeAdditionEngine(w, b, lanes=int(p.get("lanes", 64)),
                                acc_width=int(p.get("acc_width", required_acc_width(w, b))),
-                               n_vectors=int(p.get("n_vectors", 17)),
-                               # DP16KD output registers on ECP5 (RegisteredRAM), inferred elsewhere
-                               ram_target="ecp5" if p.get("family") == "ecp5" else "generic")
+                               n_vectors=int(p.get("n_vectors", 17)))
 
 
 #: picked up by ``equispike synth`` (rtl/synth.py): name -> (factory, defaults, lane sweep)

@@ -258,10 +258,6 @@ CONFIGS = {
     "p8_o8_v1": dict(lanes=8, n_in=40, n_out=8, n_vectors=1, steps=24, density=0.6),
     # sparse spikes over 5 vectors: many untouched vectors (compact zero beats) each step
     "p4_o12_v5_sparse": dict(lanes=4, n_in=12, n_out=12, n_vectors=5, steps=40, density=0.03),
-    # the ECP5 form of the RAMs (DP16KD read through output registers, initialised weight ROM
-    # and bias words) under our behavioural DP16KD model
-    "p4_o10_v3_ecp5": dict(lanes=4, n_in=12, n_out=10, n_vectors=3, steps=16, density=0.5,
-                           ram_target="ecp5"),
     # the dense (old) readout protocol
     "p4_o10_v3_dense": dict(lanes=4, n_in=12, n_out=10, n_vectors=3, steps=16, density=0.5,
                             compact=False),
@@ -272,7 +268,6 @@ CONFIGS = {
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_engine_verilator(name, request):
     from equispike.sim import build_dir_for, run_cocotb
-    from equispike.sim.build import MODELS_DIR
 
     c = CONFIGS[name]
     seed = sum(map(ord, name))
@@ -280,12 +275,9 @@ def test_engine_verilator(name, request):
     cfg = dict(c, seed=seed, W=W.tolist(), bias=bias.tolist(),
                acc_width=required_acc_width(W, bias), min_events=100 if "sparse" in name else 1000)
     eng = SpikeAdditionEngine(W, bias, lanes=c["lanes"], acc_width=cfg["acc_width"],
-                              n_vectors=c["n_vectors"], compact_zero_vectors=c.get("compact", True),
-                              ram_target=c.get("ram_target"))
-    extra = [MODELS_DIR / "DP16KD.v"] if c.get("ram_target") == "ecp5" else []
+                              n_vectors=c["n_vectors"], compact_zero_vectors=c.get("compact", True))
     run_cocotb(eng, test_module=MODULE, build_dir=build_dir_for(request.node.nodeid),
-               config=cfg, test_filter="engine_random|engine_inference_clear|engine_totals",
-               extra_sources=extra)
+               config=cfg, test_filter="engine_random|engine_inference_clear|engine_totals")
 
 
 def real_layer_case(seed=3, batch=2):

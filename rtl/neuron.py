@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ._bram import RAM_TARGETS, RegisteredRAM
@@ -13,9 +12,9 @@ from ._util import ceil_div, check_int, pack_lanes
 
 __all__ = ["NeuronArray", "ConfigPort", "OUT_QUEUE_DEPTH"]
 
-#: Output queue depth: covers the 7-cycle input-to-queue latency so that the array runs at one
-#: beat per cycle without back-pressure reaching the (stall-free) pipeline.
-OUT_QUEUE_DEPTH = 8
+#: Output queue depth (a power of two): more than the 9-cycle input-to-output latency, so that
+#: the array runs at one beat per cycle without back-pressure reaching the (stall-free) pipeline.
+OUT_QUEUE_DEPTH = 16
 
 
 class ConfigPort(wiring.Signature):
@@ -72,13 +71,18 @@ class NeuronArray(wiring.Component):
     * B: the state word (``S += s`` on the way) is registered next to the block RAM and the spikes
       are written into the output queue; the next cycle writes the word back.
 
-    Latency 7 cycles from input transfer to output valid (including the output queue). A word
+    Latency 9 cycles from input transfer to output valid (including the output queue: a block
+    RAM read through its output register into a fabric output register, so that ``o_stream``'s
+    ``ready`` drives only that register's clock enable and the queue pointers). A word
     is written back 6 cycles after its beat is accepted: with ``beats >= 7`` per step the next
     access to it is always later (one beat per cycle, no hazard logic). With fewer beats a beat
     whose word is still in flight is held back (``i_stream.ready`` low, the word re-read every
     cycle): one step per 7 cycles. ``o_stream`` back-pressure never stalls the pipeline: a
     beat is accepted only while the ``OUT_QUEUE_DEPTH``-entry spike queue (2 bits per lane) has
-    room for it, which covers the latency at full rate.
+    room for it, which covers the latency at full rate. Under back-pressure the queue's output
+    may pause: a head word that reaches the output register while it is full and not ready is
+    read again, so ``o_stream.valid`` may drop for up to two cycles after a stall (same order
+    and contents).
 
     ``clear`` (one-cycle strobe) and reset drop any beat in flight and start a clear pass of about ``beats +
     7`` cycles: ``beats`` clear beats go down the same pipeline with ``I = 0`` and ``H = S = 0`` from stage H
@@ -238,39 +242,73 @@ class NeuronArray(wiring.Component):
                          h_pr.eq(params.r_data)]   # the RAM output register
 
         # ---- output queue (credit based: a beat is accepted only if its spikes have room) ----
-        # block RAM of OUT_QUEUE_DEPTH 2-bit-per-lane words whose read port (enabled when the
-        # output register is free) is the output register, as in amaranth.lib.fifo.SyncFIFOBuffered
+        # Block RAM of OUT_QUEUE_DEPTH 2-bit-per-lane words, read through its output register
+        # (RegisteredRAM, latency 2) into a fabric output register ``q_out``, the payload. The
+        # RAM's pins are driven by registers only (read address ``q_a``, enables tied high):
+        # ``o_stream.ready`` reaches nothing but the clock enable of ``q_out`` (local) and the
+        # pointer logic. Reads are issued ahead of the head ``q_h`` (one per cycle while words are
+        # present), assuming each arriving head word is taken; a head word that arrives while
+        # ``q_out`` is full and not ready (a miss) is dropped and the reads restart at the head.
+        # Pointers carry a lap bit; a read's address (tag) travels with it and the word is taken
+        # only if the tag is the head when it arrives (``q_hit``, registered a cycle ahead).
         Q = OUT_QUEUE_DEPTH
-        m.submodules.oq = oq = Memory(shape=unsigned(spk_layout.size), depth=Q, init=[],
-                                      attrs={"ram_style": "block"})
-        q_wr = oq.write_port()
-        q_rd = oq.read_port(domain="sync")
-        q_wp, q_rp = Signal(range(Q)), Signal(range(Q))
-        q_n = Signal(range(Q + 1))                  # words in the RAM (not yet loaded)
+        qbits = range(2 * Q)
+        m.submodules.oq = oq = RegisteredRAM(unsigned(spk_layout.size), Q, target=self.ram_target)
+        q_wp = Signal(qbits)                        # next word written
+        q_h = Signal(qbits)                         # head: next word for q_out
+        q_h1 = Signal(qbits, init=1)                # q_h + 1
+        q_a = Signal(qbits)                         # next word read (registered RAM address)
+        q_v1, q_t1 = Signal(), Signal(qbits)        # the read issued one cycle ago: valid, tag
+        q_hit = Signal()                            # the RAM output is the head word
         q_valid = Signal()
+        q_out = Signal(unsigned(spk_layout.size), reset_less=True)
+        q_wr = Signal()                             # w_valid & running (registered)
         q_load = Signal()
+        q_miss = Signal()
+        q_ok = Signal()
+        q_h_nx = Signal(qbits)
         occ = Signal(range(Q + 2))                  # beats accepted and not yet delivered
+        e_valid = Signal()                          # (pipeline stage E, below)
         deliver = self.o_stream.valid & self.o_stream.ready
-        m.d.comb += [self.o_stream.valid.eq(q_valid), self.o_stream.payload.eq(q_rd.data),
-                     q_load.eq((q_n != 0) & (~q_valid | self.o_stream.ready)),
-                     q_rd.addr.eq(q_rp), q_rd.en.eq(q_load)]
+        m.d.comb += [self.o_stream.valid.eq(q_valid), self.o_stream.payload.eq(q_out),
+                     q_load.eq(q_hit & (~q_valid | self.o_stream.ready)),
+                     q_miss.eq(q_hit & ~q_load),
+                     q_ok.eq(q_a != q_wp),          # word q_a written at an earlier edge
+                     q_h_nx.eq(Mux(q_load, q_h1, q_h)),
+                     oq.r_addr.eq(q_a[:-1])]
+        # q_out's clock enable is a net of its own, apart from the pointer logic's q_load (the
+        # pointer logic and the 2·P enables then place apart): ~q_valid | ready from q_idle, a
+        # register equal to ~q_valid (kept apart: Yosys does not merge it with q_valid). A word
+        # loaded without a hit is never valid.
+        q_idle = Signal(init=1)
+        with m.If(q_idle | self.o_stream.ready):
+            m.d.sync += q_out.eq(oq.r_data)
         with m.If(self.clear):
-            m.d.sync += [q_wp.eq(0), q_rp.eq(0), q_n.eq(0), q_valid.eq(0), occ.eq(0)]
+            m.d.sync += [q_wp.eq(0), q_h.eq(0), q_h1.eq(1), q_a.eq(0), q_v1.eq(0), q_hit.eq(0),
+                         q_valid.eq(0), q_idle.eq(1), occ.eq(0), q_wr.eq(0)]
         with m.Else():
-            m.d.sync += [q_n.eq(q_n + q_wr.en - q_load), occ.eq(occ + accept - deliver)]
-            with m.If(q_wr.en):
-                m.d.sync += q_wp.eq(Mux(q_wp == Q - 1, 0, q_wp + 1))
+            # q_wr = w_valid & running, registered (the RAM's write enable comes from an FF; a
+            # clear pass only sets running when no stage is valid)
+            m.d.sync += [q_wr.eq(e_valid & running),
+                         q_wp.eq(q_wp + q_wr), q_h.eq(q_h_nx), occ.eq(occ + accept - deliver),
+                         q_v1.eq(q_ok), q_t1.eq(q_a),
+                         # (both comparisons from registers, the load selects: no adder)
+                         q_hit.eq(q_v1 & Mux(q_load, q_t1 == q_h1, q_t1 == q_h)),
+                         q_valid.eq(q_load | (q_valid & ~self.o_stream.ready)),
+                         q_idle.eq((q_idle | self.o_stream.ready) & ~q_hit)]
             with m.If(q_load):
-                m.d.sync += [q_rp.eq(Mux(q_rp == Q - 1, 0, q_rp + 1)), q_valid.eq(1)]
-            with m.Elif(self.o_stream.ready):
-                m.d.sync += q_valid.eq(0)
+                m.d.sync += q_h1.eq(q_h1 + 1)
+            with m.If(q_miss):
+                m.d.sync += q_a.eq(q_h)
+            with m.Elif(q_ok):
+                m.d.sync += q_a.eq(q_a + 1)
 
         # ---- pipeline: A (RAM read), R (RAM output and current registered), H (H = V + I),
         # W (update registered; written back in the next cycle) ---------------------------------
         a_valid, a_clr, a_last, a_addr = Signal(), Signal(), Signal(), Signal(abits)
         r_valid, r_last, r_addr = Signal(), Signal(), Signal(abits)
         h_valid, h_last, h_addr = Signal(), Signal(), Signal(abits)
-        e_valid, e_last, e_addr = Signal(), Signal(), Signal(abits)
+        e_last, e_addr = Signal(), Signal(abits)
         w_valid, w_addr = Signal(), Signal(abits)
         b_valid, b_addr = Signal(), Signal(abits)      # the state word registered for the RAM
         stages = [(a_valid, a_addr), (r_valid, r_addr), (h_valid, h_addr), (e_valid, e_addr),
@@ -414,7 +452,8 @@ class NeuronArray(wiring.Component):
         b_word = Signal(state_layout, reset_less=True)
         m.d.sync += b_word.eq(wb)
         m.d.comb += [state.w_addr.eq(b_addr), state.w_data.eq(b_word), state.w_en.eq(b_valid),
-                     q_wr.addr.eq(q_wp), q_wr.data.eq(w_spk), q_wr.en.eq(w_valid & running)]
+                     oq.w_addr.eq(q_wp[:-1]), oq.w_data.eq(w_spk),
+                     oq.w_en.eq(q_wr)]
         return m
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -114,6 +114,10 @@ class NeuronArray(wiring.Component):
         Form of the state and parameter RAMs (:class:`~equispike.rtl._bram.RegisteredRAM`):
         ``None`` simulation (read/write collisions poisoned), ``"generic"`` inferred,
         ``"ecp5"`` ``DP16KD`` with its output register as the stage-R register.
+    state_group_lanes : int
+        Lanes per state RAM (default 8). Each group's RAM has its own address registers: one
+        address register fanning out to every block-RAM column of a 64-lane array is a
+        7-ns net on ECP5.
     """
 
     #: steps of at least this many beats never wait for a write-back (one beat per cycle); a
@@ -122,10 +126,12 @@ class NeuronArray(wiring.Component):
 
     def __init__(self, *, lanes: int, n_neurons: int, mode: str = "stbif", current_width: int,
                  membrane_width: int, levels: int = 16, param_depth: int = 1,
-                 theta=None, qn=None, qp=None, ram_target: str | None = None):
+                 theta=None, qn=None, qp=None, ram_target: str | None = None,
+                 state_group_lanes: int = 8):
         if ram_target not in RAM_TARGETS:
             raise ValueError(f"ram_target must be one of {RAM_TARGETS}, got {ram_target!r}")
         self.ram_target = ram_target
+        self.state_group_lanes = check_int("state_group_lanes", state_group_lanes, 1, 256)
         self.lanes = check_int("lanes", lanes, 1, 256)
         self.n_neurons = check_int("n_neurons", n_neurons, 1)
         if mode not in ("stbif", "lif"):
@@ -204,9 +210,22 @@ class NeuronArray(wiring.Component):
         hw = max(vw, cw) + 1                        # H = V + I and D = H -/+ Θ (see below)
 
         # ---- memories ------------------------------------------------------------------------
-        # state: block RAM read through its output register, which is stage R's state register
-        m.submodules.state = state = RegisteredRAM(unsigned(state_layout.size), max(B, 2),
-                                                   target=self.ram_target)
+        # state: block RAMs read through their output registers (stage R's state register), one
+        # per group of ``state_group_lanes`` lanes. Each group has its own address registers (own
+        # counters, so synthesis cannot merge them): one address register driving every
+        # block-RAM column of a wide array is a multi-nanosecond net. Its word ``B`` is a dummy:
+        # the write port writes every cycle (no enable net either), there when no beat is in B.
+        G = self.state_group_lanes
+        groups = [(lo, min(P, lo + G)) for lo in range(0, P, G)]
+        lane_bits = lane_state.size
+        state_rams, rd_ctr, wr_ctr, wr_addr = [], [], [], []
+        for gi, (lo, hi) in enumerate(groups):
+            ram = RegisteredRAM(unsigned((hi - lo) * lane_bits), B + 1, target=self.ram_target)
+            m.submodules[f"state{gi}"] = ram
+            state_rams.append(ram)
+            rd_ctr.append(Signal(range(B + 1), name=f"rd_beat{gi}"))
+            wr_ctr.append(Signal(range(B + 1), name=f"wr_beat{gi}"))
+            wr_addr.append(Signal(range(B + 1), name=f"wr_addr{gi}"))
 
         # ---- control -------------------------------------------------------------------------
         running = Signal()          # 0 after reset: clear pass first
@@ -222,8 +241,14 @@ class NeuronArray(wiring.Component):
             pidx_nx.eq(Mux(issue, Mux(last | (pidx == D - 1), 0, pidx + 1), pidx)),
         ]
         m.d.sync += [beat.eq(beat_nx), pidx.eq(pidx_nx)]
-        # reads are issued with the beat (registered address, no logic before the RAM)
-        m.d.comb += state.r_addr.eq(beat)
+        # reads are issued with the beat (registered address, no logic before the RAM): each group
+        # counts the issued beats itself (a copy of ``beat``)
+        for ram, rb in zip(state_rams, rd_ctr, strict=True):
+            with m.If(self.clear):
+                m.d.sync += rb.eq(0)
+            with m.Elif(issue):
+                m.d.sync += rb.eq(Mux(rb == B - 1, 0, rb + 1))
+            m.d.comb += ram.r_addr.eq(rb)
 
         # parameters of the beat in stage H (one cycle after acceptance)
         h_pr = Signal(self.param_layout, reset_less=True)
@@ -355,7 +380,7 @@ class NeuronArray(wiring.Component):
         ]
 
         # ---- datapath (no enables) -----------------------------------------------------------
-        r_st = state_layout(state.r_data)          # stage R: the RAM output register
+        r_st = state_layout(Cat(*[ram.r_data for ram in state_rams]))   # stage R: RAM output registers
         # datapath registers have no reset (the valid bits have): their only set/reset input is
         # then free for the clear beats' sync resets below (the FF's LSR, no LUT)
         r_cur = Signal(cur_layout, reset_less=True)
@@ -451,8 +476,21 @@ class NeuronArray(wiring.Component):
         # the RAM columns of a wide array sit far from the lanes' logic
         b_word = Signal(state_layout, reset_less=True)
         m.d.sync += b_word.eq(wb)
-        m.d.comb += [state.w_addr.eq(b_addr), state.w_data.eq(b_word), state.w_en.eq(b_valid),
-                     oq.w_addr.eq(q_wp[:-1]), oq.w_data.eq(w_spk),
+        # write-backs come in beat order from 0 after a clear: each group counts them itself and
+        # registers its write address with the word (the dummy word B when no beat is in W)
+        bw = Value.cast(b_word)
+        for gi, (lo, hi) in enumerate(groups):
+            wc = wr_ctr[gi]
+            with m.If(self.clear):                 # the beats in flight are dropped
+                m.d.sync += [wc.eq(0), wr_addr[gi].eq(B)]
+            with m.Else():
+                m.d.sync += wr_addr[gi].eq(Mux(w_valid, wc, B))
+                with m.If(w_valid):
+                    m.d.sync += wc.eq(Mux(wc == B - 1, 0, wc + 1))
+            m.d.comb += [state_rams[gi].w_addr.eq(wr_addr[gi]),
+                         state_rams[gi].w_data.eq(bw[lo * lane_bits:hi * lane_bits]),
+                         state_rams[gi].w_en.eq(1)]
+        m.d.comb += [oq.w_addr.eq(q_wp[:-1]), oq.w_data.eq(w_spk),
                      oq.w_en.eq(q_wr)]
         return m
 

@@ -28,7 +28,8 @@ def make_dut(cfg: dict) -> NeuronArray:
     theta = np.asarray(cfg["theta"], dtype=np.int64)
     kw = dict(lanes=cfg["lanes"], n_neurons=cfg["n"], mode=cfg["mode"],
               current_width=cfg["cw"], membrane_width=cfg["vw"], levels=cfg["levels"],
-              param_depth=theta.shape[0], theta=theta, ram_target=cfg.get("ram_target"))
+              param_depth=theta.shape[0], theta=theta, ram_target=cfg.get("ram_target"),
+              state_group_lanes=cfg.get("group", 8))
     if cfg["mode"] == "stbif":
         kw.update(qn=cfg["qn"], qp=cfg["qp"])
     return NeuronArray(**kw)
@@ -49,10 +50,11 @@ def golden(cfg: dict):
 
 
 def random_config(seed, *, lanes, n, mode, cw, vw, levels, signed, depth, theta_max,
-                  ram_target=None):
+                  ram_target=None, group=8):
     rng = np.random.default_rng(seed)
     cfg = dict(lanes=lanes, n=n, mode=mode, cw=cw, vw=vw, levels=levels, seed=seed,
-               ram_target=ram_target, theta=rng.integers(1, theta_max + 1, size=(depth, lanes)).tolist())
+               ram_target=ram_target, group=group,
+               theta=rng.integers(1, theta_max + 1, size=(depth, lanes)).tolist())
     if mode == "stbif":
         cfg["qn"], cfg["qp"] = site_bounds(levels, signed)
     return cfg
@@ -210,6 +212,10 @@ CONFIGS = {
     # RAM) under our behavioural DP16KD model
     "stbif_p4_signed16_ecp5": dict(lanes=4, n=37, mode="stbif", cw=10, vw=16, levels=16,
                                    signed=True, depth=3, theta_max=60, ram_target="ecp5"),
+    # state RAM split into groups of 3 lanes (3 RAMs, the last one narrower), each with its own
+    # address counters
+    "stbif_p8_groups3": dict(lanes=8, n=45, mode="stbif", cw=9, vw=13, levels=8, signed=True,
+                             depth=1, theta_max=30, group=3),
     "lif_p3": dict(lanes=3, n=20, mode="lif", cw=8, vw=10, levels=2, signed=False, depth=2,
                    theta_max=40),
 }
@@ -327,8 +333,10 @@ def amaranth_run(cfg, currents, *, idle=0.0, bp=0.0, seed=0, abort_after=None,
     return np.array(flat).reshape(currents.shape[0], beats * P)[:, :n]
 
 
+# two state RAMs (groups of 2 + 1 lanes): the fast tests also check the per-group address counters
+# through stalls, hazards, clears and resets
 FAST = dict(lanes=3, n=7, mode="stbif", cw=8, vw=14, levels=8, signed=True, depth=3,
-            theta_max=12)
+            theta_max=12, group=2)
 
 
 @pytest.mark.sim

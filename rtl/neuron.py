@@ -64,6 +64,8 @@ class NeuronArray(wiring.Component):
       addresses); the current is registered;
     * R: the RAM output register (inside the block RAM with ``ram_target="ecp5"``) and the
       current register;
+    * R2: both registered once more in the fabric (the block RAMs of a wide array sit far from
+      the lanes' logic);
     * H: ``H = V + I`` (one adder per lane), the tracer flags ``S != Qp`` / ``S != Qn``;
     * E: ``D = H - Θ`` if ``H >= 0`` else ``H + Θ`` (one adder, registered);
     * W: fires from D's sign (``+1``) or H's sign (``-1``) and the tracer flags; ``V = D`` if it
@@ -71,13 +73,13 @@ class NeuronArray(wiring.Component):
     * B: the state word (``S += s`` on the way) is registered next to the block RAM and the spikes
       are written into the output queue; the next cycle writes the word back.
 
-    Latency 9 cycles from input transfer to output valid (including the output queue: a block
+    Latency 10 cycles from input transfer to output valid (including the output queue: a block
     RAM read through its output register into a fabric output register, so that ``o_stream``'s
     ``ready`` drives only that register's clock enable and the queue pointers). A word
-    is written back 6 cycles after its beat is accepted: with ``beats >= 7`` per step the next
+    is written back 7 cycles after its beat is accepted: with ``beats >= 8`` per step the next
     access to it is always later (one beat per cycle, no hazard logic). With fewer beats a beat
     whose word is still in flight is held back (``i_stream.ready`` low, the word re-read every
-    cycle): one step per 7 cycles. ``o_stream`` back-pressure never stalls the pipeline: a
+    cycle): one step per 8 cycles. ``o_stream`` back-pressure never stalls the pipeline: a
     beat is accepted only while the ``OUT_QUEUE_DEPTH``-entry spike queue (2 bits per lane) has
     room for it, which covers the latency at full rate. Under back-pressure the queue's output
     may pause: a head word that reaches the output register while it is full and not ready is
@@ -85,7 +87,7 @@ class NeuronArray(wiring.Component):
     and contents).
 
     ``clear`` (one-cycle strobe) and reset drop any beat in flight and start a clear pass of about ``beats +
-    7`` cycles: ``beats`` clear beats go down the same pipeline with ``I = 0`` and ``H = S = 0`` from stage H
+    8`` cycles: ``beats`` clear beats go down the same pipeline with ``I = 0`` and ``H = S = 0`` from stage H
     on (sync resets) and leave the cleared state (``V = floor(Θ/2)`` resp. 0, ``S = 0``) through the normal
     write-back; then the array restarts at beat 0. ``busy`` is high and ``i_stream.ready`` low meanwhile.
 
@@ -122,7 +124,7 @@ class NeuronArray(wiring.Component):
 
     #: steps of at least this many beats never wait for a write-back (one beat per cycle); a
     #: shorter step costs this many cycles (hazard stall)
-    HAZARD_FREE_BEATS = 7
+    HAZARD_FREE_BEATS = 8
 
     def __init__(self, *, lanes: int, n_neurons: int, mode: str = "stbif", current_width: int,
                  membrane_width: int, levels: int = 16, param_depth: int = 1,
@@ -332,12 +334,13 @@ class NeuronArray(wiring.Component):
         # W (update registered; written back in the next cycle) ---------------------------------
         a_valid, a_clr, a_last, a_addr = Signal(), Signal(), Signal(), Signal(abits)
         r_valid, r_last, r_addr = Signal(), Signal(), Signal(abits)
+        r2_valid, r2_last, r2_addr = Signal(), Signal(), Signal(abits)
         h_valid, h_last, h_addr = Signal(), Signal(), Signal(abits)
         e_last, e_addr = Signal(), Signal(abits)
         w_valid, w_addr = Signal(), Signal(abits)
         b_valid, b_addr = Signal(), Signal(abits)      # the state word registered for the RAM
-        stages = [(a_valid, a_addr), (r_valid, r_addr), (h_valid, h_addr), (e_valid, e_addr),
-                  (w_valid, w_addr), (b_valid, b_addr)]
+        stages = [(a_valid, a_addr), (r_valid, r_addr), (r2_valid, r2_addr), (h_valid, h_addr),
+                  (e_valid, e_addr), (w_valid, w_addr), (b_valid, b_addr)]
 
         # Read-after-write hazard: a beat issued now reads its word at the end of this cycle, so
         # it would miss the write-back of a beat of the same word still in A, R, H or W (written
@@ -359,7 +362,7 @@ class NeuronArray(wiring.Component):
         m.d.sync += clr_wait.eq(self.clear)
         with m.If(self.clear):
             m.d.sync += [running.eq(0), clr_n.eq(B), beat.eq(0), pidx.eq(0),
-                         a_valid.eq(0), r_valid.eq(0), h_valid.eq(0), e_valid.eq(0),
+                         a_valid.eq(0), r_valid.eq(0), r2_valid.eq(0), h_valid.eq(0), e_valid.eq(0),
                          w_valid.eq(0), b_valid.eq(0)]
         with m.Else():
             with m.If(~running & ~clr_wait):
@@ -367,14 +370,16 @@ class NeuronArray(wiring.Component):
                     m.d.sync += clr_n.eq(clr_n - 1)
                 with m.Elif(~Cat(*[v for v, _ in stages]).any()):
                     m.d.sync += running.eq(1)
-            m.d.sync += [a_valid.eq(issue), r_valid.eq(a_valid), h_valid.eq(r_valid),
+            m.d.sync += [a_valid.eq(issue), r_valid.eq(a_valid), r2_valid.eq(r_valid),
+                         h_valid.eq(r2_valid),
                          e_valid.eq(h_valid), w_valid.eq(e_valid), b_valid.eq(w_valid)]
         # clear pass: B clear beats go down the pipeline (no input, V = S = 0 in stage R) and
         # leave the cleared state (V = floor(Θ/2) or 0, S = 0) through the normal write-back
         m.d.sync += [
             a_clr.eq(~running), a_last.eq(last), a_addr.eq(beat),
             r_last.eq(a_last), r_addr.eq(a_addr),
-            h_last.eq(r_last), h_addr.eq(r_addr),
+            r2_last.eq(r_last), r2_addr.eq(r_addr),
+            h_last.eq(r2_last), h_addr.eq(r2_addr),
             e_last.eq(h_last), e_addr.eq(h_addr),
             w_addr.eq(e_addr), b_addr.eq(w_addr),
         ]
@@ -390,6 +395,11 @@ class NeuronArray(wiring.Component):
         with m.Else():                              # clear beats carry I = 0
             m.d.sync += a_cur.eq(0)
         m.d.sync += r_cur.eq(a_cur)
+        # R2: the RAM outputs registered once more in the fabric (the block-RAM columns of a wide
+        # array sit far from the lanes' logic: one long route per stage, not two in one)
+        r2_st = Signal(state_layout, reset_less=True)
+        r2_cur = Signal(cur_layout, reset_less=True)
+        m.d.sync += [r2_st.eq(r_st), r2_cur.eq(r_cur)]
 
         w_st = Signal(state_layout, reset_less=True)
         wb = Signal(state_layout)                   # written back
@@ -397,9 +407,11 @@ class NeuronArray(wiring.Component):
         valid_last = self.n_neurons - (B - 1) * P   # lanes used in the last beat
         w_theta = Signal(data.ArrayLayout(unsigned(self.theta_width), P), reset_less=True)
         if D == 1:
+            r2_pr = h_pr
             m.d.comb += w_theta.eq(Cat(*[h_pr[lane].theta for lane in range(P)]))
         else:
-            m.d.sync += w_theta.eq(Cat(*[h_pr[lane].theta for lane in range(P)]))
+            r2_pr = Signal(self.param_layout, reset_less=True)
+            m.d.sync += [r2_pr.eq(h_pr), w_theta.eq(Cat(*[r2_pr[lane].theta for lane in range(P)]))]
         # The clear flag of stages R and H resets every lane's H registers and feeds its Θ select
         # and fire logic: one registered copy per lane and stage (no extra latency). Identical
         # copies would be merged back by Yosys (opt_merge ignores ``keep`` on wires), so the
@@ -408,19 +420,20 @@ class NeuronArray(wiring.Component):
         r_clr_l, h_clr_l = [], []
         for lane in range(P):
             rc = Signal(name=f"rclr{lane}", reset_less=True)
+            r2c = Signal(name=f"r2clr{lane}", reset_less=True)
             hc = Signal(name=f"hclr{lane}", reset_less=True)
-            m.d.sync += [rc.eq(a_clr & ~a_cur[lane][0]), hc.eq(rc)]
-            r_clr_l.append(rc)
+            m.d.sync += [rc.eq(a_clr & ~a_cur[lane][0]), r2c.eq(rc), hc.eq(r2c)]
+            r_clr_l.append(r2c)
             h_clr_l.append(hc)
         for lane in range(P):
-            rs, pr = r_st[lane], h_pr[lane]
+            rs, pr = r2_st[lane], r2_pr[lane]
             th = w_theta[lane]
             h_clr = h_clr_l[lane]
             e_clr = Signal(name=f"eclr{lane}", reset_less=True)
             m.d.sync += e_clr.eq(h_clr)
             # H: one adder; a clear beat leaves H = 0 (and S = 0 below) by a sync reset
             h = Signal(signed(hw), name=f"h{lane}", reset_less=True)
-            m.d.sync += h.eq(rs.v + r_cur[lane])
+            m.d.sync += h.eq(rs.v + r2_cur[lane])
             with m.If(r_clr_l[lane]):
                 m.d.sync += h.eq(0)
             # E: one adder into a register (D); W: the fire decision and a 2:1 select

@@ -12,7 +12,7 @@ from ._util import ceil_div, check_int, pack_lanes
 
 __all__ = ["NeuronArray", "ConfigPort", "OUT_QUEUE_DEPTH"]
 
-#: Output queue depth (a power of two): more than the 9-cycle input-to-output latency, so that
+#: Output queue depth (a power of two): more than the 10-cycle input-to-output latency, so that
 #: the array runs at one beat per cycle without back-pressure reaching the (stall-free) pipeline.
 OUT_QUEUE_DEPTH = 16
 

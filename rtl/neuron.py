@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import C, Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._bram import RAM_TARGETS, RegisteredRAM
+from ._carry import CARRY_TARGETS, fused_add
 from ._util import ceil_div, check_int, pack_lanes
 
 __all__ = ["NeuronArray", "ConfigPort", "OUT_QUEUE_DEPTH"]
+
+# per-bit operand selects of the fused adders (rtl/_carry.py: written with & | ^, t(b, 0, 0) = 0)
+# I or floor(Θ/2): b = clear, c = I_i, d = (Θ >> 1)_i
+_SEL_CLEAR = lambda b, c, d: (b & d) | ((b ^ 1) & c)  # noqa: E731
+# Θ if H < 0 else ~Θ: b = Θ_i, c = H's sign, d = 1 (see fused_add)
+_SEL_PM_THETA = lambda b, c, d: d & (b ^ c ^ 1)  # noqa: E731
 
 #: Output queue depth (a power of two): more than the 10-cycle input-to-output latency, so that
 #: the array runs at one beat per cycle without back-pressure reaching the (stall-free) pipeline.
@@ -116,6 +123,10 @@ class NeuronArray(wiring.Component):
         Form of the state and parameter RAMs (:class:`~equispike.rtl._bram.RegisteredRAM`):
         ``None`` simulation (read/write collisions poisoned), ``"generic"`` inferred,
         ``"ecp5"`` ``DP16KD`` with its output register as the stage-R register.
+    carry_target : {None, "generic", "ecp5"}
+        Form of the two ST-BIF adders with an operand select
+        (:func:`~equispike.rtl._carry.fused_add`): ``"ecp5"`` computes the select inside the
+        ``CCU2C`` carry chain (no LUT per bit for it), otherwise plain Amaranth arithmetic.
     state_group_lanes : int
         Lanes per state RAM (default 8). Each group's RAM has its own address registers: one
         address register fanning out to every block-RAM column of a 64-lane array is a
@@ -129,10 +140,13 @@ class NeuronArray(wiring.Component):
     def __init__(self, *, lanes: int, n_neurons: int, mode: str = "stbif", current_width: int,
                  membrane_width: int, levels: int = 16, param_depth: int = 1,
                  theta=None, qn=None, qp=None, ram_target: str | None = None,
-                 state_group_lanes: int = 8):
+                 state_group_lanes: int = 8, carry_target: str | None = None):
         if ram_target not in RAM_TARGETS:
             raise ValueError(f"ram_target must be one of {RAM_TARGETS}, got {ram_target!r}")
         self.ram_target = ram_target
+        if carry_target not in CARRY_TARGETS:
+            raise ValueError(f"carry_target must be one of {CARRY_TARGETS}, got {carry_target!r}")
+        self.carry_target = carry_target
         self.state_group_lanes = check_int("state_group_lanes", state_group_lanes, 1, 256)
         self.lanes = check_int("lanes", lanes, 1, 256)
         self.n_neurons = check_int("n_neurons", n_neurons, 1)
@@ -412,69 +426,61 @@ class NeuronArray(wiring.Component):
         else:
             r2_pr = Signal(self.param_layout, reset_less=True)
             m.d.sync += [r2_pr.eq(h_pr), w_theta.eq(Cat(*[r2_pr[lane].theta for lane in range(P)]))]
-        # The clear flag of stages R and H resets every lane's H registers and feeds its Θ select
-        # and fire logic: one registered copy per lane and stage (no extra latency). Identical
-        # copies would be merged back by Yosys (opt_merge ignores ``keep`` on wires), so the
-        # stage-R copy of lane i is a_clr & ~a_cur[i][0], equal to a_clr because a clear beat
-        # has I = 0.
-        r_clr_l, h_clr_l = [], []
+        # A clear beat zeroes its state word on the way into R2 (sync reset: the FF's LSR) and,
+        # ST-BIF, adds floor(Θ/2) instead of the current in H: it leaves H = floor(Θ/2) (resp.
+        # 0: LIF, I = 0), which never fires (Θ >= 1), so the normal update writes the cleared
+        # state. The flag: one registered copy per lane (a single one would fan out to every
+        # lane). Identical copies would be merged back by Yosys (opt_merge ignores ``keep`` on
+        # wires), so lane i's copy is a_clr & ~a_cur[i][0], equal to a_clr (a clear beat has I = 0).
+        r_clr_l, r2_clr_l = [], []
         for lane in range(P):
             rc = Signal(name=f"rclr{lane}", reset_less=True)
             r2c = Signal(name=f"r2clr{lane}", reset_less=True)
-            hc = Signal(name=f"hclr{lane}", reset_less=True)
-            m.d.sync += [rc.eq(a_clr & ~a_cur[lane][0]), r2c.eq(rc), hc.eq(r2c)]
-            r_clr_l.append(r2c)
-            h_clr_l.append(hc)
+            m.d.sync += [rc.eq(a_clr & ~a_cur[lane][0]), r2c.eq(rc)]
+            with m.If(rc):
+                m.d.sync += r2_st[lane].eq(0)
+            r_clr_l.append(rc)
+            r2_clr_l.append(r2c)
+        ct = self.carry_target
         for lane in range(P):
             rs, pr = r2_st[lane], r2_pr[lane]
             th = w_theta[lane]
-            h_clr = h_clr_l[lane]
-            e_clr = Signal(name=f"eclr{lane}", reset_less=True)
-            m.d.sync += e_clr.eq(h_clr)
-            # H: one adder; a clear beat leaves H = 0 (and S = 0 below) by a sync reset
             h = Signal(signed(hw), name=f"h{lane}", reset_less=True)
-            m.d.sync += h.eq(rs.v + r2_cur[lane])
-            with m.If(r_clr_l[lane]):
-                m.d.sync += h.eq(0)
-            # E: one adder into a register (D); W: the fire decision and a 2:1 select
             e_h = Signal(signed(hw), name=f"eh{lane}", reset_less=True)
             m.d.sync += e_h.eq(h)
             spk = Signal(signed(2), name=f"spk{lane}")
             if stbif:
+                # H: H = V + (floor(Θ/2) if clear else I), the select inside the carry chain
+                m.d.sync += h.eq(fused_add(m, hw, rs.v, r2_clr_l[lane], r2_cur[lane],
+                                           pr.theta[1:], _SEL_CLEAR, target=ct, name=f"hadd{lane}"))
                 h_s = Signal(signed(sw), name=f"hs{lane}", reset_less=True)
                 up = Signal(name=f"up{lane}", reset_less=True)
                 dn = Signal(name=f"dn{lane}", reset_less=True)
                 # S stays in [Qn, Qp]: S < Qp is S != Qp, S > Qn is S != Qn
                 m.d.sync += [h_s.eq(rs.s), up.eq(rs.s != pr.qp), dn.eq(rs.s != pr.qn)]
-                with m.If(r_clr_l[lane]):
-                    m.d.sync += h_s.eq(0)
                 hneg = h[-1]
-                # H >= 0: D = H - Θ (= H + ~Θ + 1), fires (+1) if D >= 0 and S < Qp;
-                # H < 0: D = H + Θ, fires (-1) if S > Qn; a clear beat (H = 0): D = floor(Θ/2),
-                # written as V. V = D if it fires else H.
-                t = Signal(signed(hw), name=f"t{lane}")
-                # (~Θ sign-extended is -Θ - 1; the +1 is the carry-in)
-                m.d.comb += t.eq(Mux(h_clr, th >> 1, Mux(hneg, th, ~Cat(th, C(0, 1)).as_signed())))
-                cin = ~hneg & ~h_clr
-                dd = Signal(hw + 1, name=f"dd{lane}")
-                m.d.comb += dd.eq(Cat(C(1, 1), h) + Cat(cin, t))
+                # E: D = H + Θ if H < 0 else H - Θ (= H + ~Θ + 1), the ±Θ inside the carry chain.
+                # W: H >= 0 fires (+1) if D >= 0 and S < Qp; H < 0 fires (-1) if S > Qn;
+                # V = D if it fires else H.
                 e_d = Signal(signed(hw), name=f"ed{lane}", reset_less=True)
                 e_s = Signal(signed(sw), name=f"es{lane}", reset_less=True)
                 e_up = Signal(name=f"eup{lane}", reset_less=True)
                 e_dn = Signal(name=f"edn{lane}", reset_less=True)
-                m.d.sync += [e_d.eq(dd[1:]), e_s.eq(h_s), e_up.eq(up), e_dn.eq(dn)]
+                m.d.sync += [e_d.eq(fused_add(m, hw, h, th, hneg, 1, _SEL_PM_THETA, ~hneg, target=ct,
+                                              name=f"dadd{lane}")),
+                             e_s.eq(h_s), e_up.eq(up), e_dn.eq(dn)]
                 e_neg = e_h[-1]
-                fire = Mux(e_clr, 1, Mux(e_neg, e_dn, ~e_d[hw - 1] & e_up))
-                sp = fire & ~e_clr
-                m.d.comb += spk.eq(Mux(sp, Mux(e_neg, -1, 1), 0))
+                fire = Mux(e_neg, e_dn, ~e_d[hw - 1] & e_up)
+                m.d.comb += spk.eq(Mux(fire, Mux(e_neg, -1, 1), 0))
                 m.d.sync += [w_st[lane].v.eq(Mux(fire, e_d, e_h)), w_st[lane].s.eq(e_s)]
                 # S += s in the write-back cycle (a short carry chain into the RAM)
                 m.d.comb += wb[lane].s.eq(w_st[lane].s + w_spk[lane])
             else:
+                m.d.sync += h.eq(rs.v + r2_cur[lane])
                 # h = (V + I) >> 1 >= Θ  <=>  V + I >= 2Θ; V = 0 if it fires else h
                 e_d = Signal(signed(hw + 1), name=f"ed{lane}", reset_less=True)
                 m.d.sync += e_d.eq(h - (th << 1))
-                fire = ~e_d[-1] & ~e_clr
+                fire = ~e_d[-1]
                 m.d.comb += spk.eq(fire)
                 m.d.sync += w_st[lane].v.eq(Mux(fire, 0, e_h >> 1))
             m.d.sync += w_spk[lane].eq(spk)

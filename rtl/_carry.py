@@ -1,0 +1,81 @@
+"""An adder whose second operand is a 3-input function per bit, computed inside the carry chain.
+
+``fused_add(a, t(b, c, d), cin)`` = ``a + T + cin`` with ``T_i = t(b_i, c_i, d_i)``. On ECP5
+(``target="ecp5"``) every bit is one half of a ``CCU2C`` whose LUT4 computes the propagate
+``a_i ^ T_i`` directly from ``a_i, b_i, c_i, d_i``: the operand select (e.g. ``±Θ``, or ``I`` vs.
+``floor(Θ/2)``) costs no LUT of its own, where Yosys maps ``a + Mux(...)`` onto a LUT per bit in
+front of a plain adder chain. Otherwise (simulation, other families) it is the same arithmetic
+written in Amaranth.
+
+Why ``t(b, 0, 0)`` must be 0: the ``CCU2C`` carry logic (Yosys' ``share/lattice/ccu2c_sim.vh``)
+is ``cout = P ? cin : G`` with ``P = LUT4(a, b, c, d)`` and ``G = LUT2(a, b)`` taken from the same
+``INIT`` bits as ``LUT4(a, b, 0, 0)``. The generate must be ``a_i`` (when ``P = 0`` both addend
+bits equal ``a_i``), so ``LUT4(a, b, 0, 0) = a ^ t(b, 0, 0)`` must be ``a``. A select that would
+break this can take a constant-1 input (the way Yosys' own adder mapping ties ``D`` to 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from amaranth.hdl import C, Cat, Instance, Module, Signal, Value
+
+__all__ = ["CARRY_TARGETS", "fused_add", "fused_init"]
+
+CARRY_TARGETS = (None, "generic", "ecp5")
+
+TFunc = Callable[[object, object, object], object]
+
+
+def _bit(v, i: int):
+    """Bit ``i`` of ``v``: a 1-bit value is shared by every bit, a wider one is sign-extended."""
+    v = Value.cast(v)
+    if len(v) == 1:
+        return v
+    return v[min(i, len(v) - 1)] if v.shape().signed else (v[i] if i < len(v) else C(0, 1))
+
+
+def fused_init(t: TFunc) -> int:
+    """``CCU2C`` ``INIT`` of one bit: ``P = A ^ t(B, C, D)`` (LUT4 index ``{D, C, B, A}``)."""
+    init = 0
+    for idx in range(16):
+        a, b, c, d = idx & 1, (idx >> 1) & 1, (idx >> 2) & 1, (idx >> 3) & 1
+        if c == 0 and d == 0 and t(b, 0, 0) & 1:
+            raise ValueError("fused_add: t(b, 0, 0) must be 0 (the CCU2C generate is LUT4(a, b, 0, 0))")
+        init |= ((a ^ t(b, c, d)) & 1) << idx
+    return init
+
+
+def fused_add(m: Module, width: int, a, b, c, d, t: TFunc, cin=0, *, target: str | None = None,
+              name: str = "fadd") -> Signal:
+    """``(a + T + cin) mod 2**width``, ``T_i = t(b_i, c_i, d_i)``, as a ``width``-bit signal.
+
+    ``a``, ``b``, ``c``, ``d`` are values (a signed one is sign-extended, an unsigned one
+    zero-extended, a 1-bit one is shared by every bit); ``t`` is written with ``&``, ``|`` and
+    ``^ 1`` (not ``~``), so that it evaluates both on Amaranth bits and on Python 0/1.
+    Combinational; one carry chain of ``width`` bits.
+    """
+    if target not in CARRY_TARGETS:
+        raise ValueError(f"fused_add target must be one of {CARRY_TARGETS}, got {target!r}")
+    init = fused_init(t)
+    out = Signal(width, name=name)
+    if target != "ecp5":
+        tt = Cat(*[t(_bit(b, i), _bit(c, i), _bit(d, i)) for i in range(width)])
+        ext = Cat(*[_bit(a, i) for i in range(width)])
+        m.d.comb += out.eq(ext + tt + cin)
+        return out
+    carry = Value.cast(cin)
+    for k, lo in enumerate(range(0, width, 2)):
+        s = Signal(2, name=f"{name}_s{k}")
+        co = Signal(name=f"{name}_co{k}")
+        ports = {"i_CIN": carry, "o_S0": s[0], "o_S1": s[1], "o_COUT": co}
+        for h in range(2):
+            i = lo + h
+            for pin, v in zip("ABCD", (a, b, c, d), strict=True):
+                ports[f"i_{pin}{h}"] = _bit(v, i) if i < width else C(0, 1)
+        m.submodules[f"{name}_{k}"] = Instance(
+            "CCU2C", p_INIT0=C(init, 16), p_INIT1=C(init, 16), p_INJECT1_0="NO", p_INJECT1_1="NO",
+            **ports)
+        m.d.comb += out[lo:lo + 2].eq(s[:min(2, width - lo)])
+        carry = co
+    return out

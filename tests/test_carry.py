@@ -1,0 +1,135 @@
+"""fused_add (rtl/_carry.py): the Amaranth form and the ECP5 ``CCU2C`` chain (under Verilator, with
+Yosys' own CCU2C model) against Python integer arithmetic, every cycle."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+
+from equispike.rtl._carry import fused_add, fused_init
+
+try:
+    import cocotb
+except ImportError:  # pragma: no cover
+    cocotb = None
+
+MODULE = "equispike.tests.test_carry"
+W = 13
+
+#: the selects the neuron array uses: ``±Θ`` by the sign (d tied to 1) and ``I`` or ``floor(Θ/2)``
+SELECTS = {
+    "pm": lambda b, c, d: d & (b ^ c ^ 1),
+    "mux": lambda b, c, d: (b & d) | ((b ^ 1) & c),
+}
+
+
+class FusedPair(wiring.Component):
+    """Both selects side by side, registered outputs; ``target`` picks the form."""
+
+    def __init__(self, target):
+        self.target = target
+        super().__init__({
+            "a": In(signed(11)), "b": In(9), "c": In(signed(10)), "d": In(9), "s": In(1),
+            "o_pm": Out(W), "o_mux": Out(W),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        # pm: b = Θ (9 bits, zero-extended), c = the sign (shared), d = 1; cin = the sign
+        pm = fused_add(m, W, self.a, self.b, self.s, 1, SELECTS["pm"], self.s ^ 1,
+                       target=self.target, name="pm")
+        # mux: b = the select (shared), c = I (signed), d = Θ (9 bits, zero-extended); cin = 0
+        mx = fused_add(m, W, self.a, self.s, self.c, self.d, SELECTS["mux"], 0,
+                       target=self.target, name="mx")
+        m.d.sync += [self.o_pm.eq(pm), self.o_mux.eq(mx)]
+        return m
+
+
+def expected(a, b, c, d, s):
+    """pm = a + b if s else a - b; mux = a + (d if s else c); modulo 2**W."""
+    m = (1 << W) - 1
+    return (a + (b if s else -b)) & m, (a + (d if s else c)) & m
+
+
+def stimulus(seed: int, n: int):
+    rng = random.Random(seed)
+    for _ in range(n):
+        yield (rng.choice([-1024, 1023, 0, -1, rng.randrange(-1024, 1024)]),
+               rng.choice([0, 511, rng.randrange(512)]),
+               rng.choice([-512, 511, 0, rng.randrange(-512, 512)]),
+               rng.choice([0, 511, rng.randrange(512)]), rng.randrange(2))
+
+
+def test_fused_init_rejects_bad_select():
+    assert fused_init(SELECTS["pm"]) & 0xF == 0b1010      # generate = a
+    with pytest.raises(ValueError, match=r"t\(b, 0, 0\)"):
+        fused_init(lambda b, c, d: b)
+
+
+@pytest.mark.sim
+def test_fused_add_amaranth():
+    dut = FusedPair(None)
+    ops = list(stimulus(1, 400))
+
+    async def tb(ctx):
+        for k, (a, b, c, d, s) in enumerate(ops):
+            for sig, v in ((dut.a, a), (dut.b, b), (dut.c, c), (dut.d, d), (dut.s, s)):
+                ctx.set(sig, v)
+            await ctx.tick()
+            got = (ctx.get(dut.o_pm), ctx.get(dut.o_mux))
+            assert got == expected(a, b, c, d, s), f"first mismatch: cycle {k}, operands {a, b, c, d, s}"
+
+    m = Module()
+    m.submodules.dut = dut
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+
+
+if cocotb is not None:
+    from cocotb.clock import Clock
+    from cocotb.triggers import ReadOnly, RisingEdge, Timer
+
+    from equispike.sim.streams import as_int
+
+    @cocotb.test()
+    async def fused_random(dut):
+        Clock(dut.clk, 10, unit="ns").start()
+        dut.rst.value = 0
+        n = 0
+        for k, (a, b, c, d, s) in enumerate(stimulus(2, 3000)):
+            dut.a.value, dut.b.value, dut.c.value, dut.d.value, dut.s.value = a, b, c, d, s
+            await RisingEdge(dut.clk)
+            await ReadOnly()
+            got = (as_int(dut.o_pm.value), as_int(dut.o_mux.value))
+            assert got == expected(a, b, c, d, s), (f"first mismatch: cycle {k}, operands "
+                                                    f"{a, b, c, d, s}: expected "
+                                                    f"{expected(a, b, c, d, s)}, got {got}")
+            n += 1
+            await Timer(1, unit="ns")
+        dut._log.info(f"{2 * n} sums compared, 0 mismatches")
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("target", [None, "ecp5"])
+def test_fused_add_verilator(target, request):
+    from equispike.sim import build_dir_for, run_cocotb
+    from equispike.sim.build import MODELS_DIR, ecp5_carry_build_args
+
+    extra = [MODELS_DIR / "CCU2C.v"] if target == "ecp5" else []
+    args = ecp5_carry_build_args() if target == "ecp5" else []
+    run_cocotb(FusedPair(target), test_module=MODULE, build_dir=build_dir_for(request.node.nodeid),
+               extra_sources=extra, extra_build_args=args)
+
+
+def test_fused_add_shapes():
+    m = Module()
+    x = Signal(unsigned(4))
+    with pytest.raises(ValueError, match="target"):
+        fused_add(m, 4, x, x, x, x, SELECTS["pm"], target="xilinx")

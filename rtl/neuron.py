@@ -7,7 +7,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ._bram import RAM_TARGETS, RegisteredRAM
+from ._bram import RAM_TARGETS, RegisteredRAM, dp16kd_mode
 from ._carry import CARRY_TARGETS, fused_add
 from ._util import ceil_div, check_int, pack_lanes
 
@@ -226,22 +226,32 @@ class NeuronArray(wiring.Component):
         hw = max(vw, cw) + 1                        # H = V + I and D = H -/+ Θ (see below)
 
         # ---- memories ------------------------------------------------------------------------
-        # state: block RAMs read through their output registers (stage R's state register), one
-        # per group of ``state_group_lanes`` lanes. Each group has its own address registers (own
-        # counters, so synthesis cannot merge them): one address register driving every
-        # block-RAM column of a wide array is a multi-nanosecond net. Its word ``B`` is a dummy:
-        # the write port writes every cycle (no enable net either), there when no beat is in B.
+        # state: block RAMs read through their output registers (stage R's state register). One
+        # address register driving every block-RAM column of a wide array is a 7-ns net on ECP5,
+        # so every column (one RAM of at most one DP16KD width) registers its own read and write
+        # addresses, from counters kept per group of ``state_group_lanes`` lanes. The copies get
+        # distinct initial values so that synthesis cannot merge them (reset_less: they reload
+        # every cycle). Word ``B`` is a dummy: the write port writes every cycle (no enable net
+        # either), there when no beat is in B.
         G = self.state_group_lanes
         groups = [(lo, min(P, lo + G)) for lo in range(0, P, G)]
         lane_bits = lane_state.size
-        state_rams, rd_ctr, wr_ctr, wr_addr = [], [], [], []
+        col_bits = dp16kd_mode(B + 1)[0] if B + 1 <= 16384 else 18
+        group_cols, rd_ctr, wr_ctr = [], [], []
         for gi, (lo, hi) in enumerate(groups):
-            ram = RegisteredRAM(unsigned((hi - lo) * lane_bits), B + 1, target=self.ram_target)
-            m.submodules[f"state{gi}"] = ram
-            state_rams.append(ram)
+            cols = []
+            gbits = (hi - lo) * lane_bits
+            for ci, clo in enumerate(range(0, gbits, col_bits)):
+                chi = min(gbits, clo + col_bits)
+                ram = RegisteredRAM(unsigned(chi - clo), B + 1, target=self.ram_target)
+                m.submodules[f"state{gi}_{ci}"] = ram
+                ra = Signal(range(B + 1), name=f"ra{gi}_{ci}", init=ci % (B + 1), reset_less=True)
+                wa = Signal(range(B + 1), name=f"wa{gi}_{ci}", init=ci % (B + 1), reset_less=True)
+                m.d.comb += [ram.r_addr.eq(ra), ram.w_addr.eq(wa), ram.w_en.eq(1)]
+                cols.append((ram, clo, chi, ra, wa))
+            group_cols.append(cols)
             rd_ctr.append(Signal(range(B + 1), name=f"rd_beat{gi}"))
             wr_ctr.append(Signal(range(B + 1), name=f"wr_beat{gi}"))
-            wr_addr.append(Signal(range(B + 1), name=f"wr_addr{gi}"))
 
         # ---- control -------------------------------------------------------------------------
         running = Signal()          # 0 after reset: clear pass first
@@ -259,12 +269,9 @@ class NeuronArray(wiring.Component):
         m.d.sync += [beat.eq(beat_nx), pidx.eq(pidx_nx)]
         # reads are issued with the beat (registered address, no logic before the RAM): each group
         # counts the issued beats itself (a copy of ``beat``)
-        for ram, rb in zip(state_rams, rd_ctr, strict=True):
-            with m.If(self.clear):
-                m.d.sync += rb.eq(0)
-            with m.Elif(issue):
-                m.d.sync += rb.eq(Mux(rb == B - 1, 0, rb + 1))
-            m.d.comb += ram.r_addr.eq(rb)
+        for cols, rb in zip(group_cols, rd_ctr, strict=True):
+            rb_nx = Mux(self.clear, 0, Mux(issue, Mux(rb == B - 1, 0, rb + 1), rb))
+            m.d.sync += [rb.eq(rb_nx)] + [ra.eq(rb_nx) for _, _, _, ra, _ in cols]
 
         # parameters of the beat in stage H (one cycle after acceptance)
         h_pr = Signal(self.param_layout, reset_less=True)
@@ -399,7 +406,8 @@ class NeuronArray(wiring.Component):
         ]
 
         # ---- datapath (no enables) -----------------------------------------------------------
-        r_st = state_layout(Cat(*[ram.r_data for ram in state_rams]))   # stage R: RAM output registers
+        # stage R: the RAM output registers
+        r_st = state_layout(Cat(*[ram.r_data for cols in group_cols for ram, *_ in cols]))
         # datapath registers have no reset (the valid bits have): their only set/reset input is
         # then free for the clear beats' sync resets below (the FF's LSR, no LUT)
         r_cur = Signal(cur_layout, reset_less=True)
@@ -500,15 +508,16 @@ class NeuronArray(wiring.Component):
         bw = Value.cast(b_word)
         for gi, (lo, hi) in enumerate(groups):
             wc = wr_ctr[gi]
-            with m.If(self.clear):                 # the beats in flight are dropped
-                m.d.sync += [wc.eq(0), wr_addr[gi].eq(B)]
-            with m.Else():
-                m.d.sync += wr_addr[gi].eq(Mux(w_valid, wc, B))
-                with m.If(w_valid):
-                    m.d.sync += wc.eq(Mux(wc == B - 1, 0, wc + 1))
-            m.d.comb += [state_rams[gi].w_addr.eq(wr_addr[gi]),
-                         state_rams[gi].w_data.eq(bw[lo * lane_bits:hi * lane_bits]),
-                         state_rams[gi].w_en.eq(1)]
+            # (clear drops the beats in flight)
+            wa_nx = Mux(self.clear | ~w_valid, B, wc)
+            m.d.sync += [wa.eq(wa_nx) for _, _, _, _, wa in group_cols[gi]]
+            with m.If(self.clear):
+                m.d.sync += wc.eq(0)
+            with m.Elif(w_valid):
+                m.d.sync += wc.eq(Mux(wc == B - 1, 0, wc + 1))
+            gword = bw[lo * lane_bits:hi * lane_bits]
+            for ram, clo, chi, _, _ in group_cols[gi]:
+                m.d.comb += ram.w_data.eq(gword[clo:chi])
         m.d.comb += [oq.w_addr.eq(q_wp[:-1]), oq.w_data.eq(w_spk),
                      oq.w_en.eq(q_wr)]
         return m

@@ -19,7 +19,7 @@ _SEL_CLEAR = lambda b, c, d: (b & d) | ((b ^ 1) & c)  # noqa: E731
 # Θ if H < 0 else ~Θ: b = Θ_i, c = H's sign, d = 1 (see fused_add)
 _SEL_PM_THETA = lambda b, c, d: d & (b ^ c ^ 1)  # noqa: E731
 
-#: Output queue depth (a power of two): more than the 10-cycle input-to-output latency, so that
+#: Output queue depth (a power of two): more than the 11-cycle input-to-output latency, so that
 #: the array runs at one beat per cycle without back-pressure reaching the (stall-free) pipeline.
 OUT_QUEUE_DEPTH = 16
 
@@ -67,8 +67,9 @@ class NeuronArray(wiring.Component):
     -------------------
     Stages (one cycle each, no enables, no stalls once accepted):
 
-    * A: the beat is accepted and the reads of its state word and parameters issued (registered
-      addresses); the current is registered;
+    * A: the beat is accepted (current registered) and its state word and parameters read
+      (address registers per block-RAM column);
+    * A2: the block RAMs' read registers;
     * R: the RAM output register (inside the block RAM with ``ram_target="ecp5"``) and the
       current register;
     * R2: both registered once more in the fabric (the block RAMs of a wide array sit far from
@@ -80,18 +81,17 @@ class NeuronArray(wiring.Component):
     * B: the state word (``S += s`` on the way) is registered next to the block RAM and the spikes
       are written into the output queue; the next cycle writes the word back.
 
-    Latency 10 cycles from input transfer to output valid (including the output queue: a block
-    RAM read through its output register into a fabric output register, so that ``o_stream``'s
-    ``ready`` drives only that register's clock enable and the queue pointers). A word
-    is written back 7 cycles after its beat is accepted: with ``beats >= 8`` per step the next
+    Latency 11 cycles from input transfer to output valid (including the output queue: a block RAM
+    read through its output register into a fabric output register, so that ``o_stream``'s ``ready``
+    drives only that register's clock enable and the queue pointers). A word is written back 8
+    cycles after its beat is accepted and read 1 cycle after: with ``beats >= 8`` per step the next
     access to it is always later (one beat per cycle, no hazard logic). With fewer beats a beat
     whose word is still in flight is held back (``i_stream.ready`` low, the word re-read every
-    cycle): one step per 8 cycles. ``o_stream`` back-pressure never stalls the pipeline: a
-    beat is accepted only while the ``OUT_QUEUE_DEPTH``-entry spike queue (2 bits per lane) has
-    room for it, which covers the latency at full rate. Under back-pressure the queue's output
-    may pause: a head word that reaches the output register while it is full and not ready is
-    read again, so ``o_stream.valid`` may drop for up to two cycles after a stall (same order
-    and contents).
+    cycle): one step per 8 cycles. ``o_stream`` back-pressure never stalls the pipeline: a beat is
+    accepted only while the ``OUT_QUEUE_DEPTH``-entry spike queue (2 bits per lane) has room for it,
+    which covers the latency at full rate. Under back-pressure the queue's output may pause: a head
+    word that reaches the output register while it is full and not ready is read again, so
+    ``o_stream.valid`` may drop for up to two cycles after a stall (same order and contents).
 
     ``clear`` (one-cycle strobe) and reset drop any beat in flight and start a clear pass of about ``beats +
     8`` cycles: ``beats`` clear beats go down the same pipeline with ``I = 0`` and ``H = S = 0`` from stage H
@@ -267,11 +267,13 @@ class NeuronArray(wiring.Component):
             pidx_nx.eq(Mux(issue, Mux(last | (pidx == D - 1), 0, pidx + 1), pidx)),
         ]
         m.d.sync += [beat.eq(beat_nx), pidx.eq(pidx_nx)]
-        # reads are issued with the beat (registered address, no logic before the RAM): each group
-        # counts the issued beats itself (a copy of ``beat``)
+        pidx_q = Signal.like(pidx, reset_less=True)  # read with the state, one cycle after issue
+        m.d.sync += pidx_q.eq(pidx)
+        # each group counts the issued beats itself (a copy of ``beat``) and its columns register
+        # the count: a beat's word is read in A, from address registers next to the block RAMs
         for cols, rb in zip(group_cols, rd_ctr, strict=True):
             rb_nx = Mux(self.clear, 0, Mux(issue, Mux(rb == B - 1, 0, rb + 1), rb))
-            m.d.sync += [rb.eq(rb_nx)] + [ra.eq(rb_nx) for _, _, _, ra, _ in cols]
+            m.d.sync += [rb.eq(rb_nx)] + [ra.eq(rb) for _, _, _, ra, _ in cols]
 
         # parameters of the beat in stage H (one cycle after acceptance)
         h_pr = Signal(self.param_layout, reset_less=True)
@@ -286,7 +288,7 @@ class NeuronArray(wiring.Component):
                 unsigned(self.param_layout.size), D, init=self.param_init, target=self.ram_target)
             m.d.comb += [params.w_addr.eq(self.cfg.addr),
                          params.w_data.eq(self.cfg.data.as_value()),
-                         params.w_en.eq(self.cfg.en), params.r_addr.eq(pidx),
+                         params.w_en.eq(self.cfg.en), params.r_addr.eq(pidx_q),
                          h_pr.eq(params.r_data)]   # the RAM output register
 
         # ---- output queue (credit based: a beat is accepted only if its spikes have room) ----
@@ -354,19 +356,20 @@ class NeuronArray(wiring.Component):
         # ---- pipeline: A (RAM read), R (RAM output and current registered), H (H = V + I),
         # W (update registered; written back in the next cycle) ---------------------------------
         a_valid, a_clr, a_last, a_addr = Signal(), Signal(), Signal(), Signal(abits)
+        a2_valid, a2_clr, a2_last, a2_addr = Signal(), Signal(), Signal(), Signal(abits)
         r_valid, r_last, r_addr = Signal(), Signal(), Signal(abits)
         r2_valid, r2_last, r2_addr = Signal(), Signal(), Signal(abits)
         h_valid, h_last, h_addr = Signal(), Signal(), Signal(abits)
         e_last, e_addr = Signal(), Signal(abits)
         w_valid, w_addr = Signal(), Signal(abits)
         b_valid, b_addr = Signal(), Signal(abits)      # the state word registered for the RAM
-        stages = [(a_valid, a_addr), (r_valid, r_addr), (r2_valid, r2_addr), (h_valid, h_addr),
-                  (e_valid, e_addr), (w_valid, w_addr), (b_valid, b_addr)]
-
-        # Read-after-write hazard: a beat issued now reads its word at the end of this cycle, so
-        # it would miss the write-back of a beat of the same word still in A, R, H or W (written
-        # at the end of this cycle or later): it is held back until that write is done. A step
-        # of B >= 5 beats never re-accesses a word within four cycles: no hazard logic.
+        # Read-after-write hazard: a beat issued now reads its word at the end of the next cycle
+        # (in A, from the columns' address registers), so it would miss the write-back of a beat
+        # of the same word now in A .. W (written at the end of the next cycle or later): it is
+        # held back until that write is done. A step of HAZARD_FREE_BEATS beats or more never
+        # re-accesses a word that early: no hazard logic. (B writes at the end of this cycle.)
+        stages = [(a_valid, a_addr), (a2_valid, a2_addr), (r_valid, r_addr), (r2_valid, r2_addr),
+                  (h_valid, h_addr), (e_valid, e_addr), (w_valid, w_addr)]
         hazard = Signal()
         assert len(stages) + 1 == self.HAZARD_FREE_BEATS
         if B < len(stages) + 1:
@@ -383,22 +386,24 @@ class NeuronArray(wiring.Component):
         m.d.sync += clr_wait.eq(self.clear)
         with m.If(self.clear):
             m.d.sync += [running.eq(0), clr_n.eq(B), beat.eq(0), pidx.eq(0),
-                         a_valid.eq(0), r_valid.eq(0), r2_valid.eq(0), h_valid.eq(0), e_valid.eq(0),
-                         w_valid.eq(0), b_valid.eq(0)]
+                         a_valid.eq(0), a2_valid.eq(0), r_valid.eq(0), r2_valid.eq(0),
+                         h_valid.eq(0), e_valid.eq(0), w_valid.eq(0), b_valid.eq(0)]
         with m.Else():
             with m.If(~running & ~clr_wait):
                 with m.If(clr_n != 0):
                     m.d.sync += clr_n.eq(clr_n - 1)
-                with m.Elif(~Cat(*[v for v, _ in stages]).any()):
+                with m.Elif(~Cat(*[v for v, _ in stages], b_valid).any()):
                     m.d.sync += running.eq(1)
-            m.d.sync += [a_valid.eq(issue), r_valid.eq(a_valid), r2_valid.eq(r_valid),
+            m.d.sync += [a_valid.eq(issue), a2_valid.eq(a_valid), r_valid.eq(a2_valid),
+                         r2_valid.eq(r_valid),
                          h_valid.eq(r2_valid),
                          e_valid.eq(h_valid), w_valid.eq(e_valid), b_valid.eq(w_valid)]
         # clear pass: B clear beats go down the pipeline (no input, V = S = 0 in stage R) and
         # leave the cleared state (V = floor(Θ/2) or 0, S = 0) through the normal write-back
         m.d.sync += [
             a_clr.eq(~running), a_last.eq(last), a_addr.eq(beat),
-            r_last.eq(a_last), r_addr.eq(a_addr),
+            a2_clr.eq(a_clr), a2_last.eq(a_last), a2_addr.eq(a_addr),
+            r_last.eq(a2_last), r_addr.eq(a2_addr),
             r2_last.eq(r_last), r2_addr.eq(r_addr),
             h_last.eq(r2_last), h_addr.eq(r2_addr),
             e_last.eq(h_last), e_addr.eq(h_addr),
@@ -416,7 +421,8 @@ class NeuronArray(wiring.Component):
             m.d.sync += a_cur.eq(self.i_stream.payload)
         with m.Else():                              # clear beats carry I = 0
             m.d.sync += a_cur.eq(0)
-        m.d.sync += r_cur.eq(a_cur)
+        a2_cur = Signal(cur_layout, reset_less=True)
+        m.d.sync += [a2_cur.eq(a_cur), r_cur.eq(a2_cur)]
         # R2: the RAM outputs registered once more in the fabric (the block-RAM columns of a wide
         # array sit far from the lanes' logic: one long route per stage, not two in one)
         r2_st = Signal(state_layout, reset_less=True)
@@ -439,12 +445,12 @@ class NeuronArray(wiring.Component):
         # 0: LIF, I = 0), which never fires (Θ >= 1), so the normal update writes the cleared
         # state. The flag: one registered copy per lane (a single one would fan out to every
         # lane). Identical copies would be merged back by Yosys (opt_merge ignores ``keep`` on
-        # wires), so lane i's copy is a_clr & ~a_cur[i][0], equal to a_clr (a clear beat has I = 0).
+        # wires), so lane i's copy is a2_clr & ~a2_cur[i][0], equal to a2_clr (a clear beat has I = 0).
         r_clr_l, r2_clr_l = [], []
         for lane in range(P):
             rc = Signal(name=f"rclr{lane}", reset_less=True)
             r2c = Signal(name=f"r2clr{lane}", reset_less=True)
-            m.d.sync += [rc.eq(a_clr & ~a_cur[lane][0]), r2c.eq(rc)]
+            m.d.sync += [rc.eq(a2_clr & ~a2_cur[lane][0]), r2c.eq(rc)]
             with m.If(rc):
                 m.d.sync += r2_st[lane].eq(0)
             r_clr_l.append(rc)

@@ -81,9 +81,19 @@ class RegisteredRAM(wiring.Component):
         ``target="ecp5"`` only in the 18-bit mode (``depth <= 1024``).
     target : {None, "generic", "ecp5"}
         See :data:`RAM_TARGETS`.
+    addr_regs : bool
+        Register ``w_addr``, ``w_en`` and ``r_addr`` first, one copy per ``DP16KD`` column on ECP5
+        (one address register fanning out to every column of a wide RAM is a 7-ns net there):
+        a write then lands one cycle after ``w_addr``/``w_en`` are presented, with the
+        ``w_data`` of that later cycle, and ``r_data`` belongs to the ``r_addr`` of three cycles
+        before (``r_en``/``r_oen`` are not delayed). The copies have distinct initial values so
+        that synthesis cannot merge them (so the very first clock edge may read any word), and
+        the write enable is folded into the address (extra, never read words take the writes of
+        the cycles without ``w_en``): no enable net.
     """
 
-    def __init__(self, shape, depth: int, *, init: Sequence[int] = (), target: str | None = None):
+    def __init__(self, shape, depth: int, *, init: Sequence[int] = (), target: str | None = None,
+                 addr_regs: bool = False):
         if target not in RAM_TARGETS:
             raise ValueError(f"RegisteredRAM target must be one of {RAM_TARGETS}, got {target!r}")
         if not isinstance(depth, int) or depth < 2:
@@ -92,14 +102,22 @@ class RegisteredRAM(wiring.Component):
         if self.width < 1:
             raise ValueError("RegisteredRAM words must be at least 1 bit wide")
         self.depth = depth
+        self.addr_regs = bool(addr_regs)
         self.target = target
+        # with addr_regs: dummy words after the data, one per address-register copy (their
+        # distinct initial write addresses: no write lands in the data before the first load)
+        copies = 1
+        if addr_regs and target == "ecp5":
+            copies = -(-self.width // dp16kd_mode(depth + 1)[0])
+            copies = -(-self.width // dp16kd_mode(depth + copies)[0])
+        self.words = depth + copies if self.addr_regs else depth
         self.init = [int(x) for x in init]
         if len(self.init) > depth:
             raise ValueError(f"RegisteredRAM init has {len(self.init)} words for depth {depth}")
         if any(x < 0 or x >> self.width for x in self.init):
             raise ValueError(f"RegisteredRAM init words must be unsigned {self.width}-bit integers")
         if target == "ecp5":
-            self.mode = dp16kd_mode(depth)
+            self.mode = dp16kd_mode(self.words)
             if any(self.init) and self.mode[0] != 18:
                 raise ValueError(f"RegisteredRAM: initial contents need the DP16KD 18-bit mode "
                                  f"(depth <= 1024), got depth {depth}")
@@ -118,23 +136,35 @@ class RegisteredRAM(wiring.Component):
         """Number of ``DP16KD`` primitives (``target="ecp5"``)."""
         return -(-self.width // self.mode[0])
 
+    def _addresses(self, m: Module, copy: int = 0):
+        """(write address, write enable, read address) as the RAM sees them: the ports, or with
+        ``addr_regs`` registered copies (``copy`` picks a distinct initial value)."""
+        if not self.addr_regs:
+            return self.w_addr, self.w_en, self.r_addr
+        wa = Signal(range(self.words), name=f"wa{copy}", init=self.depth + copy, reset_less=True)
+        ra = Signal(range(self.words), name=f"ra{copy}", init=copy, reset_less=True)
+        m.d.sync += [wa.eq(Mux(self.w_en, self.w_addr, self.depth)), ra.eq(self.r_addr)]
+        return wa, C(1, 1), ra
+
     def elaborate(self, platform):
         m = Module()
         if self.target == "ecp5":
             self._elaborate_dp16kd(m)
             return m
-        mem = Memory(shape=unsigned(self.width), depth=self.depth, init=self.init,
+        mem = Memory(shape=unsigned(self.width), depth=self.words,
+                     init=self.init + [0] * (self.words - len(self.init)) if self.init else [],
                      attrs={"no_rw_check": 1, "ram_style": "block"})
         m.submodules.mem = mem
         wp, rp = mem.write_port(), mem.read_port(domain="sync")
         q = Signal(self.width, reset_less=True)
-        m.d.comb += [wp.addr.eq(self.w_addr), wp.data.eq(Value.cast(self.w_data)),
-                     wp.en.eq(self.w_en), rp.addr.eq(self.r_addr), rp.en.eq(self.r_en)]
+        w_addr, w_en, r_addr = self._addresses(m)
+        m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(Value.cast(self.w_data)),
+                     wp.en.eq(w_en), rp.addr.eq(r_addr), rp.en.eq(self.r_en)]
         read = rp.data
         if self.target is None:
             collided = Signal()
             with m.If(self.r_en):
-                m.d.sync += collided.eq(self.w_en & (self.w_addr == self.r_addr))
+                m.d.sync += collided.eq(w_en & (w_addr == r_addr))
             read = rp.data ^ Mux(collided, (1 << self.width) - 1, 0)
         with m.If(self.r_oen):
             m.d.sync += q.eq(read)
@@ -146,10 +176,11 @@ class RegisteredRAM(wiring.Component):
         abits = 14 - low
         # 18-bit mode: address bits 1..0 are byte enables (both bytes written), 3..2 unused
         low_a = C(0b11, 4) if bits == 18 else C(0, low)
-        ada = Cat(low_a, self.w_addr, C(0, abits))[:14]
-        adb = Cat(C(0, low), self.r_addr, C(0, abits))[:14]
         w_data, r_data = Value.cast(self.w_data), Value.cast(self.r_data)
         for k, lo in enumerate(range(0, self.width, bits)):
+            w_addr, w_en, r_addr = self._addresses(m, k)
+            ada = Cat(low_a, w_addr, C(0, abits))[:14]
+            adb = Cat(C(0, low), r_addr, C(0, abits))[:14]
             hi = min(self.width, lo + bits)
             di = Cat(w_data[lo:hi], C(0, 18))[:18]
             do = Signal(18, name=f"col{k}_do")
@@ -170,6 +201,6 @@ class RegisteredRAM(wiring.Component):
                 p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL", p_CSDECODE_A="0b000",
                 p_CSDECODE_B="0b000", p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
                 p_GSR="DISABLED", **dp16kd_initvals(init),
-                i_WEA=self.w_en, i_CEA=1, i_OCEA=1, i_WEB=0, i_CEB=self.r_en, i_OCEB=self.r_oen,
+                i_WEA=w_en, i_CEA=1, i_OCEA=1, i_WEB=0, i_CEB=self.r_en, i_OCEB=self.r_oen,
                 **ports)
             m.d.comb += r_data[lo:hi].eq(do[:hi - lo])

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from amaranth.hdl import C, Cat, Instance, Module, Signal, Value
+from amaranth.hdl import C, Cat, ClockSignal, Instance, Module, Signal, Value
 
-__all__ = ["CARRY_TARGETS", "fused_add", "fused_init"]
+__all__ = ["CARRY_TARGETS", "fused_add", "fused_init", "kept_reg"]
 
 CARRY_TARGETS = (None, "generic", "ecp5")
 
@@ -79,3 +79,20 @@ def fused_add(m: Module, width: int, a, b, c, d, t: TFunc, cin=0, *, target: str
         m.d.comb += out[lo:lo + 2].eq(s[:min(2, width - lo)])
         carry = co
     return out
+
+
+def kept_reg(m: Module, d, *, target: str | None = None, name: str = "kept") -> Signal:
+    """A 1-bit register (no reset, no enable) that synthesis keeps even if another register has the
+    same input: on ECP5 a ``TRELLIS_FF`` instance, which Yosys' ``opt_merge`` leaves alone (it
+    only merges its own cell types), so per-lane copies of a control flag stay separate and
+    each drives a few loads instead of one flip-flop driving thousands. Otherwise a plain
+    register (simulation: the same cycle behaviour)."""
+    q = Signal(name=name, reset_less=True)
+    if target == "ecp5":
+        m.submodules[f"{name}_ff"] = Instance(
+            "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR",
+            p_SRMODE="LSR_OVER_CE", p_REGSET="RESET",
+            i_CLK=ClockSignal(), i_LSR=C(0, 1), i_CE=C(1, 1), i_DI=d, i_M=C(0, 1), o_Q=q)
+    else:
+        m.d.sync += q.eq(d)
+    return q

@@ -7,8 +7,8 @@ from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ._bram import RAM_TARGETS, RegisteredRAM, dp16kd_mode
-from ._carry import CARRY_TARGETS, fused_add
+from ._bram import RAM_TARGETS, RegisteredRAM
+from ._carry import CARRY_TARGETS, fused_add, kept_reg
 from ._util import ceil_div, check_int, pack_lanes
 
 __all__ = ["NeuronArray", "ConfigPort", "OUT_QUEUE_DEPTH"]
@@ -16,6 +16,8 @@ __all__ = ["NeuronArray", "ConfigPort", "OUT_QUEUE_DEPTH"]
 # per-bit operand selects of the fused adders (rtl/_carry.py: written with & | ^, t(b, 0, 0) = 0)
 # I or floor(Θ/2): b = clear, c = I_i, d = (Θ >> 1)_i
 _SEL_CLEAR = lambda b, c, d: (b & d) | ((b ^ 1) & c)  # noqa: E731
+# I or 0: b = clear, c = I_i
+_SEL_ZERO = lambda b, c, d: (b ^ 1) & c  # noqa: E731
 # Θ if H < 0 else ~Θ: b = Θ_i, c = H's sign, d = 1 (see fused_add)
 _SEL_PM_THETA = lambda b, c, d: d & (b ^ c ^ 1)  # noqa: E731
 
@@ -226,32 +228,21 @@ class NeuronArray(wiring.Component):
         hw = max(vw, cw) + 1                        # H = V + I and D = H -/+ Θ (see below)
 
         # ---- memories ------------------------------------------------------------------------
-        # state: block RAMs read through their output registers (stage R's state register). One
-        # address register driving every block-RAM column of a wide array is a 7-ns net on ECP5,
-        # so every column (one RAM of at most one DP16KD width) registers its own read and write
-        # addresses, from counters kept per group of ``state_group_lanes`` lanes. The copies get
-        # distinct initial values so that synthesis cannot merge them (reset_less: they reload
-        # every cycle). Word ``B`` is a dummy: the write port writes every cycle (no enable net
-        # either), there when no beat is in B.
+        # state: block RAMs read through their output registers (stage R's state register), one
+        # per group of ``state_group_lanes`` lanes, with registered addresses (``addr_regs``: one
+        # copy per block-RAM column, no write-enable net), fed by counters kept per group: one
+        # address register driving every column of a wide array is a 7-ns net on ECP5.
         G = self.state_group_lanes
         groups = [(lo, min(P, lo + G)) for lo in range(0, P, G)]
         lane_bits = lane_state.size
-        col_bits = dp16kd_mode(B + 1)[0] if B + 1 <= 16384 else 18
-        group_cols, rd_ctr, wr_ctr = [], [], []
+        state_rams, rd_ctr, wr_ctr = [], [], []
         for gi, (lo, hi) in enumerate(groups):
-            cols = []
-            gbits = (hi - lo) * lane_bits
-            for ci, clo in enumerate(range(0, gbits, col_bits)):
-                chi = min(gbits, clo + col_bits)
-                ram = RegisteredRAM(unsigned(chi - clo), B + 1, target=self.ram_target)
-                m.submodules[f"state{gi}_{ci}"] = ram
-                ra = Signal(range(B + 1), name=f"ra{gi}_{ci}", init=ci % (B + 1), reset_less=True)
-                wa = Signal(range(B + 1), name=f"wa{gi}_{ci}", init=ci % (B + 1), reset_less=True)
-                m.d.comb += [ram.r_addr.eq(ra), ram.w_addr.eq(wa), ram.w_en.eq(1)]
-                cols.append((ram, clo, chi, ra, wa))
-            group_cols.append(cols)
-            rd_ctr.append(Signal(range(B + 1), name=f"rd_beat{gi}"))
-            wr_ctr.append(Signal(range(B + 1), name=f"wr_beat{gi}"))
+            ram = RegisteredRAM(unsigned((hi - lo) * lane_bits), max(B, 2), target=self.ram_target,
+                                addr_regs=True)
+            m.submodules[f"state{gi}"] = ram
+            state_rams.append(ram)
+            rd_ctr.append(Signal(range(max(B, 2)), name=f"rd_beat{gi}"))
+            wr_ctr.append(Signal(range(max(B, 2)), name=f"wr_beat{gi}"))
 
         # ---- control -------------------------------------------------------------------------
         running = Signal()          # 0 after reset: clear pass first
@@ -269,11 +260,14 @@ class NeuronArray(wiring.Component):
         m.d.sync += [beat.eq(beat_nx), pidx.eq(pidx_nx)]
         pidx_q = Signal.like(pidx, reset_less=True)  # read with the state, one cycle after issue
         m.d.sync += pidx_q.eq(pidx)
-        # each group counts the issued beats itself (a copy of ``beat``) and its columns register
-        # the count: a beat's word is read in A, from address registers next to the block RAMs
-        for cols, rb in zip(group_cols, rd_ctr, strict=True):
-            rb_nx = Mux(self.clear, 0, Mux(issue, Mux(rb == B - 1, 0, rb + 1), rb))
-            m.d.sync += [rb.eq(rb_nx)] + [ra.eq(rb) for _, _, _, ra, _ in cols]
+        # each group counts the issued beats itself (a copy of ``beat``) and its RAM registers the
+        # count: a beat's word is read in A, from address registers next to the block RAMs
+        for ram, rb in zip(state_rams, rd_ctr, strict=True):
+            with m.If(self.clear):
+                m.d.sync += rb.eq(0)
+            with m.Elif(issue):
+                m.d.sync += rb.eq(Mux(rb == B - 1, 0, rb + 1))
+            m.d.comb += ram.r_addr.eq(rb)
 
         # parameters of the beat in stage H (one cycle after acceptance)
         h_pr = Signal(self.param_layout, reset_less=True)
@@ -412,15 +406,12 @@ class NeuronArray(wiring.Component):
 
         # ---- datapath (no enables) -----------------------------------------------------------
         # stage R: the RAM output registers
-        r_st = state_layout(Cat(*[ram.r_data for cols in group_cols for ram, *_ in cols]))
+        r_st = state_layout(Cat(*[ram.r_data for ram in state_rams]))
         # datapath registers have no reset (the valid bits have): their only set/reset input is
         # then free for the clear beats' sync resets below (the FF's LSR, no LUT)
         r_cur = Signal(cur_layout, reset_less=True)
         a_cur = Signal(cur_layout, reset_less=True)
-        with m.If(running):
-            m.d.sync += a_cur.eq(self.i_stream.payload)
-        with m.Else():                              # clear beats carry I = 0
-            m.d.sync += a_cur.eq(0)
+        m.d.sync += a_cur.eq(self.i_stream.payload)  # (ignored by clear beats)
         a2_cur = Signal(cur_layout, reset_less=True)
         m.d.sync += [a2_cur.eq(a_cur), r_cur.eq(a2_cur)]
         # R2: the RAM outputs registered once more in the fabric (the block-RAM columns of a wide
@@ -440,17 +431,16 @@ class NeuronArray(wiring.Component):
         else:
             r2_pr = Signal(self.param_layout, reset_less=True)
             m.d.sync += [r2_pr.eq(h_pr), w_theta.eq(Cat(*[r2_pr[lane].theta for lane in range(P)]))]
-        # A clear beat zeroes its state word on the way into R2 (sync reset: the FF's LSR) and,
-        # ST-BIF, adds floor(Θ/2) instead of the current in H: it leaves H = floor(Θ/2) (resp.
-        # 0: LIF, I = 0), which never fires (Θ >= 1), so the normal update writes the cleared
-        # state. The flag: one registered copy per lane (a single one would fan out to every
-        # lane). Identical copies would be merged back by Yosys (opt_merge ignores ``keep`` on
-        # wires), so lane i's copy is a2_clr & ~a2_cur[i][0], equal to a2_clr (a clear beat has I = 0).
+        # A clear beat zeroes its state word on the way into R2 (sync reset: the FF's LSR) and
+        # adds floor(Θ/2) (ST-BIF) or 0 (LIF) instead of the current in H: it leaves H =
+        # floor(Θ/2) resp. 0, which never fires (Θ >= 1), so the normal update writes the cleared
+        # state. The flag: one register per lane (:func:`~equispike.rtl._carry.kept_reg`, not
+        # merged by synthesis: a single one would fan out to every lane's state bits).
         r_clr_l, r2_clr_l = [], []
         for lane in range(P):
-            rc = Signal(name=f"rclr{lane}", reset_less=True)
+            rc = kept_reg(m, a2_clr, target=self.carry_target, name=f"rclr{lane}")
             r2c = Signal(name=f"r2clr{lane}", reset_less=True)
-            m.d.sync += [rc.eq(a2_clr & ~a2_cur[lane][0]), r2c.eq(rc)]
+            m.d.sync += r2c.eq(rc)
             with m.If(rc):
                 m.d.sync += r2_st[lane].eq(0)
             r_clr_l.append(rc)
@@ -490,7 +480,9 @@ class NeuronArray(wiring.Component):
                 # S += s in the write-back cycle (a short carry chain into the RAM)
                 m.d.comb += wb[lane].s.eq(w_st[lane].s + w_spk[lane])
             else:
-                m.d.sync += h.eq(rs.v + r2_cur[lane])
+                # H = V + (0 if clear else I), the select inside the carry chain
+                m.d.sync += h.eq(fused_add(m, hw, rs.v, r2_clr_l[lane], r2_cur[lane], 0, _SEL_ZERO,
+                                           target=ct, name=f"hadd{lane}"))
                 # h = (V + I) >> 1 >= Θ  <=>  V + I >= 2Θ; V = 0 if it fires else h
                 e_d = Signal(signed(hw + 1), name=f"ed{lane}", reset_less=True)
                 m.d.sync += e_d.eq(h - (th << 1))
@@ -514,16 +506,13 @@ class NeuronArray(wiring.Component):
         bw = Value.cast(b_word)
         for gi, (lo, hi) in enumerate(groups):
             wc = wr_ctr[gi]
-            # (clear drops the beats in flight)
-            wa_nx = Mux(self.clear | ~w_valid, B, wc)
-            m.d.sync += [wa.eq(wa_nx) for _, _, _, _, wa in group_cols[gi]]
-            with m.If(self.clear):
+            with m.If(self.clear):                 # the beats in flight are dropped
                 m.d.sync += wc.eq(0)
             with m.Elif(w_valid):
                 m.d.sync += wc.eq(Mux(wc == B - 1, 0, wc + 1))
-            gword = bw[lo * lane_bits:hi * lane_bits]
-            for ram, clo, chi, _, _ in group_cols[gi]:
-                m.d.comb += ram.w_data.eq(gword[clo:chi])
+            # (the RAM registers the address and enable: the write lands in B with b_word)
+            m.d.comb += [state_rams[gi].w_addr.eq(wc), state_rams[gi].w_en.eq(w_valid & ~self.clear),
+                         state_rams[gi].w_data.eq(bw[lo * lane_bits:hi * lane_bits])]
         m.d.comb += [oq.w_addr.eq(q_wp[:-1]), oq.w_data.eq(w_spk),
                      oq.w_en.eq(q_wr)]
         return m

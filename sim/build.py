@@ -57,7 +57,7 @@ def yosys_lattice_share() -> Path:
 
 
 def ecp5_carry_build_args() -> list[str]:
-    """Verilator arguments for ``sim/models/CCU2C.v`` (it includes Yosys' models)."""
+    """Verilator arguments for ``sim/models/ecp5_cells.v`` (it includes Yosys' models)."""
     return [f"-I{yosys_lattice_share()}", "-Wno-PINMISSING", "-Wno-MULTITOP", "-Wno-SPECIFYIGN"]
 
 

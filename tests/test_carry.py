@@ -122,7 +122,7 @@ def test_fused_add_verilator(target, request):
     from equispike.sim import build_dir_for, run_cocotb
     from equispike.sim.build import MODELS_DIR, ecp5_carry_build_args
 
-    extra = [MODELS_DIR / "CCU2C.v"] if target == "ecp5" else []
+    extra = [MODELS_DIR / "ecp5_cells.v"] if target == "ecp5" else []
     args = ecp5_carry_build_args() if target == "ecp5" else []
     run_cocotb(FusedPair(target), test_module=MODULE, build_dir=build_dir_for(request.node.nodeid),
                extra_sources=extra, extra_build_args=args)

@@ -234,7 +234,7 @@ def test_neuron_array_verilator(name, request):
     cfg["steps"] = -(-10_000 // (4 * per_variant))    # 4 stimulus variants, >= 10,000 total
     cfg["min_compared"] = 10_000
     ecp5 = cfg["ram_target"] == "ecp5"
-    extra = [MODELS_DIR / "DP16KD.v", MODELS_DIR / "CCU2C.v"] if ecp5 else []
+    extra = [MODELS_DIR / "DP16KD.v", MODELS_DIR / "ecp5_cells.v"] if ecp5 else []
     run_cocotb(make_dut(cfg), test_module=MODULE, build_dir=build_dir_for(request.node.nodeid),
                config=cfg, test_filter="neuron_random|neuron_totals", extra_sources=extra,
                extra_build_args=ecp5_carry_build_args() if ecp5 else ())

@@ -30,13 +30,17 @@ _REF: dict = {}
 class ReferenceRAM:
     """Cycle model of the RegisteredRAM contract."""
 
-    def __init__(self, width: int, depth: int, init):
+    def __init__(self, width: int, depth: int, init, addr_regs: bool = False):
         self.mask = (1 << width) - 1
         self.mem = list(init) + [0] * (depth - len(init))
         self.latch = 0
         self.out = 0
+        self.addr_regs = addr_regs
+        self.prev = (False, 0, 0)       # (w_en, w_addr, r_addr) of the previous cycle
 
     def edge(self, w_en, w_addr, w_data, r_en, r_oen, r_addr) -> int:
+        if self.addr_regs:              # the RAM sees last cycle's addresses and write enable
+            (w_en, w_addr, r_addr), self.prev = self.prev, (w_en, w_addr, r_addr)
         latch = self.latch
         if r_en:
             latch = self.mem[r_addr] ^ (self.mask if w_en and w_addr == r_addr else 0)
@@ -59,8 +63,8 @@ def stimulus(seed: int, width: int, depth: int, cycles: int, collide: float):
         r_addr = w_addr if rng.random() < collide else (
             rng.choice(hot) if rng.random() < 0.3 else rng.randrange(depth))
         w_en, r_en = rng.random() < 0.5, rng.random() < 0.8
-        if collide == 0 and w_en and r_en and w_addr == r_addr:
-            r_en = False                # no collisions at all in this mode
+        if collide == 0 and w_en and w_addr == r_addr:
+            r_addr = (r_addr + 1) % depth   # no collisions at all in this mode
         yield (w_en, w_addr, w_data, r_en, rng.random() < 0.8, r_addr)
 
 
@@ -69,6 +73,8 @@ CONFIGS = {
     "x18_init": dict(width=40, depth=100, init=True),
     # 1500 words: the 9-bit mode (address bits 13..3), three columns
     "x9": dict(width=20, depth=1500, init=False),
+    # registered addresses (one copy per column), 18-bit mode with contents
+    "x18_addr_regs": dict(width=40, depth=100, init=True, addr_regs=True),
 }
 
 
@@ -82,7 +88,7 @@ def make_cfg(name: str, target: str | None) -> dict:
 
 def make_dut(cfg: dict) -> RegisteredRAM:
     return RegisteredRAM(unsigned(cfg["width"]), cfg["depth"], init=cfg["init_words"],
-                         target=cfg["target"])
+                         target=cfg["target"], addr_regs=cfg.get("addr_regs", False))
 
 
 if cocotb is not None:
@@ -105,7 +111,8 @@ if cocotb is not None:
         dut.r_oen.value = 0
         await RisingEdge(dut.clk)
         if "ref" not in _REF:
-            _REF["ref"] = ReferenceRAM(cfg["width"], cfg["depth"], cfg["init_words"])
+            _REF["ref"] = ReferenceRAM(cfg["width"], cfg["depth"], cfg["init_words"],
+                                       cfg.get("addr_regs", False))
         ref = _REF["ref"]
         ref.edge(False, 0, 0, False, False, 0)
         await Timer(1, unit="ns")
@@ -129,7 +136,8 @@ if cocotb is not None:
 
 @pytest.mark.sim
 # the inferred form does not depend on the DP16KD mode: one build of it
-@pytest.mark.parametrize("name,target", [("x18_init", None), ("x18_init", "ecp5"), ("x9", "ecp5")])
+@pytest.mark.parametrize("name,target", [("x18_init", None), ("x18_init", "ecp5"), ("x9", "ecp5"),
+                                         ("x18_addr_regs", None), ("x18_addr_regs", "ecp5")])
 def test_registered_ram_verilator(name, target, request):
     from equispike.sim import build_dir_for, run_cocotb
     from equispike.sim.build import MODELS_DIR
@@ -141,15 +149,16 @@ def test_registered_ram_verilator(name, target, request):
 
 
 @pytest.mark.sim
+@pytest.mark.parametrize("name", ["x18_init", "x18_addr_regs"])
 @pytest.mark.parametrize("target", [None, "generic"])
-def test_registered_ram_amaranth(target):
+def test_registered_ram_amaranth(target, name):
     """The inferred forms in the Amaranth simulator; ``generic`` has no collision poisoning, so it
     is checked without collisions."""
-    cfg = make_cfg("x18_init", target)
+    cfg = make_cfg(name, target)
     dut = make_dut(cfg)
     collide = 0.2 if target is None else 0.0
     ops = list(stimulus(7, cfg["width"], cfg["depth"], 1500, collide))
-    ref = ReferenceRAM(cfg["width"], cfg["depth"], cfg["init_words"])
+    ref = ReferenceRAM(cfg["width"], cfg["depth"], cfg["init_words"], cfg.get("addr_regs", False))
     seen = {"collisions": 0}
 
     async def tb(ctx):

@@ -92,7 +92,7 @@ def kept_reg(m: Module, d, *, target: str | None = None, name: str = "kept") -> 
         m.submodules[f"{name}_ff"] = Instance(
             "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR",
             p_SRMODE="LSR_OVER_CE", p_REGSET="RESET",
-            i_CLK=ClockSignal(), i_LSR=C(0, 1), i_CE=C(1, 1), i_DI=d, i_M=C(0, 1), o_Q=q)
+            i_CLK=ClockSignal(), i_LSR=C(0, 1), i_DI=d, o_Q=q)  # CE, M: unused, left open
     else:
         m.d.sync += q.eq(d)
     return q

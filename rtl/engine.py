@@ -10,14 +10,19 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..model.widths import signed_bits
+from ._bram import RAM_TARGETS, RegisteredRAM
+from ._carry import CARRY_TARGETS, fused_add
 from ._util import ceil_div, check_int, pack_lanes
 
 __all__ = ["SpikeAdditionEngine", "ZeroVectorExpander", "required_acc_width"]
 
 WEIGHT_BITS = 8
+# accumulate operand, per bit (rtl/_carry.py): the word read if kept, or the forwarded sum
+# (0 unless forwarding): b = acc_i, c = keep, d = forwarded_i
+_SEL_ACC = lambda b, c, d: (b & c) | d  # noqa: E731
 #: Read-modify-write loop of an accumulator word, in items (cycles): an item issued less than
 #: this many cycles after one that updates the same word is held back (hazard stall)
-LOOP_DEPTH = 3
+LOOP_DEPTH = 4
 
 
 def required_acc_width(weights, bias=None) -> int:
@@ -84,20 +89,23 @@ class SpikeAdditionEngine(wiring.Component):
       if the bias has a nonzero element, else 0; bank 1: 0), and cleared when the bank's
       readout has issued its last read. The readout checks the flag of each vector before its
       first chunk: untouched -> one ``zero`` beat and a jump of ``chunks`` words.
-    * Accumulate pipeline, one item (event, chunk) per cycle, 5 stages: S0 issues the item
-      (hazard check) and reads the word's flag; A reads the weight; B reads the accumulator word
-      (registered address), sets the flag, registers the weight; C registers the RAM outputs
-      (no logic before the registers) and applies the sign as ``w XOR s``; D adds
-      ``acc + (w XOR s) + s`` (one carry chain per lane, ``s`` as carry-in) and writes the
-      sum straight back. A word is read 2 cycles after its item issues and written 4 cycles
-      after: read-modify-write loop ``LOOP_DEPTH = 3``. No forwarding: an item whose word is
-      updated by one of the 2 items issued just before it is held in S0 (hazard stall) until
-      the sum is written. This only happens with fewer than 3 chunks per row (with ``chunks
-      >= 3`` the check is not even built) and two events of the same vector back to back:
-      then an event costs 3 cycles instead of ``chunks``.
+    * Accumulate pipeline, one item (event, chunk) per cycle, 6 stages: S0 issues the item
+      (hazard check) and reads the word's flag; A reads the weight (address registers per
+      block-RAM column); B reads the accumulator word (likewise) and sets the flag; C: the
+      weight leaves the ROM's output register and the sign is applied as ``w XOR s``; D: the
+      word leaves the RAM's output register and one carry chain per lane adds
+      ``(w XOR s) + s`` to the word (if touched, or a bias word), to 0 (untouched) or to the
+      forwarded sum (below), the select inside the carry chain; E: the sum, registered, is
+      written. A word is read 2 cycles after its item issues and written 5 cycles after:
+      read-modify-write loop ``LOOP_DEPTH = 4``. An item whose word is updated by the item
+      issued 3 cycles before it gets that item's sum forwarded (no stall); one updated by
+      one of the 2 items just before it is held in S0 (hazard stall). Both only happen for two
+      events of the same vector back to back: forwarding with 3 chunks per row, a stall with
+      fewer (an event then costs 3 cycles instead of ``chunks``); with ``chunks >= 4``
+      neither check is built.
     * An event costs ``chunks`` cycles (see stall above); the end-of-step marker one cycle,
       plus a wait if the previous step's readout has not finished. The readout starts when
-      the step's items have left the pipeline (4 cycles), then streams one beat per cycle
+      the step's items have left the pipeline (5 cycles), then streams one beat per cycle
       under back-pressure (RAM read enable and register enables hold the data), latency 3
       cycles from read to ``o_stream.valid``. Ideal cycles of a step: ``events × chunks``.
       The next step's end-of-step waits for this readout, so a step costs at least its
@@ -128,10 +136,23 @@ class SpikeAdditionEngine(wiring.Component):
         Compact readout (default True): one ``zero`` beat per untouched vector, see above.
         False keeps the dense ``n_vectors × chunks`` beats per step (payload
         :attr:`current_layout`).
+    ram_target : {None, "generic", "ecp5"}
+        Form of the weight and accumulator RAMs (:class:`~equispike.rtl._bram.RegisteredRAM`):
+        ``None`` simulation (read/write collisions poisoned), ``"generic"`` inferred, ``"ecp5"``
+        ``DP16KD`` read through their output registers.
+    carry_target : {None, "generic", "ecp5"}
+        Form of the accumulate adder (:func:`~equispike.rtl._carry.fused_add`): ``"ecp5"``
+        selects read word / forwarded sum / 0 inside the ``CCU2C`` carry chain.
     """
 
     def __init__(self, weights, bias=None, *, lanes: int, acc_width: int, n_vectors: int = 1,
-                 compact_zero_vectors: bool = True):
+                 compact_zero_vectors: bool = True, ram_target: str | None = None,
+                 carry_target: str | None = None):
+        if ram_target not in RAM_TARGETS:
+            raise ValueError(f"ram_target must be one of {RAM_TARGETS}, got {ram_target!r}")
+        if carry_target not in CARRY_TARGETS:
+            raise ValueError(f"carry_target must be one of {CARRY_TARGETS}, got {carry_target!r}")
+        self.ram_target, self.carry_target = ram_target, carry_target
         w = np.asarray(weights)
         if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
             raise ValueError(f"weights must be a non-empty 2-D (n_in, n_out) array, got shape "
@@ -214,17 +235,19 @@ class SpikeAdditionEngine(wiring.Component):
         # read/write collision logic behind the RAM outputs
         block = {"ram_style": "block", "no_rw_check": 1}
 
-        m.submodules.wrom = wrom = Memory(shape=unsigned(w_l.size), depth=max(self.n_in * C, 2),
-                                          init=self.weight_init())
-        w_rd = wrom.read_port(domain="sync")
+        # block RAMs read through their output registers (RegisteredRAM); the weight ROM and the
+        # accumulate copy register their addresses per block-RAM column (addr_regs)
+        tgt = self.ram_target
+        m.submodules.wrom = wrom = RegisteredRAM(unsigned(w_l.size), max(self.n_in * C, 2),
+                                                 init=self.weight_init(), target=tgt, addr_regs=True)
         # accumulators: bias = words 0..C-1 (loaded into bank 0 by the clear pass), bank 0 =
-        # C..C+E-1, bank 1 = C+E..C+2E-1; one write port (the adders), one read port for the
-        # accumulate path and one for the readout (Yosys duplicates the RAM: no bank muxes)
-        m.submodules.acc = acc = Memory(shape=unsigned(acc_l.size), depth=2 * E + C,
-                                        init=self.bias_init() + [0] * (2 * E), attrs=block)
-        a_wr = acc.write_port()
-        a_rd = acc.read_port(domain="sync")
-        o_rd = acc.read_port(domain="sync")
+        # C..C+E-1, bank 1 = C+E..C+2E-1; one write (the adders) into two copies, one read by
+        # the accumulate path and one by the readout (no bank multiplexers)
+        acc_init = self.bias_init() + [0] * (2 * E)
+        m.submodules.acc = acc = RegisteredRAM(unsigned(acc_l.size), 2 * E + C, init=acc_init,
+                                               target=tgt, addr_regs=True)
+        m.submodules.acc_ro = acc_ro = RegisteredRAM(unsigned(acc_l.size), 2 * E + C,
+                                                     init=acc_init, target=tgt)
         # per-bank "touched this step" flags (a word not touched reads as 0: no zeroing writes)
         flags = []
         for k in range(2):
@@ -251,14 +274,21 @@ class SpikeAdditionEngine(wiring.Component):
         a_addr, a_chunk = Signal(eaddr), Signal(cidx)
         a_waddr = Signal.like(ev_waddr)
         b_valid, b_bank, b_neg, b_bias = Signal(), Signal(), Signal(), Signal()
-        b_addr, b_maddr, b_wmaddr = Signal(eaddr), Signal(maddr), Signal(maddr)
+        b_addr, b_wmaddr = Signal(eaddr), Signal(maddr)
         c_valid, c_bank, c_neg, c_bias = Signal(), Signal(), Signal(), Signal()
         c_maddr = Signal(maddr)
         d_valid, d_bank, d_maddr = Signal(), Signal(), Signal(maddr)
-        r_w = Signal(w_l)
+        e_valid, e_bank, e_maddr = Signal(), Signal(), Signal(maddr)
+        a_fwd, b_fwd, c_fwd = Signal(), Signal(), Signal()
+        c_addr = Signal(eaddr)
+        r_w = w_l(wrom.r_data)          # weight, stage C (the ROM's output register)
         f_q = [Signal(name=f"f_q{k}") for k in range(2)]    # flag RAM outputs, registered
         f_q2 = [Signal(name=f"f_q2_{k}") for k in range(2)]  # and once more (accumulate)
-        r_a = Signal(acc_l)
+        r_a = acc_l(acc.r_data)         # accumulator word, stage D (the RAM's output register)
+        d_keep = Signal()               # stage D: use the word read (touched or bias, not forwarded)
+        g1 = Signal(acc_l, reset_less=True)  # the sum written one cycle ago ...
+        g2 = Signal(acc_l, reset_less=True)  # ... and two: forwarded into D, else 0
+        e_sum = Signal(acc_l, reset_less=True)  # stage E: the sum, written at the end of E
         u_op = Signal(w_l)
         u_cin = Signal()
         # readout: RAM output (r), its register (q), output register (o); elastic under
@@ -267,7 +297,7 @@ class SpikeAdditionEngine(wiring.Component):
         ro_ptr = Signal(ent)
         ro_mptr = Signal(maddr)
         r_valid, q_valid, o_valid = Signal(), Signal(), Signal()
-        q_data = Signal(acc_l)
+        q_data = acc_l(acc_ro.r_data)   # readout: the RAM's output register
         o_data = Signal(acc_l)
         # compact readout: per-bank vector flags, readout vector/chunk counters, zero-beat flags
         compact = self.compact
@@ -288,11 +318,13 @@ class SpikeAdditionEngine(wiring.Component):
         swap = Signal()
         ro_free = ~ro_pending & ~ro_active & ~r_valid & ~q_valid
         m.d.comb += [
-            # an item reads its word 2 cycles after issue and writes it 4 cycles after: the
-            # word of an item issued 1 or 2 cycles earlier is not written yet
-            # (with >= 3 chunks per row two such items are always different words)
+            # an item reads its word 2 cycles after issue and writes it 5 cycles after: the
+            # word of an item issued 1 or 2 cycles earlier (now in A, B) is not written in time
+            # (hazard stall); that of an item issued 3 cycles earlier (now in C) is written in
+            # the cycle of the read: its sum is forwarded into D instead (no stall). With
+            # >= 3 chunks per row the first never happens, with >= 4 neither
             hazard.eq((a_valid & (a_bank == acc_bank) & (a_addr == ev_aaddr)) |
-                      (b_valid & (b_bank == acc_bank) & (b_addr == ev_aaddr)) if C < LOOP_DEPTH
+                      (b_valid & (b_bank == acc_bank) & (b_addr == ev_aaddr)) if C < LOOP_DEPTH - 1
                       else 0),
             issue.eq(ev_valid & ~ev_eos & ~hazard),
             swap.eq(ev_valid & ev_eos & ro_free),
@@ -318,40 +350,47 @@ class SpikeAdditionEngine(wiring.Component):
 
         # ---- accumulate pipeline --------------------------------------------------------------
         # (the clear pass issues its bias items through the same S0 counters: no muxes here)
+        fwd = (c_valid & (c_bank == acc_bank) & (c_addr == ev_aaddr)) if C < LOOP_DEPTH else 0
         m.d.sync += [a_valid.eq(issue | clr_issue), a_bank.eq(acc_bank), a_neg.eq(ev_neg),
                      a_bias.eq(clearing), a_addr.eq(ev_aaddr), a_chunk.eq(ev_chunk),
-                     a_waddr.eq(ev_waddr)]
-        m.d.comb += w_rd.addr.eq(a_waddr)
+                     a_waddr.eq(ev_waddr), a_fwd.eq(issue & fwd),
+                     b_fwd.eq(a_fwd), c_fwd.eq(b_fwd)]
+        m.d.comb += wrom.r_addr.eq(ev_waddr)       # registered by the ROM: the read is in A
         a_waddr_full = a_addr + Mux(a_bank, C + E, C)
         m.d.sync += [
             b_valid.eq(a_valid), b_bank.eq(a_bank), b_neg.eq(a_neg), b_bias.eq(a_bias),
             b_addr.eq(a_addr),
             b_wmaddr.eq(a_waddr_full),
-            b_maddr.eq(Mux(a_bias, a_chunk, a_waddr_full)),
-            r_w.eq(w_rd.data),
             c_valid.eq(b_valid), c_bank.eq(b_bank), c_neg.eq(b_neg), c_bias.eq(b_bias),
-            c_maddr.eq(b_wmaddr),
+            c_maddr.eq(b_wmaddr), c_addr.eq(b_addr),
             d_valid.eq(c_valid), d_bank.eq(c_bank), d_maddr.eq(c_maddr),
+            e_valid.eq(d_valid), e_bank.eq(d_bank), e_maddr.eq(d_maddr),
         ]
-        m.d.comb += a_rd.addr.eq(b_maddr)
-        # C: an untouched word enters the adder as 0 (register reset), a bias word as read; the
-        # sign is applied one stage before the adder: -w = ~w + 1 (XOR here, carry-in at D)
-        m.d.sync += [f_q2[0].eq(f_q[0]), f_q2[1].eq(f_q[1])]
-        with m.If(~Mux(c_bank, f_q2[1], f_q2[0]) & ~c_bias):
-            m.d.sync += r_a.eq(0)
-        with m.Else():
-            m.d.sync += r_a.eq(a_rd.data)          # RAM output register, no logic before it
+        # the accumulate copy registers its read address (the read is in B) and its write address
+        # and enable (the write of the sum is in E)
+        m.d.comb += [acc.r_addr.eq(Mux(a_bias, a_chunk, a_waddr_full)),
+                     acc.w_addr.eq(d_maddr), acc.w_en.eq(d_valid), acc.w_data.eq(e_sum),
+                     acc_ro.w_addr.eq(e_maddr), acc_ro.w_en.eq(e_valid), acc_ro.w_data.eq(e_sum)]
+        # C: the word's flag for D (an untouched word enters the adder as 0, a bias word as read,
+        # a forwarded word as the sum in g2); the sign is applied one stage before the adder:
+        # -w = ~w + 1 (XOR here, carry-in at D)
+        m.d.sync += [f_q2[0].eq(f_q[0]), f_q2[1].eq(f_q[1]),
+                     d_keep.eq((Mux(c_bank, f_q2[1], f_q2[0]) | c_bias) & ~c_fwd),
+                     g1.eq(e_sum)]
+        with m.If(c_fwd):
+            m.d.sync += g2.eq(g1)
+        with m.Else():                              # (sync reset: the FF's LSR)
+            m.d.sync += g2.eq(0)
         with m.If(c_bias):
             m.d.sync += [u_op.eq(0), u_cin.eq(0)]
         with m.Else():
             m.d.sync += [u_op.eq(r_w.as_value() ^ Mux(c_neg, (1 << w_l.size) - 1, 0)),
                          u_cin.eq(c_neg)]
-        # D: one carry chain per lane, acc + (w ^ s) + s as (2·acc + 1) + (2·(w ^ s) + s) >> 1
-        sums = []
-        for lane in range(P):
-            s = Cat(C_(1, 1), r_a[lane]).as_signed() + Cat(u_cin, u_op[lane]).as_signed()
-            sums.append(s[1:W + 1])
-        m.d.comb += [a_wr.addr.eq(d_maddr), a_wr.data.eq(Cat(*sums)), a_wr.en.eq(d_valid)]
+        # D: one carry chain per lane, (w ^ s) + s + (acc if kept) + (forwarded sum), the operand
+        # select inside the carry chain (at most one of the two is nonzero), into E's register
+        sums = [fused_add(m, W, u_op[lane], r_a[lane], d_keep, g2[lane], _SEL_ACC, u_cin,
+                          target=self.carry_target, name=f"acc{lane}") for lane in range(P)]
+        m.d.sync += e_sum.eq(Cat(*sums))
 
         # ---- readout ------------------------------------------------------------------------
         ro_busy = ro_active | r_valid | q_valid
@@ -360,7 +399,8 @@ class SpikeAdditionEngine(wiring.Component):
         adv_r = ~r_valid | adv_q
         ro_issue = Signal()
         drained = ~((a_valid & (a_bank == ro_bank)) | (b_valid & (b_bank == ro_bank)) |
-                    (c_valid & (c_bank == ro_bank)) | (d_valid & (d_bank == ro_bank)))
+                    (c_valid & (c_bank == ro_bank)) | (d_valid & (d_bank == ro_bank)) |
+                    (e_valid & (e_bank == ro_bank)))
         m.d.comb += ro_issue.eq(ro_active & adv_r & (ro_ptr < E))
         with m.If(ro_pending & drained):
             m.d.sync += [ro_pending.eq(0), ro_active.eq(1), ro_ptr.eq(0), ro_vec.eq(0),
@@ -389,7 +429,7 @@ class SpikeAdditionEngine(wiring.Component):
         with m.If(adv_r):
             m.d.sync += [r_valid.eq(ro_issue), r_zero.eq(ro_zero)]
         with m.If(adv_q):
-            m.d.sync += [q_valid.eq(r_valid), q_zero.eq(r_zero), q_data.eq(o_rd.data)]
+            m.d.sync += [q_valid.eq(r_valid), q_zero.eq(r_zero)]
         # an untouched word reads as 0: synchronous reset taking priority over the enable (the
         # ECP5 FF's LSR), not a gate in front of the register
         with m.If(adv_o):
@@ -398,7 +438,8 @@ class SpikeAdditionEngine(wiring.Component):
             m.d.sync += o_data.eq(0)
         # (a zero beat's words were never touched: their flags are 0 already, nothing to clear)
         m.d.sync += [z_en.eq(ro_issue & ~ro_zero), z_addr.eq(ro_ptr)]
-        m.d.comb += [o_rd.addr.eq(ro_mptr), o_rd.en.eq(adv_r), self.o_stream.valid.eq(o_valid)]
+        m.d.comb += [acc_ro.r_addr.eq(ro_mptr), acc_ro.r_en.eq(adv_r), acc_ro.r_oen.eq(adv_q),
+                     self.o_stream.valid.eq(o_valid)]
         if compact:
             m.d.comb += [self.o_stream.payload.lanes.eq(o_data),
                          self.o_stream.payload.zero.eq(o_zero)]
@@ -429,14 +470,15 @@ class SpikeAdditionEngine(wiring.Component):
                 m.d.comb += [wr.addr.eq(z_addr), wr.en.eq(1)]
 
         # ---- clear pass: E bias items into bank 0 (through the adder), bank 1 flags zeroed ----
-        pipe_empty = ~a_valid & ~b_valid & ~c_valid & ~d_valid
+        pipe_empty = ~a_valid & ~b_valid & ~c_valid & ~d_valid & ~e_valid
         with m.If(clr_issue & (ev_aaddr == E - 1)):
             m.d.sync += clr_run.eq(0)
         with m.If(clearing & ~clr_run & pipe_empty):
             m.d.sync += clearing.eq(0)
         with m.If(self.clear):
             m.d.sync += [clearing.eq(1), clr_run.eq(1), ev_aaddr.eq(0), ev_chunk.eq(0),
-                         a_valid.eq(0), b_valid.eq(0), c_valid.eq(0), d_valid.eq(0)]
+                         a_valid.eq(0), b_valid.eq(0), c_valid.eq(0), d_valid.eq(0),
+                         e_valid.eq(0)]
         with m.If(self.clear | clearing):
             if compact:
                 # the bias (bank 0) touches every vector on the first step, if it is not all 0
@@ -525,7 +567,9 @@ def _synth_engine(p: dict) -> SpikeAdditionEngine:
     b = rng.integers(-1000, 1001, size=n_out)
     return SpikeAdditionEngine(w, b, lanes=int(p.get("lanes", 64)),
                                acc_width=int(p.get("acc_width", required_acc_width(w, b))),
-                               n_vectors=int(p.get("n_vectors", 17)))
+                               n_vectors=int(p.get("n_vectors", 17)),
+                               ram_target="ecp5" if p.get("family") == "ecp5" else "generic",
+                               carry_target="ecp5" if p.get("family") == "ecp5" else "generic")
 
 
 #: picked up by ``equispike synth`` (rtl/synth.py): name -> (factory, defaults, lane sweep)

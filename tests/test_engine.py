@@ -258,6 +258,11 @@ CONFIGS = {
     "p8_o8_v1": dict(lanes=8, n_in=40, n_out=8, n_vectors=1, steps=24, density=0.6),
     # sparse spikes over 5 vectors: many untouched vectors (compact zero beats) each step
     "p4_o12_v5_sparse": dict(lanes=4, n_in=12, n_out=12, n_vectors=5, steps=40, density=0.03),
+    # the ECP5 netlist: RAMs as DP16KD (output registers, per-column address registers,
+    # initialised weight ROM and bias words) under our DP16KD model, the accumulate adders as
+    # CCU2C chains under Yosys' model; 3 chunks: every back-to-back event of the vector forwards
+    "p4_o10_v3_ecp5": dict(lanes=4, n_in=12, n_out=10, n_vectors=3, steps=16, density=0.5,
+                           target="ecp5"),
     # the dense (old) readout protocol
     "p4_o10_v3_dense": dict(lanes=4, n_in=12, n_out=10, n_vectors=3, steps=16, density=0.5,
                             compact=False),
@@ -268,6 +273,7 @@ CONFIGS = {
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_engine_verilator(name, request):
     from equispike.sim import build_dir_for, run_cocotb
+    from equispike.sim.build import MODELS_DIR, ecp5_carry_build_args
 
     c = CONFIGS[name]
     seed = sum(map(ord, name))
@@ -275,9 +281,13 @@ def test_engine_verilator(name, request):
     cfg = dict(c, seed=seed, W=W.tolist(), bias=bias.tolist(),
                acc_width=required_acc_width(W, bias), min_events=100 if "sparse" in name else 1000)
     eng = SpikeAdditionEngine(W, bias, lanes=c["lanes"], acc_width=cfg["acc_width"],
-                              n_vectors=c["n_vectors"], compact_zero_vectors=c.get("compact", True))
+                              n_vectors=c["n_vectors"], compact_zero_vectors=c.get("compact", True),
+                              ram_target=c.get("target"), carry_target=c.get("target"))
+    ecp5 = c.get("target") == "ecp5"
     run_cocotb(eng, test_module=MODULE, build_dir=build_dir_for(request.node.nodeid),
-               config=cfg, test_filter="engine_random|engine_inference_clear|engine_totals")
+               config=cfg, test_filter="engine_random|engine_inference_clear|engine_totals",
+               extra_sources=[MODELS_DIR / "DP16KD.v", MODELS_DIR / "ecp5_cells.v"] if ecp5 else [],
+               extra_build_args=ecp5_carry_build_args() if ecp5 else ())
 
 
 def real_layer_case(seed=3, batch=2):
@@ -523,7 +533,7 @@ def test_engine_with_expander():
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("lanes,n_out", [(1, 3), (3, 3), (4, 17), (8, 5)])
+@pytest.mark.parametrize("lanes,n_out", [(1, 3), (3, 3), (4, 17), (8, 5), (4, 8), (2, 5)])
 def test_engine_fast_shapes(lanes, n_out):
     """Rows wider than P (several chunks), exactly P, narrower than P, single lane."""
     W, bias, sp = random_case(lanes * 100 + n_out, 5, n_out, 2, 5, 0.5)

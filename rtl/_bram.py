@@ -9,6 +9,8 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ._carry import kept_reg
+
 __all__ = ["RegisteredRAM", "RAM_TARGETS", "DP16KD_MODES"]
 
 #: ``target`` values: ``None`` simulation model (read/write collisions poisoned), ``"generic"``
@@ -86,9 +88,9 @@ class RegisteredRAM(wiring.Component):
         (one address register fanning out to every column of a wide RAM is a 7-ns net there):
         a write then lands one cycle after ``w_addr``/``w_en`` are presented, with the
         ``w_data`` of that later cycle, and ``r_data`` belongs to the ``r_addr`` of three cycles
-        before (``r_en``/``r_oen`` are not delayed). The copies have distinct initial values so
-        that synthesis cannot merge them (so the very first clock edge may read any word), and
-        the write enable is folded into the address (extra, never read words take the writes of
+        before (``r_en``/``r_oen`` are not delayed). On ECP5 the copies are ``TRELLIS_FF``
+        instances (:func:`~equispike.rtl._carry.kept_reg`), which synthesis cannot merge, and the
+        write enable is folded into the address (an extra, never read word takes the writes of
         the cycles without ``w_en``): no enable net.
     """
 
@@ -104,13 +106,8 @@ class RegisteredRAM(wiring.Component):
         self.depth = depth
         self.addr_regs = bool(addr_regs)
         self.target = target
-        # with addr_regs: dummy words after the data, one per address-register copy (their
-        # distinct initial write addresses: no write lands in the data before the first load)
-        copies = 1
-        if addr_regs and target == "ecp5":
-            copies = -(-self.width // dp16kd_mode(depth + 1)[0])
-            copies = -(-self.width // dp16kd_mode(depth + copies)[0])
-        self.words = depth + copies if self.addr_regs else depth
+        # with addr_regs: one dummy word after the data takes the writes without w_en
+        self.words = depth + 1 if self.addr_regs else depth
         self.init = [int(x) for x in init]
         if len(self.init) > depth:
             raise ValueError(f"RegisteredRAM init has {len(self.init)} words for depth {depth}")
@@ -141,9 +138,18 @@ class RegisteredRAM(wiring.Component):
         ``addr_regs`` registered copies (``copy`` picks a distinct initial value)."""
         if not self.addr_regs:
             return self.w_addr, self.w_en, self.r_addr
-        wa = Signal(range(self.words), name=f"wa{copy}", init=self.depth + copy, reset_less=True)
-        ra = Signal(range(self.words), name=f"ra{copy}", init=copy, reset_less=True)
-        m.d.sync += [wa.eq(Mux(self.w_en, self.w_addr, self.depth)), ra.eq(self.r_addr)]
+        aw = Shape.cast(range(self.words)).width
+        wa_d = Mux(self.w_en, self.w_addr, self.depth)
+        if self.target == "ecp5":
+            # TRELLIS_FF instances: Yosys would merge equal plain registers back into one
+            wa = Cat(*[kept_reg(m, wa_d[i], target="ecp5", name=f"wa{copy}_{i}",
+                                init=(self.depth >> i) & 1) for i in range(aw)])
+            ra = Cat(*[kept_reg(m, Value.cast(self.r_addr)[i], target="ecp5", name=f"ra{copy}_{i}")
+                       for i in range(aw)])
+            return wa, C(1, 1), ra
+        wa = Signal(range(self.words), name=f"wa{copy}", init=self.depth, reset_less=True)
+        ra = Signal(range(self.words), name=f"ra{copy}", reset_less=True)
+        m.d.sync += [wa.eq(wa_d), ra.eq(self.r_addr)]
         return wa, C(1, 1), ra
 
     def elaborate(self, platform):

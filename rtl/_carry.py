@@ -81,17 +81,18 @@ def fused_add(m: Module, width: int, a, b, c, d, t: TFunc, cin=0, *, target: str
     return out
 
 
-def kept_reg(m: Module, d, *, target: str | None = None, name: str = "kept") -> Signal:
+def kept_reg(m: Module, d, *, target: str | None = None, name: str = "kept", init: int = 0) -> Signal:
     """A 1-bit register (no reset, no enable) that synthesis keeps even if another register has the
     same input: on ECP5 a ``TRELLIS_FF`` instance, which Yosys' ``opt_merge`` leaves alone (it
     only merges its own cell types), so per-lane copies of a control flag stay separate and
     each drives a few loads instead of one flip-flop driving thousands. Otherwise a plain
-    register (simulation: the same cycle behaviour)."""
-    q = Signal(name=name, reset_less=True)
+    register (simulation: the same cycle behaviour). ``init``: the power-up value (0 or 1)."""
+    q = Signal(name=name, reset_less=True, init=init)
     if target == "ecp5":
+        # (the power-up value is the set/reset value: REGSET; LSR is tied low)
         m.submodules[f"{name}_ff"] = Instance(
             "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR",
-            p_SRMODE="LSR_OVER_CE", p_REGSET="RESET",
+            p_SRMODE="LSR_OVER_CE", p_REGSET="SET" if init else "RESET",
             i_CLK=ClockSignal(), i_LSR=C(0, 1), i_DI=d, o_Q=q)  # CE, M: unused, left open
     else:
         m.d.sync += q.eq(d)

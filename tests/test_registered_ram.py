@@ -140,12 +140,15 @@ if cocotb is not None:
                                          ("x18_addr_regs", None), ("x18_addr_regs", "ecp5")])
 def test_registered_ram_verilator(name, target, request):
     from equispike.sim import build_dir_for, run_cocotb
-    from equispike.sim.build import MODELS_DIR
+    from equispike.sim.build import MODELS_DIR, ecp5_carry_build_args
 
     cfg = make_cfg(name, target)
-    extra = [MODELS_DIR / "DP16KD.v"] if target == "ecp5" else []
+    ecp5 = target == "ecp5"
+    # (addr_regs on ECP5: TRELLIS_FF address copies, Yosys' model in ecp5_cells.v)
+    models = [MODELS_DIR / "DP16KD.v", MODELS_DIR / "ecp5_cells.v"] if ecp5 else []
     run_cocotb(make_dut(cfg), test_module=MODULE, build_dir=build_dir_for(request.node.nodeid),
-               config=cfg, extra_sources=extra)
+               config=cfg, extra_sources=models,
+               extra_build_args=ecp5_carry_build_args() if ecp5 else ())
 
 
 @pytest.mark.sim

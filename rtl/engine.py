@@ -402,23 +402,25 @@ class SpikeAdditionEngine(wiring.Component):
                     (c_valid & (c_bank == ro_bank)) | (d_valid & (d_bank == ro_bank)) |
                     (e_valid & (e_bank == ro_bank)))
         m.d.comb += ro_issue.eq(ro_active & adv_r & (ro_ptr < E))
+        # the readout bank's vector flags, shifted down as the readout moves to the next vector
+        # (no V:1 multiplexer on the readout's control path); frozen during its readout
+        ro_flags = Signal(V, name="ro_flags")
         with m.If(ro_pending & drained):
             m.d.sync += [ro_pending.eq(0), ro_active.eq(1), ro_ptr.eq(0), ro_vec.eq(0),
-                         ro_chunk.eq(0), ro_mptr.eq(Mux(ro_bank, C + E, C))]
+                         ro_chunk.eq(0), ro_mptr.eq(Mux(ro_bank, C + E, C)),
+                         ro_flags.eq(Mux(ro_bank, vflag[1], vflag[0]))]
         if compact:
             # at a vector's first chunk: untouched -> one zero beat, skip its chunks
-            m.d.comb += ro_zero.eq((ro_chunk == 0) &
-                                   ~Mux(ro_bank, vflag[1].bit_select(ro_vec, 1),
-                                        vflag[0].bit_select(ro_vec, 1)))
+            m.d.comb += ro_zero.eq((ro_chunk == 0) & ~ro_flags[0])
         with m.If(ro_issue):
             with m.If(ro_zero):
                 m.d.sync += [ro_ptr.eq(ro_ptr + C), ro_mptr.eq(ro_mptr + C),
-                             ro_vec.eq(ro_vec + 1)]
+                             ro_vec.eq(ro_vec + 1), ro_flags.eq(ro_flags >> 1)]
             with m.Else():
                 m.d.sync += [ro_ptr.eq(ro_ptr + 1), ro_mptr.eq(ro_mptr + 1),
                              ro_chunk.eq(Mux(ro_chunk == C - 1, 0, ro_chunk + 1))]
                 with m.If(ro_chunk == C - 1):
-                    m.d.sync += ro_vec.eq(ro_vec + 1)
+                    m.d.sync += [ro_vec.eq(ro_vec + 1), ro_flags.eq(ro_flags >> 1)]
         with m.If(ro_active & (ro_ptr == E)):
             m.d.sync += ro_active.eq(0)
             if compact:

@@ -10,6 +10,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ._carry import kept_reg
+from ._util import check_int
 
 __all__ = ["RegisteredRAM", "RAM_TARGETS", "DP16KD_MODES"]
 
@@ -83,19 +84,21 @@ class RegisteredRAM(wiring.Component):
         ``target="ecp5"`` only in the 18-bit mode (``depth <= 1024``).
     target : {None, "generic", "ecp5"}
         See :data:`RAM_TARGETS`.
-    addr_regs : bool
-        Register ``w_addr``, ``w_en`` and ``r_addr`` first, one copy per ``DP16KD`` column on ECP5
-        (one address register fanning out to every column of a wide RAM is a 7-ns net there):
-        a write then lands one cycle after ``w_addr``/``w_en`` are presented, with the
-        ``w_data`` of that later cycle, and ``r_data`` belongs to the ``r_addr`` of three cycles
-        before (``r_en``/``r_oen`` are not delayed). On ECP5 the copies are ``TRELLIS_FF``
+    addr_regs : int
+        Register ``w_addr``, ``w_en`` and ``r_addr`` first, through this many registers (0..2),
+        one chain per ``DP16KD`` column on ECP5 (one address register fanning out to every
+        column of a wide RAM is a 7-ns net there; a second one halves the route from wherever
+        the address is computed): a write then lands ``addr_regs`` cycles after
+        ``w_addr``/``w_en`` are presented, with the ``w_data`` of that later cycle, and
+        ``r_data`` belongs to the ``r_addr`` of ``2 + addr_regs`` cycles before
+        (``r_en``/``r_oen`` are not delayed). On ECP5 the copies are ``TRELLIS_FF``
         instances (:func:`~equispike.rtl._carry.kept_reg`), which synthesis cannot merge, and the
         write enable is folded into the address (an extra, never read word takes the writes of
         the cycles without ``w_en``): no enable net.
     """
 
     def __init__(self, shape, depth: int, *, init: Sequence[int] = (), target: str | None = None,
-                 addr_regs: bool = False):
+                 addr_regs: int = 0):
         if target not in RAM_TARGETS:
             raise ValueError(f"RegisteredRAM target must be one of {RAM_TARGETS}, got {target!r}")
         if not isinstance(depth, int) or depth < 2:
@@ -104,7 +107,7 @@ class RegisteredRAM(wiring.Component):
         if self.width < 1:
             raise ValueError("RegisteredRAM words must be at least 1 bit wide")
         self.depth = depth
-        self.addr_regs = bool(addr_regs)
+        self.addr_regs = check_int("addr_regs", int(addr_regs), 0, 2)
         self.target = target
         # with addr_regs: one dummy word after the data takes the writes without w_en
         self.words = depth + 1 if self.addr_regs else depth
@@ -139,17 +142,21 @@ class RegisteredRAM(wiring.Component):
         if not self.addr_regs:
             return self.w_addr, self.w_en, self.r_addr
         aw = Shape.cast(range(self.words)).width
-        wa_d = Mux(self.w_en, self.w_addr, self.depth)
-        if self.target == "ecp5":
-            # TRELLIS_FF instances: Yosys would merge equal plain registers back into one
-            wa = Cat(*[kept_reg(m, wa_d[i], target="ecp5", name=f"wa{copy}_{i}",
-                                init=(self.depth >> i) & 1) for i in range(aw)])
-            ra = Cat(*[kept_reg(m, Value.cast(self.r_addr)[i], target="ecp5", name=f"ra{copy}_{i}")
-                       for i in range(aw)])
-            return wa, C(1, 1), ra
-        wa = Signal(range(self.words), name=f"wa{copy}", init=self.depth, reset_less=True)
-        ra = Signal(range(self.words), name=f"ra{copy}", reset_less=True)
-        m.d.sync += [wa.eq(wa_d), ra.eq(self.r_addr)]
+        wa = Value.cast(Mux(self.w_en, self.w_addr, self.depth))
+        ra = Value.cast(self.r_addr)
+        for st in range(self.addr_regs):
+            if self.target == "ecp5":
+                # TRELLIS_FF instances: Yosys would merge equal plain registers back into one
+                wa = Cat(*[kept_reg(m, wa[i], target="ecp5", name=f"wa{copy}_{st}_{i}",
+                                    init=(self.depth >> i) & 1) for i in range(aw)])
+                ra = Cat(*[kept_reg(m, ra[i], target="ecp5", name=f"ra{copy}_{st}_{i}")
+                           for i in range(aw)])
+            else:
+                wq = Signal(range(self.words), name=f"wa{copy}_{st}", init=self.depth,
+                            reset_less=True)
+                rq = Signal(range(self.words), name=f"ra{copy}_{st}", reset_less=True)
+                m.d.sync += [wq.eq(wa), rq.eq(ra)]
+                wa, ra = wq, rq
         return wa, C(1, 1), ra
 
     def elaborate(self, platform):

@@ -23,24 +23,23 @@ except ImportError:  # pragma: no cover
     cocotb = None
 
 MODULE = "equispike.tests.test_registered_ram"
-#: the reference lives as long as the simulated RAM (across the cocotb tests of one run)
-_REF: dict = {}
 
 
 class ReferenceRAM:
     """Cycle model of the RegisteredRAM contract."""
 
-    def __init__(self, width: int, depth: int, init, addr_regs: bool = False):
+    def __init__(self, width: int, depth: int, init, addr_regs: int = 0):
         self.mask = (1 << width) - 1
         self.mem = list(init) + [0] * (depth - len(init))
         self.latch = 0
         self.out = 0
-        self.addr_regs = addr_regs
-        self.prev = (False, 0, 0)       # (w_en, w_addr, r_addr) of the previous cycle
+        # (w_en, w_addr, r_addr) of the last addr_regs cycles, oldest first
+        self.prev = [(False, 0, 0)] * int(addr_regs)
 
     def edge(self, w_en, w_addr, w_data, r_en, r_oen, r_addr) -> int:
-        if self.addr_regs:              # the RAM sees last cycle's addresses and write enable
-            (w_en, w_addr, r_addr), self.prev = self.prev, (w_en, w_addr, r_addr)
+        if self.prev:                   # the RAM sees delayed addresses and write enable
+            self.prev.append((w_en, w_addr, r_addr))
+            w_en, w_addr, r_addr = self.prev.pop(0)
         latch = self.latch
         if r_en:
             latch = self.mem[r_addr] ^ (self.mask if w_en and w_addr == r_addr else 0)
@@ -74,7 +73,8 @@ CONFIGS = {
     # 1500 words: the 9-bit mode (address bits 13..3), three columns
     "x9": dict(width=20, depth=1500, init=False),
     # registered addresses (one copy per column), 18-bit mode with contents
-    "x18_addr_regs": dict(width=40, depth=100, init=True, addr_regs=True),
+    "x18_addr_regs": dict(width=40, depth=100, init=True, addr_regs=1),
+    "x18_addr_regs2": dict(width=40, depth=100, init=True, addr_regs=2),
 }
 
 
@@ -88,7 +88,7 @@ def make_cfg(name: str, target: str | None) -> dict:
 
 def make_dut(cfg: dict) -> RegisteredRAM:
     return RegisteredRAM(unsigned(cfg["width"]), cfg["depth"], init=cfg["init_words"],
-                         target=cfg["target"], addr_regs=cfg.get("addr_regs", False))
+                         target=cfg["target"], addr_regs=cfg.get("addr_regs", 0))
 
 
 if cocotb is not None:
@@ -98,9 +98,9 @@ if cocotb is not None:
     from equispike.sim.streams import as_int
 
     @cocotb.test()
-    @cocotb.parametrize(collide=[0.0, 0.2])
-    async def ram_random(dut, collide):
-        """Every cycle random ports; ``r_data`` compared after every edge with the reference."""
+    async def ram_random(dut):
+        """Every cycle random ports, first without then with read/write collisions, in one run
+        (a restarted clock would replay the last inputs); ``r_data`` compared after every edge."""
         from equispike.sim import tb_config
 
         cfg = tb_config()
@@ -109,35 +109,38 @@ if cocotb is not None:
         dut.w_en.value = 0
         dut.r_en.value = 0
         dut.r_oen.value = 0
-        await RisingEdge(dut.clk)
-        if "ref" not in _REF:
-            _REF["ref"] = ReferenceRAM(cfg["width"], cfg["depth"], cfg["init_words"],
-                                       cfg.get("addr_regs", False))
-        ref = _REF["ref"]
-        ref.edge(False, 0, 0, False, False, 0)
+        dut.w_addr.value = 0
+        dut.r_addr.value = 0
+        ref = ReferenceRAM(cfg["width"], cfg["depth"], cfg["init_words"], cfg.get("addr_regs", 0))
+        for _ in range(3):              # idle edges: the address registers hold the idle values
+            await RisingEdge(dut.clk)
+            ref.edge(False, 0, 0, False, False, 0)
         await Timer(1, unit="ns")
         compared = 0
-        for k, (w_en, w_addr, w_data, r_en, r_oen, r_addr) in enumerate(
-                stimulus(cfg["seed"] + int(collide * 10), cfg["width"], cfg["depth"],
-                         cfg["cycles"], collide)):
-            dut.w_en.value, dut.w_addr.value, dut.w_data.value = int(w_en), w_addr, w_data
-            dut.r_en.value, dut.r_oen.value, dut.r_addr.value = int(r_en), int(r_oen), r_addr
-            await RisingEdge(dut.clk)
-            exp = ref.edge(w_en, w_addr, w_data, r_en, r_oen, r_addr)
-            await ReadOnly()
-            got = as_int(dut.r_data.value)
-            assert got == exp, (f"first mismatch: cycle {k}, r_data expected {exp:#x}, got {got:#x} "
-                                f"(target {cfg['target']}, {cfg['name']})")
-            compared += 1
-            await Timer(1, unit="ns")
-        assert compared == cfg["cycles"]
+        for collide in (0.0, 0.2):
+            for k, (w_en, w_addr, w_data, r_en, r_oen, r_addr) in enumerate(
+                    stimulus(cfg["seed"] + int(collide * 10), cfg["width"], cfg["depth"],
+                             cfg["cycles"], collide)):
+                dut.w_en.value, dut.w_addr.value, dut.w_data.value = int(w_en), w_addr, w_data
+                dut.r_en.value, dut.r_oen.value, dut.r_addr.value = int(r_en), int(r_oen), r_addr
+                await RisingEdge(dut.clk)
+                exp = ref.edge(w_en, w_addr, w_data, r_en, r_oen, r_addr)
+                await ReadOnly()
+                got = as_int(dut.r_data.value)
+                assert got == exp, (f"first mismatch: cycle {k} (collisions {collide}), r_data "
+                                    f"expected {exp:#x}, got {got:#x} (target {cfg['target']}, "
+                                    f"{cfg['name']})")
+                compared += 1
+                await Timer(1, unit="ns")
+        assert compared == 2 * cfg["cycles"]
         dut._log.info(f"{compared} reads compared, 0 mismatches")
 
 
 @pytest.mark.sim
 # the inferred form does not depend on the DP16KD mode: one build of it
 @pytest.mark.parametrize("name,target", [("x18_init", None), ("x18_init", "ecp5"), ("x9", "ecp5"),
-                                         ("x18_addr_regs", None), ("x18_addr_regs", "ecp5")])
+                                         ("x18_addr_regs", None), ("x18_addr_regs", "ecp5"),
+                                         ("x18_addr_regs2", None), ("x18_addr_regs2", "ecp5")])
 def test_registered_ram_verilator(name, target, request):
     from equispike.sim import build_dir_for, run_cocotb
     from equispike.sim.build import MODELS_DIR, ecp5_carry_build_args
@@ -152,7 +155,7 @@ def test_registered_ram_verilator(name, target, request):
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("name", ["x18_init", "x18_addr_regs"])
+@pytest.mark.parametrize("name", ["x18_init", "x18_addr_regs", "x18_addr_regs2"])
 @pytest.mark.parametrize("target", [None, "generic"])
 def test_registered_ram_amaranth(target, name):
     """The inferred forms in the Amaranth simulator; ``generic`` has no collision poisoning, so it
@@ -161,7 +164,7 @@ def test_registered_ram_amaranth(target, name):
     dut = make_dut(cfg)
     collide = 0.2 if target is None else 0.0
     ops = list(stimulus(7, cfg["width"], cfg["depth"], 1500, collide))
-    ref = ReferenceRAM(cfg["width"], cfg["depth"], cfg["init_words"], cfg.get("addr_regs", False))
+    ref = ReferenceRAM(cfg["width"], cfg["depth"], cfg["init_words"], cfg.get("addr_regs", 0))
     seen = {"collisions": 0}
 
     async def tb(ctx):

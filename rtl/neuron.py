@@ -21,7 +21,7 @@ _SEL_ZERO = lambda b, c, d: (b ^ 1) & c  # noqa: E731
 # Θ if H < 0 else ~Θ: b = Θ_i, c = H's sign, d = 1 (see fused_add)
 _SEL_PM_THETA = lambda b, c, d: d & (b ^ c ^ 1)  # noqa: E731
 
-#: Output queue depth (a power of two): more than the 12-cycle input-to-output latency, so that
+#: Output queue depth (a power of two): more than the 13-cycle input-to-output latency, so that
 #: the array runs at one beat per cycle without back-pressure reaching the (stall-free) pipeline.
 OUT_QUEUE_DEPTH = 16
 
@@ -70,8 +70,9 @@ class NeuronArray(wiring.Component):
     Stages (one cycle each, no enables, no stalls once accepted):
 
     * A: the beat is accepted (current registered); the groups' word counters advance;
-    * A2: the state word and parameters are read (address registers per block-RAM column);
-    * A3: the block RAMs' read registers;
+    * A2: the first address registers (per block-RAM column);
+    * A3: the second address registers;
+    * A4: the block RAMs' read registers;
     * R: the RAM output register (inside the block RAM with ``ram_target="ecp5"``) and the
       current register;
     * R2: both registered once more in the fabric (the block RAMs of a wide array sit far from
@@ -80,16 +81,16 @@ class NeuronArray(wiring.Component):
     * E: ``D = H - Θ`` if ``H >= 0`` else ``H + Θ`` (one adder, registered);
     * W: fires from D's sign (``+1``) or H's sign (``-1``) and the tracer flags; ``V = D`` if it
       fires else ``H`` is registered with the spikes;
-    * B: the state word (``S += s`` on the way) is registered next to the block RAM and the spikes
-      are written into the output queue; the next cycle writes the word back.
+    * B, B2: the state word (``S += s`` on the way) is registered twice on its way to the block
+      RAM (the spikes are written into the output queue in B); the word is written in B2.
 
-    Latency 12 cycles from input transfer to output valid (including the output queue: a block RAM
+    Latency 13 cycles from input transfer to output valid (including the output queue: a block RAM
     read through its output register into a fabric output register, so that ``o_stream``'s ``ready``
-    drives only that register's clock enable and the queue pointers). A word is written back 9
-    cycles after its beat is accepted and read 2 cycles after: with ``beats >= 8`` per step the next
+    drives only that register's clock enable and the queue pointers). A word is written back 11
+    cycles after its beat is accepted and read 3 cycles after: with ``beats >= 9`` per step the next
     access to it is always later (one beat per cycle, no hazard logic). With fewer beats a beat
     whose word is still in flight is held back (``i_stream.ready`` low, the word re-read every
-    cycle): one step per 8 cycles. ``o_stream`` back-pressure never stalls the pipeline: a beat is
+    cycle): one step per 9 cycles. ``o_stream`` back-pressure never stalls the pipeline: a beat is
     accepted only while the ``OUT_QUEUE_DEPTH``-entry spike queue (2 bits per lane) has room for it,
     which covers the latency at full rate. Under back-pressure the queue's output may pause: a head
     word that reaches the output register while it is full and not ready is read again, so
@@ -137,7 +138,7 @@ class NeuronArray(wiring.Component):
 
     #: steps of at least this many beats never wait for a write-back (one beat per cycle); a
     #: shorter step costs this many cycles (hazard stall)
-    HAZARD_FREE_BEATS = 8
+    HAZARD_FREE_BEATS = 9
 
     def __init__(self, *, lanes: int, n_neurons: int, mode: str = "stbif", current_width: int,
                  membrane_width: int, levels: int = 16, param_depth: int = 1,
@@ -238,7 +239,7 @@ class NeuronArray(wiring.Component):
         state_rams, rd_ctr, wr_ctr = [], [], []
         for gi, (lo, hi) in enumerate(groups):
             ram = RegisteredRAM(unsigned((hi - lo) * lane_bits), max(B, 2), target=self.ram_target,
-                                addr_regs=True)
+                                addr_regs=2)
             m.submodules[f"state{gi}"] = ram
             state_rams.append(ram)
             rd_ctr.append(Signal(range(max(B, 2)), name=f"rd_beat{gi}"))
@@ -260,7 +261,8 @@ class NeuronArray(wiring.Component):
         m.d.sync += [beat.eq(beat_nx), pidx.eq(pidx_nx)]
         pidx_q = Signal.like(pidx, reset_less=True)  # read with the state, two cycles after issue
         pidx_a = Signal.like(pidx, reset_less=True)
-        m.d.sync += [pidx_a.eq(pidx), pidx_q.eq(pidx_a)]
+        pidx_a2 = Signal.like(pidx, reset_less=True)
+        m.d.sync += [pidx_a.eq(pidx), pidx_a2.eq(pidx_a), pidx_q.eq(pidx_a2)]
 
         # parameters of the beat in stage H (one cycle after acceptance)
         h_pr = Signal(self.param_layout, reset_less=True)
@@ -345,12 +347,14 @@ class NeuronArray(wiring.Component):
         a_valid, a_clr, a_last, a_addr = Signal(), Signal(), Signal(), Signal(abits)
         a2_valid, a2_clr, a2_last, a2_addr = Signal(), Signal(), Signal(), Signal(abits)
         a3_valid, a3_clr, a3_last, a3_addr = Signal(), Signal(), Signal(), Signal(abits)
+        a4_valid, a4_clr, a4_last, a4_addr = Signal(), Signal(), Signal(), Signal(abits)
         r_valid, r_last, r_addr = Signal(), Signal(), Signal(abits)
         r2_valid, r2_last, r2_addr = Signal(), Signal(), Signal(abits)
         h_valid, h_last, h_addr = Signal(), Signal(), Signal(abits)
         e_last, e_addr = Signal(), Signal(abits)
         w_valid, w_addr = Signal(), Signal(abits)
         b_valid, b_addr = Signal(), Signal(abits)      # the state word registered for the RAM
+        b2_valid = Signal()                             # ... and once more: written
         # each group counts the beats in A itself (a copy of ``beat``, enabled by the registered
         # a_valid rather than by ``issue``, which would fan out to every group) and its RAM
         # registers the count: a beat's word is read in A2
@@ -365,7 +369,8 @@ class NeuronArray(wiring.Component):
         # miss the write-back of a beat of the same word now in A .. E (written at the end of
         # A2's cycle or later): it is held back until that write is done. A step of
         # HAZARD_FREE_BEATS beats or more never re-accesses a word that early: no hazard logic.
-        stages = [(a_valid, a_addr), (a2_valid, a2_addr), (a3_valid, a3_addr), (r_valid, r_addr),
+        stages = [(a_valid, a_addr), (a2_valid, a2_addr), (a3_valid, a3_addr), (a4_valid, a4_addr),
+                  (r_valid, r_addr),
                   (r2_valid, r2_addr), (h_valid, h_addr), (e_valid, e_addr)]
         hazard = Signal()
         assert len(stages) + 1 == self.HAZARD_FREE_BEATS
@@ -383,17 +388,18 @@ class NeuronArray(wiring.Component):
         m.d.sync += clr_wait.eq(self.clear)
         with m.If(self.clear):
             m.d.sync += [running.eq(0), clr_n.eq(B), beat.eq(0), pidx.eq(0),
-                         a_valid.eq(0), a2_valid.eq(0), a3_valid.eq(0), r_valid.eq(0),
+                         a_valid.eq(0), a2_valid.eq(0), a3_valid.eq(0), a4_valid.eq(0),
+                         r_valid.eq(0), b2_valid.eq(0),
                          r2_valid.eq(0),
                          h_valid.eq(0), e_valid.eq(0), w_valid.eq(0), b_valid.eq(0)]
         with m.Else():
             with m.If(~running & ~clr_wait):
                 with m.If(clr_n != 0):
                     m.d.sync += clr_n.eq(clr_n - 1)
-                with m.Elif(~Cat(*[v for v, _ in stages], w_valid, b_valid).any()):
+                with m.Elif(~Cat(*[v for v, _ in stages], w_valid, b_valid, b2_valid).any()):
                     m.d.sync += running.eq(1)
             m.d.sync += [a_valid.eq(issue), a2_valid.eq(a_valid), a3_valid.eq(a2_valid),
-                         r_valid.eq(a3_valid),
+                         a4_valid.eq(a3_valid), r_valid.eq(a4_valid), b2_valid.eq(b_valid),
                          r2_valid.eq(r_valid),
                          h_valid.eq(r2_valid),
                          e_valid.eq(h_valid), w_valid.eq(e_valid), b_valid.eq(w_valid)]
@@ -403,7 +409,8 @@ class NeuronArray(wiring.Component):
             a_clr.eq(~running), a_last.eq(last), a_addr.eq(beat),
             a2_clr.eq(a_clr), a2_last.eq(a_last), a2_addr.eq(a_addr),
             a3_clr.eq(a2_clr), a3_last.eq(a2_last), a3_addr.eq(a2_addr),
-            r_last.eq(a3_last), r_addr.eq(a3_addr),
+            a4_clr.eq(a3_clr), a4_last.eq(a3_last), a4_addr.eq(a3_addr),
+            r_last.eq(a4_last), r_addr.eq(a4_addr),
             r2_last.eq(r_last), r2_addr.eq(r_addr),
             h_last.eq(r2_last), h_addr.eq(r2_addr),
             e_last.eq(h_last), e_addr.eq(h_addr),
@@ -420,7 +427,8 @@ class NeuronArray(wiring.Component):
         m.d.sync += a_cur.eq(self.i_stream.payload)  # (ignored by clear beats)
         a2_cur = Signal(cur_layout, reset_less=True)
         a3_cur = Signal(cur_layout, reset_less=True)
-        m.d.sync += [a2_cur.eq(a_cur), a3_cur.eq(a2_cur), r_cur.eq(a3_cur)]
+        a4_cur = Signal(cur_layout, reset_less=True)
+        m.d.sync += [a2_cur.eq(a_cur), a3_cur.eq(a2_cur), a4_cur.eq(a3_cur), r_cur.eq(a4_cur)]
         # R2: the RAM outputs registered once more in the fabric (the block-RAM columns of a wide
         # array sit far from the lanes' logic: one long route per stage, not two in one)
         r2_st = Signal(state_layout, reset_less=True)
@@ -445,7 +453,7 @@ class NeuronArray(wiring.Component):
         # merged by synthesis: a single one would fan out to every lane's state bits).
         r_clr_l, r2_clr_l = [], []
         for lane in range(P):
-            rc = kept_reg(m, a3_clr, target=self.carry_target, name=f"rclr{lane}")
+            rc = kept_reg(m, a4_clr, target=self.carry_target, name=f"rclr{lane}")
             r2c = Signal(name=f"r2clr{lane}", reset_less=True)
             m.d.sync += r2c.eq(rc)
             with m.If(rc):
@@ -507,17 +515,18 @@ class NeuronArray(wiring.Component):
         # the word to write is registered once more: a register next to the block RAM, since
         # the RAM columns of a wide array sit far from the lanes' logic
         b_word = Signal(state_layout, reset_less=True)
-        m.d.sync += b_word.eq(wb)
+        b2_word = Signal(state_layout, reset_less=True)
+        m.d.sync += [b_word.eq(wb), b2_word.eq(b_word)]
         # write-backs come in beat order from 0 after a clear: each group counts them itself and
         # registers its write address with the word (the dummy word B when no beat is in W)
-        bw = Value.cast(b_word)
+        bw = Value.cast(b2_word)
         for gi, (lo, hi) in enumerate(groups):
             wc = wr_ctr[gi]
             with m.If(self.clear):                 # the beats in flight are dropped
                 m.d.sync += wc.eq(0)
             with m.Elif(w_valid):
                 m.d.sync += wc.eq(Mux(wc == B - 1, 0, wc + 1))
-            # (the RAM registers the address and enable: the write lands in B with b_word)
+            # (the RAM registers the address and enable twice: the write lands in B2 with b2_word)
             m.d.comb += [state_rams[gi].w_addr.eq(wc), state_rams[gi].w_en.eq(w_valid & ~self.clear),
                          state_rams[gi].w_data.eq(bw[lo * lane_bits:hi * lane_bits])]
         m.d.comb += [oq.w_addr.eq(q_wp[:-1]), oq.w_data.eq(w_spk),

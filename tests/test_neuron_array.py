@@ -367,11 +367,11 @@ def test_neuron_array_fast_shapes(mode, n):
 
 @pytest.mark.sim
 @pytest.mark.parametrize("mode", ["stbif", "lif"])
-@pytest.mark.parametrize("beats", [1, 2, 3, 6, 7, 8])
+@pytest.mark.parametrize("beats", [1, 2, 3, 7, 8, 9])
 @pytest.mark.parametrize("idle", [0.0, 0.3])
 def test_neuron_array_fast_hazards(mode, beats, idle):
     """Read-after-write hazards of the update pipeline: with ``beats`` words per step and no gaps,
-    every state word comes back ``beats`` cycles after its previous update: below 8 beats the
+    every state word comes back ``beats`` cycles after its previous update: below 9 beats the
     word is re-read until its write-back is done (hazard stall); random gaps mix the distances."""
     cfg = random_config(40 + beats, **{**FAST, "n": 3 * beats, "mode": mode, "depth": 1,
                                         "theta_max": 6})
@@ -383,7 +383,7 @@ def test_neuron_array_fast_hazards(mode, beats, idle):
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("beats", [1, 2, 4, 7, 8, 9])
+@pytest.mark.parametrize("beats", [1, 2, 4, 8, 9, 10])
 def test_neuron_array_fast_throughput(beats):
     """One beat per cycle when a step has at least ``HAZARD_FREE_BEATS`` beats (no hazard); with
     fewer, a word comes back before its write-back and the step is held to one per
@@ -396,7 +396,7 @@ def test_neuron_array_fast_throughput(beats):
     Scoreboard("throughput").compare(0, golden_run(cfg, cur), got)
     free = NeuronArray.HAZARD_FREE_BEATS
     per_step = max(beats, free)
-    assert cycles[0] <= steps * per_step + 13, cycles   # + the 12-cycle latency
+    assert cycles[0] <= steps * per_step + 14, cycles   # + the 13-cycle latency
     if beats < free:
         assert cycles[0] >= (steps - 1) * per_step, cycles   # the stall is really there
 

@@ -105,9 +105,10 @@ class SpikeAdditionEngine(wiring.Component):
       neither check is built.
     * An event costs ``chunks`` cycles (see stall above); the end-of-step marker one cycle,
       plus a wait if the previous step's readout has not finished. The readout starts when
-      the step's items have left the pipeline (5 cycles), then streams one beat per cycle
-      under back-pressure (RAM read enable and register enables hold the data), latency 3
-      cycles from read to ``o_stream.valid``. Ideal cycles of a step: ``events × chunks``.
+      the step's items have left the pipeline (5 cycles), then streams one beat per cycle,
+      latency 3 cycles from read to ``o_stream.valid``. Back-pressure never reaches the block
+      RAMs: a beat that finds the output register full and not taken is dropped with the one
+      behind it and read again (2 cycles lost per stall). Ideal cycles of a step: ``events × chunks``.
       The next step's end-of-step waits for this readout, so a step costs at least its
       readout beats: ``n_vectors × chunks`` with the dense protocol (a sparse step is then
       readout bound), ``touched · chunks + untouched <= events × chunks + n_vectors`` with
@@ -304,7 +305,6 @@ class SpikeAdditionEngine(wiring.Component):
         bias_touch = int(np.any(self.bias != 0))
         vflag = [Signal(V, name=f"vflag{k}", init=((1 << V) - 1) * bias_touch if k == 0 else 0)
                  for k in range(2)]
-        ro_vec = Signal(range(max(V, 2)))
         ro_chunk = Signal(cidx)
         ro_zero = Signal()
         r_zero, q_zero, o_zero = Signal(), Signal(), Signal()
@@ -393,55 +393,61 @@ class SpikeAdditionEngine(wiring.Component):
         m.d.sync += e_sum.eq(Cat(*sums))
 
         # ---- readout ------------------------------------------------------------------------
+        # A cursor (entry, memory address, chunk, the bank's vector flags shifted down as it
+        # moves on) issues one read per cycle into a fixed pipeline (R: RAM read register, Q: the
+        # RAM's output register, no enables: ``o_stream.ready`` reaches no block-RAM pin); Q
+        # loads the output register if it is free or being taken, else Q and R are dropped and
+        # the cursor rewinds to Q's item (each item carries the cursor it was issued at).
         ro_busy = ro_active | r_valid | q_valid
         adv_o = ~o_valid | self.o_stream.ready
-        adv_q = ~q_valid | adv_o
-        adv_r = ~r_valid | adv_q
+        drop = q_valid & ~adv_o
+        deliver = q_valid & adv_o
         ro_issue = Signal()
         drained = ~((a_valid & (a_bank == ro_bank)) | (b_valid & (b_bank == ro_bank)) |
                     (c_valid & (c_bank == ro_bank)) | (d_valid & (d_bank == ro_bank)) |
                     (e_valid & (e_bank == ro_bank)))
-        m.d.comb += ro_issue.eq(ro_active & adv_r & (ro_ptr < E))
-        # the readout bank's vector flags, shifted down as the readout moves to the next vector
-        # (no V:1 multiplexer on the readout's control path); frozen during its readout
+        m.d.comb += ro_issue.eq(ro_active & (ro_ptr < E) & ~drop)
         ro_flags = Signal(V, name="ro_flags")
+        cursor = Cat(ro_ptr, ro_mptr, ro_chunk, ro_flags)
+        r_cur = Signal(len(cursor), name="r_cursor")
+        q_cur = Signal(len(cursor), name="q_cursor")
+        q_ptr = q_cur[:len(ro_ptr)]
         with m.If(ro_pending & drained):
-            m.d.sync += [ro_pending.eq(0), ro_active.eq(1), ro_ptr.eq(0), ro_vec.eq(0),
-                         ro_chunk.eq(0), ro_mptr.eq(Mux(ro_bank, C + E, C)),
+            m.d.sync += [ro_pending.eq(0), ro_active.eq(1), ro_ptr.eq(0), ro_chunk.eq(0),
+                         ro_mptr.eq(Mux(ro_bank, C + E, C)),
                          ro_flags.eq(Mux(ro_bank, vflag[1], vflag[0]))]
         if compact:
             # at a vector's first chunk: untouched -> one zero beat, skip its chunks
             m.d.comb += ro_zero.eq((ro_chunk == 0) & ~ro_flags[0])
-        with m.If(ro_issue):
+        with m.If(drop):
+            m.d.sync += cursor.eq(q_cur)
+        with m.Elif(ro_issue):
             with m.If(ro_zero):
                 m.d.sync += [ro_ptr.eq(ro_ptr + C), ro_mptr.eq(ro_mptr + C),
-                             ro_vec.eq(ro_vec + 1), ro_flags.eq(ro_flags >> 1)]
+                             ro_flags.eq(ro_flags >> 1)]
             with m.Else():
                 m.d.sync += [ro_ptr.eq(ro_ptr + 1), ro_mptr.eq(ro_mptr + 1),
                              ro_chunk.eq(Mux(ro_chunk == C - 1, 0, ro_chunk + 1))]
                 with m.If(ro_chunk == C - 1):
-                    m.d.sync += [ro_vec.eq(ro_vec + 1), ro_flags.eq(ro_flags >> 1)]
-        with m.If(ro_active & (ro_ptr == E)):
+                    m.d.sync += ro_flags.eq(ro_flags >> 1)
+        with m.If(ro_active & (ro_ptr == E) & ~r_valid & ~q_valid):
             m.d.sync += ro_active.eq(0)
             if compact:
                 # every vector flag of the bank has been read: clear them for its next step
                 for k in range(2):
                     with m.If(ro_bank == k):
                         m.d.sync += vflag[k].eq(0)
-        with m.If(adv_r):
-            m.d.sync += [r_valid.eq(ro_issue), r_zero.eq(ro_zero)]
-        with m.If(adv_q):
-            m.d.sync += [q_valid.eq(r_valid), q_zero.eq(r_zero)]
+        m.d.sync += [r_valid.eq(ro_issue), r_zero.eq(ro_zero), r_cur.eq(cursor),
+                     q_valid.eq(r_valid & ~drop), q_zero.eq(r_zero), q_cur.eq(r_cur)]
         # an untouched word reads as 0: synchronous reset taking priority over the enable (the
         # ECP5 FF's LSR), not a gate in front of the register
         with m.If(adv_o):
             m.d.sync += [o_valid.eq(q_valid), o_zero.eq(q_zero), o_data.eq(q_data)]
         with m.If(adv_o & (~Mux(ro_bank, f_q[1], f_q[0]) | q_zero)):
             m.d.sync += o_data.eq(0)
-        # (a zero beat's words were never touched: their flags are 0 already, nothing to clear)
-        m.d.sync += [z_en.eq(ro_issue & ~ro_zero), z_addr.eq(ro_ptr)]
-        m.d.comb += [acc_ro.r_addr.eq(ro_mptr), acc_ro.r_en.eq(adv_r), acc_ro.r_oen.eq(adv_q),
-                     self.o_stream.valid.eq(o_valid)]
+        # a delivered word's flag is cleared (a zero beat's words were never touched)
+        m.d.sync += [z_en.eq(deliver & ~q_zero), z_addr.eq(q_ptr)]
+        m.d.comb += [acc_ro.r_addr.eq(ro_mptr), self.o_stream.valid.eq(o_valid)]
         if compact:
             m.d.comb += [self.o_stream.payload.lanes.eq(o_data),
                          self.o_stream.payload.zero.eq(o_zero)]
@@ -460,11 +466,10 @@ class SpikeAdditionEngine(wiring.Component):
         for k, (wr, rd) in enumerate(flags):
             ro_role = ro_busy & (ro_bank == k)
             with m.If(ro_role):
-                m.d.comb += [rd.addr.eq(ro_ptr), rd.en.eq(adv_r)]
+                m.d.comb += rd.addr.eq(ro_ptr)
             with m.Else():
                 m.d.comb += rd.addr.eq(ev_aaddr)
-            with m.If(~ro_role | adv_q):
-                m.d.sync += f_q[k].eq(rd.data)     # RAM output register, no logic before it
+            m.d.sync += f_q[k].eq(rd.data)         # RAM output register, no logic before it
             # (a bias item sets its bank-0 flag and clears the bank-1 flag of the same word)
             with m.If(b_valid & ((b_bank == k) | b_bias)):
                 m.d.comb += [wr.addr.eq(b_addr), wr.data.eq(b_bank == k), wr.en.eq(1)]

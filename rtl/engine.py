@@ -105,7 +105,7 @@ class SpikeAdditionEngine(wiring.Component):
       neither check is built.
     * An event costs ``chunks`` cycles (see stall above); the end-of-step marker one cycle,
       plus a wait if the previous step's readout has not finished. The readout starts when
-      the step's items have left the pipeline (5 cycles), then streams one beat per cycle,
+      the step's items have left the pipeline (6 cycles), then streams one beat per cycle,
       latency 3 cycles from read to ``o_stream.valid``. Back-pressure never reaches the block
       RAMs: a beat that finds the output register full and not taken is dropped with the one
       behind it and read again (2 cycles lost per stall). Ideal cycles of a step: ``events × chunks``.
@@ -412,7 +412,10 @@ class SpikeAdditionEngine(wiring.Component):
         r_cur = Signal(len(cursor), name="r_cursor")
         q_cur = Signal(len(cursor), name="q_cursor")
         q_ptr = q_cur[:len(ro_ptr)]
-        with m.If(ro_pending & drained):
+        # (the start is registered: ``drained`` looks at every accumulate stage)
+        ro_go = Signal()
+        m.d.sync += ro_go.eq(ro_pending & drained & ~ro_go)
+        with m.If(ro_go):
             m.d.sync += [ro_pending.eq(0), ro_active.eq(1), ro_ptr.eq(0), ro_chunk.eq(0),
                          ro_mptr.eq(Mux(ro_bank, C + E, C)),
                          ro_flags.eq(Mux(ro_bank, vflag[1], vflag[0]))]
@@ -490,7 +493,7 @@ class SpikeAdditionEngine(wiring.Component):
             if compact:
                 # the bias (bank 0) touches every vector on the first step, if it is not all 0
                 m.d.sync += [vflag[0].eq(((1 << V) - 1) * bias_touch), vflag[1].eq(0)]
-            m.d.sync += [acc_bank.eq(0), ev_valid.eq(0),
+            m.d.sync += [acc_bank.eq(0), ev_valid.eq(0), ro_go.eq(0),
                          ro_pending.eq(0), ro_active.eq(0), r_valid.eq(0), q_valid.eq(0),
                          o_valid.eq(0), z_en.eq(0)]
         return m

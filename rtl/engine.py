@@ -316,7 +316,10 @@ class SpikeAdditionEngine(wiring.Component):
         hazard = Signal()
         last_chunk = ev_chunk == C - 1
         swap = Signal()
-        ro_free = ~ro_pending & ~ro_active & ~r_valid & ~q_valid
+        # the readout is free (registered, one cycle late: the input handshake path stays short;
+        # cleared by the swap that makes it busy)
+        ro_free = Signal()
+        m.d.sync += ro_free.eq(~ro_pending & ~ro_active & ~r_valid & ~q_valid & ~swap)
         m.d.comb += [
             # an item reads its word 2 cycles after issue and writes it 5 cycles after: the
             # word of an item issued 1 or 2 cycles earlier (now in A, B) is not written in time

@@ -77,8 +77,10 @@ class NeuronArray(wiring.Component):
       current register;
     * R2: both registered once more in the fabric (the block RAMs of a wide array sit far from
       the lanes' logic);
-    * H: ``H = V + I`` (one adder per lane), the tracer flags ``S != Qp`` / ``S != Qn``;
-    * E: ``D = H - Θ`` if ``H >= 0`` else ``H + Θ`` (one adder, registered);
+    * H: ``H = V + I`` (one adder per lane; a clear beat adds floor(Θ/2), LIF 0, instead of
+      ``I``), the tracer flags ``S != Qp`` / ``S != Qn``;
+    * E: ``D = H - Θ`` if ``H >= 0`` else ``H + Θ`` (one adder, registered; on ECP5 both operand
+      selects sit inside the ``CCU2C`` carry chain, see ``carry_target``);
     * W: fires from D's sign (``+1``) or H's sign (``-1``) and the tracer flags; ``V = D`` if it
       fires else ``H`` is registered with the spikes;
     * B, B2: the state word (``S += s`` on the way) is registered twice on its way to the block
@@ -96,10 +98,11 @@ class NeuronArray(wiring.Component):
     word that reaches the output register while it is full and not ready is read again, so
     ``o_stream.valid`` may drop for up to two cycles after a stall (same order and contents).
 
-    ``clear`` (one-cycle strobe) and reset drop any beat in flight and start a clear pass of about ``beats +
-    8`` cycles: ``beats`` clear beats go down the same pipeline with ``I = 0`` and ``H = S = 0`` from stage H
-    on (sync resets) and leave the cleared state (``V = floor(Θ/2)`` resp. 0, ``S = 0``) through the normal
-    write-back; then the array restarts at beat 0. ``busy`` is high and ``i_stream.ready`` low meanwhile.
+    ``clear`` (one-cycle strobe) and reset drop any beat in flight and start a clear pass of about
+    ``beats + 12`` cycles: ``beats`` clear beats go down the same pipeline, their state words zeroed
+    in R2 and floor(Θ/2) (LIF: 0) added instead of the current in H, which never fires (Θ >= 1), so
+    the normal write-back leaves the cleared state (``V = floor(Θ/2)`` resp. 0, ``S = 0``); then the
+    array restarts at beat 0. ``busy`` is high and ``i_stream.ready`` low meanwhile.
 
     Memories and counters are at least 2 deep (no zero-width addresses in the Verilog).
 

@@ -142,8 +142,9 @@ class RegisteredRAM(wiring.Component):
         if not self.addr_regs:
             return self.w_addr, self.w_en, self.r_addr
         aw = Shape.cast(range(self.words)).width
-        wa = Value.cast(Mux(self.w_en, self.w_addr, self.depth))
-        ra = Value.cast(self.r_addr)
+        # (the dummy word may need one address bit more than the ports have)
+        wa = Cat(Mux(self.w_en, self.w_addr, self.depth), C(0, aw))[:aw]
+        ra = Cat(self.r_addr, C(0, aw))[:aw]
         for st in range(self.addr_regs):
             if self.target == "ecp5":
                 # TRELLIS_FF instances: Yosys would merge equal plain registers back into one

@@ -196,6 +196,10 @@ def test_registered_ram_dp16kd_structure():
     text = rtlil.convert(ram)
     assert text.count("cell \\DP16KD") == 3
     assert RegisteredRAM(unsigned(20), 1500, target="ecp5").mode[0] == 9
+    # the dummy word of addr_regs needs an address bit more than a depth-2 port has
+    for regs in (1, 2):
+        tiny = RegisteredRAM(unsigned(8), 2, target="ecp5", addr_regs=regs)
+        assert tiny.words == 3 and rtlil.convert(tiny).count("cell \\TRELLIS_FF") == 4 * regs
     with pytest.raises(ValueError, match="18-bit mode"):
         RegisteredRAM(unsigned(8), 2000, init=[1], target="ecp5")
     with pytest.raises(ValueError, match="exceeds one DP16KD"):

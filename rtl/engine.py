@@ -6,7 +6,6 @@ import numpy as np
 from amaranth.hdl import C as C_
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..model.widths import signed_bits
@@ -232,10 +231,6 @@ class SpikeAdditionEngine(wiring.Component):
         eaddr = range(max(E, 2))
         maddr = range(2 * E + C)
         cidx = range(max(C, 2))
-        # no_rw_check: a word is never read in the cycle it is written (hazard stall, banks), so no
-        # read/write collision logic behind the RAM outputs
-        block = {"ram_style": "block", "no_rw_check": 1}
-
         # block RAMs read through their output registers (RegisteredRAM); the weight ROM and the
         # accumulate copy register their addresses per block-RAM column (addr_regs)
         tgt = self.ram_target
@@ -252,9 +247,9 @@ class SpikeAdditionEngine(wiring.Component):
         # per-bank "touched this step" flags (a word not touched reads as 0: no zeroing writes)
         flags = []
         for k in range(2):
-            mem = Memory(shape=1, depth=max(E, 2), init=[], attrs=block)
-            m.submodules[f"flag{k}"] = mem
-            flags.append((mem.write_port(), mem.read_port(domain="sync")))
+            ram = RegisteredRAM(unsigned(1), max(E, 2), target=tgt)
+            m.submodules[f"flag{k}"] = ram
+            flags.append(ram)
 
         # ---- state --------------------------------------------------------------------------
         clearing = Signal(init=1)
@@ -283,7 +278,7 @@ class SpikeAdditionEngine(wiring.Component):
         a_fwd, b_fwd, c_fwd = Signal(), Signal(), Signal()
         c_addr = Signal(eaddr)
         r_w = w_l(wrom.r_data)          # weight, stage C (the ROM's output register)
-        f_q = [Signal(name=f"f_q{k}") for k in range(2)]    # flag RAM outputs, registered
+        f_q = [ram.r_data for ram in flags]         # flag RAM output registers
         f_q2 = [Signal(name=f"f_q2_{k}") for k in range(2)]  # and once more (accumulate)
         r_a = acc_l(acc.r_data)         # accumulator word, stage D (the RAM's output register)
         d_keep = Signal()               # stage D: use the word read (touched or bias, not forwarded)
@@ -469,18 +464,17 @@ class SpikeAdditionEngine(wiring.Component):
         # ---- flags: read with the item in S0 (accumulate; registered twice, the first register
         # next to the RAM) or with the readout address; set by the item in B, cleared one cycle
         # after their readout and by the clear pass ---------------------------------------------
-        for k, (wr, rd) in enumerate(flags):
+        for k, ram in enumerate(flags):
             ro_role = ro_busy & (ro_bank == k)
             with m.If(ro_role):
-                m.d.comb += rd.addr.eq(ro_ptr)
+                m.d.comb += ram.r_addr.eq(ro_ptr)
             with m.Else():
-                m.d.comb += rd.addr.eq(ev_aaddr)
-            m.d.sync += f_q[k].eq(rd.data)         # RAM output register, no logic before it
+                m.d.comb += ram.r_addr.eq(ev_aaddr)
             # (a bias item sets its bank-0 flag and clears the bank-1 flag of the same word)
             with m.If(b_valid & ((b_bank == k) | b_bias)):
-                m.d.comb += [wr.addr.eq(b_addr), wr.data.eq(b_bank == k), wr.en.eq(1)]
+                m.d.comb += [ram.w_addr.eq(b_addr), ram.w_data.eq(b_bank == k), ram.w_en.eq(1)]
             with m.Elif(z_en & (ro_bank == k)):
-                m.d.comb += [wr.addr.eq(z_addr), wr.en.eq(1)]
+                m.d.comb += [ram.w_addr.eq(z_addr), ram.w_en.eq(1)]
 
         # ---- clear pass: E bias items into bank 0 (through the adder), bank 1 flags zeroed ----
         pipe_empty = ~a_valid & ~b_valid & ~c_valid & ~d_valid & ~e_valid

@@ -366,7 +366,10 @@ class SpikeAdditionEngine(wiring.Component):
         ]
         # the accumulate copy registers its read address (the read is in B) and its write address
         # and enable (the write of the sum is in E)
-        m.d.comb += [acc.r_addr.eq(Mux(a_bias, a_chunk, a_waddr_full)),
+        # (the read address is computed in S0 and registered: no logic in front of the copies)
+        a_raddr = Signal(maddr)
+        m.d.sync += a_raddr.eq(Mux(clearing, ev_chunk, ev_aaddr + Mux(acc_bank, C + E, C)))
+        m.d.comb += [acc.r_addr.eq(a_raddr),
                      acc.w_addr.eq(d_maddr), acc.w_en.eq(d_valid), acc.w_data.eq(e_sum),
                      acc_ro.w_addr.eq(e_maddr), acc_ro.w_en.eq(e_valid), acc_ro.w_data.eq(e_sum)]
         # C: the word's flag for D (an untouched word enters the adder as 0, a bias word as read,

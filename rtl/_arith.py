@@ -25,7 +25,8 @@ from amaranth.lib.wiring import In, Out
 
 from ._bram import RegisteredRAM
 
-__all__ = ["SplitRAM", "PipelinedDivider", "SequentialIsqrt", "check_int", "pipelined_mul", "mul_latency",
+__all__ = ["SplitRAM", "load_pipeline", "LoadStageC",
+           "PipelinedDivider", "SequentialIsqrt", "check_int", "pipelined_mul", "mul_latency",
            "const_mul", "const_mul_latency", "delay", "LIMB"]
 
 LIMB = 18
@@ -172,6 +173,45 @@ def load_row_state(m: Module, ready, accept, pos, col, base, depth: int, width: 
             m.d.sync += base.eq(pos)
         with m.If(col == width - 1):
             m.next = "DRAIN"
+
+
+class LoadStageC:
+    """Stage C of :func:`load_pipeline`: one element of the row with its stored state."""
+
+    def __init__(self, v, x, y, pos, col, nz):
+        self.v, self.x, self.y, self.pos, self.col, self.nz = v, x, y, pos, col, nz
+
+
+def load_pipeline(m: Module, i_stream, pos, col, xmem: SplitRAM, ymem: SplitRAM, *, delta_shape,
+                  x_shape, y_shape, depth: int, col_width: int):
+    """Load pipeline of the differential norm units (one definition for softmax and LayerNorm).
+
+    A: an input element ``ΔU`` is accepted at flat position ``pos`` (its stored ``X`` and ``Y``
+    are read at that address: :class:`SplitRAM`, read latency 2); A2: the RAMs; B: their data
+    and ``ΔU != 0``; C: ``X + ΔU`` registered with ``Y``, the position and the column. Returns
+    ``(accept, stage_c)``: the ``i_stream`` handshake (the caller drives ``ready``) and a
+    :class:`LoadStageC`. The caller writes ``stage_c.x`` back and accumulates the row.
+    """
+    accept = Signal()
+    m.d.comb += [accept.eq(i_stream.valid & i_stream.ready), xmem.r_addr.eq(pos), ymem.r_addr.eq(pos)]
+    a_v, a2_v, b_v, c_v = Signal(), Signal(), Signal(), Signal()
+    a_p, a2_p, b_p = (Signal(delta_shape) for _ in range(3))
+    a_pos, a2_pos, b_pos, c_pos = (Signal(range(depth)) for _ in range(4))
+    a_col, a2_col, b_col, c_col = (Signal(col_width) for _ in range(4))
+    b_x = Signal(x_shape, name="b_x", reset_less=True)
+    c_x = Signal(x_shape, name="c_x", reset_less=True)
+    b_y = Signal(y_shape, name="b_y", reset_less=True)
+    c_y = Signal(y_shape, name="c_y", reset_less=True)
+    b_nz, c_nz = Signal(), Signal()
+    m.d.sync += [
+        a_v.eq(accept), a_p.eq(i_stream.payload), a_pos.eq(pos), a_col.eq(col),
+        a2_v.eq(a_v), a2_p.eq(a_p), a2_pos.eq(a_pos), a2_col.eq(a_col),
+        b_v.eq(a2_v), b_p.eq(a2_p), b_pos.eq(a2_pos), b_col.eq(a2_col), b_nz.eq(a2_p != 0),
+        b_x.eq(xmem.r_data), b_y.eq(ymem.r_data),
+        c_v.eq(b_v), c_x.eq(b_x + b_p), c_y.eq(b_y), c_pos.eq(b_pos), c_col.eq(b_col),
+        c_nz.eq(b_nz),
+    ]
+    return accept, LoadStageC(c_v, c_x, c_y, c_pos, c_col, c_nz)
 
 
 class SplitRAM:

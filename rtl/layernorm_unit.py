@@ -32,6 +32,7 @@ from ._arith import (
     const_mul,
     const_mul_latency,
     delay,
+    load_pipeline,
     load_row_state,
     next_row,
 )
@@ -233,24 +234,10 @@ class LayerNormUnit(wiring.Component):
 
         # ---- load pipeline: A accept (RAM address = pos), A2 RAM, B RAM data registered, D X + ΔU;
         # S1 at D, S2 through |X|, X² (registered DSP multiplier)
-        accept = Signal()
-        m.d.comb += [accept.eq(self.i_stream.valid & self.i_stream.ready),
-                     xmem.r_addr.eq(pos), ymem.r_addr.eq(pos)]
-        a_v, a2_v, b_v, c_v = Signal(), Signal(), Signal(), Signal()
-        a_p, a2_p, b_p = (Signal(signed(self.delta_width)) for _ in range(3))
-        a_pos, a2_pos, b_pos, c_pos = (Signal(range(depth)) for _ in range(4))
-        a_col, a2_col, b_col, c_col = (Signal(jw) for _ in range(4))
-        b_x, c_x = Signal(signed(xw), reset_less=True), Signal(signed(xw), reset_less=True)
-        b_y, c_y = Signal(signed(yw), reset_less=True), Signal(signed(yw), reset_less=True)
-        b_nz, c_nz = Signal(), Signal()
-        m.d.sync += [
-            a_v.eq(accept), a_p.eq(self.i_stream.payload), a_pos.eq(pos), a_col.eq(col),
-            a2_v.eq(a_v), a2_p.eq(a_p), a2_pos.eq(a_pos), a2_col.eq(a_col),
-            b_v.eq(a2_v), b_p.eq(a2_p), b_pos.eq(a2_pos), b_col.eq(a2_col), b_nz.eq(a2_p != 0),
-            b_x.eq(xmem.r_data), b_y.eq(ymem.r_data),
-            c_v.eq(b_v), c_x.eq(b_x + b_p), c_y.eq(b_y), c_pos.eq(b_pos), c_col.eq(b_col),
-            c_nz.eq(b_nz),
-        ]
+        accept, st_c = load_pipeline(m, self.i_stream, pos, col, xmem, ymem,
+                                     delta_shape=signed(self.delta_width), x_shape=signed(xw),
+                                     y_shape=signed(yw), depth=depth, col_width=jw)
+        c_v, c_x, c_y, c_pos, c_col, c_nz = st_c.v, st_c.x, st_c.y, st_c.pos, st_c.col, st_c.nz
         c_first = c_col == 0
         s1 = Signal(signed(self.s1_width))
         s2 = Signal(unsigned(self.s2_width))

@@ -9,9 +9,9 @@ import pytest
 from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.sim import Simulator
 
 from equispike.rtl._carry import fused_add, fused_init
+from equispike.sim.amaranth_tb import run_testbenches
 
 try:
     import cocotb
@@ -84,12 +84,7 @@ def test_fused_add_amaranth():
             got = (ctx.get(dut.o_pm), ctx.get(dut.o_mux))
             assert got == expected(a, b, c, d, s), f"first mismatch: cycle {k}, operands {a, b, c, d, s}"
 
-    m = Module()
-    m.submodules.dut = dut
-    sim = Simulator(m)
-    sim.add_clock(1e-8)
-    sim.add_testbench(tb)
-    sim.run()
+    run_testbenches(dut, tb)
 
 
 if cocotb is not None:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import random
 
 import pytest
-from amaranth.hdl import Module, unsigned
-from amaranth.sim import Simulator
+from amaranth.hdl import unsigned
 
 from equispike.rtl._bram import RegisteredRAM
+from equispike.sim.amaranth_tb import run_testbenches
 
 try:
     import cocotb
@@ -178,12 +178,7 @@ def test_registered_ram_amaranth(target, name):
             got = ctx.get(dut.r_data)
             assert got == exp, f"first mismatch: cycle {k}, expected {exp:#x}, got {got:#x}"
 
-    m = Module()
-    m.submodules.dut = dut
-    sim = Simulator(m)
-    sim.add_clock(1e-8)
-    sim.add_testbench(tb)
-    sim.run()
+    run_testbenches(dut, tb)
     assert (seen["collisions"] > 0) == (collide > 0)
 
 

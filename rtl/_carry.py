@@ -87,6 +87,8 @@ def kept_reg(m: Module, d, *, target: str | None = None, name: str = "kept", ini
     only merges its own cell types), so per-lane copies of a control flag stay separate and
     each drives a few loads instead of one flip-flop driving thousands. Otherwise a plain
     register (simulation: the same cycle behaviour). ``init``: the power-up value (0 or 1)."""
+    if init not in (0, 1):
+        raise ValueError(f"kept_reg init must be 0 or 1, got {init!r}")
     q = Signal(name=name, reset_less=True, init=init)
     if target == "ecp5":
         # (the power-up value is the set/reset value: REGSET; LSR is tied low)

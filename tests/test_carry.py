@@ -10,7 +10,7 @@ from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from equispike.rtl._carry import fused_add, fused_init
+from equispike.rtl._carry import fused_add, fused_init, kept_reg
 from equispike.sim.amaranth_tb import run_testbenches
 
 try:
@@ -128,3 +128,5 @@ def test_fused_add_shapes():
     x = Signal(unsigned(4))
     with pytest.raises(ValueError, match="target"):
         fused_add(m, 4, x, x, x, x, SELECTS["pm"], target="xilinx")
+    with pytest.raises(ValueError, match="init must be 0 or 1"):
+        kept_reg(m, x[0], target="ecp5", init=2)

@@ -90,15 +90,19 @@ class RegisteredRAM(wiring.Component):
         column of a wide RAM is a 7-ns net there; a second one halves the route from wherever
         the address is computed): a write then lands ``addr_regs`` cycles after
         ``w_addr``/``w_en`` are presented, with the ``w_data`` of that later cycle, and
-        ``r_data`` belongs to the ``r_addr`` of ``2 + addr_regs`` cycles before
+        ``r_data`` belongs to the ``r_addr`` of ``2 + read_addr_regs`` cycles before
         (``r_en``/``r_oen`` are not delayed). On ECP5 the copies are ``TRELLIS_FF``
         instances (:func:`~equispike.rtl._carry.kept_reg`), which synthesis cannot merge, and the
         write enable is folded into the address (an extra, never read word takes the writes of
         the cycles without ``w_en``): no enable net.
+    read_addr_regs : int, optional
+        Registers on ``r_addr`` (0..``addr_regs``); default ``addr_regs``. Fewer than
+        ``addr_regs`` when the reader needs the shorter read latency (a queue whose write side
+        is far from the RAM but whose read address is local to it).
     """
 
     def __init__(self, shape, depth: int, *, init: Sequence[int] = (), target: str | None = None,
-                 addr_regs: int = 0):
+                 addr_regs: int = 0, read_addr_regs: int | None = None):
         if target not in RAM_TARGETS:
             raise ValueError(f"RegisteredRAM target must be one of {RAM_TARGETS}, got {target!r}")
         if not isinstance(depth, int) or depth < 2:
@@ -108,6 +112,8 @@ class RegisteredRAM(wiring.Component):
             raise ValueError("RegisteredRAM words must be at least 1 bit wide")
         self.depth = depth
         self.addr_regs = check_int("addr_regs", int(addr_regs), 0, 2)
+        self.read_addr_regs = self.addr_regs if read_addr_regs is None else \
+            check_int("read_addr_regs", int(read_addr_regs), 0, self.addr_regs)
         self.target = target
         # with addr_regs: one dummy word after the data takes the writes without w_en
         self.words = depth + 1 if self.addr_regs else depth
@@ -150,14 +156,19 @@ class RegisteredRAM(wiring.Component):
                 # TRELLIS_FF instances: Yosys would merge equal plain registers back into one
                 wa = Cat(*[kept_reg(m, wa[i], target="ecp5", name=f"wa{copy}_{st}_{i}",
                                     init=(self.depth >> i) & 1) for i in range(aw)])
-                ra = Cat(*[kept_reg(m, ra[i], target="ecp5", name=f"ra{copy}_{st}_{i}")
-                           for i in range(aw)])
             else:
                 wq = Signal(range(self.words), name=f"wa{copy}_{st}", init=self.depth,
                             reset_less=True)
+                m.d.sync += wq.eq(wa)
+                wa = wq
+        for st in range(self.read_addr_regs):
+            if self.target == "ecp5":
+                ra = Cat(*[kept_reg(m, ra[i], target="ecp5", name=f"ra{copy}_{st}_{i}")
+                           for i in range(aw)])
+            else:
                 rq = Signal(range(self.words), name=f"ra{copy}_{st}", reset_less=True)
-                m.d.sync += [wq.eq(wa), rq.eq(ra)]
-                wa, ra = wq, rq
+                m.d.sync += rq.eq(ra)
+                ra = rq
         return wa, C(1, 1), ra
 
     def elaborate(self, platform):

@@ -53,7 +53,8 @@ def fused_add(m: Module, width: int, a, b, c, d, t: TFunc, cin=0, *, target: str
     ``a``, ``b``, ``c``, ``d`` are values (a signed one is sign-extended, an unsigned one
     zero-extended, a 1-bit one is shared by every bit); ``t`` is written with ``&``, ``|`` and
     ``^ 1`` (not ``~``), so that it evaluates both on Amaranth bits and on Python 0/1.
-    Combinational; one carry chain of ``width`` bits.
+    Combinational; one carry chain of ``width`` bits (on ECP5 ``ceil((width + 1) / 2)``
+    ``CCU2C``: the carry in enters through the first half, see below).
     """
     if target not in CARRY_TARGETS:
         raise ValueError(f"fused_add target must be one of {CARRY_TARGETS}, got {target!r}")
@@ -64,20 +65,38 @@ def fused_add(m: Module, width: int, a, b, c, d, t: TFunc, cin=0, *, target: str
         ext = Cat(*[_bit(a, i) for i in range(width)])
         m.d.comb += out.eq(ext + tt + cin)
         return out
-    carry = Value.cast(cin)
-    for k, lo in enumerate(range(0, width, 2)):
+    # Half 0 of the first CCU2C starts the chain: its LUT4 is 0 (C0 = D0 = 1 select INIT entries
+    # 14, 15 = 0), so its carry out is its generate LUT2(A0, B0) = A0 = cin (INIT0 = 0x000A, the
+    # feed-in cell nextpnr would otherwise add in front of a chain whose CIN is a net, constant
+    # or not: a whole CCU2C). Bit i is half i + 1. CIN of the first and COUT of the last CCU2C
+    # stay unconnected: a connected COUT makes nextpnr add a pass-out CCU2C.
+    halves = [None, *range(width)]
+    carry = None
+    for k, lo in enumerate(range(0, len(halves), 2)):
         s = Signal(2, name=f"{name}_s{k}")
-        co = Signal(name=f"{name}_co{k}")
-        ports = {"i_CIN": carry, "o_S0": s[0], "o_S1": s[1], "o_COUT": co}
+        ports = {"o_S0": s[0], "o_S1": s[1]}
+        if carry is not None:
+            ports["i_CIN"] = carry
+        if lo + 2 < len(halves):
+            carry = Signal(name=f"{name}_co{k}")
+            ports["o_COUT"] = carry
+        inits = []
         for h in range(2):
-            i = lo + h
-            for pin, v in zip("ABCD", (a, b, c, d), strict=True):
-                ports[f"i_{pin}{h}"] = _bit(v, i) if i < width else C(0, 1)
+            bit = halves[lo + h] if lo + h < len(halves) else None
+            if lo + h == 0:
+                pins, hinit = (Value.cast(cin), C(1, 1), C(1, 1), C(1, 1)), 0x000A
+            elif bit is None:                      # past the top bit: unused
+                pins, hinit = (C(0, 1),) * 4, 0
+            else:
+                pins = tuple(_bit(v, bit) for v in (a, b, c, d))
+                hinit = init
+                m.d.comb += out[bit].eq(s[h])
+            for pin, v in zip("ABCD", pins, strict=True):
+                ports[f"i_{pin}{h}"] = v
+            inits.append(hinit)
         m.submodules[f"{name}_{k}"] = Instance(
-            "CCU2C", p_INIT0=C(init, 16), p_INIT1=C(init, 16), p_INJECT1_0="NO", p_INJECT1_1="NO",
-            **ports)
-        m.d.comb += out[lo:lo + 2].eq(s[:min(2, width - lo)])
-        carry = co
+            "CCU2C", p_INIT0=C(inits[0], 16), p_INIT1=C(inits[1], 16), p_INJECT1_0="NO",
+            p_INJECT1_1="NO", **ports)
     return out
 
 

@@ -20,8 +20,10 @@ _SEL_CLEAR = lambda b, c, d: (b & d) | ((b ^ 1) & c)  # noqa: E731
 _SEL_ZERO = lambda b, c, d: (b ^ 1) & c  # noqa: E731
 # Θ if H < 0 else ~Θ: b = Θ_i, c = H's sign, d = 1 (see fused_add)
 _SEL_PM_THETA = lambda b, c, d: d & (b ^ c ^ 1)  # noqa: E731
+# a plain b: b = the addend, d = 1
+_SEL_PLAIN = lambda b, c, d: b & d  # noqa: E731
 
-#: Output queue depth (a power of two): more than the 13-cycle input-to-output latency, so that
+#: Output queue depth (a power of two): more than the 14-cycle input-to-output latency, so that
 #: the array runs at one beat per cycle without back-pressure reaching the (stall-free) pipeline.
 OUT_QUEUE_DEPTH = 16
 
@@ -84,11 +86,13 @@ class NeuronArray(wiring.Component):
     * W: fires from D's sign (``+1``) or H's sign (``-1``) and the tracer flags; ``V = D`` if it
       fires else ``H`` is registered with the spikes;
     * B, B2: the state word (``S += s`` on the way) is registered twice on its way to the block
-      RAM (the spikes are written into the output queue in B); the word is written in B2.
+      RAM; the word is written in B2. The spikes are registered once more in B and written into
+      the output queue in B2 (its write address and enable registered per block-RAM column).
 
-    Latency 13 cycles from input transfer to output valid (including the output queue: a block RAM
-    read through its output register into a fabric output register, so that ``o_stream``'s ``ready``
-    drives only that register's clock enable and the queue pointers). A word is written back 11
+    Latency :data:`LATENCY` = 14 cycles from input transfer to output valid (including the
+    output queue: a block RAM read through its output register into a fabric output register,
+    so that ``o_stream``'s ``ready`` drives only that register's clock enable and the queue
+    pointers). A word is written back 11
     cycles after its beat is accepted and read 3 cycles after: with ``beats >= 9`` per step the next
     access to it is always later (one beat per cycle, no hazard logic). With fewer beats a beat
     whose word is still in flight is held back (``i_stream.ready`` low, the word re-read every
@@ -142,6 +146,8 @@ class NeuronArray(wiring.Component):
     #: steps of at least this many beats never wait for a write-back (one beat per cycle); a
     #: shorter step costs this many cycles (hazard stall)
     HAZARD_FREE_BEATS = 9
+    #: cycles from an input beat's transfer to its output beat's ``valid`` (no back-pressure)
+    LATENCY = 14
 
     def __init__(self, *, lanes: int, n_neurons: int, mode: str = "stbif", current_width: int,
                  membrane_width: int, levels: int = 16, param_depth: int = 1,
@@ -295,8 +301,13 @@ class NeuronArray(wiring.Component):
         # only if the tag is the head when it arrives (``q_hit``, registered a cycle ahead).
         Q = OUT_QUEUE_DEPTH
         qbits = range(2 * Q)
-        m.submodules.oq = oq = RegisteredRAM(unsigned(spk_layout.size), Q, target=self.ram_target)
-        q_wp = Signal(qbits)                        # next word written
+        # The spikes reach it registered twice after W (b_spk), and its write address and enable
+        # are registered once more per block-RAM column (``addr_regs=1``, read side unregistered):
+        # the lanes of a wide array are spread far from the queue's block RAMs.
+        m.submodules.oq = oq = RegisteredRAM(unsigned(spk_layout.size), Q, target=self.ram_target,
+                                             addr_regs=1, read_addr_regs=0)
+        q_wp = Signal(qbits)                        # next word to write (presented to the RAM)
+        q_wpd = Signal(qbits)                       # q_wp one cycle later: words below it are written
         q_h = Signal(qbits)                         # head: next word for q_out
         q_h1 = Signal(qbits, init=1)                # q_h + 1
         q_a = Signal(qbits)                         # next word read (registered RAM address)
@@ -315,7 +326,7 @@ class NeuronArray(wiring.Component):
         m.d.comb += [self.o_stream.valid.eq(q_valid), self.o_stream.payload.eq(q_out),
                      q_load.eq(q_hit & (~q_valid | self.o_stream.ready)),
                      q_miss.eq(q_hit & ~q_load),
-                     q_ok.eq(q_a != q_wp),          # word q_a written at an earlier edge
+                     q_ok.eq(q_a != q_wpd),         # word q_a written at an earlier edge
                      q_h_nx.eq(Mux(q_load, q_h1, q_h)),
                      oq.r_addr.eq(q_a[:-1])]
         # q_out's clock enable is a net of its own, apart from the pointer logic's q_load (the
@@ -326,13 +337,13 @@ class NeuronArray(wiring.Component):
         with m.If(q_idle | self.o_stream.ready):
             m.d.sync += q_out.eq(oq.r_data)
         with m.If(self.clear):
-            m.d.sync += [q_wp.eq(0), q_h.eq(0), q_h1.eq(1), q_a.eq(0), q_v1.eq(0), q_hit.eq(0),
+            m.d.sync += [q_wp.eq(0), q_wpd.eq(0), q_h.eq(0), q_h1.eq(1), q_a.eq(0), q_v1.eq(0), q_hit.eq(0),
                          q_valid.eq(0), q_idle.eq(1), occ.eq(0), q_wr.eq(0)]
         with m.Else():
             # q_wr = w_valid & running, registered (the RAM's write enable comes from an FF; a
             # clear pass only sets running when no stage is valid)
             m.d.sync += [q_wr.eq(e_valid & running),
-                         q_wp.eq(q_wp + q_wr), q_h.eq(q_h_nx), occ.eq(occ + accept - deliver),
+                         q_wp.eq(q_wp + q_wr), q_wpd.eq(q_wp), q_h.eq(q_h_nx), occ.eq(occ + accept - deliver),
                          q_v1.eq(q_ok), q_t1.eq(q_a),
                          # (both comparisons from registers, the load selects: no adder)
                          q_hit.eq(q_v1 & Mux(q_load, q_t1 == q_h1, q_t1 == q_h)),
@@ -495,8 +506,10 @@ class NeuronArray(wiring.Component):
                 fire = Mux(e_neg, e_dn, ~e_d[hw - 1] & e_up)
                 m.d.comb += spk.eq(Mux(fire, Mux(e_neg, -1, 1), 0))
                 m.d.sync += [w_st[lane].v.eq(Mux(fire, e_d, e_h)), w_st[lane].s.eq(e_s)]
-                # S += s in the write-back cycle (a short carry chain into the RAM)
-                m.d.comb += wb[lane].s.eq(w_st[lane].s + w_spk[lane])
+                # S += s in the write-back cycle (a short carry chain into the RAM; through
+                # fused_add for its chain without feed-in/pass-out cells on ECP5)
+                m.d.comb += wb[lane].s.eq(fused_add(m, sw, w_st[lane].s, w_spk[lane], 0, 1,
+                                                    _SEL_PLAIN, target=ct, name=f"sadd{lane}"))
             else:
                 # H = V + (0 if clear else I), the select inside the carry chain
                 m.d.sync += h.eq(fused_add(m, hw, rs.v, r2_clr_l[lane], r2_cur[lane], 0, _SEL_ZERO,
@@ -532,7 +545,10 @@ class NeuronArray(wiring.Component):
             # (the RAM registers the address and enable twice: the write lands in B2 with b2_word)
             m.d.comb += [state_rams[gi].w_addr.eq(wc), state_rams[gi].w_en.eq(w_valid & ~self.clear),
                          state_rams[gi].w_data.eq(bw[lo * lane_bits:hi * lane_bits])]
-        m.d.comb += [oq.w_addr.eq(q_wp[:-1]), oq.w_data.eq(w_spk),
+        # (the RAM registers the address and enable: the word is written with b_spk)
+        b_spk = Signal(spk_layout, reset_less=True)
+        m.d.sync += b_spk.eq(w_spk)
+        m.d.comb += [oq.w_addr.eq(q_wp[:-1]), oq.w_data.eq(b_spk),
                      oq.w_en.eq(q_wr)]
         return m
 

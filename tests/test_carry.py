@@ -19,7 +19,8 @@ except ImportError:  # pragma: no cover
     cocotb = None
 
 MODULE = "equispike.tests.test_carry"
-W = 13
+W = 13          # pm: 14 CCU2C halves (the carry-in half + 13 bits)
+WM = 12         # mux: 13 halves, the last CCU2C's upper half unused
 
 #: the selects the neuron array uses: ``±Θ`` by the sign (d tied to 1) and ``I`` or ``floor(Θ/2)``
 SELECTS = {
@@ -35,7 +36,7 @@ class FusedPair(wiring.Component):
         self.target = target
         super().__init__({
             "a": In(signed(11)), "b": In(9), "c": In(signed(10)), "d": In(9), "s": In(1),
-            "o_pm": Out(W), "o_mux": Out(W),
+            "o_pm": Out(W), "o_mux": Out(WM),
         })
 
     def elaborate(self, platform):
@@ -44,16 +45,15 @@ class FusedPair(wiring.Component):
         pm = fused_add(m, W, self.a, self.b, self.s, 1, SELECTS["pm"], self.s ^ 1,
                        target=self.target, name="pm")
         # mux: b = the select (shared), c = I (signed), d = Θ (9 bits, zero-extended); cin = 0
-        mx = fused_add(m, W, self.a, self.s, self.c, self.d, SELECTS["mux"], 0,
+        mx = fused_add(m, WM, self.a, self.s, self.c, self.d, SELECTS["mux"], 0,
                        target=self.target, name="mx")
         m.d.sync += [self.o_pm.eq(pm), self.o_mux.eq(mx)]
         return m
 
 
 def expected(a, b, c, d, s):
-    """pm = a + b if s else a - b; mux = a + (d if s else c); modulo 2**W."""
-    m = (1 << W) - 1
-    return (a + (b if s else -b)) & m, (a + (d if s else c)) & m
+    """pm = a + b if s else a - b modulo 2**W; mux = a + (d if s else c) modulo 2**WM."""
+    return (a + (b if s else -b)) % (1 << W), (a + (d if s else c)) % (1 << WM)
 
 
 def stimulus(seed: int, n: int):

@@ -396,7 +396,7 @@ def test_neuron_array_fast_throughput(beats):
     Scoreboard("throughput").compare(0, golden_run(cfg, cur), got)
     free = NeuronArray.HAZARD_FREE_BEATS
     per_step = max(beats, free)
-    assert cycles[0] <= steps * per_step + 14, cycles   # + the 13-cycle latency
+    assert cycles[0] <= steps * per_step + NeuronArray.LATENCY + 1, cycles   # + the latency
     if beats < free:
         assert cycles[0] >= (steps - 1) * per_step, cycles   # the stall is really there
 

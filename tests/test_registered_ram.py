@@ -28,19 +28,25 @@ MODULE = "equispike.tests.test_registered_ram"
 class ReferenceRAM:
     """Cycle model of the RegisteredRAM contract."""
 
-    def __init__(self, width: int, depth: int, init, addr_regs: int = 0):
+    def __init__(self, width: int, depth: int, init, addr_regs: int = 0,
+                 read_addr_regs: int | None = None):
         self.mask = (1 << width) - 1
         self.mem = list(init) + [0] * (depth - len(init))
         self.latch = 0
         self.out = 0
-        # (w_en, w_addr, r_addr) of the last addr_regs cycles, oldest first
-        self.prev = [(False, 0, 0)] * int(addr_regs)
+        # (w_en, w_addr) and r_addr of the last addr_regs / read_addr_regs cycles, oldest first
+        self.prev_w = [(False, 0)] * int(addr_regs)
+        self.prev_r = [0] * int(addr_regs if read_addr_regs is None else read_addr_regs)
 
     def edge(self, w_en, w_addr, w_data, r_en, r_oen, r_addr) -> int:
-        if self.prev:                   # the RAM sees delayed addresses and write enable
-            self.prev.append((w_en, w_addr, r_addr))
-            w_en, w_addr, r_addr = self.prev.pop(0)
+        if self.prev_w:                 # the RAM sees delayed addresses and write enable
+            self.prev_w.append((w_en, w_addr))
+            w_en, w_addr = self.prev_w.pop(0)
+        if self.prev_r:
+            self.prev_r.append(r_addr)
+            r_addr = self.prev_r.pop(0)
         latch = self.latch
+        self.collided = bool(r_en and w_en and w_addr == r_addr)   # as the RAM sees them
         if r_en:
             latch = self.mem[r_addr] ^ (self.mask if w_en and w_addr == r_addr else 0)
         if r_oen:
@@ -51,19 +57,25 @@ class ReferenceRAM:
         return self.out
 
 
-def stimulus(seed: int, width: int, depth: int, cycles: int, collide: float):
+def stimulus(seed: int, width: int, depth: int, cycles: int, collide: float, lag: int = 0):
     """Random writes/reads/enables; word addresses biased towards a few hot words, the ends and
-    read-write collisions (probability ``collide``)."""
+    read-write collisions (probability ``collide``). ``lag``: cycles by which the RAM sees a
+    write later than a read presented in the same cycle (``addr_regs - read_addr_regs``), for
+    avoiding collisions with ``collide = 0``."""
     rng = random.Random(seed)
     hot = [0, 1, depth - 1, rng.randrange(depth)]
+    past = [(False, 0)] * lag       # the last ``lag`` writes presented, oldest first
     for _ in range(cycles):
         w_addr = rng.choice(hot) if rng.random() < 0.3 else rng.randrange(depth)
         w_data = rng.choice([0, (1 << width) - 1, rng.getrandbits(width)])
         r_addr = w_addr if rng.random() < collide else (
             rng.choice(hot) if rng.random() < 0.3 else rng.randrange(depth))
         w_en, r_en = rng.random() < 0.5, rng.random() < 0.8
-        if collide == 0 and w_en and w_addr == r_addr:
+        landing = past[0] if lag else (w_en, w_addr)   # the write the RAM sees with this read
+        if collide == 0 and landing[0] and landing[1] == r_addr:
             r_addr = (r_addr + 1) % depth   # no collisions at all in this mode
+        if lag:
+            past = past[1:] + [(w_en, w_addr)]
         yield (w_en, w_addr, w_data, r_en, rng.random() < 0.8, r_addr)
 
 
@@ -75,6 +87,8 @@ CONFIGS = {
     # registered addresses (one copy per column), 18-bit mode with contents
     "x18_addr_regs": dict(width=40, depth=100, init=True, addr_regs=1),
     "x18_addr_regs2": dict(width=40, depth=100, init=True, addr_regs=2),
+    # registered write side only (the neuron array's output queue)
+    "x18_write_regs": dict(width=40, depth=100, init=True, addr_regs=1, read_addr_regs=0),
 }
 
 
@@ -88,7 +102,8 @@ def make_cfg(name: str, target: str | None) -> dict:
 
 def make_dut(cfg: dict) -> RegisteredRAM:
     return RegisteredRAM(unsigned(cfg["width"]), cfg["depth"], init=cfg["init_words"],
-                         target=cfg["target"], addr_regs=cfg.get("addr_regs", 0))
+                         target=cfg["target"], addr_regs=cfg.get("addr_regs", 0),
+                         read_addr_regs=cfg.get("read_addr_regs"))
 
 
 if cocotb is not None:
@@ -111,7 +126,8 @@ if cocotb is not None:
         dut.r_oen.value = 0
         dut.w_addr.value = 0
         dut.r_addr.value = 0
-        ref = ReferenceRAM(cfg["width"], cfg["depth"], cfg["init_words"], cfg.get("addr_regs", 0))
+        ref = ReferenceRAM(cfg["width"], cfg["depth"], cfg["init_words"], cfg.get("addr_regs", 0),
+                       cfg.get("read_addr_regs"))
         for _ in range(3):              # idle edges: the address registers hold the idle values
             await RisingEdge(dut.clk)
             ref.edge(False, 0, 0, False, False, 0)
@@ -140,7 +156,8 @@ if cocotb is not None:
 # the inferred form does not depend on the DP16KD mode: one build of it
 @pytest.mark.parametrize("name,target", [("x18_init", None), ("x18_init", "ecp5"), ("x9", "ecp5"),
                                          ("x18_addr_regs", None), ("x18_addr_regs", "ecp5"),
-                                         ("x18_addr_regs2", None), ("x18_addr_regs2", "ecp5")])
+                                         ("x18_addr_regs2", None), ("x18_addr_regs2", "ecp5"),
+                                         ("x18_write_regs", "ecp5")])
 def test_registered_ram_verilator(name, target, request):
     from equispike.sim import build_dir_for, run_cocotb
     from equispike.sim.build import MODELS_DIR, ecp5_carry_build_args
@@ -155,7 +172,7 @@ def test_registered_ram_verilator(name, target, request):
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("name", ["x18_init", "x18_addr_regs", "x18_addr_regs2"])
+@pytest.mark.parametrize("name", ["x18_init", "x18_addr_regs", "x18_addr_regs2", "x18_write_regs"])
 @pytest.mark.parametrize("target", [None, "generic"])
 def test_registered_ram_amaranth(target, name):
     """The inferred forms in the Amaranth simulator; ``generic`` has no collision poisoning, so it
@@ -163,8 +180,10 @@ def test_registered_ram_amaranth(target, name):
     cfg = make_cfg(name, target)
     dut = make_dut(cfg)
     collide = 0.2 if target is None else 0.0
-    ops = list(stimulus(7, cfg["width"], cfg["depth"], 1500, collide))
-    ref = ReferenceRAM(cfg["width"], cfg["depth"], cfg["init_words"], cfg.get("addr_regs", 0))
+    lag = cfg.get("addr_regs", 0) - cfg.get("read_addr_regs", cfg.get("addr_regs", 0))
+    ops = list(stimulus(7, cfg["width"], cfg["depth"], 1500, collide, lag))
+    ref = ReferenceRAM(cfg["width"], cfg["depth"], cfg["init_words"], cfg.get("addr_regs", 0),
+                       cfg.get("read_addr_regs"))
     seen = {"collisions": 0}
 
     async def tb(ctx):
@@ -172,9 +191,9 @@ def test_registered_ram_amaranth(target, name):
             for sig, v in ((dut.w_en, w_en), (dut.w_addr, w_addr), (dut.w_data, w_data),
                            (dut.r_en, r_en), (dut.r_oen, r_oen), (dut.r_addr, r_addr)):
                 ctx.set(sig, int(v))
-            seen["collisions"] += bool(w_en and r_en and w_addr == r_addr)
             await ctx.tick()
             exp = ref.edge(w_en, w_addr, w_data, r_en, r_oen, r_addr)
+            seen["collisions"] += ref.collided
             got = ctx.get(dut.r_data)
             assert got == exp, f"first mismatch: cycle {k}, expected {exp:#x}, got {got:#x}"
 
@@ -205,3 +224,5 @@ def test_registered_ram_dp16kd_structure():
         RegisteredRAM(unsigned(4), 16, init=[16])
     with pytest.raises(ValueError, match="depth"):
         RegisteredRAM(unsigned(4), 1)
+    with pytest.raises(ValueError, match="read_addr_regs"):
+        RegisteredRAM(unsigned(4), 16, addr_regs=1, read_addr_regs=2)

@@ -17,6 +17,10 @@ def test_small_neuron_array_places_and_routes_on_ecp5(tmp_path):
     res = synthesize("neuron", "ecp5-25", params, log=lambda s: None, out_root=tmp_path)
     assert res["LUT4"] > 0 and res["FF"] > 0
     assert res["Fmax_MHz"] is not None and res["Fmax_MHz"] > 0
+    # each ST-BIF lane has three fused_add chains (H, D, S): their tied carry-ins and loadless
+    # carry-outs were opened for nextpnr (no feed-in/pass-out CCU2Cs)
+    assert res["carry_ports_opened"]["CIN"] >= 3 * params["lanes"], res["carry_ports_opened"]
+    assert res["carry_ports_opened"]["COUT"] >= 3 * params["lanes"], res["carry_ports_opened"]
     written = json.loads(
         (
             tmp_path / "ecp5-25" / "neuron_current_width8_lanes2_membrane_width10_neurons4" / "result.json"

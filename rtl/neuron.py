@@ -23,7 +23,7 @@ _SEL_PM_THETA = lambda b, c, d: d & (b ^ c ^ 1)  # noqa: E731
 # a plain b: b = the addend, d = 1
 _SEL_PLAIN = lambda b, c, d: b & d  # noqa: E731
 
-#: Output queue depth (a power of two): more than the 14-cycle input-to-output latency, so that
+#: Output queue depth (a power of two): more than the 15-cycle input-to-output latency, so that
 #: the array runs at one beat per cycle without back-pressure reaching the (stall-free) pipeline.
 OUT_QUEUE_DEPTH = 16
 
@@ -89,8 +89,9 @@ class NeuronArray(wiring.Component):
       RAM; the word is written in B2. The spikes are registered once more in B and written into
       the output queue in B2 (its write address and enable registered per block-RAM column).
 
-    Latency :data:`LATENCY` = 14 cycles from input transfer to output valid (including the
-    output queue: a block RAM read through its output register into a fabric output register,
+    Latency :data:`LATENCY` = 15 cycles from input transfer to output valid (including the
+    output queue: a block RAM read through a per-column address register and its output
+    register into a fabric output register,
     so that ``o_stream``'s ``ready`` drives only that register's clock enable and the queue
     pointers). A word is written back 11
     cycles after its beat is accepted and read 3 cycles after: with ``beats >= 9`` per step the next
@@ -100,7 +101,7 @@ class NeuronArray(wiring.Component):
     accepted only while the ``OUT_QUEUE_DEPTH``-entry spike queue (2 bits per lane) has room for it,
     which covers the latency at full rate. Under back-pressure the queue's output may pause: a head
     word that reaches the output register while it is full and not ready is read again, so
-    ``o_stream.valid`` may drop for up to two cycles after a stall (same order and contents).
+    ``o_stream.valid`` may drop for up to three cycles after a stall (same order and contents).
 
     ``clear`` (one-cycle strobe) and reset drop any beat in flight and start a clear pass of about
     ``beats + 12`` cycles: ``beats`` clear beats go down the same pipeline, their state words zeroed
@@ -147,7 +148,7 @@ class NeuronArray(wiring.Component):
     #: shorter step costs this many cycles (hazard stall)
     HAZARD_FREE_BEATS = 9
     #: cycles from an input beat's transfer to its output beat's ``valid`` (no back-pressure)
-    LATENCY = 14
+    LATENCY = 15
 
     def __init__(self, *, lanes: int, n_neurons: int, mode: str = "stbif", current_width: int,
                  membrane_width: int, levels: int = 16, param_depth: int = 1,
@@ -301,17 +302,19 @@ class NeuronArray(wiring.Component):
         # only if the tag is the head when it arrives (``q_hit``, registered a cycle ahead).
         Q = OUT_QUEUE_DEPTH
         qbits = range(2 * Q)
-        # The spikes reach it registered twice after W (b_spk), and its write address and enable
-        # are registered once more per block-RAM column (``addr_regs=1``, read side unregistered):
-        # the lanes of a wide array are spread far from the queue's block RAMs.
+        # The spikes reach it registered twice after W (b_spk), and its addresses and write enable
+        # are registered once more per block-RAM column (``addr_regs=1``; reads: latency 3): the
+        # lanes of a wide array are spread far from the queue's block RAMs, and the pointer logic
+        # should not sit next to all of them.
         m.submodules.oq = oq = RegisteredRAM(unsigned(spk_layout.size), Q, target=self.ram_target,
-                                             addr_regs=1, read_addr_regs=0)
+                                             addr_regs=1)
         q_wp = Signal(qbits)                        # next word to write (presented to the RAM)
         q_wpd = Signal(qbits)                       # q_wp one cycle later: words below it are written
         q_h = Signal(qbits)                         # head: next word for q_out
         q_h1 = Signal(qbits, init=1)                # q_h + 1
         q_a = Signal(qbits)                         # next word read (registered RAM address)
         q_v1, q_t1 = Signal(), Signal(qbits)        # the read issued one cycle ago: valid, tag
+        q_v2, q_t2 = Signal(), Signal(qbits)        # ... two cycles ago
         q_hit = Signal()                            # the RAM output is the head word
         q_valid = Signal()
         q_out = Signal(unsigned(spk_layout.size), reset_less=True)
@@ -337,16 +340,17 @@ class NeuronArray(wiring.Component):
         with m.If(q_idle | self.o_stream.ready):
             m.d.sync += q_out.eq(oq.r_data)
         with m.If(self.clear):
-            m.d.sync += [q_wp.eq(0), q_wpd.eq(0), q_h.eq(0), q_h1.eq(1), q_a.eq(0), q_v1.eq(0), q_hit.eq(0),
+            m.d.sync += [q_wp.eq(0), q_wpd.eq(0), q_h.eq(0), q_h1.eq(1), q_a.eq(0), q_v1.eq(0), q_v2.eq(0),
+                         q_hit.eq(0),
                          q_valid.eq(0), q_idle.eq(1), occ.eq(0), q_wr.eq(0)]
         with m.Else():
             # q_wr = w_valid & running, registered (the RAM's write enable comes from an FF; a
             # clear pass only sets running when no stage is valid)
             m.d.sync += [q_wr.eq(e_valid & running),
                          q_wp.eq(q_wp + q_wr), q_wpd.eq(q_wp), q_h.eq(q_h_nx), occ.eq(occ + accept - deliver),
-                         q_v1.eq(q_ok), q_t1.eq(q_a),
+                         q_v1.eq(q_ok), q_t1.eq(q_a), q_v2.eq(q_v1), q_t2.eq(q_t1),
                          # (both comparisons from registers, the load selects: no adder)
-                         q_hit.eq(q_v1 & Mux(q_load, q_t1 == q_h1, q_t1 == q_h)),
+                         q_hit.eq(q_v2 & Mux(q_load, q_t2 == q_h1, q_t2 == q_h)),
                          q_valid.eq(q_load | (q_valid & ~self.o_stream.ready)),
                          q_idle.eq((q_idle | self.o_stream.ready) & ~q_hit)]
             with m.If(q_load):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, ResetSignal, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -376,10 +376,18 @@ class NeuronArray(wiring.Component):
         # each group counts the beats in A itself (a copy of ``beat``, enabled by the registered
         # a_valid rather than by ``issue``, which would fan out to every group) and its RAM
         # registers the count: a beat's word is read in A2
-        for ram, rb in zip(state_rams, rd_ctr, strict=True):
+        # Per group, copies of a_valid and w_valid (kept_reg: same next state, reset included), so
+        # that no single flip-flop drives the counters and write enables of every group.
+        kept = "ecp5" if "ecp5" in (self.ram_target, self.carry_target) else None
+        dropped = self.clear | ResetSignal()
+        a_valid_g = [kept_reg(m, issue & ~dropped, target=kept, name=f"av{gi}")
+                     for gi in range(len(groups))]
+        w_valid_g = [kept_reg(m, e_valid & ~dropped, target=kept, name=f"wv{gi}")
+                     for gi in range(len(groups))]
+        for ram, rb, av in zip(state_rams, rd_ctr, a_valid_g, strict=True):
             with m.If(self.clear):
                 m.d.sync += rb.eq(0)
-            with m.Elif(a_valid):
+            with m.Elif(av):
                 m.d.sync += rb.eq(Mux(rb == B - 1, 0, rb + 1))
             m.d.comb += ram.r_addr.eq(rb)
 
@@ -544,10 +552,12 @@ class NeuronArray(wiring.Component):
             wc = wr_ctr[gi]
             with m.If(self.clear):                 # the beats in flight are dropped
                 m.d.sync += wc.eq(0)
-            with m.Elif(w_valid):
+            with m.Elif(w_valid_g[gi]):
                 m.d.sync += wc.eq(Mux(wc == B - 1, 0, wc + 1))
-            # (the RAM registers the address and enable twice: the write lands in B2 with b2_word)
-            m.d.comb += [state_rams[gi].w_addr.eq(wc), state_rams[gi].w_en.eq(w_valid & ~self.clear),
+            # (the RAM registers the address and enable twice: the write lands in B2 with b2_word.
+            # A write presented in a clear cycle still lands, two cycles later: harmless, the clear
+            # pass rewrites every word about ten cycles after that.)
+            m.d.comb += [state_rams[gi].w_addr.eq(wc), state_rams[gi].w_en.eq(w_valid_g[gi]),
                          state_rams[gi].w_data.eq(bw[lo * lane_bits:hi * lane_bits])]
         # (the RAM registers the address and enable: the word is written with b_spk)
         b_spk = Signal(spk_layout, reset_less=True)

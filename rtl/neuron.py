@@ -71,9 +71,10 @@ class NeuronArray(wiring.Component):
     -------------------
     Stages (one cycle each, no enables, no stalls once accepted):
 
-    * A: the beat is accepted (current registered); the groups' word counters advance;
-    * A2: the first address registers (per block-RAM column);
-    * A3: the second address registers;
+    * A: the beat is accepted (current registered);
+    * A2: each group's word counter holds the beat's word (it advances at the end of A2, enabled
+      by the group's own copy of the valid bit);
+    * A3: the read-address registers (one per block-RAM column);
     * A4: the block RAMs' read registers;
     * R: the RAM output register (inside the block RAM with ``ram_target="ecp5"``) and the
       current register;
@@ -249,7 +250,7 @@ class NeuronArray(wiring.Component):
         state_rams, rd_ctr, wr_ctr = [], [], []
         for gi, (lo, hi) in enumerate(groups):
             ram = RegisteredRAM(unsigned((hi - lo) * lane_bits), max(B, 2), target=self.ram_target,
-                                addr_regs=2)
+                                addr_regs=2, read_addr_regs=1)
             m.submodules[f"state{gi}"] = ram
             state_rams.append(ram)
             rd_ctr.append(Signal(range(max(B, 2)), name=f"rd_beat{gi}"))
@@ -373,14 +374,14 @@ class NeuronArray(wiring.Component):
         w_valid, w_addr = Signal(), Signal(abits)
         b_valid, b_addr = Signal(), Signal(abits)      # the state word registered for the RAM
         b2_valid = Signal()                             # ... and once more: written
-        # each group counts the beats in A itself (a copy of ``beat``, enabled by the registered
-        # a_valid rather than by ``issue``, which would fan out to every group) and its RAM
-        # registers the count: a beat's word is read in A2
-        # Per group, copies of a_valid and w_valid (kept_reg: same next state, reset included), so
-        # that no single flip-flop drives the counters and write enables of every group.
+        # Each group counts the beats in A2 itself (a copy of ``beat``) and its RAM registers the
+        # count once (``read_addr_regs=1``): a beat's word is read at the end of A3. The counters
+        # are enabled by per-group copies of a2_valid, the write counters and enables by copies
+        # of w_valid (kept_reg: the same next state, reset included): no single flip-flop drives
+        # every group, and no input handshake logic reaches them in the same cycle.
         kept = "ecp5" if "ecp5" in (self.ram_target, self.carry_target) else None
         dropped = self.clear | ResetSignal()
-        a_valid_g = [kept_reg(m, issue & ~dropped, target=kept, name=f"av{gi}")
+        a_valid_g = [kept_reg(m, a_valid & ~dropped, target=kept, name=f"a2v{gi}")
                      for gi in range(len(groups))]
         w_valid_g = [kept_reg(m, e_valid & ~dropped, target=kept, name=f"wv{gi}")
                      for gi in range(len(groups))]

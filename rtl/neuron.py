@@ -23,9 +23,9 @@ _SEL_PM_THETA = lambda b, c, d: d & (b ^ c ^ 1)  # noqa: E731
 # a plain b: b = the addend, d = 1
 _SEL_PLAIN = lambda b, c, d: b & d  # noqa: E731
 
-#: Output queue depth (a power of two): more than the 15-cycle input-to-output latency, so that
+#: Output queue depth (a power of two): more than the 16-cycle input-to-output latency, so that
 #: the array runs at one beat per cycle without back-pressure reaching the (stall-free) pipeline.
-OUT_QUEUE_DEPTH = 16
+OUT_QUEUE_DEPTH = 32
 
 
 class ConfigPort(wiring.Signature):
@@ -78,8 +78,8 @@ class NeuronArray(wiring.Component):
     * A4: the block RAMs' read registers;
     * R: the RAM output register (inside the block RAM with ``ram_target="ecp5"``) and the
       current register;
-    * R2: both registered once more in the fabric (the block RAMs of a wide array sit far from
-      the lanes' logic);
+    * RF, R2: both registered twice more in the fabric (the block RAMs of a wide array sit far
+      from the lanes' logic);
     * H: ``H = V + I`` (one adder per lane; a clear beat adds floor(Θ/2), LIF 0, instead of
       ``I``), the tracer flags ``S != Qp`` / ``S != Qn``;
     * E: ``D = H - Θ`` if ``H >= 0`` else ``H + Θ`` (one adder, registered; on ECP5 both operand
@@ -90,22 +90,22 @@ class NeuronArray(wiring.Component):
       RAM; the word is written in B2. The spikes are registered once more in B and written into
       the output queue in B2 (its write address and enable registered per block-RAM column).
 
-    Latency :data:`LATENCY` = 15 cycles from input transfer to output valid (including the
+    Latency :data:`LATENCY` = 16 cycles from input transfer to output valid (including the
     output queue: a block RAM read through a per-column address register and its output
-    register into a fabric output register,
-    so that ``o_stream``'s ``ready`` drives only that register's clock enable and the queue
-    pointers). A word is written back 11
-    cycles after its beat is accepted and read 3 cycles after: with ``beats >= 9`` per step the next
-    access to it is always later (one beat per cycle, no hazard logic). With fewer beats a beat
-    whose word is still in flight is held back (``i_stream.ready`` low, the word re-read every
-    cycle): one step per 9 cycles. ``o_stream`` back-pressure never stalls the pipeline: a beat is
-    accepted only while the ``OUT_QUEUE_DEPTH``-entry spike queue (2 bits per lane) has room for it,
-    which covers the latency at full rate. Under back-pressure the queue's output may pause: a head
-    word that reaches the output register while it is full and not ready is read again, so
-    ``o_stream.valid`` may drop for up to three cycles after a stall (same order and contents).
+    register into a fabric output register, so that ``o_stream``'s ``ready`` drives only that
+    register's clock enable and the queue pointers). A word is written back 12 cycles after its
+    beat is accepted and read 3 cycles after: with ``beats >= HAZARD_FREE_BEATS`` (10) per step
+    the next access to it is always later (one beat per cycle, no hazard logic). With fewer beats
+    a beat whose word is still in flight is held back (``i_stream.ready`` low, the word re-read
+    every cycle): one step per 10 cycles. ``o_stream`` back-pressure never stalls the pipeline: a
+    beat is accepted only while the ``OUT_QUEUE_DEPTH``-entry spike queue (2 bits per lane) has
+    room for it, which covers the latency at full rate. Under back-pressure the queue's output
+    may pause: a head word that reaches the output register while it is full and not ready is
+    read again, so ``o_stream.valid`` may drop for up to three cycles after a stall (same order
+    and contents).
 
     ``clear`` (one-cycle strobe) and reset drop any beat in flight and start a clear pass of about
-    ``beats + 12`` cycles: ``beats`` clear beats go down the same pipeline, their state words zeroed
+    ``beats + 13`` cycles: ``beats`` clear beats go down the same pipeline, their state words zeroed
     in R2 and floor(Θ/2) (LIF: 0) added instead of the current in H, which never fires (Θ >= 1), so
     the normal write-back leaves the cleared state (``V = floor(Θ/2)`` resp. 0, ``S = 0``); then the
     array restarts at beat 0. ``busy`` is high and ``i_stream.ready`` low meanwhile.
@@ -147,9 +147,9 @@ class NeuronArray(wiring.Component):
 
     #: steps of at least this many beats never wait for a write-back (one beat per cycle); a
     #: shorter step costs this many cycles (hazard stall)
-    HAZARD_FREE_BEATS = 9
+    HAZARD_FREE_BEATS = 10
     #: cycles from an input beat's transfer to its output beat's ``valid`` (no back-pressure)
-    LATENCY = 15
+    LATENCY = 16
 
     def __init__(self, *, lanes: int, n_neurons: int, mode: str = "stbif", current_width: int,
                  membrane_width: int, levels: int = 16, param_depth: int = 1,
@@ -270,10 +270,11 @@ class NeuronArray(wiring.Component):
             pidx_nx.eq(Mux(issue, Mux(last | (pidx == D - 1), 0, pidx + 1), pidx)),
         ]
         m.d.sync += [beat.eq(beat_nx), pidx.eq(pidx_nx)]
-        pidx_q = Signal.like(pidx, reset_less=True)  # read with the state, two cycles after issue
+        pidx_q = Signal.like(pidx, reset_less=True)  # read a stage after the state
         pidx_a = Signal.like(pidx, reset_less=True)
         pidx_a2 = Signal.like(pidx, reset_less=True)
-        m.d.sync += [pidx_a.eq(pidx), pidx_a2.eq(pidx_a), pidx_q.eq(pidx_a2)]
+        pidx_a3 = Signal.like(pidx, reset_less=True)
+        m.d.sync += [pidx_a.eq(pidx), pidx_a2.eq(pidx_a), pidx_a3.eq(pidx_a2), pidx_q.eq(pidx_a3)]
 
         # parameters of the beat in stage H (one cycle after acceptance)
         h_pr = Signal(self.param_layout, reset_less=True)
@@ -367,7 +368,8 @@ class NeuronArray(wiring.Component):
         a2_valid, a2_clr, a2_last, a2_addr = Signal(), Signal(), Signal(), Signal(abits)
         a3_valid, a3_clr, a3_last, a3_addr = Signal(), Signal(), Signal(), Signal(abits)
         a4_valid, a4_clr, a4_last, a4_addr = Signal(), Signal(), Signal(), Signal(abits)
-        r_valid, r_last, r_addr = Signal(), Signal(), Signal(abits)
+        r_valid, r_clr, r_last, r_addr = Signal(), Signal(), Signal(), Signal(abits)
+        rf_valid, rf_last, rf_addr = Signal(), Signal(), Signal(abits)
         r2_valid, r2_last, r2_addr = Signal(), Signal(), Signal(abits)
         h_valid, h_last, h_addr = Signal(), Signal(), Signal(abits)
         e_last, e_addr = Signal(), Signal(abits)
@@ -397,7 +399,7 @@ class NeuronArray(wiring.Component):
         # A2's cycle or later): it is held back until that write is done. A step of
         # HAZARD_FREE_BEATS beats or more never re-accesses a word that early: no hazard logic.
         stages = [(a_valid, a_addr), (a2_valid, a2_addr), (a3_valid, a3_addr), (a4_valid, a4_addr),
-                  (r_valid, r_addr),
+                  (r_valid, r_addr), (rf_valid, rf_addr),
                   (r2_valid, r2_addr), (h_valid, h_addr), (e_valid, e_addr)]
         hazard = Signal()
         assert len(stages) + 1 == self.HAZARD_FREE_BEATS
@@ -417,7 +419,7 @@ class NeuronArray(wiring.Component):
             m.d.sync += [running.eq(0), clr_n.eq(B), beat.eq(0), pidx.eq(0),
                          a_valid.eq(0), a2_valid.eq(0), a3_valid.eq(0), a4_valid.eq(0),
                          r_valid.eq(0), b2_valid.eq(0),
-                         r2_valid.eq(0),
+                         rf_valid.eq(0), r2_valid.eq(0),
                          h_valid.eq(0), e_valid.eq(0), w_valid.eq(0), b_valid.eq(0)]
         with m.Else():
             with m.If(~running & ~clr_wait):
@@ -427,7 +429,7 @@ class NeuronArray(wiring.Component):
                     m.d.sync += running.eq(1)
             m.d.sync += [a_valid.eq(issue), a2_valid.eq(a_valid), a3_valid.eq(a2_valid),
                          a4_valid.eq(a3_valid), r_valid.eq(a4_valid), b2_valid.eq(b_valid),
-                         r2_valid.eq(r_valid),
+                         rf_valid.eq(r_valid), r2_valid.eq(rf_valid),
                          h_valid.eq(r2_valid),
                          e_valid.eq(h_valid), w_valid.eq(e_valid), b_valid.eq(w_valid)]
         # clear pass: B clear beats go down the pipeline (no input, V = S = 0 in stage R) and
@@ -437,8 +439,9 @@ class NeuronArray(wiring.Component):
             a2_clr.eq(a_clr), a2_last.eq(a_last), a2_addr.eq(a_addr),
             a3_clr.eq(a2_clr), a3_last.eq(a2_last), a3_addr.eq(a2_addr),
             a4_clr.eq(a3_clr), a4_last.eq(a3_last), a4_addr.eq(a3_addr),
-            r_last.eq(a4_last), r_addr.eq(a4_addr),
-            r2_last.eq(r_last), r2_addr.eq(r_addr),
+            r_clr.eq(a4_clr), r_last.eq(a4_last), r_addr.eq(a4_addr),
+            rf_last.eq(r_last), rf_addr.eq(r_addr),
+            r2_last.eq(rf_last), r2_addr.eq(rf_addr),
             h_last.eq(r2_last), h_addr.eq(r2_addr),
             e_last.eq(h_last), e_addr.eq(h_addr),
             w_addr.eq(e_addr), b_addr.eq(w_addr),
@@ -456,11 +459,13 @@ class NeuronArray(wiring.Component):
         a3_cur = Signal(cur_layout, reset_less=True)
         a4_cur = Signal(cur_layout, reset_less=True)
         m.d.sync += [a2_cur.eq(a_cur), a3_cur.eq(a2_cur), a4_cur.eq(a3_cur), r_cur.eq(a4_cur)]
-        # R2: the RAM outputs registered once more in the fabric (the block-RAM columns of a wide
-        # array sit far from the lanes' logic: one long route per stage, not two in one)
+        # RF, R2: the RAM outputs registered twice more in the fabric (the block-RAM columns of a
+        # wide array sit far from the lanes' logic: two shorter routes, not one long one)
         r2_st = Signal(state_layout, reset_less=True)
         r2_cur = Signal(cur_layout, reset_less=True)
-        m.d.sync += [r2_st.eq(r_st), r2_cur.eq(r_cur)]
+        rf_st = Signal(state_layout, reset_less=True)
+        rf_cur = Signal(cur_layout, reset_less=True)
+        m.d.sync += [rf_st.eq(r_st), rf_cur.eq(r_cur), r2_st.eq(rf_st), r2_cur.eq(rf_cur)]
 
         w_st = Signal(state_layout, reset_less=True)
         wb = Signal(state_layout)                   # written back
@@ -480,7 +485,7 @@ class NeuronArray(wiring.Component):
         # merged by synthesis: a single one would fan out to every lane's state bits).
         r_clr_l, r2_clr_l = [], []
         for lane in range(P):
-            rc = kept_reg(m, a4_clr, target=self.carry_target, name=f"rclr{lane}")
+            rc = kept_reg(m, r_clr, target=self.carry_target, name=f"rclr{lane}")
             r2c = Signal(name=f"r2clr{lane}", reset_less=True)
             m.d.sync += r2c.eq(rc)
             with m.If(rc):
@@ -488,6 +493,15 @@ class NeuronArray(wiring.Component):
             r_clr_l.append(rc)
             r2_clr_l.append(r2c)
         ct = self.carry_target
+        # Without the ECP5 carry-chain select, the H operand (I, or floor(Θ/2) / 0 for a clear
+        # beat) is selected a stage early, into R2: the H adder then starts from registers.
+        r2_op = []
+        if ct != "ecp5":
+            for lane in range(P):
+                op = Signal(signed(max(cw, self.theta_width)), name=f"r2op{lane}", reset_less=True)
+                m.d.sync += op.eq(Mux(r_clr_l[lane], h_pr[lane].theta[1:] if stbif else 0,
+                                      rf_cur[lane]))
+                r2_op.append(op)
         for lane in range(P):
             rs, pr = r2_st[lane], r2_pr[lane]
             th = w_theta[lane]
@@ -497,8 +511,12 @@ class NeuronArray(wiring.Component):
             spk = Signal(signed(2), name=f"spk{lane}")
             if stbif:
                 # H: H = V + (floor(Θ/2) if clear else I), the select inside the carry chain
-                m.d.sync += h.eq(fused_add(m, hw, rs.v, r2_clr_l[lane], r2_cur[lane],
-                                           pr.theta[1:], _SEL_CLEAR, target=ct, name=f"hadd{lane}"))
+                if ct == "ecp5":
+                    m.d.sync += h.eq(fused_add(m, hw, rs.v, r2_clr_l[lane], r2_cur[lane],
+                                               pr.theta[1:], _SEL_CLEAR, target=ct,
+                                               name=f"hadd{lane}"))
+                else:
+                    m.d.sync += h.eq(rs.v + r2_op[lane])
                 h_s = Signal(signed(sw), name=f"hs{lane}", reset_less=True)
                 up = Signal(name=f"up{lane}", reset_less=True)
                 dn = Signal(name=f"dn{lane}", reset_less=True)
@@ -525,8 +543,11 @@ class NeuronArray(wiring.Component):
                                                     _SEL_PLAIN, target=ct, name=f"sadd{lane}"))
             else:
                 # H = V + (0 if clear else I), the select inside the carry chain
-                m.d.sync += h.eq(fused_add(m, hw, rs.v, r2_clr_l[lane], r2_cur[lane], 0, _SEL_ZERO,
-                                           target=ct, name=f"hadd{lane}"))
+                if ct == "ecp5":
+                    m.d.sync += h.eq(fused_add(m, hw, rs.v, r2_clr_l[lane], r2_cur[lane], 0,
+                                               _SEL_ZERO, target=ct, name=f"hadd{lane}"))
+                else:
+                    m.d.sync += h.eq(rs.v + r2_op[lane])
                 # h = (V + I) >> 1 >= Θ  <=>  V + I >= 2Θ; V = 0 if it fires else h
                 e_d = Signal(signed(hw + 1), name=f"ed{lane}", reset_less=True)
                 m.d.sync += e_d.eq(h - (th << 1))

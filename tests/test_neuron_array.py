@@ -15,6 +15,8 @@ from equispike.model.neurons import LIFArray, STBIFArray, site_bounds
 from equispike.rtl.neuron import NeuronArray
 from equispike.sim.scoreboard import Scoreboard
 
+_FREE = NeuronArray.HAZARD_FREE_BEATS
+
 try:
     import cocotb
 except ImportError:  # pragma: no cover
@@ -367,11 +369,12 @@ def test_neuron_array_fast_shapes(mode, n):
 
 @pytest.mark.sim
 @pytest.mark.parametrize("mode", ["stbif", "lif"])
-@pytest.mark.parametrize("beats", [1, 2, 3, 7, 8, 9])
+@pytest.mark.parametrize("beats", [1, 2, 3, _FREE - 2, _FREE - 1, _FREE])
 @pytest.mark.parametrize("idle", [0.0, 0.3])
 def test_neuron_array_fast_hazards(mode, beats, idle):
     """Read-after-write hazards of the update pipeline: with ``beats`` words per step and no gaps,
-    every state word comes back ``beats`` cycles after its previous update: below 9 beats the
+    every state word comes back ``beats`` cycles after its previous update: below
+    ``HAZARD_FREE_BEATS`` beats the
     word is re-read until its write-back is done (hazard stall); random gaps mix the distances."""
     cfg = random_config(40 + beats, **{**FAST, "n": 3 * beats, "mode": mode, "depth": 1,
                                         "theta_max": 6})
@@ -383,7 +386,7 @@ def test_neuron_array_fast_hazards(mode, beats, idle):
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("beats", [1, 2, 4, 8, 9, 10])
+@pytest.mark.parametrize("beats", [1, 2, 4, _FREE - 1, _FREE, _FREE + 1])
 def test_neuron_array_fast_throughput(beats):
     """One beat per cycle when a step has at least ``HAZARD_FREE_BEATS`` beats (no hazard); with
     fewer, a word comes back before its write-back and the step is held to one per

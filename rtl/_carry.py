@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from amaranth.hdl import C, Cat, ClockSignal, Instance, Module, Signal, Value
+from amaranth.hdl import C, Cat, ClockSignal, Instance, Module, Mux, Signal, Value
 
 __all__ = ["CARRY_TARGETS", "fused_add", "fused_init", "kept_reg"]
 
@@ -100,21 +100,27 @@ def fused_add(m: Module, width: int, a, b, c, d, t: TFunc, cin=0, *, target: str
     return out
 
 
-def kept_reg(m: Module, d, *, target: str | None = None, name: str = "kept", init: int = 0) -> Signal:
-    """A 1-bit register (no reset, no enable) that synthesis keeps even if another register has the
+def kept_reg(m: Module, d, *, target: str | None = None, name: str = "kept", init: int = 0,
+             rst=None) -> Signal:
+    """A 1-bit register (no enable) that synthesis keeps even if another register has the
     same input: on ECP5 a ``TRELLIS_FF`` instance, which Yosys' ``opt_merge`` leaves alone (it
     only merges its own cell types), so per-lane copies of a control flag stay separate and
     each drives a few loads instead of one flip-flop driving thousands. Otherwise a plain
-    register (simulation: the same cycle behaviour). ``init``: the power-up value (0 or 1)."""
+    register (simulation: the same cycle behaviour). ``init``: the power-up value (0 or 1).
+    ``rst``: optional synchronous reset to ``init`` (on ECP5 the flip-flop's own ``LSR``: no LUT
+    in front of ``d``, which then reaches the flip-flop directly)."""
     if init not in (0, 1):
         raise ValueError(f"kept_reg init must be 0 or 1, got {init!r}")
     q = Signal(name=name, reset_less=True, init=init)
     if target == "ecp5":
-        # (the power-up value is the set/reset value: REGSET; LSR is tied low)
+        # (the power-up value is the set/reset value: REGSET)
         m.submodules[f"{name}_ff"] = Instance(
             "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR",
             p_SRMODE="LSR_OVER_CE", p_REGSET="SET" if init else "RESET",
-            i_CLK=ClockSignal(), i_LSR=C(0, 1), i_DI=d, o_Q=q)  # CE, M: unused, left open
-    else:
+            i_CLK=ClockSignal(), i_LSR=C(0, 1) if rst is None else rst, i_DI=d,
+            o_Q=q)  # CE, M: unused, left open
+    elif rst is None:
         m.d.sync += q.eq(d)
+    else:
+        m.d.sync += q.eq(Mux(rst, init, d))
     return q

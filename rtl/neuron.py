@@ -383,9 +383,9 @@ class NeuronArray(wiring.Component):
         # every group, and no input handshake logic reaches them in the same cycle.
         kept = "ecp5" if "ecp5" in (self.ram_target, self.carry_target) else None
         dropped = self.clear | ResetSignal()
-        a_valid_g = [kept_reg(m, a_valid & ~dropped, target=kept, name=f"a2v{gi}")
+        a_valid_g = [kept_reg(m, a_valid, rst=dropped, target=kept, name=f"a2v{gi}")
                      for gi in range(len(groups))]
-        w_valid_g = [kept_reg(m, e_valid & ~dropped, target=kept, name=f"wv{gi}")
+        w_valid_g = [kept_reg(m, e_valid, rst=dropped, target=kept, name=f"wv{gi}")
                      for gi in range(len(groups))]
         for ram, rb, av in zip(state_rams, rd_ctr, a_valid_g, strict=True):
             with m.If(self.clear):

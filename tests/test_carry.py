@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -36,7 +36,7 @@ class FusedPair(wiring.Component):
         self.target = target
         super().__init__({
             "a": In(signed(11)), "b": In(9), "c": In(signed(10)), "d": In(9), "s": In(1),
-            "o_pm": Out(W), "o_mux": Out(WM),
+            "o_pm": Out(W), "o_mux": Out(WM), "o_kept": Out(2),
         })
 
     def elaborate(self, platform):
@@ -48,12 +48,18 @@ class FusedPair(wiring.Component):
         mx = fused_add(m, WM, self.a, self.s, self.c, self.d, SELECTS["mux"], 0,
                        target=self.target, name="mx")
         m.d.sync += [self.o_pm.eq(pm), self.o_mux.eq(mx)]
+        # kept_reg with a synchronous reset (b[0]) to its init value, 0 and 1
+        k0 = kept_reg(m, self.s, rst=self.b[0], target=self.target, name="k0")
+        k1 = kept_reg(m, self.s, rst=self.b[0], target=self.target, name="k1", init=1)
+        m.d.comb += self.o_kept.eq(Cat(k0, k1))
         return m
 
 
 def expected(a, b, c, d, s):
-    """pm = a + b if s else a - b modulo 2**W; mux = a + (d if s else c) modulo 2**WM."""
-    return (a + (b if s else -b)) % (1 << W), (a + (d if s else c)) % (1 << WM)
+    """pm = a + b if s else a - b modulo 2**W; mux = a + (d if s else c) modulo 2**WM; the
+    kept registers: s, or their init values 0 and 1 when b is odd (reset)."""
+    kept = 0b10 if b & 1 else s * 0b11
+    return (a + (b if s else -b)) % (1 << W), (a + (d if s else c)) % (1 << WM), kept
 
 
 def stimulus(seed: int, n: int):
@@ -81,7 +87,7 @@ def test_fused_add_amaranth():
             for sig, v in ((dut.a, a), (dut.b, b), (dut.c, c), (dut.d, d), (dut.s, s)):
                 ctx.set(sig, v)
             await ctx.tick()
-            got = (ctx.get(dut.o_pm), ctx.get(dut.o_mux))
+            got = (ctx.get(dut.o_pm), ctx.get(dut.o_mux), ctx.get(dut.o_kept))
             assert got == expected(a, b, c, d, s), f"first mismatch: cycle {k}, operands {a, b, c, d, s}"
 
     run_testbenches(dut, tb)
@@ -102,7 +108,7 @@ if cocotb is not None:
             dut.a.value, dut.b.value, dut.c.value, dut.d.value, dut.s.value = a, b, c, d, s
             await RisingEdge(dut.clk)
             await ReadOnly()
-            got = (as_int(dut.o_pm.value), as_int(dut.o_mux.value))
+            got = (as_int(dut.o_pm.value), as_int(dut.o_mux.value), as_int(dut.o_kept.value))
             assert got == expected(a, b, c, d, s), (f"first mismatch: cycle {k}, operands "
                                                     f"{a, b, c, d, s}: expected "
                                                     f"{expected(a, b, c, d, s)}, got {got}")

@@ -337,9 +337,15 @@ class NeuronArray(wiring.Component):
         # q_out's clock enable is a net of its own, apart from the pointer logic's q_load (the
         # pointer logic and the 2·P enables then place apart): ~q_valid | ready from q_idle, a
         # register equal to ~q_valid (kept apart: Yosys does not merge it with q_valid). A word
-        # loaded without a hit is never valid.
+        # loaded without a hit is never valid. The enable takes a kept copy of q_idle: with
+        # q_idle itself, synthesis shares the LUT ``q_idle | ready`` between the enable (placed
+        # by the 2·P flip-flops) and q_idle's next state (a long route back).
         q_idle = Signal(init=1)
-        with m.If(q_idle | self.o_stream.ready):
+        q_idle_ce = kept_reg(m, (q_idle | self.o_stream.ready) & ~q_hit,
+                             rst=self.clear | ResetSignal(), init=1,
+                             target="ecp5" if "ecp5" in (self.ram_target, self.carry_target)
+                             else None, name="q_idle_ce")
+        with m.If(q_idle_ce | self.o_stream.ready):
             m.d.sync += q_out.eq(oq.r_data)
         with m.If(self.clear):
             m.d.sync += [q_wp.eq(0), q_wpd.eq(0), q_h.eq(0), q_h1.eq(1), q_a.eq(0), q_v1.eq(0), q_v2.eq(0),

@@ -311,10 +311,10 @@ class NeuronArray(wiring.Component):
         m.submodules.oq = oq = RegisteredRAM(unsigned(spk_layout.size), Q, target=self.ram_target,
                                              addr_regs=1)
         q_wp = Signal(qbits)                        # next word to write (presented to the RAM)
-        q_wpd = Signal(qbits)                       # q_wp one cycle later: words below it are written
         q_h = Signal(qbits)                         # head: next word for q_out
         q_h1 = Signal(qbits, init=1)                # q_h + 1
         q_a = Signal(qbits)                         # next word read (registered RAM address)
+        q_a1 = Signal(qbits, init=1)                # q_a + 1
         q_v1, q_t1 = Signal(), Signal(qbits)        # the read issued one cycle ago: valid, tag
         q_v2, q_t2 = Signal(), Signal(qbits)        # ... two cycles ago
         q_hit = Signal()                            # the RAM output is the head word
@@ -323,6 +323,9 @@ class NeuronArray(wiring.Component):
         q_wr = Signal()                             # w_valid & running (registered)
         q_load = Signal()
         q_miss = Signal()
+        # word q_a written at an earlier edge (a write lands one cycle after q_wp passes it):
+        # q_a != q_wp of the cycle before, a register computed from the registers q_a, q_a1, q_h
+        # and q_wp (no compare between the pointer registers and their enables)
         q_ok = Signal()
         q_h_nx = Signal(qbits)
         occ = Signal(range(Q + 2))                  # beats accepted and not yet delivered
@@ -331,7 +334,6 @@ class NeuronArray(wiring.Component):
         m.d.comb += [self.o_stream.valid.eq(q_valid), self.o_stream.payload.eq(q_out),
                      q_load.eq(q_hit & (~q_valid | self.o_stream.ready)),
                      q_miss.eq(q_hit & ~q_load),
-                     q_ok.eq(q_a != q_wpd),         # word q_a written at an earlier edge
                      q_h_nx.eq(Mux(q_load, q_h1, q_h)),
                      oq.r_addr.eq(q_a[:-1])]
         # q_out's clock enable is a net of its own, apart from the pointer logic's q_load (the
@@ -348,14 +350,17 @@ class NeuronArray(wiring.Component):
         with m.If(q_idle_ce | self.o_stream.ready):
             m.d.sync += q_out.eq(oq.r_data)
         with m.If(self.clear):
-            m.d.sync += [q_wp.eq(0), q_wpd.eq(0), q_h.eq(0), q_h1.eq(1), q_a.eq(0), q_v1.eq(0), q_v2.eq(0),
+            m.d.sync += [q_wp.eq(0), q_h.eq(0), q_h1.eq(1), q_a.eq(0), q_a1.eq(1), q_ok.eq(0),
+                         q_v1.eq(0), q_v2.eq(0),
                          q_hit.eq(0),
                          q_valid.eq(0), q_idle.eq(1), occ.eq(0), q_wr.eq(0)]
         with m.Else():
             # q_wr = w_valid & running, registered (the RAM's write enable comes from an FF; a
             # clear pass only sets running when no stage is valid)
             m.d.sync += [q_wr.eq(e_valid & running),
-                         q_wp.eq(q_wp + q_wr), q_wpd.eq(q_wp), q_h.eq(q_h_nx), occ.eq(occ + accept - deliver),
+                         q_wp.eq(q_wp + q_wr), q_h.eq(q_h_nx),
+                         q_ok.eq(Mux(q_miss, q_h != q_wp, Mux(q_ok, q_a1 != q_wp, q_a != q_wp))),
+                         occ.eq(occ + accept - deliver),
                          q_v1.eq(q_ok), q_t1.eq(q_a), q_v2.eq(q_v1), q_t2.eq(q_t1),
                          # (both comparisons from registers, the load selects: no adder)
                          q_hit.eq(q_v2 & Mux(q_load, q_t2 == q_h1, q_t2 == q_h)),
@@ -364,9 +369,9 @@ class NeuronArray(wiring.Component):
             with m.If(q_load):
                 m.d.sync += q_h1.eq(q_h1 + 1)
             with m.If(q_miss):
-                m.d.sync += q_a.eq(q_h)
+                m.d.sync += [q_a.eq(q_h), q_a1.eq(q_h1)]
             with m.Elif(q_ok):
-                m.d.sync += q_a.eq(q_a + 1)
+                m.d.sync += [q_a.eq(q_a1), q_a1.eq(q_a1 + 1)]
 
         # ---- pipeline: A (RAM read), R (RAM output and current registered), H (H = V + I),
         # W (update registered; written back in the next cycle) ---------------------------------

@@ -46,15 +46,16 @@ def fused_init(t: TFunc) -> int:
     return init
 
 
-def fused_add(m: Module, width: int, a, b, c, d, t: TFunc, cin=0, *, target: str | None = None,
-              name: str = "fadd") -> Signal:
+def fused_add(m: Module, width: int, a, b, c, d, t: TFunc, cin=0, *, cin_inv: bool = False,
+              target: str | None = None, name: str = "fadd") -> Signal:
     """``(a + T + cin) mod 2**width``, ``T_i = t(b_i, c_i, d_i)``, as a ``width``-bit signal.
 
     ``a``, ``b``, ``c``, ``d`` are values (a signed one is sign-extended, an unsigned one
     zero-extended, a 1-bit one is shared by every bit); ``t`` is written with ``&``, ``|`` and
     ``^ 1`` (not ``~``), so that it evaluates both on Amaranth bits and on Python 0/1.
     Combinational; one carry chain of ``width`` bits (on ECP5 ``ceil((width + 1) / 2)``
-    ``CCU2C``: the carry in enters through the first half, see below).
+    ``CCU2C``: the carry in enters through the first half, see below). ``cin_inv``: the carry
+    in is ``~cin`` (on ECP5 inverted by that half's LUT, not by a LUT of its own).
     """
     if target not in CARRY_TARGETS:
         raise ValueError(f"fused_add target must be one of {CARRY_TARGETS}, got {target!r}")
@@ -63,13 +64,14 @@ def fused_add(m: Module, width: int, a, b, c, d, t: TFunc, cin=0, *, target: str
     if target != "ecp5":
         tt = Cat(*[t(_bit(b, i), _bit(c, i), _bit(d, i)) for i in range(width)])
         ext = Cat(*[_bit(a, i) for i in range(width)])
-        m.d.comb += out.eq(ext + tt + cin)
+        m.d.comb += out.eq(ext + tt + (Value.cast(cin) ^ int(cin_inv)))
         return out
     # Half 0 of the first CCU2C starts the chain: its LUT4 is 0 (C0 = D0 = 1 select INIT entries
-    # 14, 15 = 0), so its carry out is its generate LUT2(A0, B0) = A0 = cin (INIT0 = 0x000A, the
-    # feed-in cell nextpnr would otherwise add in front of a chain whose CIN is a net, constant
-    # or not: a whole CCU2C). Bit i is half i + 1. CIN of the first and COUT of the last CCU2C
-    # stay unconnected: a connected COUT makes nextpnr add a pass-out CCU2C.
+    # 14, 15 = 0), so its carry out is its generate LUT2(A0, B0) = A0 = cin (INIT0 = 0x000A; ~A0
+    # with 0x0005 for ``cin_inv``), in place of the feed-in cell nextpnr would otherwise add in
+    # front of a chain whose CIN is a net, constant or not: a whole CCU2C. Bit i is half i + 1.
+    # CIN of the first and COUT of the last CCU2C stay unconnected (rtl/_ecp5_netlist.py opens
+    # the ones Yosys ties): a connected COUT makes nextpnr add a pass-out CCU2C.
     halves = [None, *range(width)]
     carry = None
     for k, lo in enumerate(range(0, len(halves), 2)):
@@ -84,7 +86,8 @@ def fused_add(m: Module, width: int, a, b, c, d, t: TFunc, cin=0, *, target: str
         for h in range(2):
             bit = halves[lo + h] if lo + h < len(halves) else None
             if lo + h == 0:
-                pins, hinit = (Value.cast(cin), C(1, 1), C(1, 1), C(1, 1)), 0x000A
+                pins = (Value.cast(cin), C(1, 1), C(1, 1), C(1, 1))
+                hinit = 0x0005 if cin_inv else 0x000A
             elif bit is None:                      # past the top bit: unused
                 pins, hinit = (C(0, 1),) * 4, 0
             else:

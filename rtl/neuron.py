@@ -541,8 +541,8 @@ class NeuronArray(wiring.Component):
                 e_s = Signal(signed(sw), name=f"es{lane}", reset_less=True)
                 e_up = Signal(name=f"eup{lane}", reset_less=True)
                 e_dn = Signal(name=f"edn{lane}", reset_less=True)
-                m.d.sync += [e_d.eq(fused_add(m, hw, h, th, hneg, 1, _SEL_PM_THETA, ~hneg, target=ct,
-                                              name=f"dadd{lane}")),
+                m.d.sync += [e_d.eq(fused_add(m, hw, h, th, hneg, 1, _SEL_PM_THETA, hneg, cin_inv=True,
+                                              target=ct, name=f"dadd{lane}")),
                              e_s.eq(h_s), e_up.eq(up), e_dn.eq(dn)]
                 e_neg = e_h[-1]
                 fire = Mux(e_neg, e_dn, ~e_d[hw - 1] & e_up)

@@ -41,8 +41,8 @@ class FusedPair(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # pm: b = Θ (9 bits, zero-extended), c = the sign (shared), d = 1; cin = the sign
-        pm = fused_add(m, W, self.a, self.b, self.s, 1, SELECTS["pm"], self.s ^ 1,
+        # pm: b = Θ (9 bits, zero-extended), c = the sign (shared), d = 1; cin = ~the sign
+        pm = fused_add(m, W, self.a, self.b, self.s, 1, SELECTS["pm"], self.s, cin_inv=True,
                        target=self.target, name="pm")
         # mux: b = the select (shared), c = I (signed), d = Θ (9 bits, zero-extended); cin = 0
         mx = fused_add(m, WM, self.a, self.s, self.c, self.d, SELECTS["mux"], 0,

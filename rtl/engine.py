@@ -6,11 +6,12 @@ import numpy as np
 from amaranth.hdl import C as C_
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..model.widths import signed_bits
 from ._bram import RAM_TARGETS, RegisteredRAM
-from ._carry import CARRY_TARGETS, fused_add
+from ._carry import CARRY_TARGETS, fused_add, kept_reg
 from ._util import ceil_div, check_int, pack_lanes
 
 __all__ = ["SpikeAdditionEngine", "ZeroVectorExpander", "required_acc_width"]
@@ -21,7 +22,19 @@ WEIGHT_BITS = 8
 _SEL_ACC = lambda b, c, d: (b & c) | d  # noqa: E731
 #: Read-modify-write loop of an accumulator word, in items (cycles): an item issued less than
 #: this many cycles after one that updates the same word is held back (hazard stall)
-LOOP_DEPTH = 4
+LOOP_DEPTH = 5
+#: Read latency of the readout (cycles from issuing a read to the RAM output register "Q"): the
+#: readout address is registered once, then twice more per column of the readout accumulator
+#: copy (``addr_regs=2``); the flag RAMs are read with the issue (``addr_regs=1``, out in stage
+#: 3), their word registered next to them and copied per output group (Q)
+RO_LAT = 4
+#: Largest bank (words) whose "touched" flags are kept in distributed RAM (at most 4 16-word
+#: blocks per read port: a 4:1 read multiplexer); larger ones use a block RAM per bank
+LUTRAM_FLAG_WORDS = 64
+#: Bits per group of the output register with its own copies of the output valid bit and the
+#: "untouched word" flag (their enable/reset nets stay local): one block-RAM column's worth of
+#: the readout copy (18-bit mode), whose output the group registers
+O_GROUP_BITS = 18
 
 
 def required_acc_width(weights, bias=None) -> int:
@@ -79,40 +92,52 @@ class SpikeAdditionEngine(wiring.Component):
       ``2·n_vectors·chunks + chunks <= 512``, the DP16KD depth at 36 bits). The RAMs carry
       ``no_rw_check``: no word is read in the cycle it is written, so Yosys adds no
       read/write-collision logic behind their outputs.
-    * Per bank a 1-bit "touched this step" flag per word (block RAM): a word not yet touched
-      in the step enters the adder as 0 (synchronous reset of the RAM output register) and
-      reads out as 0 (reset of the output register), so readout writes no zeros; it clears
-      the flags of the words it has read.
+    * Per bank a 1-bit "touched this step" flag per word, in distributed RAM (asynchronous
+      reads; banks of at most ``LUTRAM_FLAG_WORDS = 64`` words) or else a block RAM (registered
+      addresses, read latency 3): a word not yet touched in the step enters the adder as 0 and
+      reads out as 0 (synchronous reset of the output register), so readout writes no zeros;
+      it clears the flags of the words it has delivered (registered, one cycle later).
     * (compact readout) Per bank an ``n_vectors``-bit register of "vector touched this step"
       flags, set when an event's first item issues, loaded by the clear pass (bank 0: all ones
       if the bias has a nonzero element, else 0; bank 1: 0), and cleared when the bank's
-      readout has issued its last read. The readout checks the flag of each vector before its
+      readout has delivered its last beat. The readout checks the flag of each vector before its
       first chunk: untouched -> one ``zero`` beat and a jump of ``chunks`` words.
-    * Accumulate pipeline, one item (event, chunk) per cycle, 6 stages: S0 issues the item
+    * Input: a two-entry buffer (``i_stream.ready`` is a register: "not full"), the event's
+      word addresses computed as it enters; the sequencer (S0) takes the next event when it
+      issues the last item of the current one.
+    * Accumulate pipeline, one item (event, chunk) per cycle, 7 stages: S0 issues the item
       (hazard check) and reads the word's flag; A reads the weight (address registers per
-      block-RAM column); B reads the accumulator word (likewise) and sets the flag; C: the
-      weight leaves the ROM's output register and the sign is applied as ``w XOR s``; D: the
-      word leaves the RAM's output register and one carry chain per lane adds
+      block-RAM column) and sets the flag; B reads the accumulator word (likewise); C: the
+      weight leaves the ROM's output register; D: the word leaves the RAM's output register;
+      weight and word are registered in the fabric (no block-RAM output is routed to an adder)
+      and the sign is applied as ``w XOR s``; E: one carry chain per lane adds
       ``(w XOR s) + s`` to the word (if touched, or a bias word), to 0 (untouched) or to the
-      forwarded sum (below), the select inside the carry chain; E: the sum, registered, is
-      written. A word is read 2 cycles after its item issues and written 5 cycles after:
-      read-modify-write loop ``LOOP_DEPTH = 4``. An item whose word is updated by the item
-      issued 3 cycles before it gets that item's sum forwarded (no stall); one updated by
-      one of the 2 items just before it is held in S0 (hazard stall). Both only happen for two
-      events of the same vector back to back: forwarding with 3 chunks per row, a stall with
-      fewer (an event then costs 3 cycles instead of ``chunks``); with ``chunks >= 4``
-      neither check is built.
+      forwarded sum (below), the select inside the carry chain; F: the sum, registered, is
+      written. A word is read 2 cycles after its item issues and written 6 cycles after:
+      read-modify-write loop ``LOOP_DEPTH = 5``. An item whose word is updated by the item
+      issued ``KF`` cycles before it (``KF = 4`` with 4 chunks per row, else 3) gets that
+      item's sum forwarded (no stall); one updated by an item 1..4 cycles before it at another
+      distance is held in S0 (hazard stall). The same word comes back no sooner than
+      ``chunks`` items later (two events of the same vector): back-to-back events never
+      stall with ``chunks >= 3`` (3 chunks: one stall cycle if the second event issues exactly
+      one cycle late), a stall with fewer (an event then costs 3 cycles instead of
+      ``chunks``); with ``chunks >= 5`` no check is built.
     * An event costs ``chunks`` cycles (see stall above); the end-of-step marker one cycle,
-      plus a wait if the previous step's readout has not finished. The readout starts when
-      the step's items have left the pipeline (6 cycles), then streams one beat per cycle,
-      latency 3 cycles from read to ``o_stream.valid``. Back-pressure never reaches the block
-      RAMs: a beat that finds the output register full and not taken is dropped with the one
-      behind it and read again (2 cycles lost per stall). Ideal cycles of a step: ``events × chunks``.
-      The next step's end-of-step waits for this readout, so a step costs at least its
-      readout beats: ``n_vectors × chunks`` with the dense protocol (a sparse step is then
-      readout bound), ``touched · chunks + untouched <= events × chunks + n_vectors`` with
-      the compact one.
-    * ``clear`` (strobe) and reset run a clear pass of ``n_vectors · chunks + 5`` cycles: the
+      plus a wait if the previous step's readout has not finished. The readout's first read
+      is issued a fixed delay after the end-of-step (4 cycles, 3 with block-RAM flags), once
+      the step's last write is in; it streams one beat per cycle into a pipeline of
+      ``RO_LAT = 4`` stages (5 with block-RAM flags: its flag, read with the issue, is out in
+      stage 3) and the output register: latency 5 (6) cycles from issue to
+      ``o_stream.valid``. Back-pressure never reaches the block RAMs: a beat that finds the
+      output register full and not taken is dropped, and (one cycle later) every beat behind
+      it; the readout then issues it again (it is back ``RO_LAT + 2`` cycles after the drop).
+      The readout is done, and the next end-of-step may switch banks the cycle after, when
+      its last beat is taken into the output register. Ideal cycles of a step:
+      ``events × chunks``. The next step's end-of-step waits for this readout, so a step costs
+      at least its readout beats: ``n_vectors × chunks`` with the dense protocol (a sparse
+      step is then readout bound), ``touched · chunks + untouched <= events × chunks +
+      n_vectors`` with the compact one.
+    * ``clear`` (strobe) and reset run a clear pass of ``n_vectors · chunks + 7`` cycles: the
       bias words go down the accumulate pipeline into bank 0 (marking it touched) and bank 1's
       flags are cleared; anything in flight is dropped (``busy`` high, ``i_stream.ready``
       low).
@@ -243,13 +268,26 @@ class SpikeAdditionEngine(wiring.Component):
         m.submodules.acc = acc = RegisteredRAM(unsigned(acc_l.size), 2 * E + C, init=acc_init,
                                                target=tgt, addr_regs=True)
         m.submodules.acc_ro = acc_ro = RegisteredRAM(unsigned(acc_l.size), 2 * E + C,
-                                                     init=acc_init, target=tgt)
-        # per-bank "touched this step" flags (a word not touched reads as 0: no zeroing writes)
+                                                     init=acc_init, target=tgt, addr_regs=True)
+        # per-bank "touched this step" flags (a word not touched reads as 0: no zeroing writes),
+        # in distributed RAM (asynchronous reads, one port for the accumulate path and one for
+        # the readout): a block RAM would be placed wherever one is free, and its output routed
+        # across the chip to the two registers it feeds
+        # (block RAMs for large banks: registered addresses, read latency 3; the readout then
+        # reads its accumulator copy one cycle later, RO_LAT + 1)
+        lut_flags = E <= LUTRAM_FLAG_WORDS
+        ro_lat = RO_LAT if lut_flags else RO_LAT + 1
         flags = []
         for k in range(2):
-            ram = RegisteredRAM(unsigned(1), max(E, 2), target=tgt)
-            m.submodules[f"flag{k}"] = ram
-            flags.append(ram)
+            if lut_flags:
+                mem = Memory(shape=unsigned(1), depth=max(E, 2), init=[],
+                             attrs={"ram_style": "distributed"})
+                flags.append((mem.write_port(), mem.read_port(domain="comb"),
+                              mem.read_port(domain="comb")))
+            else:
+                mem = RegisteredRAM(unsigned(1), max(E, 2), target=tgt, addr_regs=True)
+                flags.append(mem)
+            m.submodules[f"flag{k}"] = mem
 
         # ---- state --------------------------------------------------------------------------
         clearing = Signal(init=1)
@@ -262,10 +300,10 @@ class SpikeAdditionEngine(wiring.Component):
         ev_chunk = Signal(cidx)
         ev_waddr = Signal(range(max(self.n_in * C, 2)))
         ev_aaddr = Signal(eaddr)
-        # accumulate pipeline, one item (event chunk, or bias word in the clear pass) per cycle:
-        # A: weight and flag reads issued; B: accumulator read issued (registered address),
-        # flag set, weight registered; C: flag/accumulator registered, sign applied (XOR);
-        # D: adder, written straight back
+        # the word's memory address in bank 0 and bank 1 (counted along: no adder after S0)
+        ev_m0, ev_m1 = Signal(maddr, init=C), Signal(maddr, init=C + E)
+        # accumulate pipeline, one item (event chunk, or bias word in the clear pass) per cycle,
+        # stages A..F (see the class docstring)
         a_valid, a_bank, a_neg, a_bias = Signal(), Signal(), Signal(), Signal()
         a_addr, a_chunk = Signal(eaddr), Signal(cidx)
         a_waddr = Signal.like(ev_waddr)
@@ -273,26 +311,36 @@ class SpikeAdditionEngine(wiring.Component):
         b_addr, b_wmaddr = Signal(eaddr), Signal(maddr)
         c_valid, c_bank, c_neg, c_bias = Signal(), Signal(), Signal(), Signal()
         c_maddr = Signal(maddr)
-        d_valid, d_bank, d_maddr = Signal(), Signal(), Signal(maddr)
+        d_valid, d_bank, d_neg, d_bias = Signal(), Signal(), Signal(), Signal()
+        d_maddr, d_addr = Signal(maddr), Signal(eaddr)
         e_valid, e_bank, e_maddr = Signal(), Signal(), Signal(maddr)
-        a_fwd, b_fwd, c_fwd = Signal(), Signal(), Signal()
+        f_valid, f_bank = Signal(), Signal()
+        a_fwd, b_fwd, c_fwd, d_fwd = Signal(), Signal(), Signal(), Signal()
         c_addr = Signal(eaddr)
         r_w = w_l(wrom.r_data)          # weight, stage C (the ROM's output register)
-        f_q = [ram.r_data for ram in flags]         # flag RAM output registers
-        f_q2 = [Signal(name=f"f_q2_{k}") for k in range(2)]  # and once more (accumulate)
+        d_w = Signal(w_l)               # and registered in the fabric, stage D
+        a_flag, b_flag, c_flag, d_flag = Signal(), Signal(), Signal(), Signal()  # word's flag
         r_a = acc_l(acc.r_data)         # accumulator word, stage D (the RAM's output register)
-        d_keep = Signal()               # stage D: use the word read (touched or bias, not forwarded)
-        g1 = Signal(acc_l, reset_less=True)  # the sum written one cycle ago ...
-        g2 = Signal(acc_l, reset_less=True)  # ... and two: forwarded into D, else 0
-        e_sum = Signal(acc_l, reset_less=True)  # stage E: the sum, written at the end of E
-        u_op = Signal(w_l)
+        e_a = Signal(acc_l, reset_less=True)    # and registered in the fabric, stage E
+        e_keep = Signal()               # stage E: use the word read (touched or bias, not forwarded)
+        f_sum = Signal(acc_l, reset_less=True)  # stage F: the sum, written at the end of F
+        u_op = Signal(w_l)              # stage E: the weight, sign applied
         u_cin = Signal()
-        # readout: RAM output (r), its register (q), output register (o); elastic under
-        # back-pressure (the RAM read enable and the register enables hold the data)
-        ro_pending, ro_active, ro_bank = Signal(), Signal(), Signal()
+        # readout: a cursor issuing reads into RO_LAT stages (Q: the RAM's output register), then
+        # the output register (o); see the readout section
+        ro_active, ro_bank = Signal(), Signal()
+        # the swap, delayed until the readout may start (see readout)
+        ro_gos = [Signal(name=f"ro_go{i}") for i in range(LOOP_DEPTH + 2 - ro_lat)]
+        ro_go = ro_gos[-1]
         ro_ptr = Signal(ent)
         ro_mptr = Signal(maddr)
-        r_valid, q_valid, o_valid = Signal(), Signal(), Signal()
+        # readout items in flight: stage i+1 of RO_LAT (address registers, RAM read register,
+        # RAM output register "Q"), and the output register
+        ro_v = [Signal(name=f"ro_v{i + 1}") for i in range(ro_lat)]
+        q_valid = ro_v[-1]
+        ro_drop = Signal()      # Q's item was dropped last cycle: rewind (see readout)
+        ro_inflight = Cat(*ro_v, ro_drop).any()
+        o_valid = Signal()
         q_data = acc_l(acc_ro.r_data)   # readout: the RAM's output register
         o_data = Signal(acc_l)
         # compact readout: per-bank vector flags, readout vector/chunk counters, zero-beat flags
@@ -302,156 +350,264 @@ class SpikeAdditionEngine(wiring.Component):
                  for k in range(2)]
         ro_chunk = Signal(cidx)
         ro_zero = Signal()
-        r_zero, q_zero, o_zero = Signal(), Signal(), Signal()
-        z_en = Signal()
-        z_addr = Signal(eaddr)
+        o_zero = Signal()
 
         # ---- S0: event sequencer, hazard stall ------------------------------------------------
         issue = Signal()
         hazard = Signal()
-        last_chunk = ev_chunk == C - 1
+        last_chunk = Signal(init=C == 1)    # ev_chunk == C - 1 (kept with the counter)
+        ev_first = Signal(init=1)           # ev_chunk == 0
         swap = Signal()
-        # the readout is free (registered, one cycle late: the input handshake path stays short;
-        # cleared by the swap that makes it busy)
+        # the readout is free (registered, see readout; cleared by the swap that makes it busy)
         ro_free = Signal()
-        m.d.sync += ro_free.eq(~ro_pending & ~ro_active & ~r_valid & ~q_valid & ~swap)
+        # An item reads its word 2 cycles after issue and writes it 6 cycles after: the word of an
+        # item issued k = 1..4 cycles earlier (now in A..D) is not written in time. For one
+        # distance KF its sum is forwarded into the adder instead (the sum register delayed
+        # KF - 1 cycles, reset unless forwarding: no multiplexer in front of the adder); the
+        # other distances hold the item in S0 (hazard stall). The same word comes back no
+        # sooner than C items later (the same chunk of the next event of the vector): KF = 3,
+        # or 4 with 4 chunks per row, so back-to-back events of a vector never stall with
+        # >= 3 chunks per row (C = 3: unless 1 cycle apart), and nothing is built with >= 5.
+        KF = 4 if C == 4 else 3
+        # (C = 3: the one stalling distance, 4, is the first item of an event of the vector of
+        # the event before it, taken when the sequencer was idle one cycle after that event's
+        # last item: its items issue back to back, so that is a stall of the cycle after the
+        # take, told by a register, not by address compares on the S0 path)
+        ev_had = Signal()       # ev_vec is that of an accumulate event (since clear)
+        iss1, hz = Signal(), Signal()   # issue 1 cycle ago; stall (C = 3)
+        m.d.sync += iss1.eq(issue)
+        st = [(a_valid, a_bank, a_addr), (b_valid, b_bank, b_addr), (c_valid, c_bank, c_addr),
+              (d_valid, d_bank, d_addr)]
+        st_match = {k: st[k - 1][0] & (st[k - 1][1] == acc_bank) & (st[k - 1][2] == ev_aaddr)
+                    for k in range(max(C, 1), LOOP_DEPTH)}
         m.d.comb += [
-            # an item reads its word 2 cycles after issue and writes it 5 cycles after: the
-            # word of an item issued 1 or 2 cycles earlier (now in A, B) is not written in time
-            # (hazard stall); that of an item issued 3 cycles earlier (now in C) is written in
-            # the cycle of the read: its sum is forwarded into D instead (no stall). With
-            # >= 3 chunks per row the first never happens, with >= 4 neither
-            hazard.eq((a_valid & (a_bank == acc_bank) & (a_addr == ev_aaddr)) |
-                      (b_valid & (b_bank == acc_bank) & (b_addr == ev_aaddr)) if C < LOOP_DEPTH - 1
-                      else 0),
+            hazard.eq(_any(st_match[k] for k in range(max(C, 1), LOOP_DEPTH) if k != KF)
+                      if C != 3 else hz),
             issue.eq(ev_valid & ~ev_eos & ~hazard),
             swap.eq(ev_valid & ev_eos & ro_free),
-            self.i_stream.ready.eq(~clearing & ~self.clear &
-                                   (~ev_valid | (issue & last_chunk) | swap)),
             self.busy.eq(clearing),
         ]
+        # input buffer: two entries (main, skid), ``i_stream.ready`` registered (not full) and
+        # the row/word addresses of an event computed as it enters; the sequencer loads the
+        # main entry when it has no event or finishes the one it has
+        ib_l = data.StructLayout({"eos": 1, "neg": 1, "vec": ev_vec.shape(),
+                                  "waddr": ev_waddr.shape(), "aaddr": ev_aaddr.shape(),
+                                  "m0": ev_m0.shape(), "m1": ev_m1.shape()})
+        ib, ib_skid = Signal(ib_l), Signal(ib_l)
+        ib_v, ib_skid_v = Signal(), Signal()
         p = self.i_stream.payload
-        with m.If(self.i_stream.valid & self.i_stream.ready):
+        p_in = Signal(ib_l)
+        aaddr_in = _mul_const(p.vector, C)
+        m.d.comb += [p_in.eos.eq(p.eos), p_in.neg.eq(p.neg), p_in.vec.eq(p.vector),
+                     p_in.waddr.eq(_mul_const(p.index, C)), p_in.aaddr.eq(aaddr_in),
+                     p_in.m0.eq(aaddr_in + C), p_in.m1.eq(aaddr_in + C + E),
+                     self.i_stream.ready.eq(~ib_skid_v & ~clearing & ~self.clear)]
+        accept = self.i_stream.valid & self.i_stream.ready
+        # (with C > 1 an event's last item never stalls: its first one did, if at all)
+        take = ib_v & (~ev_valid | (issue if C == 1 else ev_valid & ~ev_eos) & last_chunk | swap)
+        with m.If(~ib_v | take):
+            with m.If(ib_skid_v):
+                m.d.sync += [ib.eq(ib_skid), ib_v.eq(1), ib_skid_v.eq(0)]
+            with m.Else():
+                m.d.sync += [ib.eq(p_in), ib_v.eq(accept)]
+        with m.Elif(accept):
+            m.d.sync += [ib_skid.eq(p_in), ib_skid_v.eq(1)]
+        # (taken while idle: no issue this cycle; ev_vec is the event before it unless ev_eos)
+        m.d.sync += hz.eq(take & ~ev_valid & iss1 & ev_had & ~ev_eos & ~ib.eos & (ib.vec == ev_vec))
+        with m.If(take):
             m.d.sync += [
-                ev_valid.eq(1), ev_eos.eq(p.eos), ev_neg.eq(p.neg), ev_chunk.eq(0),
-                ev_waddr.eq(_mul_const(p.index, C)), ev_aaddr.eq(_mul_const(p.vector, C)),
-                ev_vec.eq(p.vector),
+                ev_had.eq(~ib.eos),
+                ev_valid.eq(1), ev_eos.eq(ib.eos), ev_neg.eq(ib.neg), ev_chunk.eq(0),
+                ev_first.eq(1), last_chunk.eq(C == 1),
+                ev_waddr.eq(ib.waddr), ev_aaddr.eq(ib.aaddr), ev_vec.eq(ib.vec),
+                ev_m0.eq(ib.m0), ev_m1.eq(ib.m1),
             ]
         with m.Elif(issue & last_chunk | swap):
             m.d.sync += ev_valid.eq(0)
-        clr_issue = clearing & clr_run
+        clr_issue = clr_run         # (only ever set with ``clearing``)
         with m.If(issue & ~last_chunk | clr_issue):
-            m.d.sync += [ev_chunk.eq(Mux(last_chunk, 0, ev_chunk + 1)), ev_waddr.eq(ev_waddr + 1),
-                         ev_aaddr.eq(ev_aaddr + 1)]
+            m.d.sync += [ev_waddr.eq(ev_waddr + 1), ev_aaddr.eq(ev_aaddr + 1),
+                         ev_m0.eq(ev_m0 + 1), ev_m1.eq(ev_m1 + 1)]
+            # (the clear pass wraps the chunk: it walks the bias words)
+            with m.If(last_chunk):
+                m.d.sync += [ev_chunk.eq(0), ev_first.eq(1), last_chunk.eq(C == 1)]
+            with m.Else():
+                m.d.sync += [ev_chunk.eq(ev_chunk + 1), ev_first.eq(0),
+                             last_chunk.eq(ev_chunk == C - 2)]
         with m.If(swap):
-            m.d.sync += [ro_pending.eq(1), ro_bank.eq(acc_bank), acc_bank.eq(~acc_bank)]
+            m.d.sync += [ro_bank.eq(acc_bank), acc_bank.eq(~acc_bank)]
 
         # ---- accumulate pipeline --------------------------------------------------------------
         # (the clear pass issues its bias items through the same S0 counters: no muxes here)
-        fwd = (c_valid & (c_bank == acc_bank) & (c_addr == ev_aaddr)) if C < LOOP_DEPTH else 0
+        fwd = st_match.get(KF, C_(0, 1))
         m.d.sync += [a_valid.eq(issue | clr_issue), a_bank.eq(acc_bank), a_neg.eq(ev_neg),
                      a_bias.eq(clearing), a_addr.eq(ev_aaddr), a_chunk.eq(ev_chunk),
                      a_waddr.eq(ev_waddr), a_fwd.eq(issue & fwd),
-                     b_fwd.eq(a_fwd), c_fwd.eq(b_fwd)]
+                     b_fwd.eq(a_fwd), c_fwd.eq(b_fwd), d_fwd.eq(c_fwd)]
         m.d.comb += wrom.r_addr.eq(ev_waddr)       # registered by the ROM: the read is in A
-        a_waddr_full = a_addr + Mux(a_bank, C + E, C)
+        s0_maddr = Mux(acc_bank, ev_m1, ev_m0)
+        a_maddr = Signal(maddr)
+        m.d.sync += a_maddr.eq(s0_maddr)
         m.d.sync += [
             b_valid.eq(a_valid), b_bank.eq(a_bank), b_neg.eq(a_neg), b_bias.eq(a_bias),
             b_addr.eq(a_addr),
-            b_wmaddr.eq(a_waddr_full),
+            b_wmaddr.eq(a_maddr),
             c_valid.eq(b_valid), c_bank.eq(b_bank), c_neg.eq(b_neg), c_bias.eq(b_bias),
             c_maddr.eq(b_wmaddr), c_addr.eq(b_addr),
-            d_valid.eq(c_valid), d_bank.eq(c_bank), d_maddr.eq(c_maddr),
+            d_valid.eq(c_valid), d_bank.eq(c_bank), d_neg.eq(c_neg), d_bias.eq(c_bias),
+            d_maddr.eq(c_maddr), d_addr.eq(c_addr),
             e_valid.eq(d_valid), e_bank.eq(d_bank), e_maddr.eq(d_maddr),
+            f_valid.eq(e_valid), f_bank.eq(e_bank),
         ]
-        # the accumulate copy registers its read address (the read is in B) and its write address
-        # and enable (the write of the sum is in E)
+        # both copies register their addresses (the write of the sum is at the end of E: presented
+        # in D); the accumulate copy reads in B, the readout copy 2 cycles after the issue
         # (the read address is computed in S0 and registered: no logic in front of the copies)
         a_raddr = Signal(maddr)
-        m.d.sync += a_raddr.eq(Mux(clearing, ev_chunk, ev_aaddr + Mux(acc_bank, C + E, C)))
+        m.d.sync += a_raddr.eq(Mux(clearing, ev_chunk, s0_maddr))
         m.d.comb += [acc.r_addr.eq(a_raddr),
-                     acc.w_addr.eq(d_maddr), acc.w_en.eq(d_valid), acc.w_data.eq(e_sum),
-                     acc_ro.w_addr.eq(e_maddr), acc_ro.w_en.eq(e_valid), acc_ro.w_data.eq(e_sum)]
-        # C: the word's flag for D (an untouched word enters the adder as 0, a bias word as read,
-        # a forwarded word as the sum in g2); the sign is applied one stage before the adder:
-        # -w = ~w + 1 (XOR here, carry-in at D)
-        m.d.sync += [f_q2[0].eq(f_q[0]), f_q2[1].eq(f_q[1]),
-                     d_keep.eq((Mux(c_bank, f_q2[1], f_q2[0]) | c_bias) & ~c_fwd),
-                     g1.eq(e_sum)]
-        with m.If(c_fwd):
-            m.d.sync += g2.eq(g1)
-        with m.Else():                              # (sync reset: the FF's LSR)
-            m.d.sync += g2.eq(0)
-        with m.If(c_bias):
+                     acc.w_addr.eq(e_maddr), acc.w_en.eq(e_valid), acc.w_data.eq(f_sum),
+                     acc_ro.w_addr.eq(e_maddr), acc_ro.w_en.eq(e_valid), acc_ro.w_data.eq(f_sum)]
+        # D: the word leaves the RAM's output register and the weight the ROM's (C), both
+        # into fabric registers (no block-RAM output is routed to an adder); the word's flag
+        # decides for E: an untouched word enters the adder as 0, a bias word as read, a
+        # forwarded word as the forwarded sum; the sign is applied one stage before the adder:
+        # -w = ~w + 1 (XOR here, carry-in at E)
+        m.d.sync += [d_w.eq(r_w), e_a.eq(r_a), e_keep.eq((d_flag | d_bias) & ~d_fwd)]
+        with m.If(d_bias):
             m.d.sync += [u_op.eq(0), u_cin.eq(0)]
         with m.Else():
-            m.d.sync += [u_op.eq(r_w.as_value() ^ Mux(c_neg, (1 << w_l.size) - 1, 0)),
-                         u_cin.eq(c_neg)]
-        # D: one carry chain per lane, (w ^ s) + s + (acc if kept) + (forwarded sum), the operand
-        # select inside the carry chain (at most one of the two is nonzero), into E's register
-        sums = [fused_add(m, W, u_op[lane], r_a[lane], d_keep, g2[lane], _SEL_ACC, u_cin,
+            m.d.sync += [u_op.eq(d_w.as_value() ^ Mux(d_neg, (1 << w_l.size) - 1, 0)),
+                         u_cin.eq(d_neg)]
+        # the sum of the item KF cycles earlier, into E (reset unless forwarding: the FF's LSR)
+        g = f_sum
+        for i in range(KF - 2):
+            gq = Signal(acc_l, reset_less=True, name=f"g{i + 1}")
+            m.d.sync += gq.eq(g)
+            g = gq
+        e_fwd = Signal(acc_l, reset_less=True)
+        with m.If(d_fwd):
+            m.d.sync += e_fwd.eq(g)
+        with m.Else():
+            m.d.sync += e_fwd.eq(0)
+        # E: one carry chain per lane, (w ^ s) + s + (acc if kept) + (forwarded sum), the operand
+        # select inside the carry chain (at most one of the two is nonzero), into F's register
+        sums = [fused_add(m, W, u_op[lane], e_a[lane], e_keep, e_fwd[lane], _SEL_ACC, u_cin,
                           target=self.carry_target, name=f"acc{lane}") for lane in range(P)]
-        m.d.sync += e_sum.eq(Cat(*sums))
+        m.d.sync += f_sum.eq(Cat(*sums))
 
         # ---- readout ------------------------------------------------------------------------
-        # A cursor (entry, memory address, chunk, the bank's vector flags shifted down as it
-        # moves on) issues one read per cycle into a fixed pipeline (R: RAM read register, Q: the
-        # RAM's output register, no enables: ``o_stream.ready`` reaches no block-RAM pin); Q
-        # loads the output register if it is free or being taken, else Q and R are dropped and
-        # the cursor rewinds to Q's item (each item carries the cursor it was issued at).
-        ro_busy = ro_active | r_valid | q_valid
+        # A cursor issues one read per cycle into a fixed pipeline of RO_LAT stages (address
+        # registers next to the RAMs, RAM read register, Q: the RAM's output register; no
+        # enables: ``o_stream.ready`` reaches no block-RAM pin); Q loads the output register if
+        # it is free or being taken, else Q's item is dropped and, one cycle later (``ro_drop``,
+        # registered: ``o_stream.ready`` reaches only Q's valid bit, the output register and the
+        # flag clear), every item in flight with it, and the cursor rewinds to the dropped item
+        # (each item carries the cursor it was issued at).
+        # The cursor: entry, memory address, chunk, "first"/"last chunk" bits, the bank's vector
+        # flags and a "vectors left" mask (both shifted down per vector). Everything deciding the
+        # next cursor is a register or one LUT away from one (no compare on the entry).
         adv_o = ~o_valid | self.o_stream.ready
         drop = q_valid & ~adv_o
         deliver = q_valid & adv_o
-        ro_issue = Signal()
-        drained = ~((a_valid & (a_bank == ro_bank)) | (b_valid & (b_bank == ro_bank)) |
-                    (c_valid & (c_bank == ro_bank)) | (d_valid & (d_bank == ro_bank)) |
-                    (e_valid & (e_bank == ro_bank)))
-        m.d.comb += ro_issue.eq(ro_active & (ro_ptr < E) & ~drop)
         ro_flags = Signal(V, name="ro_flags")
-        cursor = Cat(ro_ptr, ro_mptr, ro_chunk, ro_flags)
-        r_cur = Signal(len(cursor), name="r_cursor")
-        q_cur = Signal(len(cursor), name="q_cursor")
+        ro_vleft = Signal(V, name="ro_vleft")       # vectors not yet issued (bit 0: current)
+        ro_first, ro_last = Signal(), Signal()      # ro_chunk == 0, ro_chunk == C - 1
+        cursor = Cat(ro_ptr, ro_mptr, ro_chunk, ro_first, ro_last, ro_flags, ro_vleft)
+        ro_cur = [Signal(len(cursor), name=f"ro_cursor{i + 1}") for i in range(ro_lat)]
+        ro_z = [Signal(name=f"ro_zero{i + 1}") for i in range(ro_lat)]
+        ro_f = [Signal(name=f"ro_final{i + 1}") for i in range(ro_lat)]   # the bank's last beat
+        ro_c = [Signal(name=f"ro_clr{i + 1}") for i in range(ro_lat)]     # word reads as 0
+        q_cur, q_zero, q_final = ro_cur[-1], ro_z[-1], ro_f[-1]
+        d_cur = Signal(len(cursor), name="ro_cursor_dropped")
         q_ptr = q_cur[:len(ro_ptr)]
-        # (the start is registered: ``drained`` looks at every accumulate stage)
-        ro_go = Signal()
-        m.d.sync += ro_go.eq(ro_pending & drained & ~ro_go)
-        with m.If(ro_go):
-            m.d.sync += [ro_pending.eq(0), ro_active.eq(1), ro_ptr.eq(0), ro_chunk.eq(0),
-                         ro_mptr.eq(Mux(ro_bank, C + E, C)),
-                         ro_flags.eq(Mux(ro_bank, vflag[1], vflag[0]))]
+        ro_issue = ro_active & ro_vleft[0] & ~ro_drop
         if compact:
             # at a vector's first chunk: untouched -> one zero beat, skip its chunks
-            m.d.comb += ro_zero.eq((ro_chunk == 0) & ~ro_flags[0])
-        with m.If(drop):
-            m.d.sync += cursor.eq(q_cur)
+            m.d.comb += ro_zero.eq(ro_first & ~ro_flags[0])
+        vec_end = ro_zero | ro_last
+        ro_final = vec_end & (~ro_vleft[1] if V > 1 else 1)
+        # The readout of the bank starts LOOP_DEPTH + 2 - ro_lat cycles after the swap
+        # (``ro_go``), its first issue one cycle later, whose read (at the edge ending issue +
+        # ro_lat - 2) follows the write of the bank's last item (issued the cycle before the
+        # swap, written at the end of F: the edge ending swap + 5). Its flag reads (at issue, or
+        # the edge after with block-RAM flags) follow that item's flag set (end of A, or B).
+        m.d.sync += [ro_gos[0].eq(swap),
+                     *(ro_gos[i].eq(ro_gos[i - 1]) for i in range(1, len(ro_gos)))]
+        with m.If(ro_go):
+            m.d.sync += [ro_active.eq(1), ro_ptr.eq(0), ro_chunk.eq(0),
+                         ro_first.eq(1), ro_last.eq(C == 1), ro_vleft.eq((1 << V) - 1),
+                         ro_mptr.eq(Mux(ro_bank, C + E, C)),
+                         ro_flags.eq(Mux(ro_bank, vflag[1], vflag[0]))]
+        with m.Elif(ro_drop):
+            m.d.sync += cursor.eq(d_cur)
         with m.Elif(ro_issue):
-            with m.If(ro_zero):
-                m.d.sync += [ro_ptr.eq(ro_ptr + C), ro_mptr.eq(ro_mptr + C),
-                             ro_flags.eq(ro_flags >> 1)]
+            m.d.sync += [ro_ptr.eq(ro_ptr + Mux(ro_zero, C, 1)),
+                         ro_mptr.eq(ro_mptr + Mux(ro_zero, C, 1))]
+            with m.If(vec_end):
+                m.d.sync += [ro_chunk.eq(0), ro_first.eq(1), ro_last.eq(C == 1),
+                             ro_flags.eq(ro_flags >> 1), ro_vleft.eq(ro_vleft >> 1)]
             with m.Else():
-                m.d.sync += [ro_ptr.eq(ro_ptr + 1), ro_mptr.eq(ro_mptr + 1),
-                             ro_chunk.eq(Mux(ro_chunk == C - 1, 0, ro_chunk + 1))]
-                with m.If(ro_chunk == C - 1):
-                    m.d.sync += ro_flags.eq(ro_flags >> 1)
-        with m.If(ro_active & (ro_ptr == E) & ~r_valid & ~q_valid):
+                m.d.sync += [ro_chunk.eq(ro_chunk + 1), ro_first.eq(0),
+                             ro_last.eq(ro_chunk == C - 2)]
+        # done when the bank's last beat is delivered (nothing is in flight behind it): the
+        # readout is free the next cycle, its last flag clear lands with that edge
+        done = deliver & q_final
+        m.d.sync += ro_free.eq((~Cat(*ro_gos).any() & ~ro_active & ~ro_inflight & ~swap) | done)
+        with m.If(done):
             m.d.sync += ro_active.eq(0)
             if compact:
                 # every vector flag of the bank has been read: clear them for its next step
                 for k in range(2):
                     with m.If(ro_bank == k):
                         m.d.sync += vflag[k].eq(0)
-        m.d.sync += [r_valid.eq(ro_issue), r_zero.eq(ro_zero), r_cur.eq(cursor),
-                     q_valid.eq(r_valid & ~drop), q_zero.eq(r_zero), q_cur.eq(r_cur)]
+        m.d.sync += [ro_v[0].eq(ro_issue), ro_z[0].eq(ro_zero), ro_f[0].eq(ro_final),
+                     ro_cur[0].eq(cursor), ro_drop.eq(drop), d_cur.eq(q_cur)]
+        for i in range(1, ro_lat):
+            m.d.sync += [ro_v[i].eq(ro_v[i - 1] & ~ro_drop), ro_z[i].eq(ro_z[i - 1]),
+                         ro_f[i].eq(ro_f[i - 1]),
+                         ro_cur[i].eq(ro_cur[i - 1])]
+        with m.If(drop):                # (the item behind it must not be delivered next cycle)
+            m.d.sync += q_valid.eq(0)
         # an untouched word reads as 0: synchronous reset taking priority over the enable (the
         # ECP5 FF's LSR), not a gate in front of the register
         with m.If(adv_o):
-            m.d.sync += [o_valid.eq(q_valid), o_zero.eq(q_zero), o_data.eq(q_data)]
-        with m.If(adv_o & (~Mux(ro_bank, f_q[1], f_q[0]) | q_zero)):
-            m.d.sync += o_data.eq(0)
-        # a delivered word's flag is cleared (a zero beat's words were never touched)
-        m.d.sync += [z_en.eq(deliver & ~q_zero), z_addr.eq(q_ptr)]
-        m.d.comb += [acc_ro.r_addr.eq(ro_mptr), self.o_stream.valid.eq(o_valid)]
+            m.d.sync += [o_valid.eq(q_valid), o_zero.eq(q_zero)]
+        # The output register spans every lane (and the chip): per group of O_GROUP_BITS bits, a
+        # copy of o_valid makes the group's enable locally (~o_valid | ready) and a copy of the
+        # word's "read as 0" bit (along the readout stages, copied in Q) its reset
+        # the word's "read as 0" bit, from the flag read with the issue (distributed RAM: at
+        # once; block RAM: out in stage 3), along the stages to RO_LAT - 1
+        if lut_flags:
+            fs, ro_touched = 0, Mux(ro_bank, flags[1][2].data, flags[0][2].data)
+            m.d.sync += ro_c[0].eq(~ro_touched | ro_zero)
+        else:
+            fs, ro_touched = 3, Mux(ro_bank, flags[1].r_data, flags[0].r_data)
+            m.d.sync += ro_c[fs].eq(~ro_touched | ro_z[fs - 1])
+        m.d.sync += [ro_c[i].eq(ro_c[i - 1]) for i in range(fs + 1, ro_lat)]
+        p_clr = ro_c[-2]
+        # (a copy is cleared one cycle after o_valid by a clear: nothing is loaded meanwhile)
+        o_clr = Signal(init=1)
+        m.d.sync += o_clr.eq(self.clear | clearing)
+        o_flat, q_flat = o_data.as_value(), q_data.as_value()
+        for g, lo in enumerate(range(0, P * W, O_GROUP_BITS)):
+            bits = slice(lo, min(P * W, lo + O_GROUP_BITS))
+            ov = Signal(name=f"o_valid_g{g}_q")
+            m.d.comb += ov.eq(kept_reg(m, Mux(~ov | self.o_stream.ready, q_valid, ov) & ~o_clr,
+                                       target=self.carry_target, name=f"o_valid_g{g}"))
+            clr = kept_reg(m, p_clr, target=self.carry_target, name=f"q_clr_g{g}")
+            adv_g = ~ov | self.o_stream.ready
+            with m.If(adv_g):
+                m.d.sync += o_flat[bits].eq(q_flat[bits])
+            with m.If(adv_g & clr):
+                m.d.sync += o_flat[bits].eq(0)
+        # (the cursor's address is registered once more: the register feeding every column's
+        # address register sits among them, the cursor logic stays where it is)
+        ro_raddr = ro_mptr
+        for i in range(ro_lat - 3):
+            ro_raddr_q = Signal.like(ro_mptr, name=f"ro_raddr{i}")
+            m.d.sync += ro_raddr_q.eq(ro_raddr)
+            ro_raddr = ro_raddr_q
+        m.d.comb += [acc_ro.r_addr.eq(ro_raddr), self.o_stream.valid.eq(o_valid)]
         if compact:
             m.d.comb += [self.o_stream.payload.lanes.eq(o_data),
                          self.o_stream.payload.zero.eq(o_zero)]
@@ -461,41 +617,61 @@ class SpikeAdditionEngine(wiring.Component):
         # ---- vector flags (compact readout): set when an event's first item issues ----------
         if compact:
             for k in range(2):
-                with m.If(issue & (ev_chunk == 0) & (acc_bank == k)):
+                with m.If(issue & ev_first & (acc_bank == k)):
                     m.d.sync += vflag[k].bit_select(ev_vec, 1).eq(1)
 
-        # ---- flags: read with the item in S0 (accumulate; registered twice, the first register
-        # next to the RAM) or with the readout address; set by the item in B, cleared one cycle
-        # after their readout and by the clear pass ---------------------------------------------
-        for k, ram in enumerate(flags):
-            ro_role = ro_busy & (ro_bank == k)
-            with m.If(ro_role):
-                m.d.comb += ram.r_addr.eq(ro_ptr)
-            with m.Else():
-                m.d.comb += ram.r_addr.eq(ev_aaddr)
-            # (a bias item sets its bank-0 flag and clears the bank-1 flag of the same word)
-            with m.If(b_valid & ((b_bank == k) | b_bias)):
-                m.d.comb += [ram.w_addr.eq(b_addr), ram.w_data.eq(b_bank == k), ram.w_en.eq(1)]
-            with m.Elif(z_en & (ro_bank == k)):
-                m.d.comb += [ram.w_addr.eq(z_addr), ram.w_en.eq(1)]
+        # ---- flags: read with the item in S0 (accumulate, registered into A) and with the
+        # readout's issue (registered into stage 1); set by the item in A, cleared by a
+        # delivered readout word and by the clear pass (writes land at the end of the cycle) ---
+        # (block RAM: one read port, the accumulate path's in the bank it accumulates, else
+        # the readout's; the write address registered, landing at the end of B with B's data)
+        # (a delivered word's flag clear is registered first: ``o_stream.ready`` reaches no RAM)
+        z_en, z_addr = [Signal(name=f"z_en{k}") for k in range(2)], Signal.like(q_ptr)
+        m.d.sync += [z_addr.eq(q_ptr),
+                     *(z_en[k].eq(deliver & ~q_zero & (ro_bank == k)) for k in range(2))]
+        for k, fl in enumerate(flags):
+            if lut_flags:
+                wp, rp_acc, rp_ro = fl
+                w_addr, w_data, w_en = wp.addr, wp.data, wp.en
+                m.d.comb += [rp_acc.addr.eq(ev_aaddr), rp_ro.addr.eq(ro_ptr), w_data.eq(a_bank == k)]
+            else:
+                w_addr, w_data, w_en = fl.w_addr, fl.w_data, fl.w_en
+                m.d.comb += [fl.r_addr.eq(Mux(acc_bank == k, ev_aaddr, ro_ptr)),
+                             w_data.eq(b_valid & (b_bank == k))]
+            # (a bias item sets its bank-0 flag and clears the bank-1 flag of the same word; a
+            # readout clear writes 0: it is never presented with a set of the same bank)
+            with m.If(a_valid & ((a_bank == k) | a_bias)):
+                m.d.comb += [w_addr.eq(a_addr), w_en.eq(1)]
+            with m.Elif(z_en[k]):
+                m.d.comb += [w_addr.eq(z_addr), w_en.eq(1)]
+                if lut_flags:
+                    m.d.comb += w_data.eq(0)
+        if lut_flags:
+            m.d.sync += [a_flag.eq(Mux(acc_bank, flags[1][1].data, flags[0][1].data)),
+                         b_flag.eq(a_flag), c_flag.eq(b_flag)]
+        else:
+            m.d.comb += c_flag.eq(Mux(c_bank, flags[1].r_data, flags[0].r_data))
+        m.d.sync += d_flag.eq(c_flag)
 
         # ---- clear pass: E bias items into bank 0 (through the adder), bank 1 flags zeroed ----
-        pipe_empty = ~a_valid & ~b_valid & ~c_valid & ~d_valid & ~e_valid
+        pipe_empty = ~a_valid & ~b_valid & ~c_valid & ~d_valid & ~e_valid & ~f_valid
         with m.If(clr_issue & (ev_aaddr == E - 1)):
             m.d.sync += clr_run.eq(0)
         with m.If(clearing & ~clr_run & pipe_empty):
             m.d.sync += clearing.eq(0)
         with m.If(self.clear):
             m.d.sync += [clearing.eq(1), clr_run.eq(1), ev_aaddr.eq(0), ev_chunk.eq(0),
+                         ev_m0.eq(C), ev_m1.eq(C + E),
+                         ev_first.eq(1), last_chunk.eq(C == 1),
                          a_valid.eq(0), b_valid.eq(0), c_valid.eq(0), d_valid.eq(0),
-                         e_valid.eq(0)]
+                         e_valid.eq(0), f_valid.eq(0)]
         with m.If(self.clear | clearing):
             if compact:
                 # the bias (bank 0) touches every vector on the first step, if it is not all 0
                 m.d.sync += [vflag[0].eq(((1 << V) - 1) * bias_touch), vflag[1].eq(0)]
-            m.d.sync += [acc_bank.eq(0), ev_valid.eq(0), ro_go.eq(0),
-                         ro_pending.eq(0), ro_active.eq(0), r_valid.eq(0), q_valid.eq(0),
-                         o_valid.eq(0), z_en.eq(0)]
+            m.d.sync += [acc_bank.eq(0), ev_valid.eq(0), ev_had.eq(0), hz.eq(0), ib_v.eq(0), ib_skid_v.eq(0),
+                         ro_active.eq(0), o_valid.eq(0), *(r.eq(0) for r in (*ro_gos, *z_en))]
+            m.d.sync += [v.eq(0) for v in (*ro_v, ro_drop)]
         return m
 
 
@@ -516,7 +692,7 @@ class ZeroVectorExpander(wiring.Component):
     Honest cost note: behind this adapter the consumer still takes ``n_vectors × chunks``
     beats per step, and the adapter back-pressures the engine's readout while it expands, so
     end-to-end cycles are bounded by the consumer, as with the dense protocol (``equispike
-    bench engine``: 74.9 % end-to-end vs 95.6 % engine utilization on the qkv layer). The
+    bench engine``: 70.6 % end-to-end vs 95.3 % engine utilization on the qkv layer). The
     compact form pays off when the consumer can skip a zero vector (e.g. a neuron array that
     fast-forwards settled neurons, or a sparse next layer), or when the expansion runs behind
     a buffer / overlaps with other work so the engine can proceed to the next step.
@@ -587,3 +763,11 @@ SYNTH_BLOCKS = {
     "engine": (_synth_engine, {"lanes": 64, "n_in": 64, "n_out": 192, "n_vectors": 17},
                [{"lanes": 16}, {"lanes": 32}, {"lanes": 64}]),
 }
+
+
+def _any(terms):
+    """OR of ``terms`` (0 if there are none)."""
+    out = C_(0, 1)
+    for t in terms:
+        out = out | t
+    return out

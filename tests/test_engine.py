@@ -423,10 +423,18 @@ def _check(W, bias, sp, got):
     return sb
 
 
+@pytest.fixture(params=["distributed", "block"])
+def flag_ram(request, monkeypatch):
+    """The "touched" flags of small banks are in distributed RAM: force block RAM too."""
+    if request.param == "block":
+        monkeypatch.setattr("equispike.rtl.engine.LUTRAM_FLAG_WORDS", 0)
+    return request.param
+
+
 @pytest.mark.sim
 @pytest.mark.parametrize("compact", [True, False])
 @pytest.mark.parametrize("idle,bp", [(0.0, 0.0), (0.5, 0.0), (0.0, 0.8), (0.4, 0.6)])
-def test_engine_fast_stalls(idle, bp, compact):
+def test_engine_fast_stalls(idle, bp, compact, flag_ram):
     W, bias, sp = random_case(11, 7, 10, 2, 6, 0.4)
     got, _ = amaranth_engine(W, bias, sp, lanes=4, n_vectors=2, idle=idle, bp=bp, seed=4,
                              compact=compact)
@@ -436,7 +444,7 @@ def test_engine_fast_stalls(idle, bp, compact):
 @pytest.mark.sim
 @pytest.mark.parametrize("bias_zero", [False, True])
 @pytest.mark.parametrize("bp", [0.0, 0.5])
-def test_engine_fast_zero_beats(bp, bias_zero):
+def test_engine_fast_zero_beats(bp, bias_zero, flag_ram):
     """Compact readout protocol, beat by beat: a vector without events is ONE beat with
     ``zero = 1`` and lanes 0; a touched vector is ``chunks`` beats with ``zero = 0``; the first
     step (nonzero bias) sends every vector in full; an empty step sends ``n_vectors`` zero beats.
@@ -552,7 +560,7 @@ def test_engine_fast_empty_steps():
 
 @pytest.mark.sim
 @pytest.mark.parametrize("abort_beats", [1, 4, 9])
-def test_engine_fast_clear_mid_stream(abort_beats):
+def test_engine_fast_clear_mid_stream(abort_beats, flag_ram):
     W, bias, sp = random_case(13, 6, 9, 2, 4, 0.5)
     got, _ = amaranth_engine(W, bias, sp, lanes=4, n_vectors=2, bp=0.3, seed=3,
                              abort_beats=abort_beats)
@@ -572,7 +580,7 @@ def test_engine_fast_throughput():
 @pytest.mark.sim
 @pytest.mark.parametrize("n_out", [4, 8, 12])
 @pytest.mark.parametrize("bp", [0.0, 0.5])
-def test_engine_fast_hazard(n_out, bp):
+def test_engine_fast_hazard(n_out, bp, flag_ram):
     """Events of one vector back to back with 1, 2 and 3 chunks per row (4 lanes): a word is
     re-accessed before its previous sum is written (1, 2 chunks) -> hazard stall, exact sums;
     with >= 3 chunks (the read-modify-write loop depth) no stall."""
@@ -605,3 +613,56 @@ def test_engine_parameter_errors():
         SpikeAdditionEngine(W, lanes=0, acc_width=16)
     with pytest.raises(ValueError, match="2-D"):
         SpikeAdditionEngine(np.ones(4, dtype=np.int64), lanes=2, acc_width=16)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("lanes,n_out", [(4, 4), (4, 12)])
+def test_engine_fast_readout_behind_last_write(lanes, n_out, flag_ram):
+    """The readout of a step starts a fixed delay after its end-of-step, without looking at the
+    accumulate pipeline: one vector, events back to back, the end-of-step right behind the last
+    one. With one chunk per row the last item writes the readout's first word (the simulation
+    model poisons a read in the cycle of the write), with three its last one."""
+    W, bias, sp = random_case(16 + n_out, 8, n_out, 1, 8, 0.9)
+    got, _ = amaranth_engine(W, bias, sp, lanes=lanes, n_vectors=1, seed=8, ordered=True)
+    _check(W, bias, sp, got)
+
+
+@pytest.mark.sim
+def test_engine_fast_same_vector_gaps():
+    """Two events of one vector per step, 0..5 idle input cycles between them (3 chunks per
+    row): the second event's items re-access the first one's words 3 cycles later (forwarded),
+    4 (hazard stall: neither written nor forwardable) or later."""
+    from equispike.sim.amaranth_tb import get_stream, put_stream, run_testbenches
+
+    n_in, n_out, lanes = 8, 12, 4
+    W, bias, _ = random_case(41, n_in, n_out, 1, 1, 0.5)
+    gaps = [0, 1, 2, 3, 4, 5] * 2
+    T = len(gaps)
+    rng = np.random.default_rng(4)
+    sp = np.zeros((T, 1, n_in), dtype=np.int8)
+    beats, idle_before = [], {}
+    for t, g in enumerate(gaps):
+        a, b = (int(x) for x in rng.choice(n_in, 2, replace=False))
+        sa, sb = (int(x) for x in rng.choice([-1, 1], 2))
+        sp[t, 0, a], sp[t, 0, b] = sa, sb
+        # (a long pause first: the readout of the previous step is done, nothing is queued)
+        idle_before[len(beats)], idle_before[len(beats) + 1] = 30, g
+        beats += [{"index": a, "vector": 0, "neg": int(sa < 0), "eos": 0},
+                  {"index": b, "vector": 0, "neg": int(sb < 0), "eos": 0}, {"eos": 1}]
+    eng = SpikeAdditionEngine(W, bias, lanes=lanes, n_vectors=1,
+                              acc_width=required_acc_width(W, bias))
+    out: list = []
+
+    async def idle(ctx, i):
+        for _ in range(idle_before.get(i, 0)):
+            await ctx.tick()
+
+    async def tb_in(ctx):
+        await ctx.tick()
+        while ctx.get(eng.busy):
+            await ctx.tick()
+        await put_stream(eng.i_stream, beats, before=idle)(ctx)
+
+    run_testbenches(eng, tb_in, get_stream(eng.o_stream, expected_beats(sp, bias, eng.chunks), out),
+                    max_cycles=20_000)
+    _check(W, bias, sp, collect(out, T, 1, eng.chunks, n_out))

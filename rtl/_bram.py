@@ -152,17 +152,8 @@ class RegisteredRAM(wiring.Component):
         wa = Cat(Mux(self.w_en, self.w_addr, self.depth), C(0, aw))[:aw]
         ra = Cat(self.r_addr, C(0, aw))[:aw]
         for st in range(self.addr_regs):
-            if self.target == "ecp5" and st == 0:
-                # TRELLIS_FF instances (Yosys would merge equal plain registers back into one):
-                # the enable and the address registered per column, and the dummy-word select
-                # after them, one LUT per column next to it (before them, one LUT would drive
-                # every column's registers)
-                en_q = kept_reg(m, self.w_en, target="ecp5", name=f"we{copy}_{st}")
-                addr_q = Cat(*[kept_reg(m, Value.cast(self.w_addr)[i], target="ecp5",
-                                        name=f"wa{copy}_{st}_{i}")
-                               for i in range(len(Value.cast(self.w_addr)))])
-                wa = Cat(Mux(en_q, addr_q, self.depth), C(0, aw))[:aw]
-            elif self.target == "ecp5":
+            if self.target == "ecp5":
+                # TRELLIS_FF instances: Yosys would merge equal plain registers back into one
                 wa = Cat(*[kept_reg(m, wa[i], target="ecp5", name=f"wa{copy}_{st}_{i}",
                                     init=(self.depth >> i) & 1) for i in range(aw)])
             else:

@@ -281,7 +281,9 @@ class SpikeAdditionEngine(wiring.Component):
         for k in range(2):
             if lut_flags:
                 mem = Memory(shape=unsigned(1), depth=max(E, 2), init=[],
-                             attrs={"ram_style": "distributed"})
+                             # (ECP5 LUT RAM; iCE40 has none: there Yosys builds the 1-bit
+                             # words from flip-flops)
+                             attrs={"ram_style": "distributed"} if tgt == "ecp5" else {})
                 flags.append((mem.write_port(), mem.read_port(domain="comb"),
                               mem.read_port(domain="comb")))
             else:

@@ -29,6 +29,15 @@ def test_small_neuron_array_places_and_routes_on_ecp5(tmp_path):
     assert written == res
 
 
+def test_small_engine_places_and_routes_on_up5k(tmp_path):
+    # the iCE40 flow (scan-chain harness) on a block with memories of every kind it maps: this
+    # is where an ECP5-only memory attribute (LUT RAM) once left Yosys without a mapping
+    params = {"lanes": 2, "n_in": 4, "n_out": 6, "n_vectors": 2}
+    res = synthesize("engine", "up5k", params, log=lambda s: None, out_root=tmp_path)
+    assert res["LUT4"] > 0 and res["BRAM"] > 0 and res["harness_bits"] > 0, res
+    assert res["Fmax_MHz"] is not None and res["Fmax_MHz"] > 0, res
+
+
 def test_bad_requests_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="unknown block"):
         synthesize("nonesuch", "ecp5-25", out_root=tmp_path)

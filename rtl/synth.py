@@ -92,6 +92,7 @@ def _neuron(p: dict) -> wiring.Component:
         membrane_width=int(p.get("membrane_width", 18)),
         levels=int(p.get("levels", 16)),
         param_depth=int(p.get("param_depth", 1)),
+        state_group_lanes=int(p.get("group_lanes", 8)),
         # DP16KD with output registers on ECP5 (RegisteredRAM), inferred RAM elsewhere
         ram_target="ecp5" if p.get("family") == "ecp5" else "generic",
         carry_target="ecp5" if p.get("family") == "ecp5" else "generic",

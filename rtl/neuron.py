@@ -405,9 +405,10 @@ class NeuronArray(wiring.Component):
                 m.d.sync += rb.eq(Mux(rb == B - 1, 0, rb + 1))
             m.d.comb += ram.r_addr.eq(rb)
 
-        # Read-after-write hazard: a beat issued now reads its word at the end of A2, so it would
-        # miss the write-back of a beat of the same word now in A .. E (written at the end of
-        # A2's cycle or later): it is held back until that write is done. A step of
+        # Read-after-write hazard: a beat issued now reads its word at the end of A3 (counter in
+        # A2, address register in A3), so it would miss the write-back of a beat of the same word
+        # now in A .. E (written at the end of A3's cycle or later): it is held back until that
+        # write is done. A step of
         # HAZARD_FREE_BEATS beats or more never re-accesses a word that early: no hazard logic.
         stages = [(a_valid, a_addr), (a2_valid, a2_addr), (a3_valid, a3_addr), (a4_valid, a4_addr),
                   (r_valid, r_addr), (rf_valid, rf_addr),

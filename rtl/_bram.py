@@ -1,4 +1,5 @@
-"""Block RAM with a registered read output: inferred for simulation, ECP5 ``DP16KD`` for synthesis."""
+"""Block RAM with a registered read output: inferred for simulation, ECP5 ``DP16KD`` or
+``PDPW16KD`` for synthesis."""
 
 from __future__ import annotations
 
@@ -12,16 +13,22 @@ from amaranth.lib.wiring import In, Out
 from ._carry import kept_reg
 from ._util import check_int
 
-__all__ = ["RegisteredRAM", "RAM_TARGETS", "DP16KD_MODES"]
+__all__ = ["RegisteredRAM", "RAM_TARGETS", "DP16KD_MODES", "PDPW16KD_MODE"]
 
 #: ``target`` values: ``None`` simulation model (read/write collisions poisoned), ``"generic"``
-#: inferred memory (any FPGA), ``"ecp5"`` ``DP16KD`` instances with their output register
+#: inferred memory (any FPGA), ``"ecp5"`` ``PDPW16KD`` or ``DP16KD`` instances with their
+#: output register
 RAM_TARGETS = (None, "generic", "ecp5")
 
 #: DP16KD data-width modes: (data bits, words, address bits below the word address). In the 18-bit
 #: mode address bits 1..0 are the byte enables of a write and bits 3..2 are unused (as in Yosys'
 #: ``share/lattice/brams_map_16kd.v``).
 DP16KD_MODES = ((18, 1024, 4), (9, 2048, 3), (4, 4096, 2), (2, 8192, 1), (1, 16384, 0))
+
+#: The pseudo-dual-port ``PDPW16KD`` in its 36-bit mode, in the layout of :data:`DP16KD_MODES`:
+#: 36 data bits, 512 words; the read address is ``ADR[13:5]`` (``ADR[4:0]`` unused, tied 0), the
+#: write address the 9-bit ``ADW[8:0]`` with the byte enables ``BE[3:0]`` beside it.
+PDPW16KD_MODE = (36, 512, 5)
 
 
 def dp16kd_mode(depth: int) -> tuple[int, int, int]:
@@ -59,7 +66,8 @@ class RegisteredRAM(wiring.Component):
     Holding ``r_en``/``r_oen`` low holds the respective register (back-pressure).
 
     A read at the edge that writes the same word returns an undefined value on the FPGA
-    (``DP16KD`` ports in ``NORMAL`` write mode). The simulation model (``target=None``) returns
+    (``DP16KD`` ports in ``NORMAL`` write mode; for ``PDPW16KD``, which has no write mode, we
+    know of no statement of it). The simulation model (``target=None``) returns
     the bitwise complement of the old word then, so a design that consumed such a read fails its
     bit-exact tests instead of depending on an unspecified value.
 
@@ -68,10 +76,24 @@ class RegisteredRAM(wiring.Component):
     An ECP5 ``DP16KD`` read without its output register has a 5.6--5.8 ns clock-to-out in
     nextpnr's timing model, more than a 200 MHz period; with ``REGMODE = OUTREG`` the data leaves a
     register inside the block. Yosys 0.64 does not fold a fabric register into the block RAM, so
-    ``target="ecp5"`` instantiates the primitive: ``ceil(width / m)`` ``DP16KD`` columns in the
-    widest mode ``m`` bits × ``words`` that holds ``depth`` (see :data:`DP16KD_MODES`), port A
-    writing, port B reading through ``OUTREG`` (``CEB = r_en``, ``OCEB = r_oen``). Its
-    behavioural model for Verilator runs is ``sim/models/DP16KD.v``.
+    ``target="ecp5"`` instantiates the primitive (:attr:`primitive`), one of two forms:
+
+    * ``PDPW16KD`` (pseudo dual port, 36-bit write and read ports, 512 words) when the RAM has
+      no initial contents (``init`` empty or all zero) and ``words <= 512``:
+      ``ceil(width / 36)`` columns, half the blocks of the 18-bit ``DP16KD`` form for wide
+      words (a true-dual-port ``DP16KD`` is at most 18 bits wide per port; only the
+      pseudo-dual-port primitive gangs both data paths of the block into one 36-bit write and
+      one 36-bit read port, which is all this RAM needs). ``CEW = w_en`` (all four byte
+      enables set), ``CER = r_en``, ``OCER = r_oen``, ``REGMODE = OUTREG``.
+    * ``DP16KD`` otherwise: ``ceil(width / m)`` columns in the widest mode ``m`` bits ×
+      ``words`` that holds ``depth`` (see :data:`DP16KD_MODES`), port A writing, port B reading
+      through ``OUTREG`` (``CEB = r_en``, ``OCEB = r_oen``). Initial contents stay on this
+      form: its ``INITVAL`` layout (18-bit mode) is the one Yosys' ``brams_map_16kd.v`` and our
+      model agree on, while the 36-bit layout (which ``INITVAL`` slot holds which half of a
+      word) is not pinned down by a source we can check.
+
+    The behavioural models for Verilator runs are ``sim/models/DP16KD.v`` and
+    ``sim/models/PDPW16KD.v`` (:data:`equispike.sim.build.ECP5_RAM_MODELS`).
 
     Parameters
     ----------
@@ -81,12 +103,13 @@ class RegisteredRAM(wiring.Component):
         Words (2..16384 for ``"ecp5"``).
     init : sequence of int, optional
         Initial contents (words as unsigned integers of the shape's width); with
-        ``target="ecp5"`` only in the 18-bit mode (``depth <= 1024``).
+        ``target="ecp5"`` any non-zero word selects the ``DP16KD`` form, and only in its 18-bit
+        mode (``words <= 1024``).
     target : {None, "generic", "ecp5"}
         See :data:`RAM_TARGETS`.
     addr_regs : int
         Register ``w_addr``, ``w_en`` and ``r_addr`` first, through this many registers (0..2),
-        one chain per ``DP16KD`` column on ECP5 (one address register fanning out to every
+        one chain per block-RAM column on ECP5 (one address register fanning out to every
         column of a wide RAM is a 7-ns net there; a second one halves the route from wherever
         the address is computed): a write then lands ``addr_regs`` cycles after
         ``w_addr``/``w_en`` are presented, with the ``w_data`` of that later cycle, and
@@ -99,6 +122,18 @@ class RegisteredRAM(wiring.Component):
         Registers on ``r_addr`` (0..``addr_regs``); default ``addr_regs``. Fewer than
         ``addr_regs`` when the reader needs the shorter read latency (a queue whose write side
         is far from the RAM but whose read address is local to it).
+
+    Attributes
+    ----------
+    words : int
+        Words held: ``depth``, plus the dummy word that takes the disabled writes with
+        ``addr_regs``.
+    primitive : {"PDPW16KD", "DP16KD"} or None
+        The ECP5 block-RAM primitive instantiated (``target="ecp5"``), else ``None``.
+    mode : tuple of int or None
+        ``(data bits, words, address bits below the word address)`` of one column:
+        :data:`PDPW16KD_MODE` or an entry of :data:`DP16KD_MODES` (``target="ecp5"``), else
+        ``None``.
     """
 
     def __init__(self, shape, depth: int, *, init: Sequence[int] = (), target: str | None = None,
@@ -122,11 +157,17 @@ class RegisteredRAM(wiring.Component):
             raise ValueError(f"RegisteredRAM init has {len(self.init)} words for depth {depth}")
         if any(x < 0 or x >> self.width for x in self.init):
             raise ValueError(f"RegisteredRAM init words must be unsigned {self.width}-bit integers")
+        self.primitive, self.mode = None, None
         if target == "ecp5":
-            self.mode = dp16kd_mode(self.words)
-            if any(self.init) and self.mode[0] != 18:
-                raise ValueError(f"RegisteredRAM: initial contents need the DP16KD 18-bit mode "
-                                 f"(depth <= 1024), got depth {depth}")
+            if not any(self.init) and self.words <= PDPW16KD_MODE[1]:
+                self.primitive, self.mode = "PDPW16KD", PDPW16KD_MODE
+            else:
+                self.primitive, self.mode = "DP16KD", dp16kd_mode(self.words)
+                if any(self.init) and self.mode[0] != 18:
+                    extra = " (depth + 1: the dummy word of addr_regs)" if self.addr_regs else ""
+                    raise ValueError(
+                        f"RegisteredRAM: initial contents need the DP16KD 18-bit mode (at most "
+                        f"1024 words), got {self.words} words{extra} for depth {depth}")
         super().__init__({
             "w_addr": In(range(depth)),
             "w_data": In(shape),
@@ -139,7 +180,10 @@ class RegisteredRAM(wiring.Component):
 
     @property
     def columns(self) -> int:
-        """Number of ``DP16KD`` primitives (``target="ecp5"``)."""
+        """Number of block-RAM primitives (:attr:`primitive`; ``target="ecp5"`` only)."""
+        if self.mode is None:
+            raise ValueError(f"RegisteredRAM.columns: only defined for target='ecp5', "
+                             f"not {self.target!r}")
         return -(-self.width // self.mode[0])
 
     def _addresses(self, m: Module, copy: int = 0):
@@ -173,7 +217,10 @@ class RegisteredRAM(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        if self.target == "ecp5":
+        if self.primitive == "PDPW16KD":
+            self._elaborate_pdpw16kd(m)
+            return m
+        if self.primitive == "DP16KD":
             self._elaborate_dp16kd(m)
             return m
         mem = Memory(shape=unsigned(self.width), depth=self.words,
@@ -227,5 +274,33 @@ class RegisteredRAM(wiring.Component):
                 p_CSDECODE_B="0b000", p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
                 p_GSR="DISABLED", **dp16kd_initvals(init),
                 i_WEA=w_en, i_CEA=1, i_OCEA=1, i_WEB=0, i_CEB=self.r_en, i_OCEB=self.r_oen,
+                **ports)
+            m.d.comb += r_data[lo:hi].eq(do[:hi - lo])
+
+    def _elaborate_pdpw16kd(self, m: Module) -> None:
+        bits, _, low = self.mode
+        w_data, r_data = Value.cast(self.w_data), Value.cast(self.r_data)
+        for k, lo in enumerate(range(0, self.width, bits)):
+            w_addr, w_en, r_addr = self._addresses(m, k)
+            adw = Cat(w_addr, C(0, 9))[:9]
+            # 36-bit read mode: word address ADR[13:5], ADR[4:0] unused (tied 0)
+            adr = Cat(C(0, low), r_addr, C(0, 14))[:14]
+            hi = min(self.width, lo + bits)
+            di = Cat(w_data[lo:hi], C(0, bits))[:bits]
+            do = Signal(bits, name=f"col{k}_do")
+            ports = {f"i_DI{i}": di[i] for i in range(bits)}
+            ports.update({f"o_DO{i}": do[i] for i in range(bits)})
+            ports.update({f"i_ADW{i}": adw[i] for i in range(9)})
+            ports.update({f"i_ADR{i}": adr[i] for i in range(14)})
+            # whole-word writes: every byte enable set, the write enable is CEW
+            ports.update({f"i_BE{i}": 1 for i in range(4)})
+            ports.update({f"i_CS{p}{i}": 0 for p in ("W", "R") for i in range(3)})
+            m.submodules[f"col{k}"] = Instance(
+                "PDPW16KD",
+                p_DATA_WIDTH_W=bits, p_DATA_WIDTH_R=bits, p_REGMODE="OUTREG", p_RESETMODE="SYNC",
+                p_ASYNC_RESET_RELEASE="SYNC", p_CSDECODE_W="0b000", p_CSDECODE_R="0b000",
+                p_GSR="DISABLED",
+                i_CLKW=ClockSignal(), i_CEW=w_en, i_CLKR=ClockSignal(), i_CER=self.r_en,
+                i_OCER=self.r_oen, i_RST=0,
                 **ports)
             m.d.comb += r_data[lo:hi].eq(do[:hi - lo])

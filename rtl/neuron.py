@@ -14,8 +14,8 @@ from ._util import ceil_div, check_int, pack_lanes
 __all__ = ["NeuronArray", "ConfigPort", "OUT_QUEUE_DEPTH"]
 
 # per-bit operand selects of the fused adders (rtl/_carry.py: written with & | ^, t(b, 0, 0) = 0)
-# I or floor(Θ/2): b = clear, c = I_i, d = (Θ >> 1)_i
-_SEL_CLEAR = lambda b, c, d: (b & d) | ((b ^ 1) & c)  # noqa: E731
+# the membrane of the state word: b = k, c = H_i, d = D_i (V = H if k else D)
+_SEL_STATE = lambda b, c, d: (b & c) | ((b ^ 1) & d)  # noqa: E731
 # I or 0: b = clear, c = I_i
 _SEL_ZERO = lambda b, c, d: (b ^ 1) & c  # noqa: E731
 # Θ if H < 0 else ~Θ: b = Θ_i, c = H's sign, d = 1 (see fused_add)
@@ -65,7 +65,12 @@ class NeuronArray(wiring.Component):
     ``param_depth = beats`` gives a per-neuron Θ. A memory rather than ports because the number
     of distinct Θ per layer (channels) exceeds the lane count and maps to one block/LUT RAM;
     it is filled at generation time (``theta``, ``qn``, ``qp``) and/or through the ``cfg``
-    write port (write it, then pulse ``clear``: the cleared membrane depends on Θ).
+    write port (write it, then pulse ``clear``: the cleared membrane depends on Θ). The ``cfg``
+    address space has :attr:`config_depth` words: the entries, and in ST-BIF mode from
+    :attr:`clear_bank` on one more word per entry holding ``floor(Θ/2) + 1`` in its Θ fields;
+    :meth:`config_words` gives every word to write. (The clear pass adds that value where an
+    update adds Θ, so the cleared membrane costs no multiplexer per lane; the array does not
+    derive it from Θ itself for the same reason.)
 
     Pipeline and timing
     -------------------
@@ -80,12 +85,15 @@ class NeuronArray(wiring.Component):
       current register;
     * RF, R2: both registered twice more in the fabric (the block RAMs of a wide array sit far
       from the lanes' logic);
-    * H: ``H = V + I`` (one adder per lane; a clear beat adds floor(Θ/2), LIF 0, instead of
-      ``I``), the tracer flags ``S != Qp`` / ``S != Qn``;
+    * H: ``H = V + I`` (one adder per lane; a clear beat: ST-BIF ``H = -1``, LIF adds 0
+      instead of ``I``), the tracer flags ``S != Qp`` / ``S != Qn``;
     * E: ``D = H - Θ`` if ``H >= 0`` else ``H + Θ`` (one adder, registered; on ECP5 both operand
       selects sit inside the ``CCU2C`` carry chain, see ``carry_target``);
-    * W: fires from D's sign (``+1``) or H's sign (``-1``) and the tracer flags; ``V = D`` if it
-      fires else ``H`` is registered with the spikes;
+    * W: fires from D's sign (``+1``) or H's sign (``-1``) and the tracer flags; D, H and
+      ``k`` (did not fire) are registered with the spikes: the state word keeps both (``V = H``
+      if ``k`` else ``D``), and the next update's H adder makes that select inside its carry chain
+      on ECP5 (block-RAM bits instead of a LUT per membrane bit; elsewhere the select is a
+      multiplexer into R2);
     * B, B2: the state word (``S += s`` on the way) is registered twice on its way to the block
       RAM; the word is written in B2. The spikes are registered once more in B and written into
       the output queue in B2 (its write address and enable registered per block-RAM column).
@@ -106,9 +114,11 @@ class NeuronArray(wiring.Component):
 
     ``clear`` (one-cycle strobe) and reset drop any beat in flight and start a clear pass of about
     ``beats + 13`` cycles: ``beats`` clear beats go down the same pipeline, their state words zeroed
-    in R2 and floor(Θ/2) (LIF: 0) added instead of the current in H, which never fires (Θ >= 1), so
-    the normal write-back leaves the cleared state (``V = floor(Θ/2)`` resp. 0, ``S = 0``); then the
-    array restarts at beat 0. ``busy`` is high and ``i_stream.ready`` low meanwhile.
+    in R2; ST-BIF: H is set to -1 and Θ read from the clear bank, so that D = -1 + floor(Θ/2) + 1
+    and the write-back takes D (k reset) without a spike; LIF: 0 is added instead of the current,
+    which never fires (Θ >= 1). The normal write-back leaves the cleared state
+    (``V = floor(Θ/2)`` resp. 0, ``S = 0``); then the array restarts at beat 0. ``busy`` is high
+    and ``i_stream.ready`` low meanwhile.
 
     Memories and counters are at least 2 deep (no zero-width addresses in the Verilog).
 
@@ -128,7 +138,9 @@ class NeuronArray(wiring.Component):
     levels : int
         Largest quantizer level count supported (power of two, 2..256); sets the tracer width.
     param_depth : int
-        Entries of the parameter memory (1..beats).
+        Entries of the parameter memory (1..beats). ST-BIF: Θ is always in a block RAM (the
+        entries and the clear bank), Qn/Qp in a register with one entry, else in a RAM; LIF: Θ
+        in a register with one entry, else in a RAM.
     theta, qn, qp : array-like, optional
         Initial parameters, broadcastable to ``(param_depth, lanes)``.
     ram_target : {None, "generic", "ecp5"}
@@ -182,7 +194,11 @@ class NeuronArray(wiring.Component):
             fields.update(qn=signed(self.tracer_width), qp=signed(self.tracer_width))
         self.lane_param = data.StructLayout(fields)
         self.param_layout = data.ArrayLayout(self.lane_param, self.lanes)
-        self.param_init = self._param_init(theta, qn, qp)
+        # ST-BIF: a second bank of Θ entries from CLEAR_BANK on (see config_words)
+        self.clear_bank = 1 << (self.param_depth - 1).bit_length() if mode == "stbif" else None
+        self.config_depth = (self.clear_bank + self.param_depth if mode == "stbif"
+                             else self.param_depth)
+        self.param_init = self.config_words(theta, qn, qp)
 
         super().__init__({
             "i_stream": In(stream.Signature(data.ArrayLayout(signed(self.current_width),
@@ -190,19 +206,30 @@ class NeuronArray(wiring.Component):
             "o_stream": Out(stream.Signature(data.ArrayLayout(signed(2), self.lanes))),
             "clear": In(1),
             "busy": Out(1),
-            "cfg": In(ConfigPort(self.param_depth, self.param_layout)),
+            "cfg": In(ConfigPort(self.config_depth, self.param_layout)),
         })
 
-    def _param_init(self, theta, qn, qp) -> list[int]:
-        shape = (self.param_depth, self.lanes)
+    def config_words(self, theta, qn, qp) -> list[int]:
+        """The parameter memory's contents for ``theta``, ``qn``, ``qp`` (broadcastable to
+        ``(param_depth, lanes)``): word ``a`` is what to write through ``cfg`` at address ``a``
+        (``cfg.data`` as an integer), for every ``a`` in ``range(config_depth)``.
+
+        Words ``0 .. param_depth - 1`` hold the entries (Θ, Qn, Qp per lane). In ST-BIF mode
+        words ``clear_bank + d`` hold, in their Θ fields, ``floor(Θ/2) + 1`` of entry ``d``
+        (their Qn/Qp fields are not used): the value a clear beat adds in place of Θ, so that
+        the cleared membrane floor(Θ/2) comes out of the update's own adder (see the class
+        docstring). ``theta=None``: all zero (to be written through ``cfg`` before a clear).
+        """
+        D = self.param_depth
+        shape = (D, self.lanes)
         if theta is None:
-            return [0] * self.param_depth
+            return [0] * self.config_depth
         th = np.broadcast_to(np.asarray(theta, dtype=np.int64), shape)
         if th.min() < 1 or th.max() >= 1 << self.theta_width:
             raise ValueError(f"theta must be in [1, {(1 << self.theta_width) - 1}] for "
                              f"membrane_width {self.membrane_width}, got [{th.min()}, {th.max()}]")
-        entries = []
-        if self.mode == "stbif":
+        stbif = self.mode == "stbif"
+        if stbif:
             if qn is None or qp is None:
                 raise ValueError("qn and qp are required with theta in stbif mode")
             lo, hi = -(1 << (self.tracer_width - 1)), (1 << (self.tracer_width - 1)) - 1
@@ -212,18 +239,21 @@ class NeuronArray(wiring.Component):
                     or qn_a.min() < lo or qp_a.max() > hi:
                 raise ValueError(f"bounds must satisfy {lo} <= qn <= 0 <= qp <= {hi}, qn < qp "
                                  f"(levels {self.levels})")
-        lw = self.lane_param.size
-        for d in range(self.param_depth):
-            lanes = []
+        lw, tw, sw = self.lane_param.size, self.theta_width, self.tracer_width
+        words = [0] * self.config_depth
+        for d in range(D):
+            lanes, clear = [], []
             for lane in range(self.lanes):
                 v = int(th[d, lane])
-                if self.mode == "stbif":
-                    tw, sw = self.theta_width, self.tracer_width
+                if stbif:
                     v |= (int(qn_a[d, lane]) & ((1 << sw) - 1)) << tw
                     v |= (int(qp_a[d, lane]) & ((1 << sw) - 1)) << (tw + sw)
+                    clear.append(int(th[d, lane]) // 2 + 1)
                 lanes.append(v)
-            entries.append(pack_lanes(lanes, lw))
-        return entries
+            words[d] = pack_lanes(lanes, lw)
+            if stbif:
+                words[self.clear_bank + d] = pack_lanes(clear, lw)
+        return words
 
     def elaborate(self, platform):
         m = Module()
@@ -231,8 +261,11 @@ class NeuronArray(wiring.Component):
         B = self.beats
         D = self.param_depth
         stbif = self.mode == "stbif"
+        # ST-BIF: both results of the last update, D and H, and k = "kept H" (it did not fire:
+        # V = H if k else D): the select happens inside the next update's carry chain (below)
         lane_state = data.StructLayout(
-            {"v": signed(vw), "s": signed(sw)} if stbif else {"v": signed(vw)})
+            {"d": signed(vw), "h": signed(vw), "k": unsigned(1), "s": signed(sw)} if stbif
+            else {"v": signed(vw)})
         state_layout = data.ArrayLayout(lane_state, P)
         cur_layout = data.ArrayLayout(signed(cw), P)
         spk_layout = data.ArrayLayout(signed(2), P)
@@ -276,21 +309,57 @@ class NeuronArray(wiring.Component):
         pidx_a3 = Signal.like(pidx, reset_less=True)
         m.d.sync += [pidx_a.eq(pidx), pidx_a2.eq(pidx_a), pidx_a3.eq(pidx_a2), pidx_q.eq(pidx_a3)]
 
-        # parameters of the beat in stage H (one cycle after acceptance)
-        h_pr = Signal(self.param_layout, reset_less=True)
-        if D == 1:
-            # one entry: a plain register (no addressing, no read latency)
-            prm = Signal(unsigned(self.param_layout.size), init=self.param_init[0])
-            with m.If(self.cfg.en):
-                m.d.sync += prm.eq(self.cfg.data.as_value())
-            m.d.comb += h_pr.eq(prm)
+        # ---- parameters ----------------------------------------------------------------------
+        # Θ: a block RAM read a stage after the state (the beat's Θ is in th_rf while the beat is
+        # in RF), except LIF with one entry (a register). ST-BIF clear beats read the clear bank
+        # (config_words). Qn/Qp (ST-BIF): a register with one entry, else a RAM read with Θ.
+        tw, lw = self.theta_width, self.lane_param.size
+        kb = (D - 1).bit_length()                   # entry address bits
+
+        def word_fields(word: int, lo: int, hi: int) -> int:
+            return pack_lanes([(word >> (lane * lw + lo)) & ((1 << (hi - lo)) - 1)
+                               for lane in range(P)], hi - lo)
+
+        cfg_word = self.cfg.data.as_value()
+
+        def cfg_fields(lo: int, hi: int) -> Value:
+            return Cat(*[cfg_word[lane * lw + lo:lane * lw + hi] for lane in range(P)])
+
+        theta_layout = data.ArrayLayout(unsigned(tw), P)
+        w_theta = Signal(theta_layout, reset_less=True)     # Θ of the beat in H
+        theta_mem = None
+        if stbif or D > 1:
+            m.submodules.theta_mem = theta_mem = RegisteredRAM(
+                unsigned(P * tw), self.config_depth, target=self.ram_target,
+                init=[word_fields(w, 0, tw) for w in self.param_init])
+            th_r2 = Signal(theta_layout, reset_less=True)
+            m.d.comb += [theta_mem.w_addr.eq(self.cfg.addr), theta_mem.w_data.eq(cfg_fields(0, tw)),
+                         theta_mem.w_en.eq(self.cfg.en)]
+            m.d.sync += [th_r2.eq(theta_mem.r_data), w_theta.eq(th_r2)]
         else:
-            m.submodules.params = params = RegisteredRAM(
-                unsigned(self.param_layout.size), D, init=self.param_init, target=self.ram_target)
-            m.d.comb += [params.w_addr.eq(self.cfg.addr),
-                         params.w_data.eq(self.cfg.data.as_value()),
-                         params.w_en.eq(self.cfg.en), params.r_addr.eq(pidx_q),
-                         h_pr.eq(params.r_data)]   # the RAM output register
+            prm_theta = Signal(unsigned(P * tw), init=word_fields(self.param_init[0], 0, tw))
+            with m.If(self.cfg.en):
+                m.d.sync += prm_theta.eq(cfg_fields(0, tw))
+            m.d.comb += w_theta.eq(prm_theta)
+        bounds_layout = data.ArrayLayout(
+            data.StructLayout({"qn": signed(self.tracer_width), "qp": signed(self.tracer_width)}), P)
+        r2_bounds = Signal(bounds_layout, reset_less=True)  # Qn, Qp of the beat in R2
+        if stbif:
+            b_en = self.cfg.en & ~self.cfg.addr[kb]         # an entry, not the clear bank
+            if D == 1:
+                prm_bounds = Signal(unsigned(bounds_layout.size),
+                                    init=word_fields(self.param_init[0], tw, lw))
+                with m.If(b_en):
+                    m.d.sync += prm_bounds.eq(cfg_fields(tw, lw))
+                m.d.comb += r2_bounds.eq(prm_bounds)
+            else:
+                m.submodules.bounds_mem = bounds_mem = RegisteredRAM(
+                    unsigned(bounds_layout.size), D, target=self.ram_target,
+                    init=[word_fields(w, tw, lw) for w in self.param_init[:D]])
+                m.d.comb += [bounds_mem.w_addr.eq(self.cfg.addr[:kb]),
+                             bounds_mem.w_data.eq(cfg_fields(tw, lw)), bounds_mem.w_en.eq(b_en),
+                             bounds_mem.r_addr.eq(pidx_q)]
+                m.d.sync += r2_bounds.eq(bounds_mem.r_data)
 
         # ---- output queue (credit based: a beat is accepted only if its spikes have room) ----
         # Block RAM of OUT_QUEUE_DEPTH 2-bit-per-lane words, read through its output register
@@ -459,6 +528,10 @@ class NeuronArray(wiring.Component):
             w_addr.eq(e_addr), b_addr.eq(w_addr),
         ]
 
+        # Θ is read a stage after the state (the beat's entry; ST-BIF clear beats: the clear bank)
+        if theta_mem is not None:
+            m.d.comb += theta_mem.r_addr.eq(Cat(pidx_q[:kb], a4_clr) if stbif else pidx_q)
+
         # ---- datapath (no enables) -----------------------------------------------------------
         # stage R: the RAM output registers
         r_st = state_layout(Cat(*[ram.r_data for ram in state_rams]))
@@ -483,61 +556,73 @@ class NeuronArray(wiring.Component):
         wb = Signal(state_layout)                   # written back
         w_spk = Signal(spk_layout, reset_less=True)
         valid_last = self.n_neurons - (B - 1) * P   # lanes used in the last beat
-        w_theta = Signal(data.ArrayLayout(unsigned(self.theta_width), P), reset_less=True)
-        if D == 1:
-            r2_pr = h_pr
-            m.d.comb += w_theta.eq(Cat(*[h_pr[lane].theta for lane in range(P)]))
-        else:
-            r2_pr = Signal(self.param_layout, reset_less=True)
-            m.d.sync += [r2_pr.eq(h_pr), w_theta.eq(Cat(*[r2_pr[lane].theta for lane in range(P)]))]
-        # A clear beat zeroes its state word on the way into R2 (sync reset: the FF's LSR) and
-        # adds floor(Θ/2) (ST-BIF) or 0 (LIF) instead of the current in H: it leaves H =
-        # floor(Θ/2) resp. 0, which never fires (Θ >= 1), so the normal update writes the cleared
-        # state. The flag: one register per lane (:func:`~equispike.rtl._carry.kept_reg`, not
-        # merged by synthesis: a single one would fan out to every lane's state bits).
-        r_clr_l, r2_clr_l = [], []
+        # Clear beats: their state word is zeroed on the way into R2 (sync reset: the FF's LSR;
+        # for S) and
+        # * ST-BIF: H is set to -1 (LSR), so that D = H + Θ' = floor(Θ/2) with the clear
+        #   bank's Θ' = floor(Θ/2) + 1; the flag S > Qn is reset (no spike: H < 0 fires only
+        #   with it) and so is k: the write-back takes D (LSRs, no LUT);
+        # * LIF: 0 is added instead of the current: H = 0, which never fires (Θ >= 1).
+        # The normal write-back then writes the cleared state. The flags: one register per lane
+        # (:func:`~equispike.rtl._carry.kept_reg`, not merged by synthesis: a single one would
+        # fan out to every lane's state bits), delayed with the beat.
+        r_clr_l, r2_clr_l, e_clr_l = [], [], []
         for lane in range(P):
             rc = kept_reg(m, r_clr, target=self.carry_target, name=f"rclr{lane}")
             r2c = Signal(name=f"r2clr{lane}", reset_less=True)
-            m.d.sync += r2c.eq(rc)
+            hc = Signal(name=f"hclr{lane}", reset_less=True)
+            ec = Signal(name=f"eclr{lane}", reset_less=True)
+            m.d.sync += [r2c.eq(rc), hc.eq(r2c), ec.eq(hc)]
             with m.If(rc):
                 m.d.sync += r2_st[lane].eq(0)
             r_clr_l.append(rc)
             r2_clr_l.append(r2c)
+            e_clr_l.append(ec)
         ct = self.carry_target
-        # Without the ECP5 carry-chain select, the H operand (I, or floor(Θ/2) / 0 for a clear
-        # beat) is selected a stage early, into R2: the H adder then starts from registers.
+        # Without the ECP5 carry-chain select, the H adder's operands are selected a stage
+        # early, into R2 (the adder then starts from registers): ST-BIF the membrane
+        # (V = D if f else H), LIF the current (I, or 0 for a clear beat).
         r2_op = []
         if ct != "ecp5":
             for lane in range(P):
-                op = Signal(signed(max(cw, self.theta_width)), name=f"r2op{lane}", reset_less=True)
-                m.d.sync += op.eq(Mux(r_clr_l[lane], h_pr[lane].theta[1:] if stbif else 0,
-                                      rf_cur[lane]))
+                if stbif:
+                    op = Signal(signed(vw), name=f"r2v{lane}", reset_less=True)
+                    st = rf_st[lane]
+                    m.d.sync += op.eq(Mux(st.k, st.h, st.d))
+                else:
+                    op = Signal(signed(cw), name=f"r2op{lane}", reset_less=True)
+                    m.d.sync += op.eq(Mux(r_clr_l[lane], 0, rf_cur[lane]))
                 r2_op.append(op)
         for lane in range(P):
-            rs, pr = r2_st[lane], r2_pr[lane]
+            rs = r2_st[lane]
             th = w_theta[lane]
-            h = Signal(signed(hw), name=f"h{lane}", reset_less=True)
+            # (init -1: ST-BIF clear beats set H to -1 on the FF's LSR, see w_st)
+            h = Signal(signed(hw), name=f"h{lane}", reset_less=True, init=-1 if stbif else 0)
             e_h = Signal(signed(hw), name=f"eh{lane}", reset_less=True)
             m.d.sync += e_h.eq(h)
             spk = Signal(signed(2), name=f"spk{lane}")
             if stbif:
-                # H: H = V + (floor(Θ/2) if clear else I), the select inside the carry chain
+                # H: H = I + V with V = H if k else D (the state's select inside the carry chain)
                 if ct == "ecp5":
-                    m.d.sync += h.eq(fused_add(m, hw, rs.v, r2_clr_l[lane], r2_cur[lane],
-                                               pr.theta[1:], _SEL_CLEAR, target=ct,
-                                               name=f"hadd{lane}"))
+                    m.d.sync += h.eq(fused_add(m, hw, r2_cur[lane], rs.k, rs.h, rs.d, _SEL_STATE,
+                                               target=ct, name=f"hadd{lane}"))
                 else:
-                    m.d.sync += h.eq(rs.v + r2_op[lane])
+                    m.d.sync += h.eq(r2_op[lane] + r2_cur[lane])
+                with m.If(r2_clr_l[lane]):
+                    m.d.sync += h.eq(-1)
                 h_s = Signal(signed(sw), name=f"hs{lane}", reset_less=True)
                 up = Signal(name=f"up{lane}", reset_less=True)
                 dn = Signal(name=f"dn{lane}", reset_less=True)
                 # S stays in [Qn, Qp]: S < Qp is S != Qp, S > Qn is S != Qn
-                m.d.sync += [h_s.eq(rs.s), up.eq(rs.s != pr.qp), dn.eq(rs.s != pr.qn)]
+                bd = r2_bounds[lane]
+                m.d.sync += [h_s.eq(rs.s), up.eq(rs.s != bd.qp), dn.eq(rs.s != bd.qn)]
+                with m.If(r2_clr_l[lane]):
+                    m.d.sync += dn.eq(0)
                 hneg = h[-1]
                 # E: D = H + Θ if H < 0 else H - Θ (= H + ~Θ + 1), the ±Θ inside the carry chain.
-                # W: H >= 0 fires (+1) if D >= 0 and S < Qp; H < 0 fires (-1) if S > Qn;
-                # V = D if it fires else H.
+                # W: H >= 0 fires (+1) if D >= 0 and S < Qp; H < 0 fires (-1) if S > Qn. The
+                # state keeps both D and H and k = "it did not fire": the next H adder selects
+                # (V = H if k else D) inside its carry chain, no multiplexer per bit here. One
+                # LUT per lane computes k; the spike registers take k as their sync reset.
                 e_d = Signal(signed(hw), name=f"ed{lane}", reset_less=True)
                 e_s = Signal(signed(sw), name=f"es{lane}", reset_less=True)
                 e_up = Signal(name=f"eup{lane}", reset_less=True)
@@ -546,13 +631,19 @@ class NeuronArray(wiring.Component):
                                               target=ct, name=f"dadd{lane}")),
                              e_s.eq(h_s), e_up.eq(up), e_dn.eq(dn)]
                 e_neg = e_h[-1]
-                fire = Mux(e_neg, e_dn, ~e_d[hw - 1] & e_up)
-                m.d.comb += spk.eq(Mux(fire, Mux(e_neg, -1, 1), 0))
-                m.d.sync += [w_st[lane].v.eq(Mux(fire, e_d, e_h)), w_st[lane].s.eq(e_s)]
+                keep = Signal(name=f"keep{lane}")
+                m.d.comb += [keep.eq(~Mux(e_neg, e_dn, ~e_d[hw - 1] & e_up)),
+                             spk.eq(Cat(1, e_neg))]         # (reset by keep, below)
+                m.d.sync += [w_st[lane].d.eq(e_d), w_st[lane].h.eq(e_h), w_st[lane].k.eq(keep),
+                             w_st[lane].s.eq(e_s)]
+                with m.If(e_clr_l[lane]):
+                    m.d.sync += w_st[lane].k.eq(0)
                 # S += s in the write-back cycle (a short carry chain into the RAM; through
                 # fused_add for its chain without feed-in/pass-out cells on ECP5)
-                m.d.comb += wb[lane].s.eq(fused_add(m, sw, w_st[lane].s, w_spk[lane], 0, 1,
-                                                    _SEL_PLAIN, target=ct, name=f"sadd{lane}"))
+                m.d.comb += [wb[lane].s.eq(fused_add(m, sw, w_st[lane].s, w_spk[lane], 0, 1,
+                                                     _SEL_PLAIN, target=ct, name=f"sadd{lane}")),
+                             wb[lane].d.eq(w_st[lane].d), wb[lane].h.eq(w_st[lane].h),
+                             wb[lane].k.eq(w_st[lane].k)]
             else:
                 # H = V + (0 if clear else I), the select inside the carry chain
                 if ct == "ecp5":
@@ -564,16 +655,17 @@ class NeuronArray(wiring.Component):
                 e_d = Signal(signed(hw + 1), name=f"ed{lane}", reset_less=True)
                 m.d.sync += e_d.eq(h - (th << 1))
                 fire = ~e_d[-1]
-                m.d.comb += spk.eq(fire)
+                m.d.comb += [spk.eq(fire), wb[lane].v.eq(w_st[lane].v)]
                 m.d.sync += w_st[lane].v.eq(Mux(fire, 0, e_h >> 1))
             m.d.sync += w_spk[lane].eq(spk)
+            if stbif:
+                with m.If(keep):
+                    m.d.sync += w_spk[lane].eq(0)
             if lane >= valid_last:
                 with m.If(e_last):
                     m.d.sync += w_spk[lane].eq(0)
 
         # ---- write-back (updates and the clear pass) and spikes to the queue -----------------
-        for lane in range(P):
-            m.d.comb += wb[lane].v.eq(w_st[lane].v)
         # the word to write is registered once more: a register next to the block RAM, since
         # the RAM columns of a wide array sit far from the lanes' logic
         b_word = Signal(state_layout, reset_less=True)

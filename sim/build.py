@@ -30,6 +30,7 @@ from pathlib import Path
 __all__ = [
     "REPO_ROOT",
     "BUILD_ROOT",
+    "ECP5_RAM_MODELS",
     "VERILATOR_WARN_ARGS",
     "LINT_WAIVERS",
     "CONFIG_ENV",
@@ -47,6 +48,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_ROOT = REPO_ROOT / "build" / "sim"
 #: behavioural Verilog models of the vendor primitives that ``target="ecp5"`` netlists instantiate
 MODELS_DIR = Path(__file__).resolve().parent / "models"
+#: the models of both block-RAM primitives that a ``RegisteredRAM(target="ecp5")`` may
+#: instantiate (``DP16KD``, or ``PDPW16KD`` for a RAM without initial contents of at most 512
+#: words): pass both to :func:`run_cocotb` (``extra_sources``) for any ECP5 netlist with RAMs
+ECP5_RAM_MODELS = (MODELS_DIR / "DP16KD.v", MODELS_DIR / "PDPW16KD.v")
 
 
 def yosys_lattice_share() -> Path:
@@ -192,7 +197,8 @@ def run_cocotb(
         parametrized tests are named ``name/param=value/...``.
     extra_sources:
         More Verilog files for the build, e.g. behavioural models of vendor primitives
-        (:data:`MODELS_DIR`) that a ``target="ecp5"`` netlist instantiates.
+        (:data:`MODELS_DIR`, :data:`ECP5_RAM_MODELS`) that a ``target="ecp5"`` netlist
+        instantiates.
 
     Returns the path of the cocotb ``results.xml``. Raises ``AssertionError`` if any cocotb test
     failed (the failure messages are in the simulator log, printed by pytest).

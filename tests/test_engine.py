@@ -259,8 +259,9 @@ CONFIGS = {
     # sparse spikes over 5 vectors: many untouched vectors (compact zero beats) each step
     "p4_o12_v5_sparse": dict(lanes=4, n_in=12, n_out=12, n_vectors=5, steps=40, density=0.03),
     # the ECP5 netlist: RAMs as DP16KD (output registers, per-column address registers,
-    # initialised weight ROM and bias words) under our DP16KD model, the accumulate adders as
-    # CCU2C chains under Yosys' model; 3 chunks: every back-to-back event of the vector forwards
+    # initialised weight ROM and bias words; a RAM without contents would be a PDPW16KD) under
+    # our models (ECP5_RAM_MODELS), the accumulate adders as CCU2C chains under Yosys' model;
+    # 3 chunks: every back-to-back event of the vector forwards
     "p4_o10_v3_ecp5": dict(lanes=4, n_in=12, n_out=10, n_vectors=3, steps=16, density=0.5,
                            target="ecp5"),
     # the dense (old) readout protocol
@@ -273,7 +274,7 @@ CONFIGS = {
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_engine_verilator(name, request):
     from equispike.sim import build_dir_for, run_cocotb
-    from equispike.sim.build import MODELS_DIR, ecp5_carry_build_args
+    from equispike.sim.build import ECP5_RAM_MODELS, MODELS_DIR, ecp5_carry_build_args
 
     c = CONFIGS[name]
     seed = sum(map(ord, name))
@@ -286,7 +287,7 @@ def test_engine_verilator(name, request):
     ecp5 = c.get("target") == "ecp5"
     run_cocotb(eng, test_module=MODULE, build_dir=build_dir_for(request.node.nodeid),
                config=cfg, test_filter="engine_random|engine_inference_clear|engine_totals",
-               extra_sources=[MODELS_DIR / "DP16KD.v", MODELS_DIR / "ecp5_cells.v"] if ecp5 else [],
+               extra_sources=[*ECP5_RAM_MODELS, MODELS_DIR / "ecp5_cells.v"] if ecp5 else [],
                extra_build_args=ecp5_carry_build_args() if ecp5 else ())
 
 

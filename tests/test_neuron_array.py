@@ -228,7 +228,7 @@ CONFIGS = {
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_neuron_array_verilator(name, request):
     from equispike.sim import build_dir_for, run_cocotb
-    from equispike.sim.build import MODELS_DIR, ecp5_carry_build_args
+    from equispike.sim.build import ECP5_RAM_MODELS, MODELS_DIR, ecp5_carry_build_args
 
     c = CONFIGS[name]
     cfg = random_config(sum(map(ord, name)), **c)
@@ -236,7 +236,7 @@ def test_neuron_array_verilator(name, request):
     cfg["steps"] = -(-10_000 // (4 * per_variant))    # 4 stimulus variants, >= 10,000 total
     cfg["min_compared"] = 10_000
     ecp5 = cfg["ram_target"] == "ecp5"
-    extra = [MODELS_DIR / "DP16KD.v", MODELS_DIR / "ecp5_cells.v"] if ecp5 else []
+    extra = [*ECP5_RAM_MODELS, MODELS_DIR / "ecp5_cells.v"] if ecp5 else []
     run_cocotb(make_dut(cfg), test_module=MODULE, build_dir=build_dir_for(request.node.nodeid),
                config=cfg, test_filter="neuron_random|neuron_totals", extra_sources=extra,
                extra_build_args=ecp5_carry_build_args() if ecp5 else ())
@@ -286,21 +286,37 @@ def test_neuron_array_lint(request):
 
 # ---------------------------------------------------------------- fast Amaranth-simulator tests
 def amaranth_run(cfg, currents, *, idle=0.0, bp=0.0, seed=0, abort_after=None,
-                 abort="clear", cycles=None):
+                 abort="clear", cycles=None, config=None, dut=None):
     """Spikes (T, n) of the DUT on Amaranth's simulator for one inference of ``currents``.
 
     With ``abort_after=k``, a first inference is started with the same currents and interrupted
     after ``k`` input beats by ``abort`` ("clear" strobe or "rst"), outputs dropped; the state
-    must then be exactly the cleared state for the real inference.
+    must then be exactly the cleared state for the real inference. ``config``: (address, word)
+    pairs written through the ``cfg`` port first, then a ``clear`` strobe.
     """
     from equispike.sim.amaranth_tb import run_testbenches, stream_testbench
 
-    dut = make_dut(cfg)
+    dut = make_dut(cfg) if dut is None else dut
     P, n = cfg["lanes"], cfg["n"]
     beats = -(-n // P)
     items = [b for t in range(currents.shape[0]) for b in to_beats(currents[t], P)]
     out = []
     benches = []
+    if config is not None:
+        async def configure(ctx):
+            await ctx.tick()
+            while ctx.get(dut.busy):
+                await ctx.tick()
+            for addr, word in config:
+                ctx.set(dut.cfg.addr, addr)
+                ctx.set(dut.cfg.data, dut.cfg.data.shape().from_bits(word))
+                ctx.set(dut.cfg.en, 1)
+                await ctx.tick()
+            ctx.set(dut.cfg.en, 0)
+            ctx.set(dut.clear, 1)
+            await ctx.tick()
+            ctx.set(dut.clear, 0)
+        benches.append(configure)
     if abort_after is not None:
         if abort != "clear":
             raise ValueError(abort)
@@ -411,6 +427,30 @@ def test_neuron_array_fast_clear_mid_stream(abort_after):
     cur = random_currents(np.random.default_rng(6), cfg, 10)
     got = amaranth_run(cfg, cur, bp=0.5, seed=1, abort_after=abort_after)
     Scoreboard("fast").compare(0, golden_run(cfg, cur), got)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("mode", ["stbif", "lif"])
+@pytest.mark.parametrize("depth", [1, 3])
+def test_neuron_array_fast_config_port(mode, depth):
+    """Parameters written through ``cfg`` (words of ``config_words``, in a shuffled order) over
+    the generation-time ones, then ``clear``: the run must follow the new Θ, Qn, Qp, and the
+    cleared membrane floor(Θ/2) of the new Θ."""
+    old = random_config(8, **{**FAST, "mode": mode, "depth": depth})
+    new = random_config(9, **{**FAST, "mode": mode, "depth": depth, "signed": False})
+    if mode == "stbif":
+        assert (old["qn"], old["qp"]) != (new["qn"], new["qp"])
+    assert old["theta"] != new["theta"]
+    dut = make_dut(old)
+    words = dut.config_words(np.asarray(new["theta"]), new.get("qn"), new.get("qp"))
+    assert len(words) == dut.config_depth
+    order = np.random.default_rng(depth).permutation(len(words))
+    cur = random_currents(np.random.default_rng(8), new, 40)
+    got = amaranth_run(new, cur, bp=0.3, seed=2, dut=dut,
+                       config=[(int(a), words[a]) for a in order])
+    exp = golden_run(new, cur)
+    assert not np.array_equal(exp, golden_run(old, cur)), "the new parameters change nothing"
+    Scoreboard("config").compare(0, exp, got)
 
 
 @pytest.mark.sim

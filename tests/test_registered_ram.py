@@ -1,5 +1,6 @@
-"""RegisteredRAM (rtl/_bram.py): the inferred form and the ECP5 ``DP16KD`` form (under Verilator, with
-our behavioural model ``sim/models/DP16KD.v``) against a cycle-by-cycle reference; every read compared.
+"""RegisteredRAM (rtl/_bram.py): the inferred form and the ECP5 ``DP16KD`` and ``PDPW16KD`` forms
+(under Verilator, with our behavioural models ``sim/models/DP16KD.v`` and ``sim/models/PDPW16KD.v``)
+against a cycle-by-cycle reference; every read compared.
 
 The reference is the contract of :class:`~equispike.rtl._bram.RegisteredRAM`: a read register
 loaded from the word at ``r_addr`` when ``r_en`` (the complement of the old word if the same word is
@@ -57,26 +58,38 @@ class ReferenceRAM:
         return self.out
 
 
-def stimulus(seed: int, width: int, depth: int, cycles: int, collide: float, lag: int = 0):
+def stimulus(seed: int, width: int, depth: int, cycles: int, collide: float, lag: int = 0,
+             stalls: bool = False):
     """Random writes/reads/enables; word addresses biased towards a few hot words, the ends and
     read-write collisions (probability ``collide``). ``lag``: cycles by which the RAM sees a
     write later than a read presented in the same cycle (``addr_regs - read_addr_regs``), for
-    avoiding collisions with ``collide = 0``."""
+    avoiding collisions with ``collide = 0``. ``stalls``: besides the random per-cycle enables,
+    runs of 1..12 cycles with ``r_en`` and/or ``r_oen`` held low (back-pressure that holds the
+    read latch and the output register over several edges while writes go on)."""
     rng = random.Random(seed)
     hot = [0, 1, depth - 1, rng.randrange(depth)]
     past = [(False, 0)] * lag       # the last ``lag`` writes presented, oldest first
+    hold = (0, False, False)        # (cycles left, r_en held low, r_oen held low)
     for _ in range(cycles):
         w_addr = rng.choice(hot) if rng.random() < 0.3 else rng.randrange(depth)
         w_data = rng.choice([0, (1 << width) - 1, rng.getrandbits(width)])
         r_addr = w_addr if rng.random() < collide else (
             rng.choice(hot) if rng.random() < 0.3 else rng.randrange(depth))
         w_en, r_en = rng.random() < 0.5, rng.random() < 0.8
+        r_oen = rng.random() < 0.8
+        if stalls:
+            if hold[0] == 0 and rng.random() < 0.05:
+                hold = (rng.randint(1, 12), *rng.choice([(True, False), (False, True),
+                                                         (True, True)]))
+            if hold[0]:
+                r_en, r_oen = r_en and not hold[1], r_oen and not hold[2]
+                hold = (hold[0] - 1, *hold[1:])
         landing = past[0] if lag else (w_en, w_addr)   # the write the RAM sees with this read
         if collide == 0 and landing[0] and landing[1] == r_addr:
             r_addr = (r_addr + 1) % depth   # no collisions at all in this mode
         if lag:
             past = past[1:] + [(w_en, w_addr)]
-        yield (w_en, w_addr, w_data, r_en, rng.random() < 0.8, r_addr)
+        yield (w_en, w_addr, w_data, r_en, r_oen, r_addr)
 
 
 CONFIGS = {
@@ -89,6 +102,12 @@ CONFIGS = {
     "x18_addr_regs2": dict(width=40, depth=100, init=True, addr_regs=2),
     # registered write side only (the neuron array's output queue)
     "x18_write_regs": dict(width=40, depth=100, init=True, addr_regs=1, read_addr_regs=0),
+    # no contents, 18 words with the dummy: two 36-bit PDPW16KD columns (the second 4 bits wide),
+    # a longer write-address chain than read-address chain
+    "x36_regs": dict(width=40, depth=17, init=False, addr_regs=2, read_addr_regs=1),
+    # 72 bits x 512 words (the PDPW16KD depth exactly), unregistered ports: two full columns,
+    # r_en/r_oen back-pressure in long runs as well as cycle by cycle
+    "x36_wide": dict(width=72, depth=512, init=False, stalls=True),
 }
 
 
@@ -136,7 +155,7 @@ if cocotb is not None:
         for collide in (0.0, 0.2):
             for k, (w_en, w_addr, w_data, r_en, r_oen, r_addr) in enumerate(
                     stimulus(cfg["seed"] + int(collide * 10), cfg["width"], cfg["depth"],
-                             cfg["cycles"], collide)):
+                             cfg["cycles"], collide, stalls=cfg.get("stalls", False))):
                 dut.w_en.value, dut.w_addr.value, dut.w_data.value = int(w_en), w_addr, w_data
                 dut.r_en.value, dut.r_oen.value, dut.r_addr.value = int(r_en), int(r_oen), r_addr
                 await RisingEdge(dut.clk)
@@ -153,26 +172,31 @@ if cocotb is not None:
 
 
 @pytest.mark.sim
-# the inferred form does not depend on the DP16KD mode: one build of it
+# the inferred form does not depend on the block-RAM mode: one build of it
 @pytest.mark.parametrize("name,target", [("x18_init", None), ("x18_init", "ecp5"), ("x9", "ecp5"),
                                          ("x18_addr_regs", None), ("x18_addr_regs", "ecp5"),
                                          ("x18_addr_regs2", None), ("x18_addr_regs2", "ecp5"),
-                                         ("x18_write_regs", "ecp5")])
+                                         ("x18_write_regs", "ecp5"), ("x36_regs", "ecp5"),
+                                         ("x36_wide", "ecp5")])
 def test_registered_ram_verilator(name, target, request):
     from equispike.sim import build_dir_for, run_cocotb
-    from equispike.sim.build import MODELS_DIR, ecp5_carry_build_args
+    from equispike.sim.build import ECP5_RAM_MODELS, MODELS_DIR, ecp5_carry_build_args
 
     cfg = make_cfg(name, target)
     ecp5 = target == "ecp5"
+    if ecp5:    # the form under test is the one the configuration is meant to exercise
+        expect = "PDPW16KD" if name.startswith("x36") else "DP16KD"
+        assert make_dut(cfg).primitive == expect, name
     # (addr_regs on ECP5: TRELLIS_FF address copies, Yosys' model in ecp5_cells.v)
-    models = [MODELS_DIR / "DP16KD.v", MODELS_DIR / "ecp5_cells.v"] if ecp5 else []
+    models = [*ECP5_RAM_MODELS, MODELS_DIR / "ecp5_cells.v"] if ecp5 else []
     run_cocotb(make_dut(cfg), test_module=MODULE, build_dir=build_dir_for(request.node.nodeid),
                config=cfg, extra_sources=models,
                extra_build_args=ecp5_carry_build_args() if ecp5 else ())
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("name", ["x18_init", "x18_addr_regs", "x18_addr_regs2", "x18_write_regs"])
+@pytest.mark.parametrize("name", ["x18_init", "x18_addr_regs", "x18_addr_regs2", "x18_write_regs",
+                                  "x36_regs"])
 @pytest.mark.parametrize("target", [None, "generic"])
 def test_registered_ram_amaranth(target, name):
     """The inferred forms in the Amaranth simulator; ``generic`` has no collision poisoning, so it
@@ -181,7 +205,8 @@ def test_registered_ram_amaranth(target, name):
     dut = make_dut(cfg)
     collide = 0.2 if target is None else 0.0
     lag = cfg.get("addr_regs", 0) - cfg.get("read_addr_regs", cfg.get("addr_regs", 0))
-    ops = list(stimulus(7, cfg["width"], cfg["depth"], 1500, collide, lag))
+    ops = list(stimulus(7, cfg["width"], cfg["depth"], 1500, collide, lag,
+                        stalls=cfg.get("stalls", False)))
     ref = ReferenceRAM(cfg["width"], cfg["depth"], cfg["init_words"], cfg.get("addr_regs", 0),
                        cfg.get("read_addr_regs"))
     seen = {"collisions": 0}
@@ -202,13 +227,15 @@ def test_registered_ram_amaranth(target, name):
 
 
 def test_registered_ram_dp16kd_structure():
-    """Column count and mode per depth; bad parameters are refused with the reason."""
+    """``DP16KD`` form: column count and mode per depth; bad parameters are refused with the
+    reason."""
     from amaranth.back import rtlil
 
-    ram = RegisteredRAM(unsigned(40), 100, target="ecp5")
-    assert ram.mode == (18, 1024, 4) and ram.columns == 3
+    init = [1] + [0] * 99           # contents: the DP16KD form at any depth
+    ram = RegisteredRAM(unsigned(40), 100, init=init, target="ecp5")
+    assert ram.primitive == "DP16KD" and ram.mode == (18, 1024, 4) and ram.columns == 3
     text = rtlil.convert(ram)
-    assert text.count("cell \\DP16KD") == 3
+    assert text.count("cell \\DP16KD") == 3 and "PDPW16KD" not in text
     assert RegisteredRAM(unsigned(20), 1500, target="ecp5").mode[0] == 9
     # the dummy word of addr_regs needs an address bit more than a depth-2 port has
     for regs in (1, 2):
@@ -216,6 +243,9 @@ def test_registered_ram_dp16kd_structure():
         assert tiny.words == 3 and rtlil.convert(tiny).count("cell \\TRELLIS_FF") == 4 * regs
     with pytest.raises(ValueError, match="18-bit mode"):
         RegisteredRAM(unsigned(8), 2000, init=[1], target="ecp5")
+    # (1024 words of contents, plus the dummy word of addr_regs: past the 18-bit mode)
+    with pytest.raises(ValueError, match=r"got 1025 words \(depth \+ 1: the dummy word"):
+        RegisteredRAM(unsigned(8), 1024, init=[1], target="ecp5", addr_regs=1)
     with pytest.raises(ValueError, match="exceeds one DP16KD"):
         RegisteredRAM(unsigned(8), 20000, target="ecp5")
     with pytest.raises(ValueError, match="target"):
@@ -226,3 +256,54 @@ def test_registered_ram_dp16kd_structure():
         RegisteredRAM(unsigned(4), 1)
     with pytest.raises(ValueError, match="read_addr_regs"):
         RegisteredRAM(unsigned(4), 16, addr_regs=1, read_addr_regs=2)
+
+
+def test_registered_ram_primitive_choice():
+    """``PDPW16KD`` (36-bit columns) exactly when the RAM has no contents and at most 512 words
+    including the dummy word of ``addr_regs``; ``DP16KD`` otherwise; no primitive off ECP5."""
+    from equispike.rtl._bram import PDPW16KD_MODE
+
+    def form(width, depth, **kw):
+        ram = RegisteredRAM(unsigned(width), depth, target="ecp5", **kw)
+        return ram.primitive, ram.columns
+
+    assert form(336, 18) == ("PDPW16KD", 10)            # the 18-bit form would take 19
+    assert form(336, 18, init=[0] * 18) == ("PDPW16KD", 10)     # all-zero contents: none
+    assert form(336, 18, init=[5]) == ("DP16KD", 19)
+    assert form(336, 18, init=[0, 1 << 335]) == ("DP16KD", 19)
+    assert form(36, 512) == ("PDPW16KD", 1) and form(37, 512) == ("PDPW16KD", 2)
+    assert form(36, 511, addr_regs=1) == ("PDPW16KD", 1)       # 512 words with the dummy
+    assert form(36, 512, addr_regs=1) == ("DP16KD", 2)         # 513 words
+    assert form(36, 513) == ("DP16KD", 2)
+    assert form(1, 2) == ("PDPW16KD", 1)
+    assert RegisteredRAM(unsigned(336), 18, target="ecp5").mode == PDPW16KD_MODE
+    for target in (None, "generic"):
+        ram = RegisteredRAM(unsigned(336), 18, target=target)
+        assert ram.primitive is None and ram.mode is None
+        with pytest.raises(ValueError, match="only defined for target='ecp5'"):
+            _ = ram.columns
+
+
+def test_registered_ram_pdpw16kd_instances():
+    """The RTLIL of the ``PDPW16KD`` form: one cell per 36-bit column with the 36/36-bit,
+    ``OUTREG`` parameters, the read enables on ``CER``/``OCER``, and no ``DP16KD``."""
+    import re
+
+    from amaranth.back import rtlil
+
+    ram = RegisteredRAM(unsigned(336), 18, target="ecp5")
+    text = rtlil.convert(ram)
+    assert text.count("cell \\PDPW16KD") == 10 and "DP16KD " not in text.replace("PDPW16KD", "")
+    cells = re.findall(r"cell \\PDPW16KD .*?\n  end", text, flags=re.S)
+    assert len(cells) == 10
+    for cell in cells:
+        for param in ('parameter \\DATA_WIDTH_W 36', 'parameter \\DATA_WIDTH_R 36',
+                      'parameter \\REGMODE "OUTREG"', 'parameter \\GSR "DISABLED"'):
+            assert param in cell, (param, cell[:400])
+        for port in ("CER", "OCER", "CEW", "CLKW", "CLKR", "ADR13", "ADW8", "BE3", "DI35", "DO35"):
+            assert f"connect \\{port} " in cell, port
+    # with addr_regs: per-column address registers (TRELLIS_FF), as in the DP16KD form
+    ram = RegisteredRAM(unsigned(72), 17, target="ecp5", addr_regs=2, read_addr_regs=1)
+    text = rtlil.convert(ram)
+    # 2 columns x (2 stages x 5 write-address bits + 1 stage x 5 read-address bits)
+    assert text.count("cell \\PDPW16KD") == 2 and text.count("cell \\TRELLIS_FF") == 2 * 15

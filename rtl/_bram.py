@@ -119,9 +119,11 @@ class RegisteredRAM(wiring.Component):
         write enable is folded into the address (an extra, never read word takes the writes of
         the cycles without ``w_en``): no enable net.
     read_addr_regs : int, optional
-        Registers on ``r_addr`` (0..``addr_regs``); default ``addr_regs``. Fewer than
+        Registers on ``r_addr`` (0..2, per column as above); default ``addr_regs``. Fewer than
         ``addr_regs`` when the reader needs the shorter read latency (a queue whose write side
-        is far from the RAM but whose read address is local to it).
+        is far from the RAM but whose read address is local to it); more when only the read
+        address fans out far (a wide parameter RAM written rarely: its write side then stays
+        unregistered, ``w_en`` on the write-enable pin).
 
     Attributes
     ----------
@@ -148,7 +150,7 @@ class RegisteredRAM(wiring.Component):
         self.depth = depth
         self.addr_regs = check_int("addr_regs", int(addr_regs), 0, 2)
         self.read_addr_regs = self.addr_regs if read_addr_regs is None else \
-            check_int("read_addr_regs", int(read_addr_regs), 0, self.addr_regs)
+            check_int("read_addr_regs", int(read_addr_regs), 0, 2)
         self.target = target
         # with addr_regs: one dummy word after the data takes the writes without w_en
         self.words = depth + 1 if self.addr_regs else depth
@@ -188,13 +190,15 @@ class RegisteredRAM(wiring.Component):
 
     def _addresses(self, m: Module, copy: int = 0):
         """(write address, write enable, read address) as the RAM sees them: the ports, or with
-        ``addr_regs`` registered copies (``copy`` picks a distinct initial value)."""
-        if not self.addr_regs:
-            return self.w_addr, self.w_en, self.r_addr
+        ``addr_regs`` / ``read_addr_regs`` registered copies (``copy`` picks a distinct initial
+        value)."""
         aw = Shape.cast(range(self.words)).width
-        # (the dummy word may need one address bit more than the ports have)
-        wa = Cat(Mux(self.w_en, self.w_addr, self.depth), C(0, aw))[:aw]
-        ra = Cat(self.r_addr, C(0, aw))[:aw]
+        if self.addr_regs:
+            # (the dummy word may need one address bit more than the ports have)
+            wa = Cat(Mux(self.w_en, self.w_addr, self.depth), C(0, aw))[:aw]
+            we = C(1, 1)
+        else:
+            wa, we = self.w_addr, self.w_en
         for st in range(self.addr_regs):
             if self.target == "ecp5":
                 # TRELLIS_FF instances: Yosys would merge equal plain registers back into one
@@ -205,6 +209,7 @@ class RegisteredRAM(wiring.Component):
                             reset_less=True)
                 m.d.sync += wq.eq(wa)
                 wa = wq
+        ra = Cat(self.r_addr, C(0, aw))[:aw] if self.read_addr_regs else self.r_addr
         for st in range(self.read_addr_regs):
             if self.target == "ecp5":
                 ra = Cat(*[kept_reg(m, ra[i], target="ecp5", name=f"ra{copy}_{st}_{i}")
@@ -213,7 +218,7 @@ class RegisteredRAM(wiring.Component):
                 rq = Signal(range(self.words), name=f"ra{copy}_{st}", reset_less=True)
                 m.d.sync += rq.eq(ra)
                 ra = rq
-        return wa, C(1, 1), ra
+        return wa, we, ra
 
     def elaborate(self, platform):
         m = Module()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Mux, ResetSignal, Signal, Value, signed, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, ResetSignal, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -303,11 +303,10 @@ class NeuronArray(wiring.Component):
             pidx_nx.eq(Mux(issue, Mux(last | (pidx == D - 1), 0, pidx + 1), pidx)),
         ]
         m.d.sync += [beat.eq(beat_nx), pidx.eq(pidx_nx)]
-        pidx_q = Signal.like(pidx, reset_less=True)  # read a stage after the state
         pidx_a = Signal.like(pidx, reset_less=True)
         pidx_a2 = Signal.like(pidx, reset_less=True)
         pidx_a3 = Signal.like(pidx, reset_less=True)
-        m.d.sync += [pidx_a.eq(pidx), pidx_a2.eq(pidx_a), pidx_a3.eq(pidx_a2), pidx_q.eq(pidx_a3)]
+        m.d.sync += [pidx_a.eq(pidx), pidx_a2.eq(pidx_a), pidx_a3.eq(pidx_a2)]
 
         # ---- parameters ----------------------------------------------------------------------
         # Θ: a block RAM read a stage after the state (the beat's Θ is in th_rf while the beat is
@@ -329,8 +328,11 @@ class NeuronArray(wiring.Component):
         w_theta = Signal(theta_layout, reset_less=True)     # Θ of the beat in H
         theta_mem = None
         if stbif or D > 1:
+            # (its read address registered per block-RAM column: read_addr_regs=1, written
+            # unregistered; one register fanning out to every column of a wide Θ RAM is a
+            # 6.5-ns net on ECP5)
             m.submodules.theta_mem = theta_mem = RegisteredRAM(
-                unsigned(P * tw), self.config_depth, target=self.ram_target,
+                unsigned(P * tw), self.config_depth, target=self.ram_target, read_addr_regs=1,
                 init=[word_fields(w, 0, tw) for w in self.param_init])
             th_r2 = Signal(theta_layout, reset_less=True)
             m.d.comb += [theta_mem.w_addr.eq(self.cfg.addr), theta_mem.w_data.eq(cfg_fields(0, tw)),
@@ -354,11 +356,11 @@ class NeuronArray(wiring.Component):
                 m.d.comb += r2_bounds.eq(prm_bounds)
             else:
                 m.submodules.bounds_mem = bounds_mem = RegisteredRAM(
-                    unsigned(bounds_layout.size), D, target=self.ram_target,
+                    unsigned(bounds_layout.size), D, target=self.ram_target, read_addr_regs=1,
                     init=[word_fields(w, tw, lw) for w in self.param_init[:D]])
                 m.d.comb += [bounds_mem.w_addr.eq(self.cfg.addr[:kb]),
                              bounds_mem.w_data.eq(cfg_fields(tw, lw)), bounds_mem.w_en.eq(b_en),
-                             bounds_mem.r_addr.eq(pidx_q)]
+                             bounds_mem.r_addr.eq(pidx_a3)]
                 m.d.sync += r2_bounds.eq(bounds_mem.r_data)
 
         # ---- output queue (credit based: a beat is accepted only if its spikes have room) ----
@@ -528,9 +530,10 @@ class NeuronArray(wiring.Component):
             w_addr.eq(e_addr), b_addr.eq(w_addr),
         ]
 
-        # Θ is read a stage after the state (the beat's entry; ST-BIF clear beats: the clear bank)
+        # Θ is read a stage after the state (the beat's entry; ST-BIF clear beats: the clear bank;
+        # presented in A3 for the per-column address registers)
         if theta_mem is not None:
-            m.d.comb += theta_mem.r_addr.eq(Cat(pidx_q[:kb], a4_clr) if stbif else pidx_q)
+            m.d.comb += theta_mem.r_addr.eq(Cat(pidx_a3[:kb], a3_clr) if stbif else pidx_a3)
 
         # ---- datapath (no enables) -----------------------------------------------------------
         # stage R: the RAM output registers
@@ -578,6 +581,11 @@ class NeuronArray(wiring.Component):
             r2_clr_l.append(r2c)
             e_clr_l.append(ec)
         ct = self.carry_target
+        # A spike is (1, H < 0) reset by ``keep``: on the flip-flops' LSR. Its constant 1 comes
+        # from a flip-flop (one per state group) that synthesis cannot see through: with a
+        # constant input Yosys would turn the reset into a LUT (~keep) per lane.
+        ones = [kept_reg(m, C(1, 1), target=ct, init=1, name=f"one{gi}")
+                for gi in range(len(groups))] if stbif else []
         # Without the ECP5 carry-chain select, the H adder's operands are selected a stage
         # early, into R2 (the adder then starts from registers): ST-BIF the membrane
         # (V = D if f else H), LIF the current (I, or 0 for a clear beat).
@@ -633,7 +641,7 @@ class NeuronArray(wiring.Component):
                 e_neg = e_h[-1]
                 keep = Signal(name=f"keep{lane}")
                 m.d.comb += [keep.eq(~Mux(e_neg, e_dn, ~e_d[hw - 1] & e_up)),
-                             spk.eq(Cat(1, e_neg))]         # (reset by keep, below)
+                             spk.eq(Cat(ones[lane // G], e_neg))]   # (reset by keep, below)
                 m.d.sync += [w_st[lane].d.eq(e_d), w_st[lane].h.eq(e_h), w_st[lane].k.eq(keep),
                              w_st[lane].s.eq(e_s)]
                 with m.If(e_clr_l[lane]):

@@ -62,14 +62,14 @@ def stimulus(seed: int, width: int, depth: int, cycles: int, collide: float, lag
              stalls: bool = False):
     """Random writes/reads/enables; word addresses biased towards a few hot words, the ends and
     read-write collisions (probability ``collide``). ``lag``: cycles by which the RAM sees a
-    write later than a read presented in the same cycle (``addr_regs - read_addr_regs``), for
-    avoiding collisions with ``collide = 0``. ``stalls``: besides the random per-cycle enables,
+    write later than a read presented in the same cycle (``addr_regs - read_addr_regs``, may be
+    negative), for avoiding collisions with ``collide = 0``. ``stalls``: besides the random per-cycle enables,
     runs of 1..12 cycles with ``r_en`` and/or ``r_oen`` held low (back-pressure that holds the
     read latch and the output register over several edges while writes go on)."""
     rng = random.Random(seed)
     hot = [0, 1, depth - 1, rng.randrange(depth)]
-    past = [(False, 0)] * lag       # the last ``lag`` writes presented, oldest first
     hold = (0, False, False)        # (cycles left, r_en held low, r_oen held low)
+    ops = []
     for _ in range(cycles):
         w_addr = rng.choice(hot) if rng.random() < 0.3 else rng.randrange(depth)
         w_data = rng.choice([0, (1 << width) - 1, rng.getrandbits(width)])
@@ -84,12 +84,13 @@ def stimulus(seed: int, width: int, depth: int, cycles: int, collide: float, lag
             if hold[0]:
                 r_en, r_oen = r_en and not hold[1], r_oen and not hold[2]
                 hold = (hold[0] - 1, *hold[1:])
-        landing = past[0] if lag else (w_en, w_addr)   # the write the RAM sees with this read
-        if collide == 0 and landing[0] and landing[1] == r_addr:
-            r_addr = (r_addr + 1) % depth   # no collisions at all in this mode
-        if lag:
-            past = past[1:] + [(w_en, w_addr)]
-        yield (w_en, w_addr, w_data, r_en, r_oen, r_addr)
+        ops.append([w_en, w_addr, w_data, r_en, r_oen, r_addr])
+    if collide == 0:                # no collisions at all in this mode
+        for k, op in enumerate(ops):
+            j = k - lag                 # the cycle whose write the RAM sees with this read
+            if 0 <= j < len(ops) and ops[j][0] and ops[j][1] == op[5]:
+                op[5] = (op[5] + 1) % depth
+    yield from map(tuple, ops)
 
 
 CONFIGS = {
@@ -102,6 +103,8 @@ CONFIGS = {
     "x18_addr_regs2": dict(width=40, depth=100, init=True, addr_regs=2),
     # registered write side only (the neuron array's output queue)
     "x18_write_regs": dict(width=40, depth=100, init=True, addr_regs=1, read_addr_regs=0),
+    # registered read side only (the neuron array's Θ RAM): w_en on the write-enable pin
+    "x18_read_regs": dict(width=40, depth=100, init=True, addr_regs=0, read_addr_regs=1),
     # no contents, 18 words with the dummy: two 36-bit PDPW16KD columns (the second 4 bits wide),
     # a longer write-address chain than read-address chain
     "x36_regs": dict(width=40, depth=17, init=False, addr_regs=2, read_addr_regs=1),
@@ -176,7 +179,8 @@ if cocotb is not None:
 @pytest.mark.parametrize("name,target", [("x18_init", None), ("x18_init", "ecp5"), ("x9", "ecp5"),
                                          ("x18_addr_regs", None), ("x18_addr_regs", "ecp5"),
                                          ("x18_addr_regs2", None), ("x18_addr_regs2", "ecp5"),
-                                         ("x18_write_regs", "ecp5"), ("x36_regs", "ecp5"),
+                                         ("x18_write_regs", "ecp5"), ("x18_read_regs", "ecp5"),
+                                         ("x36_regs", "ecp5"),
                                          ("x36_wide", "ecp5")])
 def test_registered_ram_verilator(name, target, request):
     from equispike.sim import build_dir_for, run_cocotb
@@ -196,7 +200,7 @@ def test_registered_ram_verilator(name, target, request):
 
 @pytest.mark.sim
 @pytest.mark.parametrize("name", ["x18_init", "x18_addr_regs", "x18_addr_regs2", "x18_write_regs",
-                                  "x36_regs"])
+                                  "x18_read_regs", "x36_regs"])
 @pytest.mark.parametrize("target", [None, "generic"])
 def test_registered_ram_amaranth(target, name):
     """The inferred forms in the Amaranth simulator; ``generic`` has no collision poisoning, so it
@@ -255,7 +259,7 @@ def test_registered_ram_dp16kd_structure():
     with pytest.raises(ValueError, match="depth"):
         RegisteredRAM(unsigned(4), 1)
     with pytest.raises(ValueError, match="read_addr_regs"):
-        RegisteredRAM(unsigned(4), 16, addr_regs=1, read_addr_regs=2)
+        RegisteredRAM(unsigned(4), 16, addr_regs=1, read_addr_regs=3)
 
 
 def test_registered_ram_primitive_choice():

@@ -151,6 +151,13 @@ class NeuronArray(wiring.Component):
         Form of the two ST-BIF adders with an operand select
         (:func:`~equispike.rtl._carry.fused_add`): ``"ecp5"`` computes the select inside the
         ``CCU2C`` carry chain (no LUT per bit for it), otherwise plain Amaranth arithmetic.
+    state_select : bool, optional
+        ST-BIF state form. ``True``: the state word keeps both results of an update, D and H,
+        and ``k`` (did not fire); the next update selects ``V = H if k else D`` (inside its
+        carry chain with ``carry_target="ecp5"``: no LUT per membrane bit, twice the state RAM
+        bits). ``False``: the state word keeps ``V``, selected by a multiplexer per bit after
+        the update (fewer RAM bits: the form for iCE40, whose UP5K has 30 small block RAMs).
+        Default: ``True`` exactly with ``carry_target="ecp5"``.
     state_group_lanes : int
         Lanes per state RAM (default 8). Each group's RAM has its own address registers: one
         address register fanning out to every block-RAM column of a 64-lane array is a
@@ -166,13 +173,17 @@ class NeuronArray(wiring.Component):
     def __init__(self, *, lanes: int, n_neurons: int, mode: str = "stbif", current_width: int,
                  membrane_width: int, levels: int = 16, param_depth: int = 1,
                  theta=None, qn=None, qp=None, ram_target: str | None = None,
-                 state_group_lanes: int = 8, carry_target: str | None = None):
+                 state_group_lanes: int = 8, carry_target: str | None = None,
+                 state_select: bool | None = None):
         if ram_target not in RAM_TARGETS:
             raise ValueError(f"ram_target must be one of {RAM_TARGETS}, got {ram_target!r}")
         self.ram_target = ram_target
         if carry_target not in CARRY_TARGETS:
             raise ValueError(f"carry_target must be one of {CARRY_TARGETS}, got {carry_target!r}")
         self.carry_target = carry_target
+        if state_select not in (None, True, False):
+            raise ValueError(f"state_select must be None, True or False, got {state_select!r}")
+        self.state_select = (carry_target == "ecp5") if state_select is None else state_select
         self.state_group_lanes = check_int("state_group_lanes", state_group_lanes, 1, 256)
         self.lanes = check_int("lanes", lanes, 1, 256)
         self.n_neurons = check_int("n_neurons", n_neurons, 1)
@@ -263,9 +274,10 @@ class NeuronArray(wiring.Component):
         stbif = self.mode == "stbif"
         # ST-BIF: both results of the last update, D and H, and k = "kept H" (it did not fire:
         # V = H if k else D): the select happens inside the next update's carry chain (below)
+        sel = stbif and self.state_select
         lane_state = data.StructLayout(
-            {"d": signed(vw), "h": signed(vw), "k": unsigned(1), "s": signed(sw)} if stbif
-            else {"v": signed(vw)})
+            {"d": signed(vw), "h": signed(vw), "k": unsigned(1), "s": signed(sw)} if sel
+            else {"v": signed(vw), "s": signed(sw)} if stbif else {"v": signed(vw)})
         state_layout = data.ArrayLayout(lane_state, P)
         cur_layout = data.ArrayLayout(signed(cw), P)
         spk_layout = data.ArrayLayout(signed(2), P)
@@ -465,9 +477,14 @@ class NeuronArray(wiring.Component):
         # every group, and no input handshake logic reaches them in the same cycle.
         kept = "ecp5" if "ecp5" in (self.ram_target, self.carry_target) else None
         dropped = self.clear | ResetSignal()
-        a_valid_g = [kept_reg(m, a_valid, rst=dropped, target=kept, name=f"a2v{gi}")
+        # A two-level tree: copies of a_valid and e_valid (from their own inputs) each drive the
+        # copies of two groups, so no flip-flop drives all the groups spread over the die.
+        pairs = range(0, len(groups), 2)
+        a_valid_c = [kept_reg(m, issue, rst=dropped, target=kept, name=f"av{k}") for k in pairs]
+        e_valid_c = [kept_reg(m, h_valid, rst=dropped, target=kept, name=f"ev{k}") for k in pairs]
+        a_valid_g = [kept_reg(m, a_valid_c[gi // 2], rst=dropped, target=kept, name=f"a2v{gi}")
                      for gi in range(len(groups))]
-        w_valid_g = [kept_reg(m, e_valid, rst=dropped, target=kept, name=f"wv{gi}")
+        w_valid_g = [kept_reg(m, e_valid_c[gi // 2], rst=dropped, target=kept, name=f"wv{gi}")
                      for gi in range(len(groups))]
         for ram, rb, av in zip(state_rams, rd_ctr, a_valid_g, strict=True):
             with m.If(self.clear):
@@ -590,7 +607,7 @@ class NeuronArray(wiring.Component):
         # early, into R2 (the adder then starts from registers): ST-BIF the membrane
         # (V = D if f else H), LIF the current (I, or 0 for a clear beat).
         r2_op = []
-        if ct != "ecp5":
+        if ct != "ecp5" and (sel or not stbif):
             for lane in range(P):
                 if stbif:
                     op = Signal(signed(vw), name=f"r2v{lane}", reset_less=True)
@@ -609,8 +626,11 @@ class NeuronArray(wiring.Component):
             m.d.sync += e_h.eq(h)
             spk = Signal(signed(2), name=f"spk{lane}")
             if stbif:
-                # H: H = I + V with V = H if k else D (the state's select inside the carry chain)
-                if ct == "ecp5":
+                # H: H = I + V; with state_select V = H if k else D (on ECP5 the select inside
+                # the carry chain, else selected into R2)
+                if not sel:
+                    m.d.sync += h.eq(rs.v + r2_cur[lane])
+                elif ct == "ecp5":
                     m.d.sync += h.eq(fused_add(m, hw, r2_cur[lane], rs.k, rs.h, rs.d, _SEL_STATE,
                                                target=ct, name=f"hadd{lane}"))
                 else:
@@ -642,16 +662,23 @@ class NeuronArray(wiring.Component):
                 keep = Signal(name=f"keep{lane}")
                 m.d.comb += [keep.eq(~Mux(e_neg, e_dn, ~e_d[hw - 1] & e_up)),
                              spk.eq(Cat(ones[lane // G], e_neg))]   # (reset by keep, below)
-                m.d.sync += [w_st[lane].d.eq(e_d), w_st[lane].h.eq(e_h), w_st[lane].k.eq(keep),
-                             w_st[lane].s.eq(e_s)]
-                with m.If(e_clr_l[lane]):
-                    m.d.sync += w_st[lane].k.eq(0)
+                m.d.sync += w_st[lane].s.eq(e_s)
+                if sel:
+                    m.d.sync += [w_st[lane].d.eq(e_d), w_st[lane].h.eq(e_h),
+                                 w_st[lane].k.eq(keep)]
+                    with m.If(e_clr_l[lane]):
+                        m.d.sync += w_st[lane].k.eq(0)
+                else:
+                    m.d.sync += w_st[lane].v.eq(Mux(keep & ~e_clr_l[lane], e_h, e_d))
                 # S += s in the write-back cycle (a short carry chain into the RAM; through
                 # fused_add for its chain without feed-in/pass-out cells on ECP5)
-                m.d.comb += [wb[lane].s.eq(fused_add(m, sw, w_st[lane].s, w_spk[lane], 0, 1,
-                                                     _SEL_PLAIN, target=ct, name=f"sadd{lane}")),
-                             wb[lane].d.eq(w_st[lane].d), wb[lane].h.eq(w_st[lane].h),
-                             wb[lane].k.eq(w_st[lane].k)]
+                m.d.comb += wb[lane].s.eq(fused_add(m, sw, w_st[lane].s, w_spk[lane], 0, 1,
+                                                    _SEL_PLAIN, target=ct, name=f"sadd{lane}"))
+                if sel:
+                    m.d.comb += [wb[lane].d.eq(w_st[lane].d), wb[lane].h.eq(w_st[lane].h),
+                                 wb[lane].k.eq(w_st[lane].k)]
+                else:
+                    m.d.comb += wb[lane].v.eq(w_st[lane].v)
             else:
                 # H = V + (0 if clear else I), the select inside the carry chain
                 if ct == "ecp5":

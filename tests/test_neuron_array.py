@@ -32,7 +32,7 @@ def make_dut(cfg: dict) -> NeuronArray:
               current_width=cfg["cw"], membrane_width=cfg["vw"], levels=cfg["levels"],
               param_depth=theta.shape[0], theta=theta, ram_target=cfg.get("ram_target"),
               state_group_lanes=cfg.get("group", 8),
-              carry_target=cfg.get("ram_target"))
+              carry_target=cfg.get("ram_target"), state_select=cfg.get("select"))
     if cfg["mode"] == "stbif":
         kw.update(qn=cfg["qn"], qp=cfg["qp"])
     return NeuronArray(**kw)
@@ -53,10 +53,10 @@ def golden(cfg: dict):
 
 
 def random_config(seed, *, lanes, n, mode, cw, vw, levels, signed, depth, theta_max,
-                  ram_target=None, group=8):
+                  ram_target=None, group=8, select=None):
     rng = np.random.default_rng(seed)
     cfg = dict(lanes=lanes, n=n, mode=mode, cw=cw, vw=vw, levels=levels, seed=seed,
-               ram_target=ram_target, group=group,
+               ram_target=ram_target, group=group, select=select,
                theta=rng.integers(1, theta_max + 1, size=(depth, lanes)).tolist())
     if mode == "stbif":
         cfg["qn"], cfg["qp"] = site_bounds(levels, signed)
@@ -216,9 +216,9 @@ CONFIGS = {
     "stbif_p4_signed16_ecp5": dict(lanes=4, n=37, mode="stbif", cw=10, vw=16, levels=16,
                                    signed=True, depth=3, theta_max=60, ram_target="ecp5"),
     # state RAM split into groups of 3 lanes (3 RAMs, the last one narrower), each with its own
-    # address counters
+    # address counters; the state-select form (D, H, k) with the select as a multiplexer
     "stbif_p8_groups3": dict(lanes=8, n=45, mode="stbif", cw=9, vw=13, levels=8, signed=True,
-                             depth=1, theta_max=30, group=3),
+                             depth=1, theta_max=30, group=3, select=True),
     "lif_p3": dict(lanes=3, n=20, mode="lif", cw=8, vw=10, levels=2, signed=False, depth=2,
                    theta_max=40),
 }
@@ -361,9 +361,10 @@ FAST = dict(lanes=3, n=7, mode="stbif", cw=8, vw=14, levels=8, signed=True, dept
 
 
 @pytest.mark.sim
+@pytest.mark.parametrize("select", [False, True])
 @pytest.mark.parametrize("idle,bp", [(0.0, 0.0), (0.5, 0.0), (0.0, 0.7), (0.5, 0.7)])
-def test_neuron_array_fast_stalls(idle, bp):
-    cfg = random_config(4, **FAST)
+def test_neuron_array_fast_stalls(idle, bp, select):
+    cfg = random_config(4, **FAST, select=select)
     cur = random_currents(np.random.default_rng(4), cfg, 25)
     got = amaranth_run(cfg, cur, idle=idle, bp=bp, seed=3)
     sb = Scoreboard("fast")
@@ -373,10 +374,10 @@ def test_neuron_array_fast_stalls(idle, bp):
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("mode", ["stbif", "lif"])
+@pytest.mark.parametrize("mode,select", [("stbif", False), ("stbif", True), ("lif", None)])
 @pytest.mark.parametrize("n", [2, 3, 8])      # one beat (RAW every cycle), exact, ragged
-def test_neuron_array_fast_shapes(mode, n):
-    cfg = random_config(5, **{**FAST, "n": n, "mode": mode, "depth": 1})
+def test_neuron_array_fast_shapes(mode, select, n):
+    cfg = random_config(5, **{**FAST, "n": n, "mode": mode, "depth": 1, "select": select})
     cur = random_currents(np.random.default_rng(n), cfg, 30)
     got = amaranth_run(cfg, cur, bp=0.3, idle=0.2, seed=n)
     exp = golden_run(cfg, cur)
@@ -384,16 +385,16 @@ def test_neuron_array_fast_shapes(mode, n):
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("mode", ["stbif", "lif"])
+@pytest.mark.parametrize("mode,select", [("stbif", False), ("stbif", True), ("lif", None)])
 @pytest.mark.parametrize("beats", [1, 2, 3, _FREE - 2, _FREE - 1, _FREE])
 @pytest.mark.parametrize("idle", [0.0, 0.3])
-def test_neuron_array_fast_hazards(mode, beats, idle):
+def test_neuron_array_fast_hazards(mode, select, beats, idle):
     """Read-after-write hazards of the update pipeline: with ``beats`` words per step and no gaps,
     every state word comes back ``beats`` cycles after its previous update: below
     ``HAZARD_FREE_BEATS`` beats the
     word is re-read until its write-back is done (hazard stall); random gaps mix the distances."""
     cfg = random_config(40 + beats, **{**FAST, "n": 3 * beats, "mode": mode, "depth": 1,
-                                        "theta_max": 6})
+                                        "theta_max": 6, "select": select})
     cur = random_currents(np.random.default_rng(beats), cfg, 100)
     got = amaranth_run(cfg, cur, idle=idle, seed=beats)
     exp = golden_run(cfg, cur)
@@ -421,23 +422,25 @@ def test_neuron_array_fast_throughput(beats):
 
 
 @pytest.mark.sim
+@pytest.mark.parametrize("select", [False, True])
 @pytest.mark.parametrize("abort_after", [1, 5, 11])
-def test_neuron_array_fast_clear_mid_stream(abort_after):
-    cfg = random_config(6, **FAST)
+def test_neuron_array_fast_clear_mid_stream(abort_after, select):
+    cfg = random_config(6, **FAST, select=select)
     cur = random_currents(np.random.default_rng(6), cfg, 10)
     got = amaranth_run(cfg, cur, bp=0.5, seed=1, abort_after=abort_after)
     Scoreboard("fast").compare(0, golden_run(cfg, cur), got)
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("mode", ["stbif", "lif"])
+@pytest.mark.parametrize("mode,select", [("stbif", False), ("stbif", True), ("lif", None)])
 @pytest.mark.parametrize("depth", [1, 3])
-def test_neuron_array_fast_config_port(mode, depth):
+def test_neuron_array_fast_config_port(mode, select, depth):
     """Parameters written through ``cfg`` (words of ``config_words``, in a shuffled order) over
     the generation-time ones, then ``clear``: the run must follow the new Θ, Qn, Qp, and the
     cleared membrane floor(Θ/2) of the new Θ."""
-    old = random_config(8, **{**FAST, "mode": mode, "depth": depth})
-    new = random_config(9, **{**FAST, "mode": mode, "depth": depth, "signed": False})
+    old = random_config(8, **{**FAST, "mode": mode, "depth": depth, "select": select})
+    new = random_config(9, **{**FAST, "mode": mode, "depth": depth, "signed": False,
+                              "select": select})
     if mode == "stbif":
         assert (old["qn"], old["qp"]) != (new["qn"], new["qp"])
     assert old["theta"] != new["theta"]
@@ -511,3 +514,5 @@ def test_neuron_array_parameter_errors():
         NeuronArray(**base, theta=5000, qn=-8, qp=7)
     with pytest.raises(ValueError, match="bounds"):
         NeuronArray(**base, theta=5, qn=1, qp=7)
+    with pytest.raises(ValueError, match="state_select"):
+        NeuronArray(**base, state_select="yes")

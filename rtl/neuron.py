@@ -508,10 +508,15 @@ class NeuronArray(wiring.Component):
 
         clr_n = Signal(range(B + 1), init=B)              # clear beats still to issue
         clr_wait = Signal(init=1)   # first cycle of a clear pass: the read ports settle on word 0
+        # a clear beat issues this cycle: ~running & ~clr_wait & (clr_n != 0), kept as a register
+        # (computed from the next state) so that ``issue`` is one LUT from registers and ports:
+        # it drives the valid copies of the state-RAM groups, a long route
+        clr_go = Signal()
+        m.d.sync += clr_go.eq(~self.clear & Mux(clr_go, clr_n != 1, clr_n != 0))
         m.d.comb += [
             self.i_stream.ready.eq(running & ~self.clear & (occ < Q) & ~hazard),
             accept.eq(self.i_stream.valid & self.i_stream.ready),
-            issue.eq(accept | (~running & ~clr_wait & (clr_n != 0))),
+            issue.eq(accept | clr_go),
             self.busy.eq(~running),
         ]
         m.d.sync += clr_wait.eq(self.clear)

@@ -555,7 +555,9 @@ class NeuronArray(wiring.Component):
         # Θ is read a stage after the state (the beat's entry; ST-BIF clear beats: the clear bank;
         # presented in A3 for the per-column address registers)
         if theta_mem is not None:
-            m.d.comb += theta_mem.r_addr.eq(Cat(pidx_a3[:kb], a3_clr) if stbif else pidx_a3)
+            # (a copy of a3_clr of its own: the RAM's column registers sit far from stage A4)
+            t_clr = kept_reg(m, a2_clr, rst=ResetSignal(), target=kept, name="a3clr_theta")
+            m.d.comb += theta_mem.r_addr.eq(Cat(pidx_a3[:kb], t_clr) if stbif else pidx_a3)
 
         # ---- datapath (no enables) -----------------------------------------------------------
         # stage R: the RAM output registers

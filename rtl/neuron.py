@@ -303,6 +303,8 @@ class NeuronArray(wiring.Component):
 
         # ---- control -------------------------------------------------------------------------
         running = Signal()          # 0 after reset: clear pass first
+        hazard = Signal()           # the next beat's word is still in flight (see below)
+        clr_go = Signal()           # a clear beat issues this cycle (see below)
         issue = Signal()            # a beat (input or clear) enters stage R this cycle
         accept = Signal()           # ... and it is an input beat
         beat = Signal(abits)        # word of the next beat
@@ -412,6 +414,10 @@ class NeuronArray(wiring.Component):
         q_ok = Signal()
         q_h_nx = Signal(qbits)
         occ = Signal(range(Q + 2))                  # beats accepted and not yet delivered
+        # room for a beat: occ < Q - 2 one cycle ago, so occ < Q now (at most one beat accepted
+        # since); a register, so that accepting is one LUT from registers and ports
+        room = Signal(init=1)
+        m.d.sync += room.eq(occ < Q - 2)
         e_valid = Signal()                          # (pipeline stage E, below)
         deliver = self.o_stream.valid & self.o_stream.ready
         m.d.comb += [self.o_stream.valid.eq(q_valid), self.o_stream.payload.eq(q_out),
@@ -480,7 +486,10 @@ class NeuronArray(wiring.Component):
         # A two-level tree: copies of a_valid and e_valid (from their own inputs) each drive the
         # copies of two groups, so no flip-flop drives all the groups spread over the die.
         pairs = range(0, len(groups), 2)
-        a_valid_c = [kept_reg(m, issue, rst=dropped, target=kept, name=f"av{k}") for k in pairs]
+        # (the input of a_valid written out: one LUT, not the chain ready -> accept -> issue)
+        issue_d = (self.i_stream.valid & running & room & ~hazard) | clr_go
+        a_valid_c = [kept_reg(m, issue_d, rst=dropped, target=kept, name=f"av{k}")
+                     for k in pairs]
         e_valid_c = [kept_reg(m, h_valid, rst=dropped, target=kept, name=f"ev{k}") for k in pairs]
         a_valid_g = [kept_reg(m, a_valid_c[gi // 2], rst=dropped, target=kept, name=f"a2v{gi}")
                      for gi in range(len(groups))]
@@ -501,7 +510,6 @@ class NeuronArray(wiring.Component):
         stages = [(a_valid, a_addr), (a2_valid, a2_addr), (a3_valid, a3_addr), (a4_valid, a4_addr),
                   (r_valid, r_addr), (rf_valid, rf_addr),
                   (r2_valid, r2_addr), (h_valid, h_addr), (e_valid, e_addr)]
-        hazard = Signal()
         assert len(stages) + 1 == self.HAZARD_FREE_BEATS
         if B < len(stages) + 1:
             m.d.comb += hazard.eq(Cat(*[v & (a == beat) for v, a in stages]).any())
@@ -511,10 +519,9 @@ class NeuronArray(wiring.Component):
         # a clear beat issues this cycle: ~running & ~clr_wait & (clr_n != 0), kept as a register
         # (computed from the next state) so that ``issue`` is one LUT from registers and ports:
         # it drives the valid copies of the state-RAM groups, a long route
-        clr_go = Signal()
         m.d.sync += clr_go.eq(~self.clear & Mux(clr_go, clr_n != 1, clr_n != 0))
         m.d.comb += [
-            self.i_stream.ready.eq(running & ~self.clear & (occ < Q) & ~hazard),
+            self.i_stream.ready.eq(running & ~self.clear & room & ~hazard),
             accept.eq(self.i_stream.valid & self.i_stream.ready),
             issue.eq(accept | clr_go),
             self.busy.eq(~running),

@@ -93,6 +93,8 @@ def _neuron(p: dict) -> wiring.Component:
         levels=int(p.get("levels", 16)),
         param_depth=int(p.get("param_depth", 1)),
         state_group_lanes=int(p.get("group_lanes", 8)),
+        # (default: the D/H/k state form exactly on ECP5, see NeuronArray.state_select)
+        state_select=None if "state_select" not in p else bool(int(p["state_select"])),
         # DP16KD with output registers on ECP5 (RegisteredRAM), inferred RAM elsewhere
         ram_target="ecp5" if p.get("family") == "ecp5" else "generic",
         carry_target="ecp5" if p.get("family") == "ecp5" else "generic",

@@ -22,6 +22,8 @@ _SEL_ZERO = lambda b, c, d: (b ^ 1) & c  # noqa: E731
 _SEL_PM_THETA = lambda b, c, d: d & (b ^ c ^ 1)  # noqa: E731
 # a plain b: b = the addend, d = 1
 _SEL_PLAIN = lambda b, c, d: b & d  # noqa: E731
+# no second operand (a + carry in)
+_SEL_NONE = lambda b, c, d: 0  # noqa: E731
 
 #: Output queue depth (a power of two): more than the 16-cycle input-to-output latency, so that
 #: the array runs at one beat per cycle without back-pressure reaching the (stall-free) pipeline.
@@ -146,7 +148,8 @@ class NeuronArray(wiring.Component):
     ram_target : {None, "generic", "ecp5"}
         Form of the state and parameter RAMs (:class:`~equispike.rtl._bram.RegisteredRAM`):
         ``None`` simulation (read/write collisions poisoned), ``"generic"`` inferred,
-        ``"ecp5"`` ``DP16KD`` with its output register as the stage-R register.
+        ``"ecp5"`` block RAM primitives (``DP16KD``/``PDPW16KD``) with their output register as
+        the stage-R register.
     carry_target : {None, "generic", "ecp5"}
         Form of the two ST-BIF adders with an operand select
         (:func:`~equispike.rtl._carry.fused_add`): ``"ecp5"`` computes the select inside the
@@ -290,6 +293,13 @@ class NeuronArray(wiring.Component):
         # copy per block-RAM column, no write-enable net), fed by counters kept per group: one
         # address register driving every column of a wide array is a 7-ns net on ECP5.
         G = self.state_group_lanes
+
+        def plus_one(v: Value, name: str) -> Value:
+            # the group counters' increments: on ECP5 a fused_add chain (it starts with a carry-in
+            # half; a Yosys adder chain gets an extra feed-in CCU2C from nextpnr, 2 LUT4 each)
+            return fused_add(m, len(v), v, 0, 0, 0, _SEL_NONE, 1, target=self.carry_target,
+                             name=name)
+
         groups = [(lo, min(P, lo + G)) for lo in range(0, P, G)]
         lane_bits = lane_state.size
         state_rams, rd_ctr, wr_ctr = [], [], []
@@ -495,11 +505,11 @@ class NeuronArray(wiring.Component):
                      for gi in range(len(groups))]
         w_valid_g = [kept_reg(m, e_valid_c[gi // 2], rst=dropped, target=kept, name=f"wv{gi}")
                      for gi in range(len(groups))]
-        for ram, rb, av in zip(state_rams, rd_ctr, a_valid_g, strict=True):
+        for gi, (ram, rb, av) in enumerate(zip(state_rams, rd_ctr, a_valid_g, strict=True)):
             with m.If(self.clear):
                 m.d.sync += rb.eq(0)
             with m.Elif(av):
-                m.d.sync += rb.eq(Mux(rb == B - 1, 0, rb + 1))
+                m.d.sync += rb.eq(Mux(rb == B - 1, 0, plus_one(rb, f"rinc{gi}")))
             m.d.comb += ram.r_addr.eq(rb)
 
         # Read-after-write hazard: a beat issued now reads its word at the end of A3 (counter in
@@ -728,7 +738,7 @@ class NeuronArray(wiring.Component):
             with m.If(self.clear):                 # the beats in flight are dropped
                 m.d.sync += wc.eq(0)
             with m.Elif(w_valid_g[gi]):
-                m.d.sync += wc.eq(Mux(wc == B - 1, 0, wc + 1))
+                m.d.sync += wc.eq(Mux(wc == B - 1, 0, plus_one(wc, f"winc{gi}")))
             # (the RAM registers the address and enable twice: the write lands in B2 with b2_word.
             # A write presented in a clear cycle still lands, two cycles later: harmless, the clear
             # pass rewrites every word about ten cycles after that.)

@@ -420,7 +420,9 @@ class NeuronArray(wiring.Component):
         q_miss = Signal()
         # word q_a written at an earlier edge (a write lands one cycle after q_wp passes it):
         # q_a != q_wp of the cycle before, a register computed from the registers q_a, q_a1, q_h
-        # and q_wp (no compare between the pointer registers and their enables)
+        # and q_wp (no compare between the pointer registers and their enables). The pointers
+        # compared are never a whole lap apart (q_h <= q_a <= q_wp and q_wp - q_h <= occ < Q, see
+        # ``room``): their address bits decide, without the lap bit (one LUT level less).
         q_ok = Signal()
         q_h_nx = Signal(qbits)
         occ = Signal(range(Q + 2))                  # beats accepted and not yet delivered
@@ -458,11 +460,13 @@ class NeuronArray(wiring.Component):
             # clear pass only sets running when no stage is valid)
             m.d.sync += [q_wr.eq(e_valid & running),
                          q_wp.eq(q_wp + q_wr), q_h.eq(q_h_nx),
-                         q_ok.eq(Mux(q_miss, q_h != q_wp, Mux(q_ok, q_a1 != q_wp, q_a != q_wp))),
+                         q_ok.eq(Mux(q_miss, q_h[:-1] != q_wp[:-1],
+                                     Mux(q_ok, q_a1[:-1] != q_wp[:-1], q_a[:-1] != q_wp[:-1]))),
                          occ.eq(occ + accept - deliver),
                          q_v1.eq(q_ok), q_t1.eq(q_a), q_v2.eq(q_v1), q_t2.eq(q_t1),
                          # (both comparisons from registers, the load selects: no adder)
-                         q_hit.eq(q_v2 & Mux(q_load, q_t2 == q_h1, q_t2 == q_h)),
+                         q_hit.eq(q_v2 & Mux(q_load, q_t2[:-1] == q_h1[:-1],
+                                              q_t2[:-1] == q_h[:-1])),
                          q_valid.eq(q_load | (q_valid & ~self.o_stream.ready)),
                          q_idle.eq((q_idle | self.o_stream.ready) & ~q_hit)]
             with m.If(q_load):
@@ -554,7 +558,7 @@ class NeuronArray(wiring.Component):
                          rf_valid.eq(r_valid), r2_valid.eq(rf_valid),
                          h_valid.eq(r2_valid),
                          e_valid.eq(h_valid), w_valid.eq(e_valid), b_valid.eq(w_valid)]
-        # clear pass: B clear beats go down the pipeline (no input, V = S = 0 in stage R) and
+        # clear pass: B clear beats go down the pipeline (no input, the state zeroed in R2) and
         # leave the cleared state (V = floor(Θ/2) or 0, S = 0) through the normal write-back
         m.d.sync += [
             a_clr.eq(~running), a_last.eq(last), a_addr.eq(beat),
@@ -604,7 +608,8 @@ class NeuronArray(wiring.Component):
         # for S) and
         # * ST-BIF: H is set to -1 (LSR), so that D = H + Θ' = floor(Θ/2) with the clear
         #   bank's Θ' = floor(Θ/2) + 1; the flag S > Qn is reset (no spike: H < 0 fires only
-        #   with it) and so is k: the write-back takes D (LSRs, no LUT);
+        #   with it) and so is k (state_select: the write-back takes D; otherwise V = D is
+        #   selected with the clear flag) (LSRs, no LUT);
         # * LIF: 0 is added instead of the current: H = 0, which never fires (Θ >= 1).
         # The normal write-back then writes the cleared state. The flags: one register per lane
         # (:func:`~equispike.rtl._carry.kept_reg`, not merged by synthesis: a single one would
@@ -629,7 +634,7 @@ class NeuronArray(wiring.Component):
                 for gi in range(len(groups))] if stbif else []
         # Without the ECP5 carry-chain select, the H adder's operands are selected a stage
         # early, into R2 (the adder then starts from registers): ST-BIF the membrane
-        # (V = D if f else H), LIF the current (I, or 0 for a clear beat).
+        # with state_select (V = H if k else D), LIF the current (I, or 0 for a clear beat).
         r2_op = []
         if ct != "ecp5" and (sel or not stbif):
             for lane in range(P):

@@ -374,6 +374,18 @@ def test_neuron_array_fast_stalls(idle, bp, select):
 
 
 @pytest.mark.sim
+@pytest.mark.parametrize("bp", [0.8, 0.95])
+def test_neuron_array_fast_queue_full(bp):
+    """Full-rate input (no hazard stall) against a slow consumer: the spike queue fills to its
+    limit and stays there (credits, the pointer compares near a whole lap); every spike must
+    still come out in order."""
+    cfg = random_config(12, **{**FAST, "n": 3 * (_FREE + 2), "depth": 1, "select": True})
+    cur = random_currents(np.random.default_rng(12), cfg, 12)
+    got = amaranth_run(cfg, cur, bp=bp, seed=5)
+    Scoreboard("queue").compare(0, golden_run(cfg, cur), got)
+
+
+@pytest.mark.sim
 @pytest.mark.parametrize("mode,select", [("stbif", False), ("stbif", True), ("lif", None)])
 @pytest.mark.parametrize("n", [2, 3, 8])      # one beat (RAW every cycle), exact, ragged
 def test_neuron_array_fast_shapes(mode, select, n):

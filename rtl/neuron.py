@@ -482,7 +482,7 @@ class NeuronArray(wiring.Component):
         a2_valid, a2_clr, a2_last, a2_addr = Signal(), Signal(), Signal(), Signal(abits)
         a3_valid, a3_clr, a3_last, a3_addr = Signal(), Signal(), Signal(), Signal(abits)
         a4_valid, a4_clr, a4_last, a4_addr = Signal(), Signal(), Signal(), Signal(abits)
-        r_valid, r_clr, r_last, r_addr = Signal(), Signal(), Signal(), Signal(abits)
+        r_valid, r_last, r_addr = Signal(), Signal(), Signal(abits)
         rf_valid, rf_last, rf_addr = Signal(), Signal(), Signal(abits)
         r2_valid, r2_last, r2_addr = Signal(), Signal(), Signal(abits)
         h_valid, h_last, h_addr = Signal(), Signal(), Signal(abits)
@@ -565,7 +565,7 @@ class NeuronArray(wiring.Component):
             a2_clr.eq(a_clr), a2_last.eq(a_last), a2_addr.eq(a_addr),
             a3_clr.eq(a2_clr), a3_last.eq(a2_last), a3_addr.eq(a2_addr),
             a4_clr.eq(a3_clr), a4_last.eq(a3_last), a4_addr.eq(a3_addr),
-            r_clr.eq(a4_clr), r_last.eq(a4_last), r_addr.eq(a4_addr),
+            r_last.eq(a4_last), r_addr.eq(a4_addr),
             rf_last.eq(r_last), rf_addr.eq(r_addr),
             r2_last.eq(rf_last), r2_addr.eq(rf_addr),
             h_last.eq(r2_last), h_addr.eq(r2_addr),
@@ -615,8 +615,11 @@ class NeuronArray(wiring.Component):
         # (:func:`~equispike.rtl._carry.kept_reg`, not merged by synthesis: a single one would
         # fan out to every lane's state bits), delayed with the beat.
         r_clr_l, r2_clr_l, e_clr_l = [], [], []
+        # (the R-stage clear flag in one copy per state group, from a4_clr: a two-level tree)
+        r_clr_g = [kept_reg(m, a4_clr, rst=ResetSignal(), target=self.carry_target,
+                            name=f"rclr_g{gi}") for gi in range(len(groups))]
         for lane in range(P):
-            rc = kept_reg(m, r_clr, target=self.carry_target, name=f"rclr{lane}")
+            rc = kept_reg(m, r_clr_g[lane // G], target=self.carry_target, name=f"rclr{lane}")
             r2c = Signal(name=f"r2clr{lane}", reset_less=True)
             hc = Signal(name=f"hclr{lane}", reset_less=True)
             ec = Signal(name=f"eclr{lane}", reset_less=True)

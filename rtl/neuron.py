@@ -408,6 +408,10 @@ class NeuronArray(wiring.Component):
         q_wp = Signal(qbits)                        # next word to write (presented to the RAM)
         q_h = Signal(qbits)                         # head: next word for q_out
         q_h1 = Signal(qbits, init=1)                # q_h + 1
+        q_h2 = Signal(qbits, init=2)                # q_h + 2
+        # q_t2 == q_h and q_t2 == q_h1 (address bits), registered: computed a cycle ahead from
+        # q_t1 and the next head, so that q_hit is one select after q_load
+        t_eq0, t_eq1 = Signal(), Signal()
         q_a = Signal(qbits)                         # next word read (registered RAM address)
         q_a1 = Signal(qbits, init=1)                # q_a + 1
         q_v1, q_t1 = Signal(), Signal(qbits)        # the read issued one cycle ago: valid, tag
@@ -451,7 +455,8 @@ class NeuronArray(wiring.Component):
         with m.If(q_idle_ce | self.o_stream.ready):
             m.d.sync += q_out.eq(oq.r_data)
         with m.If(self.clear):
-            m.d.sync += [q_wp.eq(0), q_h.eq(0), q_h1.eq(1), q_a.eq(0), q_a1.eq(1), q_ok.eq(0),
+            m.d.sync += [q_wp.eq(0), q_h.eq(0), q_h1.eq(1), q_h2.eq(2), q_a.eq(0), q_a1.eq(1),
+                         q_ok.eq(0),
                          q_v1.eq(0), q_v2.eq(0),
                          q_hit.eq(0),
                          q_valid.eq(0), q_idle.eq(1), occ.eq(0), q_wr.eq(0)]
@@ -464,13 +469,14 @@ class NeuronArray(wiring.Component):
                                      Mux(q_ok, q_a1[:-1] != q_wp[:-1], q_a[:-1] != q_wp[:-1]))),
                          occ.eq(occ + accept - deliver),
                          q_v1.eq(q_ok), q_t1.eq(q_a), q_v2.eq(q_v1), q_t2.eq(q_t1),
-                         # (both comparisons from registers, the load selects: no adder)
-                         q_hit.eq(q_v2 & Mux(q_load, q_t2[:-1] == q_h1[:-1],
-                                              q_t2[:-1] == q_h[:-1])),
+                         # (both comparisons registered a cycle ahead, the load selects)
+                         t_eq0.eq(Mux(q_load, q_t1[:-1] == q_h1[:-1], q_t1[:-1] == q_h[:-1])),
+                         t_eq1.eq(Mux(q_load, q_t1[:-1] == q_h2[:-1], q_t1[:-1] == q_h1[:-1])),
+                         q_hit.eq(q_v2 & Mux(q_load, t_eq1, t_eq0)),
                          q_valid.eq(q_load | (q_valid & ~self.o_stream.ready)),
                          q_idle.eq((q_idle | self.o_stream.ready) & ~q_hit)]
             with m.If(q_load):
-                m.d.sync += q_h1.eq(q_h1 + 1)
+                m.d.sync += [q_h1.eq(q_h2), q_h2.eq(q_h2 + 1)]
             with m.If(q_miss):
                 m.d.sync += [q_a.eq(q_h), q_a1.eq(q_h1)]
             with m.Elif(q_ok):

@@ -414,12 +414,6 @@ class NeuronArray(wiring.Component):
         t_eq0, t_eq1 = Signal(), Signal()
         q_a = Signal(qbits)                         # next word read (registered RAM address)
         q_a1 = Signal(qbits, init=1)                # q_a + 1
-        q_a2 = Signal(qbits, init=2)                # q_a + 2
-        q_wp1 = Signal(qbits, init=1)               # q_wp + 1
-        # q_h != q_wp, q_a1 != q_wp, q_a != q_wp (address bits), registered: each computed a
-        # cycle ahead from the next pointers, mostly from the flags themselves (pointers that
-        # move together keep their difference), so that q_ok is one select after q_miss
-        n_h, n_a1, n_a = Signal(), Signal(init=1), Signal()
         q_v1, q_t1 = Signal(), Signal(qbits)        # the read issued one cycle ago: valid, tag
         q_v2, q_t2 = Signal(), Signal(qbits)        # ... two cycles ago
         q_hit = Signal()                            # the RAM output is the head word
@@ -430,10 +424,9 @@ class NeuronArray(wiring.Component):
         q_miss = Signal()
         # word q_a written at an earlier edge (a write lands one cycle after q_wp passes it):
         # q_a != q_wp of the cycle before, a register computed from the registers q_a, q_a1, q_h
-        # and q_wp (no compare between the pointer registers and their enables): a select of the
-        # registered compares n_h, n_a1, n_a below. The pointers compared are never a whole lap
-        # apart (q_h <= q_a <= q_wp, q_wp - q_h <= occ - q_wr < Q, see ``room``): their address
-        # bits decide, without the lap bit.
+        # and q_wp (no compare between the pointer registers and their enables). The pointers
+        # compared are never a whole lap apart (q_h <= q_a <= q_wp and q_wp - q_h <= occ < Q, see
+        # ``room``): their address bits decide, without the lap bit (one LUT level less).
         q_ok = Signal()
         q_h_nx = Signal(qbits)
         occ = Signal(range(Q + 2))                  # beats accepted and not yet delivered
@@ -461,12 +454,9 @@ class NeuronArray(wiring.Component):
                              else None, name="q_idle_ce")
         with m.If(q_idle_ce | self.o_stream.ready):
             m.d.sync += q_out.eq(oq.r_data)
-        def ne(x: Value, y: Value) -> Value:
-            return x[:-1] != y[:-1]
-        h1_wp, h_wp1, a2_wp, a_wp1 = ne(q_h1, q_wp), ne(q_h, q_wp1), ne(q_a2, q_wp), ne(q_a, q_wp1)
         with m.If(self.clear):
             m.d.sync += [q_wp.eq(0), q_h.eq(0), q_h1.eq(1), q_h2.eq(2), q_a.eq(0), q_a1.eq(1),
-                         q_a2.eq(2), q_wp1.eq(1), n_h.eq(0), n_a1.eq(1), n_a.eq(0), q_ok.eq(0),
+                         q_ok.eq(0),
                          q_v1.eq(0), q_v2.eq(0),
                          q_hit.eq(0),
                          q_valid.eq(0), q_idle.eq(1), occ.eq(0), q_wr.eq(0)]
@@ -474,13 +464,9 @@ class NeuronArray(wiring.Component):
             # q_wr = w_valid & running, registered (the RAM's write enable comes from an FF; a
             # clear pass only sets running when no stage is valid)
             m.d.sync += [q_wr.eq(e_valid & running),
-                         q_h.eq(q_h_nx),
-                         q_ok.eq(Mux(q_miss, n_h, Mux(q_ok, n_a1, n_a))),
-                         n_h.eq(Mux(q_load == q_wr, n_h, Mux(q_load, h1_wp, h_wp1))),
-                         n_a.eq(Mux(q_miss, Mux(q_wr, h_wp1, n_h),
-                                    Mux(q_ok, Mux(q_wr, n_a, n_a1), Mux(q_wr, a_wp1, n_a)))),
-                         n_a1.eq(Mux(q_miss, Mux(q_wr, n_h, h1_wp),
-                                     Mux(q_ok, Mux(q_wr, n_a1, a2_wp), Mux(q_wr, n_a, n_a1)))),
+                         q_wp.eq(q_wp + q_wr), q_h.eq(q_h_nx),
+                         q_ok.eq(Mux(q_miss, q_h[:-1] != q_wp[:-1],
+                                     Mux(q_ok, q_a1[:-1] != q_wp[:-1], q_a[:-1] != q_wp[:-1]))),
                          occ.eq(occ + accept - deliver),
                          q_v1.eq(q_ok), q_t1.eq(q_a), q_v2.eq(q_v1), q_t2.eq(q_t1),
                          # (both comparisons registered a cycle ahead, the load selects)
@@ -492,11 +478,9 @@ class NeuronArray(wiring.Component):
             with m.If(q_load):
                 m.d.sync += [q_h1.eq(q_h2), q_h2.eq(q_h2 + 1)]
             with m.If(q_miss):
-                m.d.sync += [q_a.eq(q_h), q_a1.eq(q_h1), q_a2.eq(q_h2)]
+                m.d.sync += [q_a.eq(q_h), q_a1.eq(q_h1)]
             with m.Elif(q_ok):
-                m.d.sync += [q_a.eq(q_a1), q_a1.eq(q_a2), q_a2.eq(q_a2 + 1)]
-            with m.If(q_wr):
-                m.d.sync += [q_wp.eq(q_wp1), q_wp1.eq(q_wp1 + 1)]
+                m.d.sync += [q_a.eq(q_a1), q_a1.eq(q_a1 + 1)]
 
         # ---- pipeline: A (RAM read), R (RAM output and current registered), H (H = V + I),
         # W (update registered; written back in the next cycle) ---------------------------------

@@ -21,8 +21,9 @@
 //   * CSDECODE_W = CSDECODE_R = 0b000 with CSW and CSR held at 3'b000 (always selected; chip
 //     select decoding is not modelled); RESETMODE SYNC with RST held low (reset is not
 //     modelled); CLKWMUX/CLKRMUX not inverted;
-//   * no initial contents: INITVAL_xx must be all zero (the 36-bit INITVAL layout is not
-//     modelled); the array and both registers start at 0;
+//   * no initial contents: the INITVAL_xx parameters are not declared, so an instance that
+//     sets one does not elaborate (the 36-bit INITVAL layout is not modelled); the array and
+//     both registers start at 0;
 //   * one clock: CLKW and CLKR must be the same net (a two-clock RAM is not modelled);
 //   * a read of the word that is written at the same edge is taken as undefined on the device
 //     (the primitive has no WRITEMODE parameter, and we know of no statement of its
@@ -51,72 +52,7 @@ module PDPW16KD(
   parameter CSDECODE_W = "0b000";
   parameter CSDECODE_R = "0b000";
   parameter INIT_DATA = "STATIC";
-  parameter INITVAL_00 = 320'h0;
-  parameter INITVAL_01 = 320'h0;
-  parameter INITVAL_02 = 320'h0;
-  parameter INITVAL_03 = 320'h0;
-  parameter INITVAL_04 = 320'h0;
-  parameter INITVAL_05 = 320'h0;
-  parameter INITVAL_06 = 320'h0;
-  parameter INITVAL_07 = 320'h0;
-  parameter INITVAL_08 = 320'h0;
-  parameter INITVAL_09 = 320'h0;
-  parameter INITVAL_0A = 320'h0;
-  parameter INITVAL_0B = 320'h0;
-  parameter INITVAL_0C = 320'h0;
-  parameter INITVAL_0D = 320'h0;
-  parameter INITVAL_0E = 320'h0;
-  parameter INITVAL_0F = 320'h0;
-  parameter INITVAL_10 = 320'h0;
-  parameter INITVAL_11 = 320'h0;
-  parameter INITVAL_12 = 320'h0;
-  parameter INITVAL_13 = 320'h0;
-  parameter INITVAL_14 = 320'h0;
-  parameter INITVAL_15 = 320'h0;
-  parameter INITVAL_16 = 320'h0;
-  parameter INITVAL_17 = 320'h0;
-  parameter INITVAL_18 = 320'h0;
-  parameter INITVAL_19 = 320'h0;
-  parameter INITVAL_1A = 320'h0;
-  parameter INITVAL_1B = 320'h0;
-  parameter INITVAL_1C = 320'h0;
-  parameter INITVAL_1D = 320'h0;
-  parameter INITVAL_1E = 320'h0;
-  parameter INITVAL_1F = 320'h0;
-  parameter INITVAL_20 = 320'h0;
-  parameter INITVAL_21 = 320'h0;
-  parameter INITVAL_22 = 320'h0;
-  parameter INITVAL_23 = 320'h0;
-  parameter INITVAL_24 = 320'h0;
-  parameter INITVAL_25 = 320'h0;
-  parameter INITVAL_26 = 320'h0;
-  parameter INITVAL_27 = 320'h0;
-  parameter INITVAL_28 = 320'h0;
-  parameter INITVAL_29 = 320'h0;
-  parameter INITVAL_2A = 320'h0;
-  parameter INITVAL_2B = 320'h0;
-  parameter INITVAL_2C = 320'h0;
-  parameter INITVAL_2D = 320'h0;
-  parameter INITVAL_2E = 320'h0;
-  parameter INITVAL_2F = 320'h0;
-  parameter INITVAL_30 = 320'h0;
-  parameter INITVAL_31 = 320'h0;
-  parameter INITVAL_32 = 320'h0;
-  parameter INITVAL_33 = 320'h0;
-  parameter INITVAL_34 = 320'h0;
-  parameter INITVAL_35 = 320'h0;
-  parameter INITVAL_36 = 320'h0;
-  parameter INITVAL_37 = 320'h0;
-  parameter INITVAL_38 = 320'h0;
-  parameter INITVAL_39 = 320'h0;
-  parameter INITVAL_3A = 320'h0;
-  parameter INITVAL_3B = 320'h0;
-  parameter INITVAL_3C = 320'h0;
-  parameter INITVAL_3D = 320'h0;
-  parameter INITVAL_3E = 320'h0;
-  parameter INITVAL_3F = 320'h0;
 
-  localparam [20479:0] INITS = {INITVAL_3F, INITVAL_3E, INITVAL_3D, INITVAL_3C, INITVAL_3B, INITVAL_3A, INITVAL_39, INITVAL_38, INITVAL_37, INITVAL_36, INITVAL_35, INITVAL_34, INITVAL_33, INITVAL_32, INITVAL_31, INITVAL_30, INITVAL_2F, INITVAL_2E, INITVAL_2D, INITVAL_2C, INITVAL_2B, INITVAL_2A, INITVAL_29, INITVAL_28, INITVAL_27, INITVAL_26, INITVAL_25, INITVAL_24, INITVAL_23, INITVAL_22, INITVAL_21, INITVAL_20, INITVAL_1F, INITVAL_1E, INITVAL_1D, INITVAL_1C, INITVAL_1B, INITVAL_1A, INITVAL_19, INITVAL_18, INITVAL_17, INITVAL_16, INITVAL_15, INITVAL_14, INITVAL_13, INITVAL_12, INITVAL_11, INITVAL_10, INITVAL_0F, INITVAL_0E, INITVAL_0D, INITVAL_0C, INITVAL_0B, INITVAL_0A, INITVAL_09, INITVAL_08, INITVAL_07, INITVAL_06, INITVAL_05, INITVAL_04, INITVAL_03, INITVAL_02, INITVAL_01, INITVAL_00};
 
   reg [35:0] mem [0:511];
   reg [35:0] latch, oreg;
@@ -135,10 +71,6 @@ module PDPW16KD(
       $fatal(1);
     end
     /* verilator lint_on WIDTHEXPAND */
-    if (INITS != 0) begin
-      $display("PDPW16KD model: INITVAL is not modelled (initial contents must be zero)");
-      $fatal(1);
-    end
     for (j = 0; j < 512; j = j + 1)
       mem[j] = 36'd0;
     latch = 36'd0;

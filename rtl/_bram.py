@@ -116,8 +116,11 @@ class RegisteredRAM(wiring.Component):
         ``r_data`` belongs to the ``r_addr`` of ``2 + read_addr_regs`` cycles before
         (``r_en``/``r_oen`` are not delayed). On ECP5 the copies are ``TRELLIS_FF``
         instances (:func:`~equispike.rtl._carry.kept_reg`), which synthesis cannot merge, and the
-        write enable is folded into the address (an extra, never read word takes the writes of
-        the cycles without ``w_en``): no enable net.
+        write enable is folded into the address (an extra, never read word, address ``depth``,
+        takes the writes of the cycles without ``w_en``): no enable net. ``w_addr`` may also
+        present that dummy word itself: a caller that folds its write enable into a registered
+        address (``w_en`` held 1, ``w_addr = depth`` for no write) leaves no logic between its
+        register and the columns' first address registers, a route across the RAM's columns.
     read_addr_regs : int, optional
         Registers on ``r_addr`` (0..2, per column as above); default ``addr_regs``. Fewer than
         ``addr_regs`` when the reader needs the shorter read latency (a queue whose write side
@@ -171,7 +174,8 @@ class RegisteredRAM(wiring.Component):
                         f"RegisteredRAM: initial contents need the DP16KD 18-bit mode (at most "
                         f"1024 words), got {self.words} words{extra} for depth {depth}")
         super().__init__({
-            "w_addr": In(range(depth)),
+            # (with addr_regs also the dummy word, see the class docstring)
+            "w_addr": In(range(self.words)),
             "w_data": In(shape),
             "w_en": In(1),
             "r_addr": In(range(depth)),

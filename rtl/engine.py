@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from amaranth.hdl import C as C_
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -308,14 +308,13 @@ class SpikeAdditionEngine(wiring.Component):
         # stages A..F (see the class docstring)
         a_valid, a_bank, a_neg, a_bias = Signal(), Signal(), Signal(), Signal()
         a_addr, a_chunk = Signal(eaddr), Signal(cidx)
-        a_waddr = Signal.like(ev_waddr)
         b_valid, b_bank, b_neg, b_bias = Signal(), Signal(), Signal(), Signal()
         b_addr, b_wmaddr = Signal(eaddr), Signal(maddr)
         c_valid, c_bank, c_neg, c_bias = Signal(), Signal(), Signal(), Signal()
         c_maddr = Signal(maddr)
         d_valid, d_bank, d_neg, d_bias = Signal(), Signal(), Signal(), Signal()
         d_maddr, d_addr = Signal(maddr), Signal(eaddr)
-        e_valid, e_bank, e_maddr = Signal(), Signal(), Signal(maddr)
+        e_valid, e_bank = Signal(), Signal()
         f_valid, f_bank = Signal(), Signal()
         a_fwd, b_fwd, c_fwd, d_fwd = Signal(), Signal(), Signal(), Signal()
         c_addr = Signal(eaddr)
@@ -324,10 +323,8 @@ class SpikeAdditionEngine(wiring.Component):
         a_flag, b_flag, c_flag, d_flag = Signal(), Signal(), Signal(), Signal()  # word's flag
         r_a = acc_l(acc.r_data)         # accumulator word, stage D (the RAM's output register)
         e_a = Signal(acc_l, reset_less=True)    # and registered in the fabric, stage E
-        e_keep = Signal()               # stage E: use the word read (touched or bias, not forwarded)
         f_sum = Signal(acc_l, reset_less=True)  # stage F: the sum, written at the end of F
         u_op = Signal(w_l)              # stage E: the weight, sign applied
-        u_cin = Signal()
         # readout: a cursor issuing reads into RO_LAT stages (Q: the RAM's output register), then
         # the output register (o); see the readout section
         ro_active, ro_bank = Signal(), Signal()
@@ -444,7 +441,7 @@ class SpikeAdditionEngine(wiring.Component):
         fwd = st_match.get(KF, C_(0, 1))
         m.d.sync += [a_valid.eq(issue | clr_issue), a_bank.eq(acc_bank), a_neg.eq(ev_neg),
                      a_bias.eq(clearing), a_addr.eq(ev_aaddr), a_chunk.eq(ev_chunk),
-                     a_waddr.eq(ev_waddr), a_fwd.eq(issue & fwd),
+                     a_fwd.eq(issue & fwd),
                      b_fwd.eq(a_fwd), c_fwd.eq(b_fwd), d_fwd.eq(c_fwd)]
         m.d.comb += wrom.r_addr.eq(ev_waddr)       # registered by the ROM: the read is in A
         s0_maddr = Mux(acc_bank, ev_m1, ev_m0)
@@ -458,7 +455,7 @@ class SpikeAdditionEngine(wiring.Component):
             c_maddr.eq(b_wmaddr), c_addr.eq(b_addr),
             d_valid.eq(c_valid), d_bank.eq(c_bank), d_neg.eq(c_neg), d_bias.eq(c_bias),
             d_maddr.eq(c_maddr), d_addr.eq(c_addr),
-            e_valid.eq(d_valid), e_bank.eq(d_bank), e_maddr.eq(d_maddr),
+            e_valid.eq(d_valid), e_bank.eq(d_bank),
             f_valid.eq(e_valid), f_bank.eq(e_bank),
         ]
         # both copies register their addresses (the write of the sum is at the end of E: presented
@@ -466,20 +463,38 @@ class SpikeAdditionEngine(wiring.Component):
         # (the read address is computed in S0 and registered: no logic in front of the copies)
         a_raddr = Signal(maddr)
         m.d.sync += a_raddr.eq(Mux(clearing, ev_chunk, s0_maddr))
-        m.d.comb += [acc.r_addr.eq(a_raddr),
-                     acc.w_addr.eq(e_maddr), acc.w_en.eq(e_valid), acc.w_data.eq(f_sum),
-                     acc_ro.w_addr.eq(e_maddr), acc_ro.w_en.eq(e_valid), acc_ro.w_data.eq(f_sum)]
+        # the write address with the enable folded in (the RAMs' dummy word 2E + C when E holds
+        # no item), one register per copy: a register, not a LUT, drives the columns' address
+        # registers spread over the chip (cleared with e_valid: reset, clear)
+        e_wa_d = Mux(d_valid & ~self.clear, d_maddr, 2 * E + C)
+        for ram, copy in ((acc, "acc"), (acc_ro, "ro")):
+            e_wa = Cat(*(kept_reg(m, e_wa_d[i], target=self.carry_target, name=f"e_wa_{copy}{i}",
+                                  init=((2 * E + C) >> i) & 1, rst=ResetSignal())
+                         for i in range(len(ram.w_addr))))
+            m.d.comb += [ram.w_addr.eq(e_wa), ram.w_en.eq(1), ram.w_data.eq(f_sum)]
+        m.d.comb += acc.r_addr.eq(a_raddr)
         # D: the word leaves the RAM's output register and the weight the ROM's (C), both
         # into fabric registers (no block-RAM output is routed to an adder); the word's flag
         # decides for E: an untouched word enters the adder as 0, a bias word as read, a
         # forwarded word as the forwarded sum; the sign is applied one stage before the adder:
         # -w = ~w + 1 (XOR here, carry-in at E)
-        m.d.sync += [d_w.eq(r_w), e_a.eq(r_a), e_keep.eq((d_flag | d_bias) & ~d_fwd)]
-        with m.If(d_bias):
-            m.d.sync += [u_op.eq(0), u_cin.eq(0)]
-        with m.Else():
-            m.d.sync += [u_op.eq(d_w.as_value() ^ Mux(d_neg, (1 << w_l.size) - 1, 0)),
-                         u_cin.eq(d_neg)]
+        # (the flags that reach every lane are per-lane copies, kept_reg: one flip-flop
+        # driving a thousand loads across the chip is a 3-4 ns route; the copies load from
+        # the stage before, or from one LUT of it, and drive their lane's bits only)
+        tgt_c = self.carry_target
+
+        def per_lane(d, name: str) -> list:
+            return [kept_reg(m, d, target=tgt_c, name=f"{name}{lane}") for lane in range(P)]
+        d_neg_l, d_bias_l, d_fwd_l = (per_lane(c_neg, "d_neg_l"), per_lane(c_bias, "d_bias_l"),
+                                      per_lane(c_fwd, "d_fwd_l"))
+        e_keep_l = per_lane((d_flag | d_bias) & ~d_fwd, "e_keep_l")
+        u_cin_l = per_lane(d_neg & ~d_bias, "u_cin_l")
+        m.d.sync += [d_w.eq(r_w), e_a.eq(r_a)]
+        for lane in range(P):
+            with m.If(d_bias_l[lane]):
+                m.d.sync += u_op[lane].eq(0)
+            with m.Else():
+                m.d.sync += u_op[lane].eq(d_w[lane] ^ Mux(d_neg_l[lane], (1 << WEIGHT_BITS) - 1, 0))
         # the sum of the item KF cycles earlier, into E (reset unless forwarding: the FF's LSR)
         g = f_sum
         for i in range(KF - 2):
@@ -487,14 +502,16 @@ class SpikeAdditionEngine(wiring.Component):
             m.d.sync += gq.eq(g)
             g = gq
         e_fwd = Signal(acc_l, reset_less=True)
-        with m.If(d_fwd):
-            m.d.sync += e_fwd.eq(g)
-        with m.Else():
-            m.d.sync += e_fwd.eq(0)
+        for lane in range(P):
+            with m.If(d_fwd_l[lane]):
+                m.d.sync += e_fwd[lane].eq(g[lane])
+            with m.Else():
+                m.d.sync += e_fwd[lane].eq(0)
         # E: one carry chain per lane, (w ^ s) + s + (acc if kept) + (forwarded sum), the operand
         # select inside the carry chain (at most one of the two is nonzero), into F's register
-        sums = [fused_add(m, W, u_op[lane], e_a[lane], e_keep, e_fwd[lane], _SEL_ACC, u_cin,
-                          target=self.carry_target, name=f"acc{lane}") for lane in range(P)]
+        sums = [fused_add(m, W, u_op[lane], e_a[lane], e_keep_l[lane], e_fwd[lane], _SEL_ACC,
+                          u_cin_l[lane], target=self.carry_target, name=f"acc{lane}")
+                for lane in range(P)]
         m.d.sync += f_sum.eq(Cat(*sums))
 
         # ---- readout ------------------------------------------------------------------------

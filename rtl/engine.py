@@ -359,6 +359,16 @@ class SpikeAdditionEngine(wiring.Component):
         swap = Signal()
         # the readout is free (registered, see readout; cleared by the swap that makes it busy)
         ro_free = Signal()
+        # The next ev_valid / ev_eos / last_chunk (every update below goes through these), and
+        # decodes of them kept as registers: what takes the next event, and what advances the
+        # counters, is then one LUT from registers (their enables reach the address counters
+        # and the input buffer, spread over dozens of flip-flops)
+        nv_valid, nv_eos, nv_last = Signal(), Signal(), Signal()
+        can_take = Signal(init=1)   # ~ev_valid | ev_valid & ~ev_eos & last_chunk
+        eos_w = Signal()            # ev_valid & ev_eos (an end-of-step waits in S0)
+        act = Signal()              # ev_valid & ~ev_eos (an event's items are issuing)
+        mid_ev = Signal()           # ev_valid & ~ev_eos & ~last_chunk
+        m.d.comb += [nv_valid.eq(ev_valid), nv_eos.eq(ev_eos), nv_last.eq(last_chunk)]
         # An item reads its word 2 cycles after issue and writes it 6 cycles after: the word of an
         # item issued k = 1..4 cycles earlier (now in A..D) is not written in time. For one
         # distance KF its sum is forwarded into the adder instead (the sum register delayed
@@ -382,8 +392,8 @@ class SpikeAdditionEngine(wiring.Component):
         m.d.comb += [
             hazard.eq(_any(st_match[k] for k in range(max(C, 1), LOOP_DEPTH) if k != KF)
                       if C != 3 else hz),
-            issue.eq(ev_valid & ~ev_eos & ~hazard),
-            swap.eq(ev_valid & ev_eos & ro_free),
+            issue.eq(act & ~hazard),
+            swap.eq(eos_w & ro_free),
             self.busy.eq(clearing),
         ]
         # input buffer: two entries (main, skid), ``i_stream.ready`` registered (not full) and
@@ -403,36 +413,40 @@ class SpikeAdditionEngine(wiring.Component):
                      self.i_stream.ready.eq(~ib_skid_v & ~clearing & ~self.clear)]
         accept = self.i_stream.valid & self.i_stream.ready
         # (with C > 1 an event's last item never stalls: its first one did, if at all)
-        take = ib_v & (~ev_valid | (issue if C == 1 else ev_valid & ~ev_eos) & last_chunk | swap)
+        take = ib_v & (can_take | swap) if C > 1 else ib_v & (~ev_valid | issue & last_chunk | swap)
         with m.If(~ib_v | take):
             with m.If(ib_skid_v):
                 m.d.sync += [ib.eq(ib_skid), ib_v.eq(1), ib_skid_v.eq(0)]
             with m.Else():
                 m.d.sync += [ib.eq(p_in), ib_v.eq(accept)]
         with m.Elif(accept):
-            m.d.sync += [ib_skid.eq(p_in), ib_skid_v.eq(1)]
+            m.d.sync += ib_skid_v.eq(1)
+        # (the skid entry loads every accepted event, its enable one LUT from the ports and
+        # registers; it is valid only if the main entry was not free)
+        with m.If(accept):
+            m.d.sync += ib_skid.eq(p_in)
         # (taken while idle: no issue this cycle; ev_vec is the event before it unless ev_eos)
         m.d.sync += hz.eq(take & ~ev_valid & iss1 & ev_had & ~ev_eos & ~ib.eos & (ib.vec == ev_vec))
         with m.If(take):
             m.d.sync += [
-                ev_had.eq(~ib.eos),
-                ev_valid.eq(1), ev_eos.eq(ib.eos), ev_neg.eq(ib.neg), ev_chunk.eq(0),
-                ev_first.eq(1), last_chunk.eq(C == 1),
+                ev_had.eq(~ib.eos), ev_neg.eq(ib.neg), ev_chunk.eq(0), ev_first.eq(1),
                 ev_waddr.eq(ib.waddr), ev_aaddr.eq(ib.aaddr), ev_vec.eq(ib.vec),
                 ev_m0.eq(ib.m0), ev_m1.eq(ib.m1),
             ]
+            m.d.comb += [nv_valid.eq(1), nv_eos.eq(ib.eos), nv_last.eq(C == 1)]
         with m.Elif(issue & last_chunk | swap):
-            m.d.sync += ev_valid.eq(0)
+            m.d.comb += nv_valid.eq(0)
         clr_issue = clr_run         # (only ever set with ``clearing``)
-        with m.If(issue & ~last_chunk | clr_issue):
+        with m.If((mid_ev & ~hazard) | clr_issue):     # issue & ~last_chunk | clr_issue
             m.d.sync += [ev_waddr.eq(ev_waddr + 1), ev_aaddr.eq(ev_aaddr + 1),
                          ev_m0.eq(ev_m0 + 1), ev_m1.eq(ev_m1 + 1)]
             # (the clear pass wraps the chunk: it walks the bias words)
             with m.If(last_chunk):
-                m.d.sync += [ev_chunk.eq(0), ev_first.eq(1), last_chunk.eq(C == 1)]
+                m.d.sync += [ev_chunk.eq(0), ev_first.eq(1)]
+                m.d.comb += nv_last.eq(C == 1)
             with m.Else():
-                m.d.sync += [ev_chunk.eq(ev_chunk + 1), ev_first.eq(0),
-                             last_chunk.eq(ev_chunk == C - 2)]
+                m.d.sync += [ev_chunk.eq(ev_chunk + 1), ev_first.eq(0)]
+                m.d.comb += nv_last.eq(ev_chunk == C - 2)
         with m.If(swap):
             m.d.sync += [ro_bank.eq(acc_bank), acc_bank.eq(~acc_bank)]
 
@@ -680,17 +694,22 @@ class SpikeAdditionEngine(wiring.Component):
             m.d.sync += clearing.eq(0)
         with m.If(self.clear):
             m.d.sync += [clearing.eq(1), clr_run.eq(1), ev_aaddr.eq(0), ev_chunk.eq(0),
-                         ev_m0.eq(C), ev_m1.eq(C + E),
-                         ev_first.eq(1), last_chunk.eq(C == 1),
+                         ev_m0.eq(C), ev_m1.eq(C + E), ev_first.eq(1),
                          a_valid.eq(0), b_valid.eq(0), c_valid.eq(0), d_valid.eq(0),
                          e_valid.eq(0), f_valid.eq(0)]
         with m.If(self.clear | clearing):
             if compact:
                 # the bias (bank 0) touches every vector on the first step, if it is not all 0
                 m.d.sync += [vflag[0].eq(((1 << V) - 1) * bias_touch), vflag[1].eq(0)]
-            m.d.sync += [acc_bank.eq(0), ev_valid.eq(0), ev_had.eq(0), hz.eq(0), ib_v.eq(0), ib_skid_v.eq(0),
+            m.d.comb += nv_valid.eq(0)
+            m.d.sync += [acc_bank.eq(0), ev_had.eq(0), hz.eq(0), ib_v.eq(0), ib_skid_v.eq(0),
                          ro_active.eq(0), o_valid.eq(0), *(r.eq(0) for r in (*ro_gos, *z_en))]
             m.d.sync += [v.eq(0) for v in (*ro_v, ro_drop)]
+        with m.If(self.clear):
+            m.d.comb += nv_last.eq(C == 1)
+        m.d.sync += [ev_valid.eq(nv_valid), ev_eos.eq(nv_eos), last_chunk.eq(nv_last),
+                     can_take.eq(~nv_valid | ~nv_eos & nv_last), eos_w.eq(nv_valid & nv_eos),
+                     act.eq(nv_valid & ~nv_eos), mid_ev.eq(nv_valid & ~nv_eos & ~nv_last)]
         return m
 
 

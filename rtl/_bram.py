@@ -127,6 +127,11 @@ class RegisteredRAM(wiring.Component):
         is far from the RAM but whose read address is local to it); more when only the read
         address fans out far (a wide parameter RAM written rarely: its write side then stays
         unregistered, ``w_en`` on the write-enable pin).
+    read_addr_group : int, optional
+        With ``read_addr_regs=2`` on ECP5: block-RAM columns sharing the first read-address
+        register (default 1: a chain per column). A tree: the address's source then drives
+        ``ceil(columns / read_addr_group)`` registers instead of one per column, and stays
+        where it is computed rather than among the columns.
 
     Attributes
     ----------
@@ -142,7 +147,7 @@ class RegisteredRAM(wiring.Component):
     """
 
     def __init__(self, shape, depth: int, *, init: Sequence[int] = (), target: str | None = None,
-                 addr_regs: int = 0, read_addr_regs: int | None = None):
+                 addr_regs: int = 0, read_addr_regs: int | None = None, read_addr_group: int = 1):
         if target not in RAM_TARGETS:
             raise ValueError(f"RegisteredRAM target must be one of {RAM_TARGETS}, got {target!r}")
         if not isinstance(depth, int) or depth < 2:
@@ -154,6 +159,12 @@ class RegisteredRAM(wiring.Component):
         self.addr_regs = check_int("addr_regs", int(addr_regs), 0, 2)
         self.read_addr_regs = self.addr_regs if read_addr_regs is None else \
             check_int("read_addr_regs", int(read_addr_regs), 0, 2)
+        self.read_addr_group = check_int("read_addr_group", int(read_addr_group), 1, 1 << 14)
+        if self.read_addr_group > 1 and self.read_addr_regs < 2:
+            raise ValueError(f"RegisteredRAM read_addr_group={read_addr_group} needs "
+                             f"read_addr_regs=2 (the shared first register), got "
+                             f"{self.read_addr_regs}")
+        self._ra_shared: dict[int, Value] = {}
         self.target = target
         # with addr_regs: one dummy word after the data takes the writes without w_en
         self.words = depth + 1 if self.addr_regs else depth
@@ -215,7 +226,14 @@ class RegisteredRAM(wiring.Component):
                 wa = wq
         ra = Cat(self.r_addr, C(0, aw))[:aw] if self.read_addr_regs else self.r_addr
         for st in range(self.read_addr_regs):
-            if self.target == "ecp5":
+            if self.target == "ecp5" and st == 0 and self.read_addr_group > 1:
+                group = copy // self.read_addr_group
+                if group not in self._ra_shared:
+                    self._ra_shared[group] = Cat(*[
+                        kept_reg(m, ra[i], target="ecp5", name=f"rag{group}_{i}")
+                        for i in range(aw)])
+                ra = self._ra_shared[group]
+            elif self.target == "ecp5":
                 ra = Cat(*[kept_reg(m, ra[i], target="ecp5", name=f"ra{copy}_{st}_{i}")
                            for i in range(aw)])
             else:
@@ -226,6 +244,7 @@ class RegisteredRAM(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        self._ra_shared = {}        # (per elaboration: the shared first read-address registers)
         if self.primitive == "PDPW16KD":
             self._elaborate_pdpw16kd(m)
             return m

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from amaranth.hdl import Assert, Cat, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.hdl import C as C_
-from amaranth.hdl import Cat, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -106,12 +106,14 @@ class SpikeAdditionEngine(wiring.Component):
       word addresses computed as it enters; the sequencer (S0) takes the next event when it
       issues the last item of the current one.
     * Accumulate pipeline, one item (event, chunk) per cycle, 7 stages: S0 issues the item
-      (hazard check) and reads the word's flag; A reads the weight (address registers per
-      block-RAM column) and sets the flag; B reads the accumulator word (likewise); C: the
-      weight leaves the ROM's output register; D: the word leaves the RAM's output register;
-      weight and word are registered in the fabric (no block-RAM output is routed to an adder)
-      and the sign is applied as ``w XOR s``; E: one carry chain per lane adds
-      ``(w XOR s) + s`` to the word (if touched, or a bias word), to 0 (untouched) or to the
+      (hazard check) and reads the word's flag; A sets the flag (the weight's address passes
+      the first of its two registers per block-RAM column); B reads the weight and the
+      accumulator word (one address register per column); D: both leave their RAM's output
+      register into fabric registers (no block-RAM output is routed to an adder or a LUT).
+      The ROM holds every weight twice, as ``w`` and as ``~w = -w - 1`` (a negative event
+      reads the second copy, the ``+ 1`` is the adder's carry-in); E: one carry chain per lane adds
+      ``w' + s`` (``w'`` the word read from the ROM, ``s`` the sign) to the word (if
+      touched, or a bias word), to 0 (untouched) or to the
       forwarded sum (below), the select inside the carry chain; F: the sum, registered, is
       written. A word is read 2 cycles after its item issues and written 6 cycles after:
       read-modify-write loop ``LOOP_DEPTH = 5``. An item whose word is updated by the item
@@ -214,6 +216,9 @@ class SpikeAdditionEngine(wiring.Component):
         })
         self.current_layout = data.ArrayLayout(signed(self.acc_width), self.lanes)
         self.compact = bool(compact_zero_vectors)
+        #: Amaranth simulation only: assert every cycle that the sequencer's registered
+        #: decodes agree with its state (``Assert`` statements; off for Verilog generation)
+        self.check_invariants = False
         #: payload of ``o_stream``: ``current_layout`` (dense) or ``{lanes, zero}`` (compact)
         self.readout_layout = (data.StructLayout({"lanes": self.current_layout, "zero": 1})
                                if self.compact else self.current_layout)
@@ -231,10 +236,14 @@ class SpikeAdditionEngine(wiring.Component):
         return out.reshape(self.chunks, self.lanes)
 
     def weight_init(self) -> list[int]:
+        """Words of the weight ROM: row ``j``, chunk ``c`` at ``j * chunks + c``, and the
+        same with every weight complemented (``~w = -w - 1``: a negative event adds ``~w + 1``,
+        the ``+ 1`` as the adder's carry-in) ``n_in * chunks`` words later."""
         words = []
-        for j in range(self.n_in):
-            for chunk in self._padded(self.weights[j]):
-                words.append(pack_lanes(chunk, WEIGHT_BITS))
+        for sign in (0, -1):
+            for j in range(self.n_in):
+                for chunk in self._padded(self.weights[j]):
+                    words.append(pack_lanes(np.asarray(chunk) ^ sign, WEIGHT_BITS))
         return words
 
     def bias_init(self) -> list[int]:
@@ -259,8 +268,12 @@ class SpikeAdditionEngine(wiring.Component):
         # block RAMs read through their output registers (RegisteredRAM); the weight ROM and the
         # accumulate copy register their addresses per block-RAM column (addr_regs)
         tgt = self.ram_target
-        m.submodules.wrom = wrom = RegisteredRAM(unsigned(w_l.size), max(self.n_in * C, 2),
-                                                 init=self.weight_init(), target=tgt, addr_regs=True)
+        # (the weight ROM's read address through two registers per column: the sequencer's
+        # counter stays with the sequencer, the columns span the chip; the weight is out in D.
+        # The sign is in the ROM: no LUT between it and the adder's operand register)
+        m.submodules.wrom = wrom = RegisteredRAM(unsigned(w_l.size), 2 * self.n_in * C,
+                                                 init=self.weight_init(), target=tgt,
+                                                 read_addr_regs=2, read_addr_group=4)
         # accumulators: bias = words 0..C-1 (loaded into bank 0 by the clear pass), bank 0 =
         # C..C+E-1, bank 1 = C+E..C+2E-1; one write (the adders) into two copies, one read by
         # the accumulate path and one by the readout (no bank multiplexers)
@@ -300,7 +313,7 @@ class SpikeAdditionEngine(wiring.Component):
         V = self.n_vectors
         ev_vec = Signal(range(max(V, 2)))
         ev_chunk = Signal(cidx)
-        ev_waddr = Signal(range(max(self.n_in * C, 2)))
+        ev_waddr = Signal(range(2 * self.n_in * C))    # (the complemented rows: negative events)
         ev_aaddr = Signal(eaddr)
         # the word's memory address in bank 0 and bank 1 (counted along: no adder after S0)
         ev_m0, ev_m1 = Signal(maddr, init=C), Signal(maddr, init=C + E)
@@ -318,8 +331,7 @@ class SpikeAdditionEngine(wiring.Component):
         f_valid, f_bank = Signal(), Signal()
         a_fwd, b_fwd, c_fwd, d_fwd = Signal(), Signal(), Signal(), Signal()
         c_addr = Signal(eaddr)
-        r_w = w_l(wrom.r_data)          # weight, stage C (the ROM's output register)
-        d_w = Signal(w_l)               # and registered in the fabric, stage D
+        r_w = wrom.r_data               # weight or its complement, stage D (the ROM's output register)
         a_flag, b_flag, c_flag, d_flag = Signal(), Signal(), Signal(), Signal()  # word's flag
         r_a = acc_l(acc.r_data)         # accumulator word, stage D (the RAM's output register)
         e_a = Signal(acc_l, reset_less=True)    # and registered in the fabric, stage E
@@ -368,6 +380,7 @@ class SpikeAdditionEngine(wiring.Component):
         eos_w = Signal()            # ev_valid & ev_eos (an end-of-step waits in S0)
         act = Signal()              # ev_valid & ~ev_eos (an event's items are issuing)
         mid_ev = Signal()           # ev_valid & ~ev_eos & ~last_chunk
+        ld_ok = Signal(init=1)      # ~ev_valid | ev_eos | last_chunk
         m.d.comb += [nv_valid.eq(ev_valid), nv_eos.eq(ev_eos), nv_last.eq(last_chunk)]
         # An item reads its word 2 cycles after issue and writes it 6 cycles after: the word of an
         # item issued k = 1..4 cycles earlier (now in A..D) is not written in time. For one
@@ -408,7 +421,8 @@ class SpikeAdditionEngine(wiring.Component):
         p_in = Signal(ib_l)
         aaddr_in = _mul_const(p.vector, C)
         m.d.comb += [p_in.eos.eq(p.eos), p_in.neg.eq(p.neg), p_in.vec.eq(p.vector),
-                     p_in.waddr.eq(_mul_const(p.index, C)), p_in.aaddr.eq(aaddr_in),
+                     p_in.waddr.eq(_mul_const(p.index, C) + Mux(p.neg, self.n_in * C, 0)),
+                     p_in.aaddr.eq(aaddr_in),
                      p_in.m0.eq(aaddr_in + C), p_in.m1.eq(aaddr_in + C + E),
                      self.i_stream.ready.eq(~ib_skid_v & ~clearing & ~self.clear)]
         accept = self.i_stream.valid & self.i_stream.ready
@@ -427,12 +441,17 @@ class SpikeAdditionEngine(wiring.Component):
             m.d.sync += ib_skid.eq(p_in)
         # (taken while idle: no issue this cycle; ev_vec is the event before it unless ev_eos)
         m.d.sync += hz.eq(take & ~ev_valid & iss1 & ev_had & ~ev_eos & ~ib.eos & (ib.vec == ev_vec))
+        # The counters load the main entry whenever it could be taken but for the readout
+        # (C > 1): at a take, or while an end-of-step waits for the readout, when the entry
+        # is taken later unchanged (and nothing issues meanwhile); an event's last item never
+        # stalls with C > 1, so an entry is taken whenever it is loaded in the other states.
+        # Their enable is then one LUT from registers, exclusive with the increment's.
+        load = ib_v & ld_ok if C > 1 else take
+        with m.If(load):
+            m.d.sync += [ev_chunk.eq(0), ev_first.eq(1), ev_waddr.eq(ib.waddr),
+                         ev_aaddr.eq(ib.aaddr), ev_vec.eq(ib.vec), ev_m0.eq(ib.m0), ev_m1.eq(ib.m1)]
         with m.If(take):
-            m.d.sync += [
-                ev_had.eq(~ib.eos), ev_neg.eq(ib.neg), ev_chunk.eq(0), ev_first.eq(1),
-                ev_waddr.eq(ib.waddr), ev_aaddr.eq(ib.aaddr), ev_vec.eq(ib.vec),
-                ev_m0.eq(ib.m0), ev_m1.eq(ib.m1),
-            ]
+            m.d.sync += [ev_had.eq(~ib.eos), ev_neg.eq(ib.neg)]
             m.d.comb += [nv_valid.eq(1), nv_eos.eq(ib.eos), nv_last.eq(C == 1)]
         with m.Elif(issue & last_chunk | swap):
             m.d.comb += nv_valid.eq(0)
@@ -457,7 +476,7 @@ class SpikeAdditionEngine(wiring.Component):
                      a_bias.eq(clearing), a_addr.eq(ev_aaddr), a_chunk.eq(ev_chunk),
                      a_fwd.eq(issue & fwd),
                      b_fwd.eq(a_fwd), c_fwd.eq(b_fwd), d_fwd.eq(c_fwd)]
-        m.d.comb += wrom.r_addr.eq(ev_waddr)       # registered by the ROM: the read is in A
+        m.d.comb += wrom.r_addr.eq(ev_waddr)       # registered twice by the ROM: the read is in B
         s0_maddr = Mux(acc_bank, ev_m1, ev_m0)
         a_maddr = Signal(maddr)
         m.d.sync += a_maddr.eq(s0_maddr)
@@ -487,11 +506,11 @@ class SpikeAdditionEngine(wiring.Component):
                          for i in range(len(ram.w_addr))))
             m.d.comb += [ram.w_addr.eq(e_wa), ram.w_en.eq(1), ram.w_data.eq(f_sum)]
         m.d.comb += acc.r_addr.eq(a_raddr)
-        # D: the word leaves the RAM's output register and the weight the ROM's (C), both
-        # into fabric registers (no block-RAM output is routed to an adder); the word's flag
-        # decides for E: an untouched word enters the adder as 0, a bias word as read, a
-        # forwarded word as the forwarded sum; the sign is applied one stage before the adder:
-        # -w = ~w + 1 (XOR here, carry-in at E)
+        # D: the word and the weight (w, or ~w for a negative event: -w = ~w + 1, the + 1 as
+        # the carry-in at E) leave their RAMs' output registers into fabric registers (no
+        # block-RAM output is routed to an adder or a LUT); the word's flag decides for E: an
+        # untouched word enters the adder as 0, a bias word as read, a forwarded word as the
+        # forwarded sum
         # (the flags that reach every lane are per-lane copies, kept_reg: one flip-flop
         # driving a thousand loads across the chip is a 3-4 ns route; the copies load from
         # the stage before, or from one LUT of it, and drive their lane's bits only)
@@ -499,16 +518,16 @@ class SpikeAdditionEngine(wiring.Component):
 
         def per_lane(d, name: str) -> list:
             return [kept_reg(m, d, target=tgt_c, name=f"{name}{lane}") for lane in range(P)]
-        d_neg_l, d_bias_l, d_fwd_l = (per_lane(c_neg, "d_neg_l"), per_lane(c_bias, "d_bias_l"),
-                                      per_lane(c_fwd, "d_fwd_l"))
+        d_bias_l, d_fwd_l = per_lane(c_bias, "d_bias_l"), per_lane(c_fwd, "d_fwd_l")
         e_keep_l = per_lane((d_flag | d_bias) & ~d_fwd, "e_keep_l")
         u_cin_l = per_lane(d_neg & ~d_bias, "u_cin_l")
-        m.d.sync += [d_w.eq(r_w), e_a.eq(r_a)]
+        m.d.sync += e_a.eq(r_a)
+        lane_w = WEIGHT_BITS
         for lane in range(P):
             with m.If(d_bias_l[lane]):
                 m.d.sync += u_op[lane].eq(0)
             with m.Else():
-                m.d.sync += u_op[lane].eq(d_w[lane] ^ Mux(d_neg_l[lane], (1 << WEIGHT_BITS) - 1, 0))
+                m.d.sync += u_op[lane].eq(r_w[lane * lane_w:(lane + 1) * lane_w])
         # the sum of the item KF cycles earlier, into E (reset unless forwarding: the FF's LSR)
         g = f_sum
         for i in range(KF - 2):
@@ -707,9 +726,27 @@ class SpikeAdditionEngine(wiring.Component):
             m.d.sync += [v.eq(0) for v in (*ro_v, ro_drop)]
         with m.If(self.clear):
             m.d.comb += nv_last.eq(C == 1)
-        m.d.sync += [ev_valid.eq(nv_valid), ev_eos.eq(nv_eos), last_chunk.eq(nv_last),
-                     can_take.eq(~nv_valid | ~nv_eos & nv_last), eos_w.eq(nv_valid & nv_eos),
-                     act.eq(nv_valid & ~nv_eos), mid_ev.eq(nv_valid & ~nv_eos & ~nv_last)]
+        m.d.sync += [ev_valid.eq(nv_valid), ev_eos.eq(nv_eos), last_chunk.eq(nv_last)]
+        # the decodes' next values: from the next state (C = 1), or written out for C > 1 with
+        # the invariants that make them shallow (an event's last item never stalls, mid_ev
+        # excludes last_chunk, ...), checked against the state in simulation
+        flags_ = (can_take, eos_w, act, mid_ev, ld_ok)
+
+        def decode(valid, eos, last) -> list:
+            return [~valid | ~eos & last, valid & eos, valid & ~eos, valid & ~eos & ~last,
+                    ~valid | eos | last]
+        nxt = decode(nv_valid, nv_eos, nv_last)
+        if C > 1:
+            clr_any, inc_ev, pen = self.clear | clearing, mid_ev & ~hazard, ev_chunk == C - 2
+            nxt = [clr_any | ~take & (swap | Mux(inc_ev, pen, can_take)),
+                   ~clr_any & Mux(take, ib.eos, eos_w & ~ro_free),
+                   ~clr_any & Mux(take, ~ib.eos, act & ~(last_chunk & ~hazard)),
+                   ~clr_any & Mux(take, ~ib.eos, Mux(inc_ev, ~pen, mid_ev)),
+                   clr_any | Mux(take, ib.eos, Mux(inc_ev, pen, ld_ok))]
+        m.d.sync += [flag.eq(n) for flag, n in zip(flags_, nxt, strict=True)]
+        if self.check_invariants:
+            for flag, state in zip(flags_, decode(ev_valid, ev_eos, last_chunk), strict=True):
+                m.d.comb += Assert(flag == state, f"engine: decode {flag.name} differs from the state")
         return m
 
 

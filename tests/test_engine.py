@@ -376,6 +376,7 @@ def amaranth_engine(W, bias, spikes, *, lanes, n_vectors, idle=0.0, bp=0.0, seed
     eng = SpikeAdditionEngine(W, bias, lanes=lanes, n_vectors=n_vectors,
                               acc_width=width or required_acc_width(W, bias),
                               compact_zero_vectors=compact)
+    eng.check_invariants = True
     T = spikes.shape[0]
     beats = spikes_to_events(spikes, None if ordered else np.random.default_rng(seed))
     out = []

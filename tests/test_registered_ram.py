@@ -100,7 +100,8 @@ CONFIGS = {
     "x9": dict(width=20, depth=1500, init=False),
     # registered addresses (one copy per column), 18-bit mode with contents
     "x18_addr_regs": dict(width=40, depth=100, init=True, addr_regs=1),
-    "x18_addr_regs2": dict(width=40, depth=100, init=True, addr_regs=2),
+    # (on ECP5 the first read-address register shared by columns 0-1, column 2 its own)
+    "x18_addr_regs2": dict(width=40, depth=100, init=True, addr_regs=2, read_addr_group=2),
     # registered write side only (the neuron array's output queue)
     "x18_write_regs": dict(width=40, depth=100, init=True, addr_regs=1, read_addr_regs=0),
     # registered read side only (the neuron array's Θ RAM): w_en on the write-enable pin
@@ -125,7 +126,8 @@ def make_cfg(name: str, target: str | None) -> dict:
 def make_dut(cfg: dict) -> RegisteredRAM:
     return RegisteredRAM(unsigned(cfg["width"]), cfg["depth"], init=cfg["init_words"],
                          target=cfg["target"], addr_regs=cfg.get("addr_regs", 0),
-                         read_addr_regs=cfg.get("read_addr_regs"))
+                         read_addr_regs=cfg.get("read_addr_regs"),
+                         read_addr_group=cfg.get("read_addr_group", 1))
 
 
 if cocotb is not None:
@@ -260,6 +262,14 @@ def test_registered_ram_dp16kd_structure():
         RegisteredRAM(unsigned(4), 1)
     with pytest.raises(ValueError, match="read_addr_regs"):
         RegisteredRAM(unsigned(4), 16, addr_regs=1, read_addr_regs=3)
+    # a shared first read-address register per group of columns: 3 columns in groups of 2 ->
+    # 2 shared registers + 3 second ones, 7 address bits each (100 words, the dummy: 101)
+    for group, regs in ((1, 6), (2, 5), (3, 4)):
+        ram = RegisteredRAM(unsigned(40), 100, init=init, target="ecp5", read_addr_regs=2,
+                            read_addr_group=group)
+        assert rtlil.convert(ram).count("cell \\TRELLIS_FF") == 7 * regs, group
+    with pytest.raises(ValueError, match="read_addr_group=2 needs read_addr_regs=2"):
+        RegisteredRAM(unsigned(4), 16, read_addr_regs=1, read_addr_group=2)
 
 
 def test_registered_ram_primitive_choice():

@@ -472,7 +472,7 @@ class SpikeAdditionEngine(wiring.Component):
         # ---- accumulate pipeline --------------------------------------------------------------
         # (the clear pass issues its bias items through the same S0 counters: no muxes here)
         fwd = st_match.get(KF, C_(0, 1))
-        m.d.sync += [a_valid.eq(issue | clr_issue), a_bank.eq(acc_bank), a_neg.eq(ev_neg),
+        m.d.sync += [a_valid.eq(issue | clr_issue), a_bank.eq(acc_bank), a_neg.eq(ev_neg & ~clearing),
                      a_bias.eq(clearing), a_addr.eq(ev_aaddr), a_chunk.eq(ev_chunk),
                      a_fwd.eq(issue & fwd),
                      b_fwd.eq(a_fwd), c_fwd.eq(b_fwd), d_fwd.eq(c_fwd)]
@@ -517,10 +517,14 @@ class SpikeAdditionEngine(wiring.Component):
         tgt_c = self.carry_target
 
         def per_lane(d, name: str) -> list:
-            return [kept_reg(m, d, target=tgt_c, name=f"{name}{lane}") for lane in range(P)]
+            return [kept_reg(m, d[lane] if isinstance(d, list) else d, target=tgt_c,
+                             name=f"{name}{lane}") for lane in range(P)]
         d_bias_l, d_fwd_l = per_lane(c_bias, "d_bias_l"), per_lane(c_fwd, "d_fwd_l")
-        e_keep_l = per_lane((d_flag | d_bias) & ~d_fwd, "e_keep_l")
-        u_cin_l = per_lane(d_neg & ~d_bias, "u_cin_l")
+        d_flag_l, d_neg_l = per_lane(c_flag, "d_flag_l"), per_lane(c_neg, "d_neg_l")
+        e_keep_l = per_lane([(d_flag_l[lane] | d_bias_l[lane]) & ~d_fwd_l[lane]
+                             for lane in range(P)], "e_keep_l")
+        # (a bias item's sign is 0: the carry-in is the sign, copied along)
+        u_cin_l = per_lane(d_neg_l, "u_cin_l")
         m.d.sync += e_a.eq(r_a)
         lane_w = WEIGHT_BITS
         for lane in range(P):

@@ -128,7 +128,7 @@ class RegisteredRAM(wiring.Component):
         address fans out far (a wide parameter RAM written rarely: its write side then stays
         unregistered, ``w_en`` on the write-enable pin).
     read_addr_group : int, optional
-        With ``read_addr_regs=2`` on ECP5: block-RAM columns sharing the first read-address
+        With ``read_addr_regs`` on ECP5: block-RAM columns sharing the first read-address
         register (default 1: a chain per column). A tree: the address's source then drives
         ``ceil(columns / read_addr_group)`` registers instead of one per column, and stays
         where it is computed rather than among the columns.
@@ -160,9 +160,9 @@ class RegisteredRAM(wiring.Component):
         self.read_addr_regs = self.addr_regs if read_addr_regs is None else \
             check_int("read_addr_regs", int(read_addr_regs), 0, 2)
         self.read_addr_group = check_int("read_addr_group", int(read_addr_group), 1, 1 << 14)
-        if self.read_addr_group > 1 and self.read_addr_regs < 2:
+        if self.read_addr_group > 1 and self.read_addr_regs < 1:
             raise ValueError(f"RegisteredRAM read_addr_group={read_addr_group} needs "
-                             f"read_addr_regs=2 (the shared first register), got "
+                             f"read_addr_regs >= 1 (the shared first register), got "
                              f"{self.read_addr_regs}")
         self._ra_shared: dict[int, Value] = {}
         self.target = target

@@ -106,10 +106,11 @@ class SpikeAdditionEngine(wiring.Component):
       word addresses computed as it enters; the sequencer (S0) takes the next event when it
       issues the last item of the current one.
     * Accumulate pipeline, one item (event, chunk) per cycle, 7 stages: S0 issues the item
-      (hazard check) and reads the word's flag; A sets the flag (the weight's address passes
-      the first of its two registers per block-RAM column); B reads the weight and the
-      accumulator word (one address register per column); D: both leave their RAM's output
-      register into fabric registers (no block-RAM output is routed to an adder or a LUT).
+      (hazard check) and reads the word's flag; A reads the weight (one address register per
+      group of four block-RAM columns) and sets the flag; B reads the accumulator word (one
+      address register per column); C: the weight leaves the ROM's output register into a
+      fabric register; D: the word leaves the RAM's output register into a fabric register
+      (no block-RAM output is routed to an adder or a LUT).
       The ROM holds every weight twice, as ``w`` and as ``~w = -w - 1`` (a negative event
       reads the second copy, the ``+ 1`` is the adder's carry-in); E: one carry chain per lane adds
       ``w' + s`` (``w'`` the word read from the ROM, ``s`` the sign) to the word (if
@@ -268,12 +269,12 @@ class SpikeAdditionEngine(wiring.Component):
         # block RAMs read through their output registers (RegisteredRAM); the weight ROM and the
         # accumulate copy register their addresses per block-RAM column (addr_regs)
         tgt = self.ram_target
-        # (the weight ROM's read address through two registers per column: the sequencer's
-        # counter stays with the sequencer, the columns span the chip; the weight is out in D.
-        # The sign is in the ROM: no LUT between it and the adder's operand register)
+        # (the weight ROM's read address through one register per four columns: the
+        # sequencer's counter drives a few loads and stays with the sequencer, each copy sits
+        # among its columns. The sign is in the ROM: no LUT between it and the adder)
         m.submodules.wrom = wrom = RegisteredRAM(unsigned(w_l.size), 2 * self.n_in * C,
                                                  init=self.weight_init(), target=tgt,
-                                                 read_addr_regs=2, read_addr_group=4)
+                                                 read_addr_regs=1, read_addr_group=4)
         # accumulators: bias = words 0..C-1 (loaded into bank 0 by the clear pass), bank 0 =
         # C..C+E-1, bank 1 = C+E..C+2E-1; one write (the adders) into two copies, one read by
         # the accumulate path and one by the readout (no bank multiplexers)
@@ -331,7 +332,8 @@ class SpikeAdditionEngine(wiring.Component):
         f_valid, f_bank = Signal(), Signal()
         a_fwd, b_fwd, c_fwd, d_fwd = Signal(), Signal(), Signal(), Signal()
         c_addr = Signal(eaddr)
-        r_w = wrom.r_data               # weight or its complement, stage D (the ROM's output register)
+        r_w = wrom.r_data               # weight or its complement, stage C (the ROM's output register)
+        d_w = Signal.like(r_w)          # and registered in the fabric, stage D
         a_flag, b_flag, c_flag, d_flag = Signal(), Signal(), Signal(), Signal()  # word's flag
         r_a = acc_l(acc.r_data)         # accumulator word, stage D (the RAM's output register)
         e_a = Signal(acc_l, reset_less=True)    # and registered in the fabric, stage E
@@ -476,7 +478,7 @@ class SpikeAdditionEngine(wiring.Component):
                      a_bias.eq(clearing), a_addr.eq(ev_aaddr), a_chunk.eq(ev_chunk),
                      a_fwd.eq(issue & fwd),
                      b_fwd.eq(a_fwd), c_fwd.eq(b_fwd), d_fwd.eq(c_fwd)]
-        m.d.comb += wrom.r_addr.eq(ev_waddr)       # registered twice by the ROM: the read is in B
+        m.d.comb += wrom.r_addr.eq(ev_waddr)       # registered by the ROM: the read is in A
         s0_maddr = Mux(acc_bank, ev_m1, ev_m0)
         a_maddr = Signal(maddr)
         m.d.sync += a_maddr.eq(s0_maddr)
@@ -506,9 +508,9 @@ class SpikeAdditionEngine(wiring.Component):
                          for i in range(len(ram.w_addr))))
             m.d.comb += [ram.w_addr.eq(e_wa), ram.w_en.eq(1), ram.w_data.eq(f_sum)]
         m.d.comb += acc.r_addr.eq(a_raddr)
-        # D: the word and the weight (w, or ~w for a negative event: -w = ~w + 1, the + 1 as
-        # the carry-in at E) leave their RAMs' output registers into fabric registers (no
-        # block-RAM output is routed to an adder or a LUT); the word's flag decides for E: an
+        # D: the word leaves the RAM's output register and the weight (w, or ~w for a negative
+        # event: -w = ~w + 1, the + 1 as the carry-in at E) the ROM's (C), both into fabric
+        # registers (no block-RAM output is routed to an adder or a LUT); the word's flag decides for E: an
         # untouched word enters the adder as 0, a bias word as read, a forwarded word as the
         # forwarded sum
         # (the flags that reach every lane are per-lane copies, kept_reg: one flip-flop
@@ -525,13 +527,13 @@ class SpikeAdditionEngine(wiring.Component):
                              for lane in range(P)], "e_keep_l")
         # (a bias item's sign is 0: the carry-in is the sign, copied along)
         u_cin_l = per_lane(d_neg_l, "u_cin_l")
-        m.d.sync += e_a.eq(r_a)
+        m.d.sync += [d_w.eq(r_w), e_a.eq(r_a)]
         lane_w = WEIGHT_BITS
         for lane in range(P):
             with m.If(d_bias_l[lane]):
                 m.d.sync += u_op[lane].eq(0)
             with m.Else():
-                m.d.sync += u_op[lane].eq(r_w[lane * lane_w:(lane + 1) * lane_w])
+                m.d.sync += u_op[lane].eq(d_w[lane * lane_w:(lane + 1) * lane_w])
         # the sum of the item KF cycles earlier, into E (reset unless forwarding: the FF's LSR)
         g = f_sum
         for i in range(KF - 2):

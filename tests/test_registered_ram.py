@@ -105,7 +105,9 @@ CONFIGS = {
     # registered write side only (the neuron array's output queue)
     "x18_write_regs": dict(width=40, depth=100, init=True, addr_regs=1, read_addr_regs=0),
     # registered read side only (the neuron array's Θ RAM): w_en on the write-enable pin
-    "x18_read_regs": dict(width=40, depth=100, init=True, addr_regs=0, read_addr_regs=1),
+    # (on ECP5 the one read-address register shared by all three columns: the weight ROM)
+    "x18_read_regs": dict(width=40, depth=100, init=True, addr_regs=0, read_addr_regs=1,
+                          read_addr_group=3),
     # no contents, 18 words with the dummy: two 36-bit PDPW16KD columns (the second 4 bits wide),
     # a longer write-address chain than read-address chain
     "x36_regs": dict(width=40, depth=17, init=False, addr_regs=2, read_addr_regs=1),
@@ -268,8 +270,8 @@ def test_registered_ram_dp16kd_structure():
         ram = RegisteredRAM(unsigned(40), 100, init=init, target="ecp5", read_addr_regs=2,
                             read_addr_group=group)
         assert rtlil.convert(ram).count("cell \\TRELLIS_FF") == 7 * regs, group
-    with pytest.raises(ValueError, match="read_addr_group=2 needs read_addr_regs=2"):
-        RegisteredRAM(unsigned(4), 16, read_addr_regs=1, read_addr_group=2)
+    with pytest.raises(ValueError, match="read_addr_group=2 needs read_addr_regs >= 1"):
+        RegisteredRAM(unsigned(4), 16, read_addr_group=2)
 
 
 def test_registered_ram_primitive_choice():

@@ -117,16 +117,18 @@ class RegisteredRAM(wiring.Component):
         (``r_en``/``r_oen`` are not delayed). On ECP5 the copies are ``TRELLIS_FF``
         instances (:func:`~equispike.rtl._carry.kept_reg`), which synthesis cannot merge, and the
         write enable is folded into the address (an extra, never read word, address ``depth``,
-        takes the writes of the cycles without ``w_en``): no enable net. ``w_addr`` may also
-        present that dummy word itself: a caller that folds its write enable into a registered
-        address (``w_en`` held 1, ``w_addr = depth`` for no write) leaves no logic between its
-        register and the columns' first address registers, a route across the RAM's columns.
+        takes the writes of the cycles without ``w_en``): no enable net.
     read_addr_regs : int, optional
         Registers on ``r_addr`` (0..2, per column as above); default ``addr_regs``. Fewer than
         ``addr_regs`` when the reader needs the shorter read latency (a queue whose write side
         is far from the RAM but whose read address is local to it); more when only the read
         address fans out far (a wide parameter RAM written rarely: its write side then stays
         unregistered, ``w_en`` on the write-enable pin).
+    dummy_write_addr : bool, optional
+        With ``addr_regs``: ``w_addr`` also takes the value ``depth``, the dummy word (a write
+        to it is no write). A caller that folds its write enable into a registered address
+        (``w_en`` held 1, ``w_addr = depth`` for no write) leaves no logic between its
+        register and the columns' first address registers, a route across the RAM's columns.
     read_addr_group : int, optional
         With ``read_addr_regs`` on ECP5: block-RAM columns sharing the first read-address
         register (default 1: a chain per column). A tree: the address's source then drives
@@ -147,7 +149,8 @@ class RegisteredRAM(wiring.Component):
     """
 
     def __init__(self, shape, depth: int, *, init: Sequence[int] = (), target: str | None = None,
-                 addr_regs: int = 0, read_addr_regs: int | None = None, read_addr_group: int = 1):
+                 addr_regs: int = 0, read_addr_regs: int | None = None, read_addr_group: int = 1,
+                 dummy_write_addr: bool = False):
         if target not in RAM_TARGETS:
             raise ValueError(f"RegisteredRAM target must be one of {RAM_TARGETS}, got {target!r}")
         if not isinstance(depth, int) or depth < 2:
@@ -165,6 +168,10 @@ class RegisteredRAM(wiring.Component):
                              f"read_addr_regs >= 1 (the shared first register), got "
                              f"{self.read_addr_regs}")
         self._ra_shared: dict[int, Value] = {}
+        self.dummy_write_addr = bool(dummy_write_addr)
+        if self.dummy_write_addr and not self.addr_regs:
+            raise ValueError("RegisteredRAM dummy_write_addr needs addr_regs >= 1 (the dummy "
+                             "word exists only with registered write addresses)")
         self.target = target
         # with addr_regs: one dummy word after the data takes the writes without w_en
         self.words = depth + 1 if self.addr_regs else depth
@@ -185,8 +192,8 @@ class RegisteredRAM(wiring.Component):
                         f"RegisteredRAM: initial contents need the DP16KD 18-bit mode (at most "
                         f"1024 words), got {self.words} words{extra} for depth {depth}")
         super().__init__({
-            # (with addr_regs also the dummy word, see the class docstring)
-            "w_addr": In(range(self.words)),
+            # (with dummy_write_addr also the dummy word, see the class docstring)
+            "w_addr": In(range(self.words if self.dummy_write_addr else depth)),
             "w_data": In(shape),
             "w_en": In(1),
             "r_addr": In(range(depth)),

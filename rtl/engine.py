@@ -280,9 +280,10 @@ class SpikeAdditionEngine(wiring.Component):
         # the accumulate path and one by the readout (no bank multiplexers)
         acc_init = self.bias_init() + [0] * (2 * E)
         m.submodules.acc = acc = RegisteredRAM(unsigned(acc_l.size), 2 * E + C, init=acc_init,
-                                               target=tgt, addr_regs=True)
+                                               target=tgt, addr_regs=True, dummy_write_addr=True)
         m.submodules.acc_ro = acc_ro = RegisteredRAM(unsigned(acc_l.size), 2 * E + C,
-                                                     init=acc_init, target=tgt, addr_regs=True)
+                                                     init=acc_init, target=tgt, addr_regs=True,
+                                                     dummy_write_addr=True)
         # per-bank "touched this step" flags (a word not touched reads as 0: no zeroing writes),
         # in distributed RAM (asynchronous reads, one port for the accumulate path and one for
         # the readout): a block RAM would be placed wherever one is free, and its output routed

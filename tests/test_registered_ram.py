@@ -53,19 +53,20 @@ class ReferenceRAM:
         if r_oen:
             self.out = self.latch
         self.latch = latch
-        if w_en:
+        if w_en and w_addr < len(self.mem):     # (address ``depth``: the dummy word, no write)
             self.mem[w_addr] = w_data
         return self.out
 
 
 def stimulus(seed: int, width: int, depth: int, cycles: int, collide: float, lag: int = 0,
-             stalls: bool = False):
+             stalls: bool = False, dummy: bool = False):
     """Random writes/reads/enables; word addresses biased towards a few hot words, the ends and
     read-write collisions (probability ``collide``). ``lag``: cycles by which the RAM sees a
     write later than a read presented in the same cycle (``addr_regs - read_addr_regs``, may be
     negative), for avoiding collisions with ``collide = 0``. ``stalls``: besides the random per-cycle enables,
     runs of 1..12 cycles with ``r_en`` and/or ``r_oen`` held low (back-pressure that holds the
-    read latch and the output register over several edges while writes go on)."""
+    read latch and the output register over several edges while writes go on). ``dummy``: half
+    the cycles without a write present the dummy word instead (``w_en`` 1, ``w_addr = depth``)."""
     rng = random.Random(seed)
     hot = [0, 1, depth - 1, rng.randrange(depth)]
     hold = (0, False, False)        # (cycles left, r_en held low, r_oen held low)
@@ -84,6 +85,8 @@ def stimulus(seed: int, width: int, depth: int, cycles: int, collide: float, lag
             if hold[0]:
                 r_en, r_oen = r_en and not hold[1], r_oen and not hold[2]
                 hold = (hold[0] - 1, *hold[1:])
+        if dummy and not w_en and rng.random() < 0.5:
+            w_en, w_addr = True, depth
         ops.append([w_en, w_addr, w_data, r_en, r_oen, r_addr])
     if collide == 0:                # no collisions at all in this mode
         for k, op in enumerate(ops):
@@ -99,7 +102,8 @@ CONFIGS = {
     # 1500 words: the 9-bit mode (address bits 13..3), three columns
     "x9": dict(width=20, depth=1500, init=False),
     # registered addresses (one copy per column), 18-bit mode with contents
-    "x18_addr_regs": dict(width=40, depth=100, init=True, addr_regs=1),
+    # (with writes to the dummy word presented by the caller)
+    "x18_addr_regs": dict(width=40, depth=100, init=True, addr_regs=1, dummy_write_addr=True),
     # (on ECP5 the first read-address register shared by columns 0-1, column 2 its own)
     "x18_addr_regs2": dict(width=40, depth=100, init=True, addr_regs=2, read_addr_group=2),
     # registered write side only (the neuron array's output queue)
@@ -129,7 +133,8 @@ def make_dut(cfg: dict) -> RegisteredRAM:
     return RegisteredRAM(unsigned(cfg["width"]), cfg["depth"], init=cfg["init_words"],
                          target=cfg["target"], addr_regs=cfg.get("addr_regs", 0),
                          read_addr_regs=cfg.get("read_addr_regs"),
-                         read_addr_group=cfg.get("read_addr_group", 1))
+                         read_addr_group=cfg.get("read_addr_group", 1),
+                         dummy_write_addr=cfg.get("dummy_write_addr", False))
 
 
 if cocotb is not None:
@@ -162,7 +167,8 @@ if cocotb is not None:
         for collide in (0.0, 0.2):
             for k, (w_en, w_addr, w_data, r_en, r_oen, r_addr) in enumerate(
                     stimulus(cfg["seed"] + int(collide * 10), cfg["width"], cfg["depth"],
-                             cfg["cycles"], collide, stalls=cfg.get("stalls", False))):
+                             cfg["cycles"], collide, stalls=cfg.get("stalls", False),
+                             dummy=cfg.get("dummy_write_addr", False))):
                 dut.w_en.value, dut.w_addr.value, dut.w_data.value = int(w_en), w_addr, w_data
                 dut.r_en.value, dut.r_oen.value, dut.r_addr.value = int(r_en), int(r_oen), r_addr
                 await RisingEdge(dut.clk)
@@ -214,7 +220,7 @@ def test_registered_ram_amaranth(target, name):
     collide = 0.2 if target is None else 0.0
     lag = cfg.get("addr_regs", 0) - cfg.get("read_addr_regs", cfg.get("addr_regs", 0))
     ops = list(stimulus(7, cfg["width"], cfg["depth"], 1500, collide, lag,
-                        stalls=cfg.get("stalls", False)))
+                        stalls=cfg.get("stalls", False), dummy=cfg.get("dummy_write_addr", False)))
     ref = ReferenceRAM(cfg["width"], cfg["depth"], cfg["init_words"], cfg.get("addr_regs", 0),
                        cfg.get("read_addr_regs"))
     seen = {"collisions": 0}
@@ -270,6 +276,10 @@ def test_registered_ram_dp16kd_structure():
         ram = RegisteredRAM(unsigned(40), 100, init=init, target="ecp5", read_addr_regs=2,
                             read_addr_group=group)
         assert rtlil.convert(ram).count("cell \\TRELLIS_FF") == 7 * regs, group
+    with pytest.raises(ValueError, match="dummy_write_addr needs addr_regs"):
+        RegisteredRAM(unsigned(4), 16, dummy_write_addr=True)
+    assert len(RegisteredRAM(unsigned(4), 16, addr_regs=1).w_addr) == 4
+    assert len(RegisteredRAM(unsigned(4), 16, addr_regs=1, dummy_write_addr=True).w_addr) == 5
     with pytest.raises(ValueError, match="read_addr_group=2 needs read_addr_regs >= 1"):
         RegisteredRAM(unsigned(4), 16, read_addr_group=2)
 

@@ -167,7 +167,9 @@ class SpikeAdditionEngine(wiring.Component):
     ram_target : {None, "generic", "ecp5"}
         Form of the weight and accumulator RAMs (:class:`~equispike.rtl._bram.RegisteredRAM`):
         ``None`` simulation (read/write collisions poisoned), ``"generic"`` inferred, ``"ecp5"``
-        ``DP16KD`` read through their output registers.
+        ``DP16KD`` read through their output registers (at most 1024 words each: ``2 · n_in ·
+        chunks`` for the weights, ``2 · n_vectors · chunks + chunks + 1`` for the
+        accumulators).
     carry_target : {None, "generic", "ecp5"}
         Form of the accumulate adder (:func:`~equispike.rtl._carry.fused_add`): ``"ecp5"``
         selects read word / forwarded sum / 0 inside the ``CCU2C`` carry chain.
@@ -208,6 +210,20 @@ class SpikeAdditionEngine(wiring.Component):
         self.bias = b.astype(np.int64)
         self.chunks = ceil_div(self.n_out, self.lanes)
         self.entries = self.n_vectors * self.chunks
+        #: the weight ROM holds ~w rows for negative events (no sign LUT per weight bit) when
+        #: that fits one 18-bit-mode block-RAM column (2 · n_in · chunks <= 1024 words); else
+        #: the sign is applied as ``w XOR s`` a stage before the adder
+        self.sign_in_rom = 2 * self.n_in * self.chunks <= 1024
+        if ram_target == "ecp5":
+            # (both RAMs have contents: one DP16KD column in its 18-bit mode, 1024 words, per
+            # 18 bits of word; the accumulators also hold the dummy word of their write side)
+            rom, acc = self.n_in * self.chunks, 2 * self.entries + self.chunks + 1
+            if max(rom, acc) > 1024:
+                raise ValueError(
+                    f"ram_target='ecp5': the weight ROM needs {rom} words (n_in x chunks) and "
+                    f"the accumulators {acc} (2 x n_vectors x chunks + chunks + 1); at most "
+                    f"1024 each (one DP16KD column in its 18-bit mode): use more lanes or split "
+                    f"the layer")
 
         self.event_layout = data.StructLayout({
             "index": unsigned(max(1, (self.n_in - 1).bit_length())),
@@ -241,7 +257,7 @@ class SpikeAdditionEngine(wiring.Component):
         same with every weight complemented (``~w = -w - 1``: a negative event adds ``~w + 1``,
         the ``+ 1`` as the adder's carry-in) ``n_in * chunks`` words later."""
         words = []
-        for sign in (0, -1):
+        for sign in ((0, -1) if self.sign_in_rom else (0,)):
             for j in range(self.n_in):
                 for chunk in self._padded(self.weights[j]):
                     words.append(pack_lanes(np.asarray(chunk) ^ sign, WEIGHT_BITS))
@@ -272,7 +288,8 @@ class SpikeAdditionEngine(wiring.Component):
         # (the weight ROM's read address through one register per four columns: the
         # sequencer's counter drives a few loads and stays with the sequencer, each copy sits
         # among its columns. The sign is in the ROM: no LUT between it and the adder)
-        m.submodules.wrom = wrom = RegisteredRAM(unsigned(w_l.size), 2 * self.n_in * C,
+        rows = 2 * self.n_in * C if self.sign_in_rom else max(self.n_in * C, 2)
+        m.submodules.wrom = wrom = RegisteredRAM(unsigned(w_l.size), rows,
                                                  init=self.weight_init(), target=tgt,
                                                  read_addr_regs=1, read_addr_group=4)
         # accumulators: bias = words 0..C-1 (loaded into bank 0 by the clear pass), bank 0 =
@@ -315,7 +332,7 @@ class SpikeAdditionEngine(wiring.Component):
         V = self.n_vectors
         ev_vec = Signal(range(max(V, 2)))
         ev_chunk = Signal(cidx)
-        ev_waddr = Signal(range(2 * self.n_in * C))    # (the complemented rows: negative events)
+        ev_waddr = Signal(range(rows))      # (with sign_in_rom the ~w rows: negative events)
         ev_aaddr = Signal(eaddr)
         # the word's memory address in bank 0 and bank 1 (counted along: no adder after S0)
         ev_m0, ev_m1 = Signal(maddr, init=C), Signal(maddr, init=C + E)
@@ -424,7 +441,8 @@ class SpikeAdditionEngine(wiring.Component):
         p_in = Signal(ib_l)
         aaddr_in = _mul_const(p.vector, C)
         m.d.comb += [p_in.eos.eq(p.eos), p_in.neg.eq(p.neg), p_in.vec.eq(p.vector),
-                     p_in.waddr.eq(_mul_const(p.index, C) + Mux(p.neg, self.n_in * C, 0)),
+                     p_in.waddr.eq(_mul_const(p.index, C) + (Mux(p.neg, self.n_in * C, 0)
+                                                             if self.sign_in_rom else 0)),
                      p_in.aaddr.eq(aaddr_in),
                      p_in.m0.eq(aaddr_in + C), p_in.m1.eq(aaddr_in + C + E),
                      self.i_stream.ready.eq(~ib_skid_v & ~clearing & ~self.clear)]
@@ -534,7 +552,10 @@ class SpikeAdditionEngine(wiring.Component):
             with m.If(d_bias_l[lane]):
                 m.d.sync += u_op[lane].eq(0)
             with m.Else():
-                m.d.sync += u_op[lane].eq(d_w[lane * lane_w:(lane + 1) * lane_w])
+                w_lane = d_w[lane * lane_w:(lane + 1) * lane_w]
+                if not self.sign_in_rom:
+                    w_lane = w_lane ^ Mux(d_neg_l[lane], (1 << lane_w) - 1, 0)
+                m.d.sync += u_op[lane].eq(w_lane)
         # the sum of the item KF cycles earlier, into E (reset unless forwarding: the FF's LSR)
         g = f_sum
         for i in range(KF - 2):

@@ -552,6 +552,21 @@ def test_engine_fast_shapes(lanes, n_out):
 
 
 @pytest.mark.sim
+@pytest.mark.parametrize("n_in", [42, 43])
+def test_engine_fast_sign_forms(n_in):
+    """The sign in the weight ROM (~w rows, 2 x 42 x 12 = 1008 words) and in the fabric
+    (w XOR s: 2 x 43 x 12 = 1032 words would not fit one block-RAM column); rows of 12 chunks,
+    both signs, the int8 extremes among the weights."""
+    W, bias, sp = random_case(n_in, n_in, 48, 2, 3, 0.3)
+    W[0, :8] = [-128, 127, -128, 127, -1, 1, 0, -128]
+    eng = SpikeAdditionEngine(W, bias, lanes=4, acc_width=required_acc_width(W, bias), n_vectors=2)
+    assert eng.sign_in_rom == (n_in == 42)
+    assert (sp < 0).any() and (sp > 0).any()
+    got, _ = amaranth_engine(W, bias, sp, lanes=4, n_vectors=2, bp=0.2, seed=4)
+    _check(W, bias, sp, got)
+
+
+@pytest.mark.sim
 def test_engine_fast_empty_steps():
     W, bias, _ = random_case(12, 6, 6, 1, 1, 0.5)
     sp = np.zeros((4, 1, 6), dtype=np.int8)
@@ -615,6 +630,20 @@ def test_engine_parameter_errors():
         SpikeAdditionEngine(W, lanes=0, acc_width=16)
     with pytest.raises(ValueError, match="2-D"):
         SpikeAdditionEngine(np.ones(4, dtype=np.int64), lanes=2, acc_width=16)
+    # ECP5 block-RAM depth: 512 x 2 = 1024 weight words fit (the sign then applied in the
+    # fabric, no ~w rows), 513 x 2 do not; the accumulators: 2 x 511 x 1 + 1 + 1 = 1024 fit,
+    # 512 vectors do not
+    assert SpikeAdditionEngine(np.ones((256, 4), dtype=np.int64), lanes=2, acc_width=16,
+                               ram_target="ecp5").sign_in_rom
+    assert not SpikeAdditionEngine(np.ones((512, 4), dtype=np.int64), lanes=2, acc_width=16,
+                                   ram_target="ecp5").sign_in_rom
+    with pytest.raises(ValueError, match="weight ROM needs 1026 words"):
+        SpikeAdditionEngine(np.ones((513, 4), dtype=np.int64), lanes=2, acc_width=16,
+                            ram_target="ecp5")
+    SpikeAdditionEngine(W, lanes=8, acc_width=16, n_vectors=511, ram_target="ecp5")
+    with pytest.raises(ValueError, match="accumulators 1026"):
+        SpikeAdditionEngine(W, lanes=8, acc_width=16, n_vectors=512, ram_target="ecp5")
+    SpikeAdditionEngine(np.ones((513, 4), dtype=np.int64), lanes=2, acc_width=16)  # (no limit)
 
 
 @pytest.mark.sim

@@ -173,11 +173,18 @@ class SpikeAdditionEngine(wiring.Component):
     carry_target : {None, "generic", "ecp5"}
         Form of the accumulate adder (:func:`~equispike.rtl._carry.fused_add`): ``"ecp5"``
         selects read word / forwarded sum / 0 inside the ``CCU2C`` carry chain.
+    sign_in_rom : bool, optional
+        The weight ROM also holds every weight complemented (``~w`` rows, read by negative
+        events: ``-w = ~w + 1``, the ``+ 1`` as the adder's carry-in), so the weight goes from
+        the ROM into the adder's operand register without a LUT: twice the ROM words for one
+        LUT per weight bit less. Default: on ECP5 (``ram_target="ecp5"``) when the rows fit one
+        ``DP16KD`` column (``2 · n_in · chunks <= 1024``); off elsewhere (the UP5K has 30 small
+        block RAMs), where the sign is applied as ``w XOR s`` a stage before the adder.
     """
 
     def __init__(self, weights, bias=None, *, lanes: int, acc_width: int, n_vectors: int = 1,
                  compact_zero_vectors: bool = True, ram_target: str | None = None,
-                 carry_target: str | None = None):
+                 carry_target: str | None = None, sign_in_rom: bool | None = None):
         if ram_target not in RAM_TARGETS:
             raise ValueError(f"ram_target must be one of {RAM_TARGETS}, got {ram_target!r}")
         if carry_target not in CARRY_TARGETS:
@@ -210,10 +217,14 @@ class SpikeAdditionEngine(wiring.Component):
         self.bias = b.astype(np.int64)
         self.chunks = ceil_div(self.n_out, self.lanes)
         self.entries = self.n_vectors * self.chunks
-        #: the weight ROM holds ~w rows for negative events (no sign LUT per weight bit) when
-        #: that fits one 18-bit-mode block-RAM column (2 · n_in · chunks <= 1024 words); else
-        #: the sign is applied as ``w XOR s`` a stage before the adder
-        self.sign_in_rom = 2 * self.n_in * self.chunks <= 1024
+        #: the weight ROM holds ~w rows for negative events (see ``sign_in_rom``)
+        fits = 2 * self.n_in * self.chunks <= 1024
+        if sign_in_rom is None:
+            sign_in_rom = ram_target == "ecp5" and fits
+        elif sign_in_rom and ram_target == "ecp5" and not fits:
+            raise ValueError(f"sign_in_rom: 2 x n_in x chunks = {2 * self.n_in * self.chunks} "
+                             f"weight words exceed one DP16KD column (1024 words)")
+        self.sign_in_rom = bool(sign_in_rom)
         if ram_target == "ecp5":
             # (both RAMs have contents: one DP16KD column in its 18-bit mode, 1024 words, per
             # 18 bits of word; the accumulators also hold the dummy word of their write side)

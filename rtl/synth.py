@@ -278,6 +278,7 @@ def synthesize(
             "synth.json",
             "--report",
             "report.json",
+            "--detailed-timing-report",
             "--freq",
             str(goal_mhz),
             "--seed",
@@ -358,6 +359,7 @@ def synthesize(
         "carry_ports_opened": trimmed,
         "yosys_s": round(t1 - t0, 1),
         "nextpnr_s": round(t2 - t1, 1),
+        "late_endpoints": late_endpoints(rep, 1000.0 / goal_mhz),
     }
     (out / "result.json").write_text(json.dumps(result, indent=1))
     log(
@@ -365,6 +367,29 @@ def synthesize(
         f"{res['DSP']} DSP, Fmax {result['Fmax_MHz']} MHz (target {goal_mhz})"
     )
     return result
+
+
+def late_endpoints(report: dict, period_ns: float, top: int = 8) -> dict:
+    """The flip-flop and block-RAM inputs that miss ``period_ns`` in nextpnr's detailed net
+    timings (``--detailed-timing-report``: each endpoint's arrival time), grouped into classes
+    by cell name with its numbers folded (``h#[#]_TRELLIS_FF_Q``: a bus, or one register per
+    lane, is one class) and input port: ``{"count": N, "classes": [[class, endpoints,
+    worst arrival ns], ...]}``, the ``top`` latest classes. Where the critical path names one
+    path, this names every late one: which structures to fix, not which one placement hit."""
+    classes: dict[str, list] = {}
+    count = 0
+    for net in report.get("detailed_net_timings", []):
+        for ep in net.get("endpoints", []):
+            arrival = max(ep["delay"])
+            if arrival <= period_ns:
+                continue
+            count += 1
+            key = re.sub(r"\d+", "#", ep["cell"]).lstrip("\\") + ":" + ep["port"]
+            c = classes.setdefault(key, [key, 0, 0.0])
+            c[1] += 1
+            c[2] = max(c[2], round(arrival, 2))
+    ranked = sorted(classes.values(), key=lambda c: (-c[2], -c[1], c[0]))
+    return {"count": count, "classes": ranked[:top]}
 
 
 def _markdown(results: list[dict], versions: dict, cmdline: str) -> str:

@@ -362,7 +362,8 @@ def test_engine_lint(request):
 
 # ---------------------------------------------------------------- fast Amaranth-simulator tests
 def amaranth_engine(W, bias, spikes, *, lanes, n_vectors, idle=0.0, bp=0.0, seed=0,
-                    abort_beats=None, width=None, ordered=False, compact=True, raw=None):
+                    abort_beats=None, width=None, ordered=False, compact=True, raw=None,
+                    sign_in_rom=None):
     """Currents (T, V, n_out) of the engine on Amaranth's simulator, and the cycle count.
 
     ``compact`` selects the readout protocol (compact beats are expanded before comparing);
@@ -375,7 +376,7 @@ def amaranth_engine(W, bias, spikes, *, lanes, n_vectors, idle=0.0, bp=0.0, seed
 
     eng = SpikeAdditionEngine(W, bias, lanes=lanes, n_vectors=n_vectors,
                               acc_width=width or required_acc_width(W, bias),
-                              compact_zero_vectors=compact)
+                              compact_zero_vectors=compact, sign_in_rom=sign_in_rom)
     eng.check_invariants = True
     T = spikes.shape[0]
     beats = spikes_to_events(spikes, None if ordered else np.random.default_rng(seed))
@@ -552,17 +553,15 @@ def test_engine_fast_shapes(lanes, n_out):
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("n_in", [42, 43])
-def test_engine_fast_sign_forms(n_in):
-    """The sign in the weight ROM (~w rows, 2 x 42 x 12 = 1008 words) and in the fabric
-    (w XOR s: 2 x 43 x 12 = 1032 words would not fit one block-RAM column); rows of 12 chunks,
+@pytest.mark.parametrize("sign_in_rom", [True, False])
+def test_engine_fast_sign_forms(sign_in_rom):
+    """The sign in the weight ROM (~w rows) and in the fabric (w XOR s); rows of 12 chunks,
     both signs, the int8 extremes among the weights."""
-    W, bias, sp = random_case(n_in, n_in, 48, 2, 3, 0.3)
+    W, bias, sp = random_case(42, 42, 48, 2, 3, 0.3)
     W[0, :8] = [-128, 127, -128, 127, -1, 1, 0, -128]
-    eng = SpikeAdditionEngine(W, bias, lanes=4, acc_width=required_acc_width(W, bias), n_vectors=2)
-    assert eng.sign_in_rom == (n_in == 42)
     assert (sp < 0).any() and (sp > 0).any()
-    got, _ = amaranth_engine(W, bias, sp, lanes=4, n_vectors=2, bp=0.2, seed=4)
+    got, _ = amaranth_engine(W, bias, sp, lanes=4, n_vectors=2, bp=0.2, seed=4,
+                             sign_in_rom=sign_in_rom)
     _check(W, bias, sp, got)
 
 
@@ -635,8 +634,13 @@ def test_engine_parameter_errors():
     # 512 vectors do not
     assert SpikeAdditionEngine(np.ones((256, 4), dtype=np.int64), lanes=2, acc_width=16,
                                ram_target="ecp5").sign_in_rom
-    assert not SpikeAdditionEngine(np.ones((512, 4), dtype=np.int64), lanes=2, acc_width=16,
+    assert not SpikeAdditionEngine(np.ones((257, 4), dtype=np.int64), lanes=2, acc_width=16,
                                    ram_target="ecp5").sign_in_rom
+    assert not SpikeAdditionEngine(np.ones((256, 4), dtype=np.int64), lanes=2, acc_width=16,
+                                   ram_target="generic").sign_in_rom
+    with pytest.raises(ValueError, match="2 x n_in x chunks = 1028 weight words"):
+        SpikeAdditionEngine(np.ones((257, 4), dtype=np.int64), lanes=2, acc_width=16,
+                            ram_target="ecp5", sign_in_rom=True)
     with pytest.raises(ValueError, match="weight ROM needs 1026 words"):
         SpikeAdditionEngine(np.ones((513, 4), dtype=np.int64), lanes=2, acc_width=16,
                             ram_target="ecp5")

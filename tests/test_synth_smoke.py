@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from equispike.rtl.synth import TARGETS, synthesize
+from equispike.rtl.synth import TARGETS, late_endpoints, synthesize
 
 
 def test_small_neuron_array_places_and_routes_on_ecp5(tmp_path):
@@ -27,6 +27,26 @@ def test_small_neuron_array_places_and_routes_on_ecp5(tmp_path):
         ).read_text()
     )
     assert written == res
+    # every endpoint later than the period is counted (none when the target is met)
+    late = res["late_endpoints"]
+    assert (late["count"] == 0) == res["target_met"], late
+
+
+def test_late_endpoints_groups_and_ranks():
+    """Endpoints later than the period, grouped by cell name with numbers folded and by port,
+    ranked by their latest arrival; earlier ones and the period itself are not late."""
+    def net(cell, port, ns):
+        return {"endpoints": [{"cell": cell, "port": port, "delay": [ns - 0.1, ns]}]}
+
+    rep = {"detailed_net_timings": [
+        net("h3[12]_TRELLIS_FF_Q", "DI", 5.5), net("h40[2]_TRELLIS_FF_Q", "DI", 5.2),
+        net("\\$signal$7_TRELLIS_FF_Q", "CE", 6.0), net("h1[0]_TRELLIS_FF_Q", "DI", 5.0),
+        net("h1[0]_TRELLIS_FF_Q", "M", 5.1), net("q_ok_TRELLIS_FF_Q", "DI", 4.9)]}
+    assert late_endpoints(rep, 5.0) == {"count": 4, "classes": [
+        ["$signal$#_TRELLIS_FF_Q:CE", 1, 6.0], ["h#[#]_TRELLIS_FF_Q:DI", 2, 5.5],
+        ["h#[#]_TRELLIS_FF_Q:M", 1, 5.1]]}
+    assert late_endpoints(rep, 5.0, top=1)["classes"] == [["$signal$#_TRELLIS_FF_Q:CE", 1, 6.0]]
+    assert late_endpoints({}, 5.0) == {"count": 0, "classes": []}
 
 
 def test_small_engine_places_and_routes_on_up5k(tmp_path):

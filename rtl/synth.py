@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,8 +224,14 @@ def synthesize(
     seed: int = 1,
     log: Callable[[str], None] = print,
     out_root: Path | None = None,
+    more_seeds: Sequence[int] = (),
 ) -> dict:
-    """Synthesize and place-and-route one block; returns its figures (also written to its build dir)."""
+    """Synthesize and place-and-route one block; returns its figures (also written to its build dir).
+
+    ``more_seeds``: place and route the same netlist again with these nextpnr seeds (Yosys'
+    abc9 mapping is not repeatable run to run, so only this compares seeds on one netlist);
+    their Fmax and late-endpoint counts go into ``Fmax_by_seed`` / ``late_by_seed`` (the
+    resources and ``Fmax_MHz`` are the first seed's)."""
     _load_optional_blocks()
     if block not in BLOCKS:
         raise ValueError(f"unknown block {block!r}; blocks are {sorted(BLOCKS)}")
@@ -270,24 +276,28 @@ def synthesize(
         trimmed = trim_carry_ports(out / "synth.json")
     t1 = time.monotonic()
     log(f"[synth] {block} on {target}: nextpnr ({t1 - t0:.0f} s in yosys) ...")
-    pnr = (
-        _tool(f"nextpnr-{tgt.family}")
-        + list(tgt.device_args)
-        + [
-            "--json",
-            "synth.json",
-            "--report",
-            "report.json",
-            "--detailed-timing-report",
-            "--freq",
-            str(goal_mhz),
-            "--seed",
-            str(seed),
-            "--timing-allow-fail",
-            "-q",
-        ]
-    )
-    pnr += ["--out-of-context"] if tgt.family == "ecp5" else ["--pcf-allow-unconstrained"]
+
+    def pnr_cmd(pnr_seed: int, report: str) -> list[str]:
+        cmd = (
+            _tool(f"nextpnr-{tgt.family}")
+            + list(tgt.device_args)
+            + [
+                "--json",
+                "synth.json",
+                "--report",
+                report,
+                "--detailed-timing-report",
+                "--freq",
+                str(goal_mhz),
+                "--seed",
+                str(pnr_seed),
+                "--timing-allow-fail",
+                "-q",
+            ]
+        )
+        return cmd + (["--out-of-context"] if tgt.family == "ecp5" else ["--pcf-allow-unconstrained"])
+
+    pnr = pnr_cmd(seed, "report.json")
     try:
         _run(pnr, out / "nextpnr.log", out)
     except RuntimeError as e:
@@ -361,6 +371,17 @@ def synthesize(
         "nextpnr_s": round(t2 - t1, 1),
         "late_endpoints": late_endpoints(rep, 1000.0 / goal_mhz),
     }
+    if more_seeds:
+        by_seed = {str(seed): result["Fmax_MHz"]}
+        late_by_seed = {str(seed): result["late_endpoints"]["count"]}
+        for s in more_seeds:
+            log(f"[synth] {block} on {target}: nextpnr seed {s} (same netlist) ...")
+            _run(pnr_cmd(s, f"report_seed{s}.json"), out / f"nextpnr_seed{s}.log", out)
+            rep_s = json.loads((out / f"report_seed{s}.json").read_text())
+            f = min((v["achieved"] for v in rep_s.get("fmax", {}).values()), default=None)
+            by_seed[str(s)] = round(f, 1) if f is not None else None
+            late_by_seed[str(s)] = late_endpoints(rep_s, 1000.0 / goal_mhz)["count"]
+        result["Fmax_by_seed"], result["late_by_seed"] = by_seed, late_by_seed
     (out / "result.json").write_text(json.dumps(result, indent=1))
     log(
         f"[synth] {block} on {target}: {res['LUT4']} LUT4, {res['FF']} FF, {res['BRAM']} BRAM, "
@@ -392,6 +413,13 @@ def late_endpoints(report: dict, period_ns: float, top: int = 8) -> dict:
     return {"count": count, "classes": ranked[:top]}
 
 
+def _fmax_cell(r: dict) -> str:
+    """Fmax of the first seed, and of the other seeds of the same netlist in parentheses."""
+    others = [f"{v} (seed {k})" for k, v in r.get("Fmax_by_seed", {}).items()
+              if k != str(r.get("seed"))]
+    return f"{r['Fmax_MHz']}" + (f" ({', '.join(others)})" if others else "")
+
+
 def _markdown(results: list[dict], versions: dict, cmdline: str) -> str:
     lines = [
         "# Post-place-and-route results",
@@ -413,7 +441,7 @@ def _markdown(results: list[dict], versions: dict, cmdline: str) -> str:
             continue
         lines.append(
             f"| {r['block']} | {p} | {r['target']} | {r['LUT4']} | {r['LUT4_per_lane'] or ''} | "
-            f"{r['FF']} | {r['BRAM']} | {r['DSP']} | {r['Fmax_MHz']} | {r['target_MHz']:.0f} | "
+            f"{r['FF']} | {r['BRAM']} | {r['DSP']} | {_fmax_cell(r)} | {r['target_MHz']:.0f} | "
             f"{'yes' if r['target_met'] else 'no'} |"
         )
     return "\n".join(lines) + "\n"
@@ -468,7 +496,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     results = []
     for i, (b, t, v) in enumerate(runs):
         log(f"[synth] run {i + 1}/{len(runs)}")
-        results.append(synthesize(b, t, v, seed=args.seed, log=log))
+        results.append(synthesize(b, t, v, seed=args.seed, log=log, more_seeds=args.more_seeds))
     versions = tool_versions()
     cmdline = (
         "equispike " + " ".join(sys.argv[1:])
@@ -507,6 +535,13 @@ def register(sub) -> None:
     s.add_argument("--params", help="block parameters key=value[,key=value], e.g. lanes=32")
     s.add_argument("--sweep", action="store_true", help="run each block's lane-count sweep")
     s.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    s.add_argument(
+        "--more-seeds",
+        type=lambda t: [int(x) for x in t.split(",") if x],
+        default=[],
+        metavar="S,S,...",
+        help="also place and route the same netlist with these seeds (Fmax_by_seed in the result)",
+    )
     s.add_argument("--json", action="store_true", help="print the report as JSON")
     s.set_defaults(func=cmd_synth)
 

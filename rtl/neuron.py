@@ -111,7 +111,7 @@ class NeuronArray(wiring.Component):
     beat is accepted only while the ``OUT_QUEUE_DEPTH``-entry spike queue (2 bits per lane) has
     room for it, which covers the latency at full rate. Under back-pressure the queue's output
     may pause: a head word that reaches the output register while it is full and not ready is
-    read again, so ``o_stream.valid`` may drop for up to three cycles after a stall (same order
+    read again, so ``o_stream.valid`` may drop for up to four cycles after a stall (same order
     and contents).
 
     ``clear`` (one-cycle strobe) and reset drop any beat in flight and start a clear pass of about
@@ -423,10 +423,16 @@ class NeuronArray(wiring.Component):
         q_load = Signal()
         q_miss = Signal()
         # word q_a written at an earlier edge (a write lands one cycle after q_wp passes it):
-        # q_a != q_wp of the cycle before, a register computed from the registers q_a, q_a1, q_h
-        # and q_wp (no compare between the pointer registers and their enables). The pointers
-        # compared are never a whole lap apart (q_h <= q_a <= q_wp and q_wp - q_h <= occ < Q, see
-        # ``room``): their address bits decide, without the lap bit (one LUT level less).
+        # q_a != q_wp of the cycle before, a register computed from the registers q_a, q_a1 and
+        # q_wp (no compare between the pointer registers and their enables). After a miss (q_a
+        # restarts at the head q_h <= q_a) it may be pessimistic for a cycle: it says whether the
+        # word the reads would have gone on to (q_a1 or q_a) was written, and q_h is not after
+        # it; a "no" costs a cycle, after which it compares the head (q_a == q_h) itself. A
+        # bubble at most, under back-pressure only, for logic without a third compare (q_h) and
+        # the miss select: they were the UP5K's critical path (6 LUT levels as abc9 mapped them).
+        # The pointers compared are never a whole lap apart (q_h <= q_a <= q_wp and q_wp - q_h <=
+        # occ < Q, see ``room``): their address bits decide, without the lap bit (one LUT level
+        # less).
         q_ok = Signal()
         q_h_nx = Signal(qbits)
         occ = Signal(range(Q + 2))                  # beats accepted and not yet delivered
@@ -465,8 +471,7 @@ class NeuronArray(wiring.Component):
             # clear pass only sets running when no stage is valid)
             m.d.sync += [q_wr.eq(e_valid & running),
                          q_wp.eq(q_wp + q_wr), q_h.eq(q_h_nx),
-                         q_ok.eq(Mux(q_miss, q_h[:-1] != q_wp[:-1],
-                                     Mux(q_ok, q_a1[:-1] != q_wp[:-1], q_a[:-1] != q_wp[:-1]))),
+                         q_ok.eq(Mux(q_ok, q_a1[:-1] != q_wp[:-1], q_a[:-1] != q_wp[:-1])),
                          occ.eq(occ + accept - deliver),
                          q_v1.eq(q_ok), q_t1.eq(q_a), q_v2.eq(q_v1), q_t2.eq(q_t1),
                          # (both comparisons registered a cycle ahead, the load selects)

@@ -35,7 +35,7 @@ from amaranth.lib import wiring
 
 from ._ecp5_netlist import trim_carry_ports
 
-__all__ = ["TARGETS", "BLOCKS", "SerialHarness", "synthesize", "register", "main"]
+__all__ = ["ECP5_SPEED_GRADES", "TARGETS", "BLOCKS", "SerialHarness", "synthesize", "register", "main"]
 
 
 def build_root() -> Path:
@@ -50,6 +50,26 @@ class Target:
     device_args: tuple[str, ...]
     freq_mhz: float  # the issue's target
     description: str
+    speed: int | None = None  # ECP5 speed grade of device_args (6 slowest, 8 fastest)
+
+    def with_speed(self, speed: int | None) -> Target:
+        """The same part in another speed grade (``None``: this one). ECP5 only: nextpnr's iCE40
+        database has one timing model per part."""
+        if speed is None or speed == self.speed:
+            return self
+        if self.family != "ecp5":
+            raise ValueError(f"a speed grade applies to ECP5 targets only, not {self.name!r}")
+        if speed not in ECP5_SPEED_GRADES:
+            raise ValueError(f"ECP5 speed grade must be one of {ECP5_SPEED_GRADES}, got {speed!r}")
+        args = list(self.device_args)
+        args[args.index("--speed") + 1] = str(speed)
+        desc = self.description.replace(f"speed grade {self.speed}", f"speed grade {speed}")
+        return Target(self.name, self.family, tuple(args), self.freq_mhz, desc, speed)
+
+
+#: nextpnr's ECP5 timing models: -6 (slowest, e.g. the ULX3S's LFE5U-85F-6), -7, -8 (fastest,
+#: e.g. the LFE5UM5G-85F-8 of Lattice's ECP5-5G evaluation board)
+ECP5_SPEED_GRADES = (6, 7, 8)
 
 
 TARGETS = {
@@ -59,6 +79,7 @@ TARGETS = {
         ("--85k", "--package", "CABGA381", "--speed", "6"),
         200.0,
         "Lattice LFE5U-85F, CABGA381, speed grade 6, out of context",
+        6,
     ),
     "ecp5-25": Target(
         "ecp5-25",
@@ -66,6 +87,7 @@ TARGETS = {
         ("--25k", "--package", "CABGA256", "--speed", "6"),
         200.0,
         "Lattice LFE5U-25F, CABGA256, speed grade 6, out of context",
+        6,
     ),
     "up5k": Target(
         "up5k",
@@ -225,13 +247,16 @@ def synthesize(
     log: Callable[[str], None] = print,
     out_root: Path | None = None,
     more_seeds: Sequence[int] = (),
+    speed: int | None = None,
 ) -> dict:
     """Synthesize and place-and-route one block; returns its figures (also written to its build dir).
 
     ``more_seeds``: place and route the same netlist again with these nextpnr seeds (Yosys'
     abc9 mapping is not repeatable run to run, so only this compares seeds on one netlist);
     their Fmax and late-endpoint counts go into ``Fmax_by_seed`` / ``late_by_seed`` (the
-    resources and ``Fmax_MHz`` are the first seed's)."""
+    resources and ``Fmax_MHz`` are the first seed's). ``speed``: the ECP5 speed grade (default:
+    the target's, 6); another grade places and routes into its own build directory
+    (``<block>_<params>_speed<N>``) and its results are kept apart from the default grade's."""
     _load_optional_blocks()
     if block not in BLOCKS:
         raise ValueError(f"unknown block {block!r}; blocks are {sorted(BLOCKS)}")
@@ -239,9 +264,10 @@ def synthesize(
         raise ValueError(f"unknown target {target!r}; targets are {sorted(TARGETS)}")
     factory, defaults, _ = BLOCKS[block]
     params = {**defaults, **(params or {})}
-    tgt = TARGETS[target]
+    tgt = TARGETS[target].with_speed(speed)
     goal_mhz = BLOCK_TARGET_MHZ.get((block, tgt.family), tgt.freq_mhz)
-    out = (out_root or build_root() / "synth") / target / f"{block}_{_params_slug(params)}"
+    grade = "" if tgt.speed == TARGETS[target].speed else f"_speed{tgt.speed}"
+    out = (out_root or build_root() / "synth") / target / f"{block}_{_params_slug(params)}{grade}"
     out.mkdir(parents=True, exist_ok=True)
     # the factory also learns the FPGA family (vendor primitives); it is not a block parameter
     dut = factory({**params, "family": tgt.family})
@@ -314,6 +340,7 @@ def synthesize(
             "params": params,
             "target": target,
             "device": tgt.description,
+            "speed": tgt.speed,
             "seed": seed,
             "LUT4": None,
             "FF": None,
@@ -358,6 +385,7 @@ def synthesize(
         "params": params,
         "target": target,
         "device": tgt.description,
+        "speed": tgt.speed,
         "seed": seed,
         **res,
         "Fmax_MHz": round(fmax, 1) if fmax is not None else None,
@@ -420,6 +448,11 @@ def _fmax_cell(r: dict) -> str:
     return f"{r['Fmax_MHz']}" + (f" ({', '.join(others)})" if others else "")
 
 
+def _target_cell(r: dict) -> str:
+    """The target, with the speed grade where the part has one (``ecp5-85 -6``)."""
+    return f"{r['target']} -{r['speed']}" if r.get("speed") else r["target"]
+
+
 def _markdown(results: list[dict], versions: dict, cmdline: str) -> str:
     lines = [
         "# Post-place-and-route results",
@@ -433,14 +466,15 @@ def _markdown(results: list[dict], versions: dict, cmdline: str) -> str:
     ]
     for r in results:
         p = ", ".join(f"{k}={v}" for k, v in r["params"].items())
+        tname = _target_cell(r)
         if r.get("error"):
             lines.append(
-                f"| {r['block']} | {p} | {r['target']} | {r['error']} | | | | | | "
+                f"| {r['block']} | {p} | {tname} | {r['error']} | | | | | | "
                 f"{r['target_MHz']:.0f} | no |"
             )
             continue
         lines.append(
-            f"| {r['block']} | {p} | {r['target']} | {r['LUT4']} | {r['LUT4_per_lane'] or ''} | "
+            f"| {r['block']} | {p} | {tname} | {r['LUT4']} | {r['LUT4_per_lane'] or ''} | "
             f"{r['FF']} | {r['BRAM']} | {r['DSP']} | {_fmax_cell(r)} | {r['target_MHz']:.0f} | "
             f"{'yes' if r['target_met'] else 'no'} |"
         )
@@ -457,7 +491,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def _merge_results(path: Path, results: list[dict]) -> list[dict]:
     def key(r: dict) -> str:
-        return json.dumps([r["block"], r["target"], r["params"]], sort_keys=True)
+        return json.dumps([r["block"], r["target"], r.get("speed"), r["params"]], sort_keys=True)
 
     old: list[dict] = []
     if path.exists():
@@ -467,7 +501,8 @@ def _merge_results(path: Path, results: list[dict]) -> list[dict]:
             old = []  # an unreadable old report is replaced, not merged
     fresh = {key(r) for r in results}
     merged = [r for r in old if isinstance(r, dict) and "block" in r and key(r) not in fresh] + results
-    return sorted(merged, key=lambda r: (r["block"], r["target"], json.dumps(r["params"], sort_keys=True)))
+    return sorted(merged, key=lambda r: (r["block"], r["target"], r.get("speed") or 0,
+                                         json.dumps(r["params"], sort_keys=True)))
 
 
 def _parse_params(text: str | None) -> dict:
@@ -496,7 +531,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     results = []
     for i, (b, t, v) in enumerate(runs):
         log(f"[synth] run {i + 1}/{len(runs)}")
-        results.append(synthesize(b, t, v, seed=args.seed, log=log, more_seeds=args.more_seeds))
+        results.append(synthesize(b, t, v, seed=args.seed, log=log, more_seeds=args.more_seeds,
+                                  speed=args.speed if TARGETS[t].family == "ecp5" else None))
     versions = tool_versions()
     cmdline = (
         "equispike " + " ".join(sys.argv[1:])
@@ -535,6 +571,12 @@ def register(sub) -> None:
     s.add_argument("--params", help="block parameters key=value[,key=value], e.g. lanes=32")
     s.add_argument("--sweep", action="store_true", help="run each block's lane-count sweep")
     s.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    s.add_argument(
+        "--speed",
+        type=int,
+        choices=ECP5_SPEED_GRADES,
+        help="ECP5 speed grade (default 6, the slowest; iCE40 targets ignore it)",
+    )
     s.add_argument(
         "--more-seeds",
         type=lambda t: [int(x) for x in t.split(",") if x],

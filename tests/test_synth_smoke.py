@@ -9,7 +9,14 @@ import json
 
 import pytest
 
-from equispike.rtl.synth import TARGETS, _fmax_cell, late_endpoints, synthesize
+from equispike.rtl.synth import (
+    TARGETS,
+    _fmax_cell,
+    _markdown,
+    _merge_results,
+    late_endpoints,
+    synthesize,
+)
 
 
 def test_small_neuron_array_places_and_routes_on_ecp5(tmp_path):
@@ -63,6 +70,33 @@ def test_small_engine_places_and_routes_on_up5k(tmp_path):
     res = synthesize("engine", "up5k", params, log=lambda s: None, out_root=tmp_path)
     assert res["LUT4"] > 0 and res["BRAM"] > 0 and res["harness_bits"] > 0, res
     assert res["Fmax_MHz"] is not None and res["Fmax_MHz"] > 0, res
+
+
+def test_speed_grade_places_into_its_own_directory_and_row(tmp_path):
+    """``speed=8``: nextpnr runs with the -8 timing model, into a build directory of its own, and
+    the report keeps the row apart from the default grade's (same block, target, parameters)."""
+    params = {"lanes": 1, "neurons": 2, "current_width": 6, "membrane_width": 8}
+    fast = synthesize("neuron", "ecp5-25", params, log=lambda s: None, out_root=tmp_path, speed=8)
+    assert fast["speed"] == 8 and "speed grade 8" in fast["device"], fast
+    out = tmp_path / "ecp5-25" / "neuron_current_width6_lanes1_membrane_width8_neurons2_speed8"
+    assert json.loads((out / "result.json").read_text()) == fast
+    # the default grade's row of the same parameters stays a row of its own
+    slow = {**fast, "speed": 6, "Fmax_MHz": 1.0}
+    merged = _merge_results(tmp_path / "none.json", [slow, fast])
+    assert [r["speed"] for r in merged] == [6, 8]
+    table = _markdown(merged, {}, "cmd")
+    assert "| ecp5-25 -6 |" in table and "| ecp5-25 -8 |" in table, table
+
+
+def test_speed_grade_requests_are_checked():
+    assert TARGETS["ecp5-85"].speed == 6
+    t8 = TARGETS["ecp5-85"].with_speed(8)
+    assert t8.device_args == ("--85k", "--package", "CABGA381", "--speed", "8")
+    assert TARGETS["ecp5-85"].with_speed(None) is TARGETS["ecp5-85"]
+    with pytest.raises(ValueError, match="speed grade must be one of"):
+        TARGETS["ecp5-85"].with_speed(5)
+    with pytest.raises(ValueError, match="ECP5 targets only"):
+        TARGETS["up5k"].with_speed(8)
 
 
 def test_bad_requests_are_rejected(tmp_path):

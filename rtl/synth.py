@@ -489,9 +489,15 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _speed_of(r: dict) -> int:
+    """A row's speed grade (rows written before grades were recorded: the target's default)."""
+    t = TARGETS.get(r["target"])
+    return r.get("speed") or (t.speed if t is not None else None) or 0
+
+
 def _merge_results(path: Path, results: list[dict]) -> list[dict]:
     def key(r: dict) -> str:
-        return json.dumps([r["block"], r["target"], r.get("speed"), r["params"]], sort_keys=True)
+        return json.dumps([r["block"], r["target"], _speed_of(r), r["params"]], sort_keys=True)
 
     old: list[dict] = []
     if path.exists():
@@ -501,7 +507,7 @@ def _merge_results(path: Path, results: list[dict]) -> list[dict]:
             old = []  # an unreadable old report is replaced, not merged
     fresh = {key(r) for r in results}
     merged = [r for r in old if isinstance(r, dict) and "block" in r and key(r) not in fresh] + results
-    return sorted(merged, key=lambda r: (r["block"], r["target"], r.get("speed") or 0,
+    return sorted(merged, key=lambda r: (r["block"], r["target"], _speed_of(r),
                                          json.dumps(r["params"], sort_keys=True)))
 
 

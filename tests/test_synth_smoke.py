@@ -84,6 +84,10 @@ def test_speed_grade_places_into_its_own_directory_and_row(tmp_path):
     slow = {**fast, "speed": 6, "Fmax_MHz": 1.0}
     merged = _merge_results(tmp_path / "none.json", [slow, fast])
     assert [r["speed"] for r in merged] == [6, 8]
+    # a row written before speed grades were recorded is the target's default grade: replaced
+    old = {k: v for k, v in slow.items() if k != "speed"}
+    (tmp_path / "old.json").write_text(json.dumps({"results": [old, fast]}))
+    assert _merge_results(tmp_path / "old.json", [slow]) == [slow, fast]
     table = _markdown(merged, {}, "cmd")
     assert "| ecp5-25 -6 |" in table and "| ecp5-25 -8 |" in table, table
 

@@ -526,6 +526,8 @@ def _parse_params(text: str | None) -> dict:
 def cmd_synth(args: argparse.Namespace) -> int:
     _load_optional_blocks()
     targets = args.target or (["ecp5-85", "up5k"] if args.sweep else ["ecp5-85"])
+    if args.speed is not None and all(TARGETS[t].family != "ecp5" for t in targets):
+        raise ValueError(f"--speed is an ECP5 speed grade; no ECP5 target among {targets}")
     blocks = [args.block] if args.block else sorted(BLOCKS)
     runs = []
     for b in blocks:
@@ -581,7 +583,7 @@ def register(sub) -> None:
         "--speed",
         type=int,
         choices=ECP5_SPEED_GRADES,
-        help="ECP5 speed grade (default 6, the slowest; iCE40 targets ignore it)",
+        help="ECP5 speed grade (default 6, the slowest); iCE40 targets in the same run have none",
     )
     s.add_argument(
         "--more-seeds",

@@ -101,6 +101,9 @@ def test_speed_grade_requests_are_checked():
         TARGETS["ecp5-85"].with_speed(5)
     with pytest.raises(ValueError, match="ECP5 targets only"):
         TARGETS["up5k"].with_speed(8)
+    from equispike.rtl.synth import main
+    with pytest.raises(ValueError, match="no ECP5 target"):
+        main(["--target", "up5k", "--speed", "8", "--block", "neuron"])
 
 
 def test_bad_requests_are_rejected(tmp_path):

@@ -31,6 +31,8 @@ RO_LAT = 4
 #: Largest bank (words) whose "touched" flags are kept in distributed RAM (at most 4 16-word
 #: blocks per read port: a 4:1 read multiplexer); larger ones use a block RAM per bank
 LUTRAM_FLAG_WORDS = 64
+#: Forms of the "touched" flag memories (``SpikeAdditionEngine(flag_ram=...)``)
+FLAG_RAMS = ("distributed", "block")
 #: Bits per group of the output register with its own copies of the output valid bit and the
 #: "untouched word" flag (their enable/reset nets stay local): one block-RAM column's worth of
 #: the readout copy (18-bit mode), whose output the group registers
@@ -180,11 +182,19 @@ class SpikeAdditionEngine(wiring.Component):
         LUT per weight bit less. Default: on ECP5 (``ram_target="ecp5"``) when the rows fit one
         ``DP16KD`` column (``2 · n_in · chunks <= 1024``); off elsewhere (the UP5K has 30 small
         block RAMs), where the sign is applied as ``w XOR s`` a stage before the adder.
+    flag_ram : {None, "distributed", "block"}
+        Memory of the per-bank "touched" flags. ``"distributed"``: asynchronously read LUT RAM
+        (ECP5; at most ``LUTRAM_FLAG_WORDS`` words per bank), readout latency ``RO_LAT``;
+        ``"block"``: a block RAM per bank read through registers, one cycle more of readout
+        latency. Default: distributed exactly when the bank fits. On iCE40, which has no LUT
+        RAM, distributed flags become flip-flops with a wide read multiplexer: use ``"block"``
+        there (the synthesis flow does).
     """
 
     def __init__(self, weights, bias=None, *, lanes: int, acc_width: int, n_vectors: int = 1,
                  compact_zero_vectors: bool = True, ram_target: str | None = None,
-                 carry_target: str | None = None, sign_in_rom: bool | None = None):
+                 carry_target: str | None = None, sign_in_rom: bool | None = None,
+                 flag_ram: str | None = None):
         if ram_target not in RAM_TARGETS:
             raise ValueError(f"ram_target must be one of {RAM_TARGETS}, got {ram_target!r}")
         if carry_target not in CARRY_TARGETS:
@@ -225,6 +235,16 @@ class SpikeAdditionEngine(wiring.Component):
             raise ValueError(f"sign_in_rom: 2 x n_in x chunks = {2 * self.n_in * self.chunks} "
                              f"weight words exceed one DP16KD column (1024 words)")
         self.sign_in_rom = bool(sign_in_rom)
+        if flag_ram is None:
+            flag_ram = "distributed" if self.entries <= LUTRAM_FLAG_WORDS else "block"
+        elif flag_ram not in FLAG_RAMS:
+            raise ValueError(f"flag_ram must be one of {FLAG_RAMS}, got {flag_ram!r}")
+        elif flag_ram == "distributed" and self.entries > LUTRAM_FLAG_WORDS:
+            raise ValueError(f"flag_ram='distributed' holds at most {LUTRAM_FLAG_WORDS} words per "
+                             f"bank, got n_vectors x chunks = {self.entries}")
+        self.flag_ram = flag_ram
+        #: readout stages from a read's issue to the RAM output register (see ``flag_ram``)
+        self.readout_stages = RO_LAT if flag_ram == "distributed" else RO_LAT + 1
         if ram_target == "ecp5":
             # (both RAMs have contents: one DP16KD column in its 18-bit mode, 1024 words, per
             # 18 bits of word; the accumulators also hold the dummy word of their write side)
@@ -318,8 +338,8 @@ class SpikeAdditionEngine(wiring.Component):
         # across the chip to the two registers it feeds
         # (block RAMs for large banks: registered addresses, read latency 3; the readout then
         # reads its accumulator copy one cycle later, RO_LAT + 1)
-        lut_flags = E <= LUTRAM_FLAG_WORDS
-        ro_lat = RO_LAT if lut_flags else RO_LAT + 1
+        lut_flags = self.flag_ram == "distributed"
+        ro_lat = self.readout_stages
         flags = []
         for k in range(2):
             if lut_flags:
@@ -868,6 +888,8 @@ def _synth_engine(p: dict) -> SpikeAdditionEngine:
     return SpikeAdditionEngine(w, b, lanes=int(p.get("lanes", 64)),
                                acc_width=int(p.get("acc_width", required_acc_width(w, b))),
                                n_vectors=int(p.get("n_vectors", 17)),
+                               # (iCE40 has no LUT RAM: flags in flip-flops are its slowest path)
+                               flag_ram="block" if p.get("family") == "ice40" else None,
                                ram_target="ecp5" if p.get("family") == "ecp5" else "generic",
                                carry_target="ecp5" if p.get("family") == "ecp5" else "generic")
 

@@ -67,8 +67,8 @@ class Target:
         return Target(self.name, self.family, tuple(args), self.freq_mhz, desc, speed)
 
 
-#: nextpnr's ECP5 timing models: -6 (slowest, e.g. the ULX3S's LFE5U-85F-6), -7, -8 (fastest,
-#: e.g. the LFE5UM5G-85F-8 of Lattice's ECP5-5G evaluation board)
+#: nextpnr's ECP5 timing models: -6 (the slowest, e.g. the ULX3S's LFE5U-85F-6), -7 and -8 (the
+#: fastest; the same parts ordered in a faster grade)
 ECP5_SPEED_GRADES = (6, 7, 8)
 
 
@@ -397,6 +397,8 @@ def synthesize(
         "carry_ports_opened": trimmed,
         "yosys_s": round(t1 - t0, 1),
         "nextpnr_s": round(t2 - t1, 1),
+        # the place-and-route command line without the tool's path (reproduce a row with it)
+        "nextpnr_args": pnr[1:],
         "late_endpoints": late_endpoints(rep, 1000.0 / goal_mhz),
     }
     if more_seeds:

@@ -10,7 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from equispike.rtl.engine import SpikeAdditionEngine, ZeroVectorExpander, required_acc_width
+from equispike.rtl.engine import (
+    RO_LAT,
+    SpikeAdditionEngine,
+    ZeroVectorExpander,
+    required_acc_width,
+)
 from equispike.sim.scoreboard import Scoreboard
 
 try:
@@ -363,7 +368,7 @@ def test_engine_lint(request):
 # ---------------------------------------------------------------- fast Amaranth-simulator tests
 def amaranth_engine(W, bias, spikes, *, lanes, n_vectors, idle=0.0, bp=0.0, seed=0,
                     abort_beats=None, width=None, ordered=False, compact=True, raw=None,
-                    sign_in_rom=None):
+                    sign_in_rom=None, flag_ram=None):
     """Currents (T, V, n_out) of the engine on Amaranth's simulator, and the cycle count.
 
     ``compact`` selects the readout protocol (compact beats are expanded before comparing);
@@ -376,7 +381,8 @@ def amaranth_engine(W, bias, spikes, *, lanes, n_vectors, idle=0.0, bp=0.0, seed
 
     eng = SpikeAdditionEngine(W, bias, lanes=lanes, n_vectors=n_vectors,
                               acc_width=width or required_acc_width(W, bias),
-                              compact_zero_vectors=compact, sign_in_rom=sign_in_rom)
+                              compact_zero_vectors=compact, sign_in_rom=sign_in_rom,
+                              flag_ram=flag_ram)
     eng.check_invariants = True
     T = spikes.shape[0]
     beats = spikes_to_events(spikes, None if ordered else np.random.default_rng(seed))
@@ -442,6 +448,19 @@ def test_engine_fast_stalls(idle, bp, compact, flag_ram):
     got, _ = amaranth_engine(W, bias, sp, lanes=4, n_vectors=2, idle=idle, bp=bp, seed=4,
                              compact=compact)
     _check(W, bias, sp, got)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("flag_ram", ["distributed", "block"])
+def test_engine_fast_flag_ram_chosen(flag_ram):
+    """``flag_ram`` chosen explicitly (the iCE40 synthesis form is "block" at any size): the
+    currents stay exact under back-pressure with either flag memory on small banks."""
+    W, bias, sp = random_case(12, 7, 10, 2, 6, 0.4)
+    got, _ = amaranth_engine(W, bias, sp, lanes=4, n_vectors=2, bp=0.5, seed=7, flag_ram=flag_ram)
+    _check(W, bias, sp, got)
+    eng = SpikeAdditionEngine(W, bias, lanes=4, n_vectors=2, acc_width=required_acc_width(W, bias),
+                              flag_ram=flag_ram)
+    assert eng.readout_stages == {"distributed": RO_LAT, "block": RO_LAT + 1}[flag_ram]
 
 
 @pytest.mark.sim
@@ -648,6 +667,15 @@ def test_engine_parameter_errors():
     with pytest.raises(ValueError, match="accumulators 1026"):
         SpikeAdditionEngine(W, lanes=8, acc_width=16, n_vectors=512, ram_target="ecp5")
     SpikeAdditionEngine(np.ones((513, 4), dtype=np.int64), lanes=2, acc_width=16)  # (no limit)
+    # flag memories: distributed up to LUTRAM_FLAG_WORDS words per bank (the default there),
+    # block RAM at any size
+    assert SpikeAdditionEngine(W, lanes=2, acc_width=16, n_vectors=21).flag_ram == "distributed"
+    assert SpikeAdditionEngine(W, lanes=2, acc_width=16, n_vectors=22).flag_ram == "block"
+    assert SpikeAdditionEngine(W, lanes=2, acc_width=16, flag_ram="block").flag_ram == "block"
+    with pytest.raises(ValueError, match="at most 64 words per bank, got n_vectors x chunks = 66"):
+        SpikeAdditionEngine(W, lanes=2, acc_width=16, n_vectors=22, flag_ram="distributed")
+    with pytest.raises(ValueError, match="flag_ram must be one of"):
+        SpikeAdditionEngine(W, lanes=2, acc_width=16, flag_ram="lut")
 
 
 @pytest.mark.sim

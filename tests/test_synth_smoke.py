@@ -24,6 +24,8 @@ def test_small_neuron_array_places_and_routes_on_ecp5(tmp_path):
     res = synthesize("neuron", "ecp5-25", params, log=lambda s: None, out_root=tmp_path,
                      more_seeds=[2])
     assert res["LUT4"] > 0 and res["FF"] > 0
+    args = res["nextpnr_args"]
+    assert args[:5] == ["--25k", "--package", "CABGA256", "--speed", "6"], args
     # the same netlist placed again with seed 2: its own report and figures
     assert set(res["Fmax_by_seed"]) == {"1", "2"} and res["Fmax_by_seed"]["1"] == res["Fmax_MHz"]
     assert res["Fmax_by_seed"]["2"] > 0 and set(res["late_by_seed"]) == {"1", "2"}
@@ -78,6 +80,8 @@ def test_speed_grade_places_into_its_own_directory_and_row(tmp_path):
     params = {"lanes": 1, "neurons": 2, "current_width": 6, "membrane_width": 8}
     fast = synthesize("neuron", "ecp5-25", params, log=lambda s: None, out_root=tmp_path, speed=8)
     assert fast["speed"] == 8 and "speed grade 8" in fast["device"], fast
+    args = fast["nextpnr_args"]
+    assert args[args.index("--speed") + 1] == "8" and args.count("--speed") == 1, args
     out = tmp_path / "ecp5-25" / "neuron_current_width6_lanes1_membrane_width8_neurons2_speed8"
     assert json.loads((out / "result.json").read_text()) == fast
     # the default grade's row of the same parameters stays a row of its own

@@ -96,9 +96,10 @@ class SpikeAdditionEngine(wiring.Component):
       read/write-collision logic behind their outputs.
     * Per bank a 1-bit "touched this step" flag per word, in distributed RAM (asynchronous
       reads; banks of at most ``LUTRAM_FLAG_WORDS = 64`` words) or else a block RAM (registered
-      addresses, read latency 3): a word not yet touched in the step enters the adder as 0 and
-      reads out as 0 (synchronous reset of the output register), so readout writes no zeros;
-      it clears the flags of the words it has delivered (registered, one cycle later).
+      addresses, read latency 3; see ``flag_ram``): a word not yet touched in the step enters
+      the adder as 0 and reads out as 0 (synchronous reset of the output register), so
+      readout writes no zeros; it clears the flags of the words it has delivered (registered,
+      one cycle later).
     * (compact readout) Per bank an ``n_vectors``-bit register of "vector touched this step"
       flags, set when an event's first item issues, loaded by the clear pass (bank 0: all ones
       if the bias has a nonzero element, else 0; bank 1: 0), and cleared when the bank's

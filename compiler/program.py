@@ -1,0 +1,476 @@
+"""Compile an artifact into a core program: memory layout, images, instructions (SPEC §7, §9).
+
+The program runs one inference: load the image, reset every site, then one pass of the step body
+per time step (the SPEC §7 operators in network order, SPEC §9 run semantics), then send the logits.
+Every region's size follows the model; every word width is checked against the width analysis
+(:func:`~equispike.model.widths.analyze`), so a model that does not fit a core is rejected with
+the region or bound named, never truncated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..model.artifact import ViTArtifact
+from ..model.energy import layernorm_row_cost, softmax_row_cost
+from ..model.widths import analyze, signed_bits
+from .isa import SRC_CODES, SRC_SCODES, SRC_SPIKES, CoreParams, Instr, Op
+
+__all__ = ["CompileError", "Region", "SiteMap", "Program", "compile_artifact", "MEMORIES"]
+
+#: memory name -> the CoreParams depth attribute
+MEMORIES = {"D": "d_depth", "V": "n_depth", "T": "n_depth", "S": "s_depth", "Q": "q_depth",
+            "W": "w_depth", "I": "i_depth"}
+
+
+class CompileError(ValueError):
+    """The model does not fit the core (a region or a bound is named)."""
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class Region:
+    mem: str
+    base: int
+    rows: int
+    note: str
+
+
+@dataclass(frozen=True)
+class SiteMap:
+    """Where a site lives: rows ``base … base + nvec·nch − 1`` of ``V``/``T``/``S``."""
+
+    name: str
+    base: int
+    nvec: int
+    nch: int
+    channels: int
+    shape: tuple[int, ...]  # the golden record's per-image shape
+
+
+@dataclass
+class Program:
+    params: CoreParams
+    instrs: list[Instr]
+    step_start: int
+    regions: dict[str, Region]
+    images: dict[str, np.ndarray]  # memory -> (rows, lanes) int64 initial contents
+    sites: dict[str, SiteMap]
+    counters: dict[int, str]  # tid -> name
+    ac_fanout: dict[int, int]  # tid -> ACs per counted spike (SPEC §10)
+    row_costs: dict[int, tuple[int, int]]  # tid -> (MACs, ACs) per recomputed row
+    fixed_macs: int  # the analog first layer, once per image
+    input_rows: int
+    logits_base: int
+    logits_rows: int
+    classes: int
+    t_max: int
+    widths: dict[str, tuple[int, int]] = field(default_factory=dict)  # word -> (needed, available)
+
+    def listing(self) -> str:
+        """Readable program: memory map, then one line per instruction."""
+        out = ["; memory map"]
+        for name, r in sorted(self.regions.items(), key=lambda kv: (kv[1].mem, kv[1].base)):
+            out.append(f";   {r.mem}[{r.base:5d} +{r.rows:5d}]  {name}  {r.note}")
+        out.append("; word widths (needed / available)")
+        for k, (need, have) in self.widths.items():
+            out.append(f";   {k:<10} {need:3d} / {have:3d}")
+        out.append("; program")
+        for i, ins in enumerate(self.instrs):
+            mark = ">" if i == self.step_start else " "
+            out.append(f"{i:4d}{mark} {ins.listing()}")
+        return "\n".join(out) + "\n"
+
+    def energy(self, counts: np.ndarray) -> dict[str, int | float]:
+        """SPEC §10 counts and energy (pJ) of one inference from the core's event counters."""
+        from ..model.vit import AC_PJ, MAC_PJ
+
+        acs = sum(int(counts[t]) * f for t, f in self.ac_fanout.items())
+        macs = self.fixed_macs
+        for t, (m, a) in self.row_costs.items():
+            macs += int(counts[t]) * m
+            acs += int(counts[t]) * a
+        return {"acs": acs, "macs": macs, "energy_pj": MAC_PJ * macs + AC_PJ * acs}
+
+
+class _Alloc:
+    def __init__(self, params: CoreParams):
+        self.params = params
+        self.next = dict.fromkeys(MEMORIES, 0)
+        self.regions: dict[str, Region] = {}
+
+    def take(self, mem: str, name: str, rows: int, note: str = "") -> int:
+        base = self.next[mem]
+        if mem in ("V", "T"):
+            raise AssertionError("V/T rows are allocated with their S rows")
+        self.next[mem] = base + rows
+        self.regions[name] = Region(mem, base, rows, note)
+        return base
+
+
+def _rows(a: np.ndarray, P: int) -> np.ndarray:
+    """``(n, C)`` -> ``(n·ceil(C/P), P)`` rows, zero-padded lanes."""
+    a = np.asarray(a, dtype=np.int64)
+    n, C = a.shape
+    ch = _cdiv(C, P)
+    out = np.zeros((n, ch * P), dtype=np.int64)
+    out[:, :C] = a
+    return out.reshape(n * ch, P)
+
+
+def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> Program:
+    """Layout, memory images and program of ``art`` on a core with ``params``."""
+    if not isinstance(art, ViTArtifact):
+        raise TypeError(f"art must be a ViTArtifact, got {type(art).__name__}")
+    if not isinstance(params, CoreParams):
+        raise TypeError(f"params must be a CoreParams, got {type(params).__name__}")
+    if not isinstance(t_max, int) or t_max < 1:
+        raise ValueError(f"t_max must be a positive integer, got {t_max!r}")
+    P = params.lanes
+    d, T, S = art.dims, art.tensors, art.sites
+    rep = analyze(art)
+    N, D, F, H, dh = d.tokens, d.dim, d.mlp_dim, d.heads, d.head_dim
+    Np, pd = d.patches, d.patch_dim
+    Dch, Fch, Nch, Pdch = _cdiv(D, P), _cdiv(F, P), _cdiv(N, P), _cdiv(pd, P)
+    Cch = _cdiv(d.classes, P)
+    al = _Alloc(params)
+    img: dict[str, list[tuple[int, np.ndarray]]] = {m: [] for m in MEMORIES}
+
+    def put(mem: str, base: int, rows: np.ndarray) -> None:
+        img[mem].append((base, rows))
+
+    # ---- fixed checks against the core's fixed-point parameters -----------------------------------
+    if (art.ln_K, art.ln_P) != (params.ln_K, params.ln_P):
+        raise CompileError(f"LayerNorm K, P = {art.ln_K}, {art.ln_P}; the core has "
+                           f"{params.ln_K}, {params.ln_P}")
+    for i, sp in enumerate(art.softmax):
+        if (sp.G, sp.H, sp.F, sp.P) != (params.sm_G, params.sm_H, params.sm_F, params.sm_P):
+            raise CompileError(f"softmax[{i}] G, H, F, P = {sp.G}, {sp.H}, {sp.F}, {sp.P}; the core has "
+                               f"{params.sm_G}, {params.sm_H}, {params.sm_F}, {params.sm_P}")
+        if sp.C >= 1 << params.cw:
+            raise CompileError(f"softmax[{i}].C = {sp.C} needs more than cw = {params.cw} bits")
+    for name, E in art.ln_eps.items():
+        if E >= 1 << params.ew:
+            raise CompileError(f"ln_eps[{name}] = {E} needs more than ew = {params.ew} bits")
+    if D > params.max_dim:
+        raise CompileError(f"dims.dim = {D} exceeds the LayerNorm unit's max_dim = {params.max_dim}")
+    if N > params.max_n:
+        raise CompileError(f"tokens = {N} exceed the softmax unit's max_n = {params.max_n}")
+
+    # ---- widths ----------------------------------------------------------------------------------
+    def bits_of(keys: list[str]) -> int:
+        return max(rep.bits[k] for k in keys)
+
+    sites_all = list(S)
+    dkeys = [k for k in rep.bits if k.endswith(".current") or k.endswith(".scores") or k.endswith(".output")
+             or k.endswith(".scores.step")] + ["residual", "logits"]
+    bias_bits = max(signed_bits(int(np.min(T[k])), int(np.max(T[k]))) for k in T if k.endswith("bias"))
+    init_bits = signed_bits(int(np.min(T["pos"])) - int(np.abs(T["cls"]).max()),
+                            int(np.max(T["pos"])) + int(np.abs(T["cls"]).max()))
+    need_d = max(bits_of(dkeys), bias_bits, init_bits, params.sm_P + 2)
+    need_v = bits_of([f"{s}.membrane" for s in sites_all])
+    need_t = bits_of([f"{s}.tracer" for s in sites_all])
+    theta_max = max(int(np.max(S[s].theta)) for s in sites_all)
+    gb = [T[k] for k in T if k.endswith("gamma") or k.endswith("beta")]
+    need_q = max([theta_max.bit_length() + 1] + [signed_bits(int(g.min()), int(g.max())) for g in gb])
+    need_i = max(1, int(art.input_max).bit_length()) if art.input_min >= 0 else signed_bits(art.input_min,
+                                                                                              art.input_max)
+    widths = {"D (dw)": (need_d, params.dw), "V (vw)": (need_v, params.vw), "T (tw)": (need_t, params.tw),
+              "Q (pw)": (need_q, params.pw), "I (iw)": (need_i, params.iw)}
+    for k, (need, have) in widths.items():
+        if need > have:
+            raise CompileError(f"word {k}: the model's worst case needs {need} bits, the core has {have}")
+
+    # ---- parameters in D: biases, the residual's t = 0 term, head bias ---------------------------
+    def bias_rows(b: np.ndarray) -> np.ndarray:
+        return _rows(np.asarray(b).reshape(1, -1), P)
+
+    bias: dict[str, int] = {}
+
+    def site_bias(site: str, b: np.ndarray) -> None:
+        bias[site] = al.take("D", f"bias.{site}", _cdiv(b.size, P), "bias, added at t = 0")
+        put("D", bias[site], bias_rows(b))
+
+    site_bias("patch_embed", T["patch_embed.bias"])
+    for i in range(d.depth):
+        p = f"blocks.{i}."
+        b = T[p + "qkv.bias"]
+        for k, s in enumerate("qkv"):
+            site_bias(p + s, b[k * D:(k + 1) * D])
+        site_bias(p + "proj", T[p + "proj.bias"])
+        site_bias(p + "fc1", T[p + "fc1.bias"])
+        site_bias(p + "fc2", T[p + "fc2.bias"])
+    init = np.broadcast_to(T["pos"].astype(np.int64), (N, D)).copy()
+    init[0] += T["cls"]
+    init_base = al.take("D", "residual.init", N * Dch, "pos + cls, the residual's t = 0 input")
+    put("D", init_base, _rows(init, P))
+    hbias = al.take("D", "head.bias", Cch, "head bias (logits start value)")
+    put("D", hbias, bias_rows(T["head.bias"]))
+    dyn_start = al.next["D"]
+
+    # ---- dynamic D regions ------------------------------------------------------------------------
+    logits = al.take("D", "logits", Cch, "Σ_t head outputs")
+    du = al.take("D", "residual.delta", N * Dch, "ΔU of the current step")
+    cur: dict[str, int] = {}
+    cur["patch_embed"] = al.take("D", "cur.patch_embed", Np * Dch, "currents")
+    blk: list[dict[str, int]] = []
+    for i in range(d.depth):
+        p = f"blocks.{i}."
+        r: dict[str, int] = {}
+        r["ln1.x"] = al.take("D", p + "ln1.x", N * Dch, "LayerNorm running input")
+        r["ln1.y"] = al.take("D", p + "ln1.y", N * Dch, "LayerNorm previous output")
+        cur[p + "norm1"] = al.take("D", p + "cur.norm1", N * Dch, "currents")
+        r["qkv"] = al.take("D", p + "cur.qkv", N * 3 * Dch, "currents of q, k, v (per token: q, k, v chunks)")
+        r["Q"] = al.take("D", p + "sum.q", N * Dch, "Σ q spikes (SESA A(t−1))")
+        r["KT"] = al.take("D", p + "sum.kT", D * Nch, "Σ k spikes, transposed (SESA B(t)ᵀ)")
+        r["V"] = al.take("D", p + "sum.v", N * Dch, "Σ v spikes")
+        r["A"] = al.take("D", p + "sum.attn", H * N * Nch, "Σ attn spikes")
+        r["dZ"] = al.take("D", p + "scores.delta", H * N * Nch, "ΔZ of the current step")
+        r["Z"] = al.take("D", p + "scores.x", H * N * Nch, "softmax running input")
+        r["Y"] = al.take("D", p + "softmax.y", H * N * Nch, "softmax previous output")
+        cur[p + "attn"] = al.take("D", p + "cur.attn", H * N * Nch, "currents")
+        cur[p + "after_attn"] = al.take("D", p + "cur.after_attn", N * Dch, "currents")
+        cur[p + "proj"] = al.take("D", p + "cur.proj", N * Dch, "currents")
+        r["ln2.x"] = al.take("D", p + "ln2.x", N * Dch, "LayerNorm running input")
+        r["ln2.y"] = al.take("D", p + "ln2.y", N * Dch, "LayerNorm previous output")
+        cur[p + "norm2"] = al.take("D", p + "cur.norm2", N * Dch, "currents")
+        cur[p + "fc1"] = al.take("D", p + "cur.fc1", N * Fch, "currents")
+        cur[p + "fc2"] = al.take("D", p + "cur.fc2", N * Dch, "currents")
+        blk.append(r)
+    fin_x = al.take("D", "norm.x", N * Dch, "LayerNorm running input")
+    fin_y = al.take("D", "norm.y", N * Dch, "LayerNorm previous output")
+    cur["norm"] = al.take("D", "cur.norm", N * Dch, "currents")
+    dyn_end = al.next["D"]
+
+    # ---- sites: V/T/S rows, Θ rows in Q -----------------------------------------------------------
+    sites: dict[str, SiteMap] = {}
+    theta: dict[str, int] = {}
+
+    def site(name: str, nvec: int, channels: int, shape: tuple[int, ...]) -> None:
+        nch = _cdiv(channels, P)
+        base = al.next["S"]
+        al.next["S"] += nvec * nch
+        al.regions[f"site.{name}"] = Region("S", base, nvec * nch, "spikes; V and T at the same rows")
+        sites[name] = SiteMap(name, base, nvec, nch, channels, shape)
+        th = np.broadcast_to(np.asarray(S[name].theta, dtype=np.int64).reshape(-1), (channels,)).copy()
+        # padding lanes: Θ = 1 keeps an input-free neuron at V = 0 (it never fires)
+        trow = _rows(th.reshape(1, -1), P)
+        trow[:, :][np.arange(nch * P).reshape(nch, P) >= channels] = 1
+        theta[name] = al.take("Q", f"theta.{name}", nch, "Θ per channel")
+        put("Q", theta[name], trow)
+
+    site("patch_embed", Np, D, (Np, D))
+    for i in range(d.depth):
+        p = f"blocks.{i}."
+        for s, nv, ch, shp in (("norm1", N, D, (N, D)), ("q", N, D, (N, D)), ("k", N, D, (N, D)),
+                               ("v", N, D, (N, D)), ("attn", H * N, N, (H, N, N)),
+                               ("after_attn", N, D, (N, D)), ("proj", N, D, (N, D)),
+                               ("norm2", N, D, (N, D)), ("fc1", N, F, (N, F)), ("fc2", N, D, (N, D))):
+            site(p + s, nv, ch, shp)
+    site("norm", N, D, (N, D))
+    n_rows = al.next["S"]
+    kts = []
+    for i in range(d.depth):
+        kts.append(al.take("S", f"blocks.{i}.kT.spikes", D * Nch, "k spikes of the step, transposed"))
+    gamma: dict[str, tuple[int, int]] = {}
+    for ln in art.ln_names():
+        g = al.take("Q", f"{ln}.gamma", Dch, "Γ")
+        b = al.take("Q", f"{ln}.beta", Dch, "B")
+        put("Q", g, bias_rows(T[ln + ".gamma"]))
+        put("Q", b, bias_rows(T[ln + ".beta"]))
+        gamma[ln] = (g, b)
+
+    # ---- weights (W): transposed, row = input channel, chunks of outputs ---------------------------
+    wb: dict[str, int] = {}
+
+    def weights(name: str, w: np.ndarray, note: str) -> None:
+        wt = np.asarray(w, dtype=np.int64).T  # (n_in, n_out)
+        rows = _rows(wt, P)
+        wb[name] = al.take("W", name, rows.shape[0], note)
+        put("W", wb[name], rows)
+
+    weights("patch_embed", T["patch_embed.weight"], "patch embedding")
+    for i in range(d.depth):
+        p = f"blocks.{i}."
+        w = T[p + "qkv.weight"]  # (3D, D)
+        # q, k and v outputs each start on a chunk boundary: (D, 3·Dch·P)
+        wq = np.zeros((D, 3 * Dch * P), dtype=np.int64)
+        for k in range(3):
+            wq[:, k * Dch * P:k * Dch * P + D] = w[k * D:(k + 1) * D].T
+        wb[p + "qkv"] = al.take("W", p + "qkv", D * 3 * Dch, "qkv, q/k/v chunk-aligned")
+        put("W", wb[p + "qkv"], wq.reshape(D * 3 * Dch, P))
+        weights(p + "proj", T[p + "proj.weight"], "proj")
+        weights(p + "fc1", T[p + "fc1.weight"], "fc1")
+        weights(p + "fc2", T[p + "fc2.weight"], "fc2")
+    weights("head", T["head.weight"], "head")
+    al.regions["image"] = Region("I", 0, Np * Pdch, "image codes: patch × patch_dim")
+    al.next["I"] = Np * Pdch
+
+    # ---- capacity -------------------------------------------------------------------------------------
+    need_rows = {"D": al.next["D"], "V": n_rows, "T": n_rows, "S": al.next["S"], "Q": al.next["Q"],
+                 "W": al.next["W"], "I": al.next["I"]}
+    for mem, rows in need_rows.items():
+        have = getattr(params, MEMORIES[mem])
+        if rows > have:
+            raise CompileError(f"memory {mem}: the model needs {rows} rows, the core has {have} "
+                               f"({MEMORIES[mem]})")
+
+    # ---- counters ---------------------------------------------------------------------------------------
+    counters: dict[int, str] = {}
+    fanout: dict[int, int] = {}
+    row_costs: dict[int, tuple[int, int]] = {}
+
+    def counter(name: str, ac_fanout: int = 0, row_cost: tuple[int, int] | None = None) -> int:
+        tid = len(counters)
+        if tid >= params.counters:
+            raise CompileError(f"the model needs more than {params.counters} event counters")
+        counters[tid] = name
+        if row_cost is None:
+            fanout[tid] = ac_fanout
+        else:
+            row_costs[tid] = row_cost
+        return tid
+
+    # ---- program --------------------------------------------------------------------------------------
+    prog: list[Instr] = []
+    emit = prog.append
+    emit(Instr(Op.LOADIN, count=Np * Pdch, note="image codes"))
+    for name, sm in sites.items():
+        emit(Instr(Op.NRESET, nvec=sm.nvec, nch=sm.nch, vbase=sm.base, tbase=sm.base, pbase=theta[name],
+                   note=f"reset {name}"))
+    emit(Instr(Op.COPY, dbase=dyn_start, count=dyn_end - dyn_start, zero=1, note="clear running state"))
+    emit(Instr(Op.COPY, dbase=logits, sbase=hbias, count=Cch, note="logits = head bias"))
+    step_start = len(prog)
+
+    def neuron(name: str, cbase: int, cstride: int, tid: int, has_bias: bool, vec0: int = 0,
+               nvec: int | None = None) -> None:
+        sm = sites[name]
+        nv = sm.nvec if nvec is None else nvec
+        emit(Instr(Op.NEURON, nvec=nv, nch=sm.nch, dbase=cbase + vec0 * cstride, dstride=cstride,
+                   bbase=bias.get(name, 0), has_bias=int(has_bias), vbase=sm.base + vec0 * sm.nch,
+                   tbase=sm.base + vec0 * sm.nch, pbase=theta[name], sbase=sm.base + vec0 * sm.nch,
+                   qn=S[name].qn, qp=S[name].qp, tid=tid, note=f"ST-BIF {name}"))
+
+    def aw(src_site: str, wname: str, dst: int, dstride: int, d1: int, dhi: int, note: str,
+           nvec: int | None = None) -> None:
+        sm = sites[src_site]
+        emit(Instr(Op.AW, nvec=sm.nvec if nvec is None else nvec, src=SRC_SPIKES, sbase=sm.base,
+                   sstride=sm.nch, c0=0, c1=sm.nch, lo=0, hi=sm.channels, msrc=0, mbase=wb[wname],
+                   mstride=d1, dbase=dst, dstride=dstride, d0=0, d1=d1, dlo=0, dhi=dhi, note=note))
+
+    # patch embedding: MACs once, at t = 0
+    code_src = SRC_SCODES if art.input_min < 0 else SRC_CODES
+    emit(Instr(Op.COPY, dbase=du, sbase=init_base, count=N * Dch, t0=1,
+               note="ΔU = pos + cls at t = 0, else 0"))
+    emit(Instr(Op.AW, nvec=Np, src=code_src, sbase=0, sstride=Pdch, c0=0, c1=Pdch, lo=0, hi=pd, msrc=0,
+               mbase=wb["patch_embed"], mstride=Dch, dbase=cur["patch_embed"], dstride=Dch, d0=0, d1=Dch,
+               dlo=0, dhi=D, t0=1, note="patch embedding MACs (t = 0 only)"))
+    neuron("patch_embed", cur["patch_embed"], Dch, counter("patch_embed"), True)
+    pe = sites["patch_embed"]
+    emit(Instr(Op.SPKADD, nvec=Np, nch=Dch, sbase=pe.base, dbase=du + Dch, dstride=Dch,
+               imm=S["patch_embed"].M, note="ΔU[1:] += M · patch_embed spikes"))
+
+    def layernorm(ln: str, x: int, y: int, out: int) -> None:
+        g, b = gamma[ln]
+        emit(Instr(Op.LN, nvec=N, nch=Dch, dim=D, xbase=x, sbase=du, ybase=y, obase=out, pbase=g, bbase=b,
+                   imm=art.ln_eps[ln], tid=counter(ln, row_cost=layernorm_row_cost(D, True)),
+                   note=f"differential LayerNorm {ln}"))
+
+    for i in range(d.depth):
+        p = f"blocks.{i}."
+        r = blk[i]
+        sq, sk, sv, sa = (sites[p + s] for s in ("q", "k", "v", "attn"))
+        layernorm(p + "ln1", r["ln1.x"], r["ln1.y"], cur[p + "norm1"])
+        neuron(p + "norm1", cur[p + "norm1"], Dch, counter(p + "norm1", 3 * D), False)
+        aw(p + "norm1", p + "qkv", r["qkv"], 3 * Dch, 3 * Dch, 3 * Dch * P, "qkv")
+        for k, s in enumerate("qkv"):
+            neuron(p + s, r["qkv"] + k * Dch, 3 * Dch, counter(p + s, N), True)
+        # SESA q·kᵀ: ΔZ = q(t)·K(t)ᵀ + Q(t−1)·k(t)ᵀ
+        emit(Instr(Op.COPY, dbase=kts[i], count=D * Nch, mem=1, zero=1, note="clear kᵀ spikes"))
+        emit(Instr(Op.TRANS, nvec=N, nch=Dch, sbase=sk.base, lo=0, hi=D, dbase=r["KT"], dstride=Nch,
+                   obase=kts[i], note="Kᵀ += k(t)ᵀ; kᵀ spikes"))
+        for h in range(H):
+            emit(Instr(Op.SROW, count=dh, nvec=N, sbase=kts[i] + h * dh * Nch, sstride=Nch, c0=0, c1=Nch,
+                       lo=0, hi=N, mbase=r["Q"], mstride=Dch, joff=h * dh,
+                       dbase=r["dZ"] + h * N * Nch, dstride=Nch, note=f"ΔZ[{h}] += Q(t−1)·k(t)ᵀ"))
+            lo, hi = h * dh, (h + 1) * dh
+            emit(Instr(Op.AW, nvec=N, src=SRC_SPIKES, sbase=sq.base, sstride=Dch, c0=lo // P,
+                       c1=_cdiv(hi, P), lo=lo, hi=hi, joff=lo, msrc=1, mbase=r["KT"] + lo * Nch, mstride=Nch,
+                       dbase=r["dZ"] + h * N * Nch, dstride=Nch, d0=0, d1=Nch, dlo=0, dhi=N,
+                       note=f"ΔZ[{h}] += q(t)·K(t)ᵀ"))
+        emit(Instr(Op.SPKADD, nvec=N, nch=Dch, sbase=sq.base, dbase=r["Q"], dstride=Dch, imm=1,
+                   note="Q += q"))
+        emit(Instr(Op.SMX, nvec=H * N, nch=Nch, dim=N, xbase=r["Z"], sbase=r["dZ"], ybase=r["Y"],
+                   obase=cur[p + "attn"], imm=art.softmax[i].C,
+                   tid=counter(p + "softmax", row_cost=softmax_row_cost(N, True)),
+                   note="differential softmax"))
+        emit(Instr(Op.COPY, dbase=r["dZ"], count=H * N * Nch, zero=1, note="clear ΔZ"))
+        neuron(p + "attn", cur[p + "attn"], Nch, counter(p + "attn", dh), False)
+        # SESA attn·v: ΔO = attn(t)·V(t) + A(t−1)·v(t)
+        emit(Instr(Op.SPKADD, nvec=N, nch=Dch, sbase=sv.base, dbase=r["V"], dstride=Dch, imm=1,
+                   note="V += v"))
+        aa = cur[p + "after_attn"]
+        for h in range(H):
+            lo, hi = h * dh, (h + 1) * dh
+            emit(Instr(Op.AW, nvec=N, src=SRC_SPIKES, sbase=sa.base + h * N * Nch, sstride=Nch, c0=0, c1=Nch,
+                       lo=0, hi=N, joff=0, msrc=1, mbase=r["V"], mstride=Dch, dbase=aa, dstride=Dch,
+                       d0=lo // P, d1=_cdiv(hi, P), dlo=lo, dhi=hi, note=f"O[{h}] += attn(t)·V(t)"))
+            emit(Instr(Op.SROW, count=N, nvec=N, sbase=sv.base, sstride=Dch, c0=lo // P, c1=_cdiv(hi, P),
+                       lo=lo, hi=hi, mbase=r["A"] + h * N * Nch, mstride=Nch, joff=0, dbase=aa, dstride=Dch,
+                       note=f"O[{h}] += A(t−1)·v(t)"))
+        emit(Instr(Op.SPKADD, nvec=H * N, nch=Nch, sbase=sa.base, dbase=r["A"], dstride=Nch, imm=1,
+                   note="A += attn"))
+        neuron(p + "after_attn", aa, Dch, counter(p + "after_attn", D), False)
+        aw(p + "after_attn", p + "proj", cur[p + "proj"], Dch, Dch, D, "proj")
+        neuron(p + "proj", cur[p + "proj"], Dch, counter(p + "proj"), True)
+        emit(Instr(Op.SPKADD, nvec=N, nch=Dch, sbase=sites[p + "proj"].base, dbase=du, dstride=Dch,
+                   imm=S[p + "proj"].M, note="ΔU += M · proj spikes"))
+        layernorm(p + "ln2", r["ln2.x"], r["ln2.y"], cur[p + "norm2"])
+        neuron(p + "norm2", cur[p + "norm2"], Dch, counter(p + "norm2", F), False)
+        aw(p + "norm2", p + "fc1", cur[p + "fc1"], Fch, Fch, F, "fc1")
+        neuron(p + "fc1", cur[p + "fc1"], Fch, counter(p + "fc1", D), True)
+        aw(p + "fc1", p + "fc2", cur[p + "fc2"], Dch, Dch, D, "fc2")
+        neuron(p + "fc2", cur[p + "fc2"], Dch, counter(p + "fc2"), True)
+        emit(Instr(Op.SPKADD, nvec=N, nch=Dch, sbase=sites[p + "fc2"].base, dbase=du, dstride=Dch,
+                   imm=S[p + "fc2"].M, note="ΔU += M · fc2 spikes"))
+    layernorm("norm", fin_x, fin_y, cur["norm"])
+    neuron("norm", cur["norm"], Dch, counter("norm.cls", d.classes), False, 0, 1)
+    neuron("norm", cur["norm"], Dch, counter("norm.patches"), False, 1, N - 1)
+    aw("norm", "head", logits, Cch, Cch, d.classes, "head (class token)", nvec=1)
+    emit(Instr(Op.STEP, imm=t_max, note="quiescence / t_max"))
+    emit(Instr(Op.OUT, dbase=logits, count=Cch, note="logits, counters, status"))
+    emit(Instr(Op.END))
+    if len(prog) > params.prog_depth:
+        raise CompileError(f"the program has {len(prog)} instructions, the core holds {params.prog_depth}")
+    for ins in prog:
+        for f in ("qn", "qp"):
+            if not -512 <= getattr(ins, f) < 512:
+                raise CompileError(f"{ins.note}: {f} = {getattr(ins, f)} outside the 10-bit field")
+        for f in ("imm",):
+            if getattr(ins, f) >= 1 << params.field_width(f):
+                raise CompileError(f"{ins.note}: {f} = {getattr(ins, f)} exceeds its field")
+
+    images = {}
+    for mem, parts in img.items():
+        rows = need_rows[mem]
+        a = np.zeros((rows, P), dtype=np.int64)
+        for base, r in parts:
+            a[base:base + r.shape[0]] = r
+        images[mem] = a
+    return Program(params=params, instrs=prog, step_start=step_start, regions=al.regions, images=images,
+                   sites=sites, counters=counters, ac_fanout=fanout, row_costs=row_costs,
+                   fixed_macs=Np * pd * D, input_rows=Np * Pdch, logits_base=logits, logits_rows=Cch,
+                   classes=d.classes, t_max=t_max, widths=widths)
+
+
+def image_rows(prog: Program, art: ViTArtifact, image: np.ndarray) -> np.ndarray:
+    """One image's ``I`` rows (the input stream's beats): patch × ``ceil(patch_dim / P)`` chunks."""
+    from ..model.vit import patchify
+
+    x = patchify(art, np.asarray(image)[None])[0]
+    return _rows(x, prog.params.lanes)

@@ -32,7 +32,7 @@ from amaranth.lib.wiring import In, Out
 from ..model.intops import LayerNormParams, exp2_lut
 from ..model.widths import layernorm_output_bound, signed_bits
 from ._arith import PipelinedDivider, SequentialIsqrt, check_int, delay
-from ._dsp import registered_mul, registered_mul_latency
+from ._dsp import check_dsp_target, registered_mul, registered_mul_latency
 from .softmax_unit import OUT_QUEUE_DEPTH, OUT_QUEUE_LATENCY, _OutQueue
 
 __all__ = ["RowLayerNorm", "RowSoftmax"]
@@ -90,6 +90,10 @@ class RowLayerNorm(wiring.Component):
     K, P:
         Fixed-point parameters of :class:`~equispike.model.intops.LayerNormParams`
         (``0 <= P <= K <= 40``), fixed at generation.
+    dsp_target:
+        Target of the multipliers (:class:`~equispike.rtl._dsp.RegisteredMul`): ``None`` or
+        ``"generic"`` (Amaranth registers and ``*``), ``"ecp5"`` (``MULT18X18D`` instances with
+        their registers; simulate with ``sim/models/MULT18X18D.v``). Same cycle behaviour.
 
     Members
     -------
@@ -103,7 +107,8 @@ class RowLayerNorm(wiring.Component):
     """
 
     def __init__(self, max_dim: int, x_width: int, gamma_width: int, beta_width: int, e_width: int,
-                 K: int = 16, P: int = 10):
+                 K: int = 16, P: int = 10, *, dsp_target: str | None = None):
+        self.dsp_target = check_dsp_target("dsp_target", dsp_target)
         self.max_dim = check_int("max_dim", max_dim, 1, 4096)
         self.x_width = check_int("x_width", x_width, 2, 40)
         self.gamma_width = check_int("gamma_width", gamma_width, 2, 40)
@@ -213,7 +218,7 @@ class RowLayerNorm(wiring.Component):
             m.d.sync += s1.eq(Mux(a_first, a_x, s1 + a_x))
         m.d.sync += [b_v.eq(a_v), b_first.eq(a_first), b_last.eq(a_last), b_abs.eq(_abs(a_x))]
         lsq = registered_mul_latency(xw, xw)
-        sq = registered_mul(m, b_abs, b_abs, "sq")
+        sq = registered_mul(m, b_abs, b_abs, "sq", self.dsp_target)
         sq_v, sq_first, sq_last = (delay(m, s, lsq, f"sq{k}") for k, s in
                                    (("v", b_v), ("f", b_first), ("l", b_last)))
         with m.If(sq_v):
@@ -223,8 +228,8 @@ class RowLayerNorm(wiring.Component):
         # ---- radicand D·S2 + E − S1², free running on the held S1, S2, D, E
         s1a = Signal(self.s1_width)
         m.d.sync += s1a.eq(_abs(s1))
-        s1sq = registered_mul(m, s1a, s1a, "s1sq")
-        ds2 = registered_mul(m, s2, n_d, "ds2")
+        s1sq = registered_mul(m, s1a, s1a, "s1sq", self.dsp_target)
+        ds2 = registered_mul(m, s2, n_d, "ds2", self.dsp_target)
         ds2e = Signal(self.rad_width)
         rad = Signal(self.rad_width)
         m.d.sync += [ds2e.eq(ds2 + e_reg), rad.eq(ds2e - s1sq)]
@@ -252,7 +257,7 @@ class RowLayerNorm(wiring.Component):
         with m.If(issue):
             m.d.sync += jn.eq(jn + 1)
         ld = registered_mul_latency(xw, dw)
-        dxa = registered_mul(m, n2_xa, n_d, "dx")
+        dxa = registered_mul(m, n2_xa, n_d, "dx", self.dsp_target)
         dx_v, dx_j, dx_xn, dx_gn, dx_ga = (delay(m, s, ld, f"dx{k}") for k, s in
                                            (("v", n2_v), ("j", n2_j), ("xn", n2_xn),
                                             ("gn", n2_gn), ("ga", n2_ga)))
@@ -271,7 +276,7 @@ class RowLayerNorm(wiring.Component):
             n5_c.eq(_abs(n4_c)),
         ]
         lm = registered_mul_latency(self.c_width, gw)
-        prod = registered_mul(m, n5_c, n5_ga, "cg")
+        prod = registered_mul(m, n5_c, n5_ga, "cg", self.dsp_target)
         p_v, p_j, p_neg = (delay(m, s, lm, f"p{k}") for k, s in
                            (("v", n5_v), ("j", n5_j), ("n", n5_neg)))
         m.submodules.div = div = PipelinedDivider(self.mag_width, self.sigma_width,
@@ -363,6 +368,10 @@ class RowSoftmax(wiring.Component):
     G, H, F, P:
         Fixed-point parameters of :class:`~equispike.model.intops.SoftmaxParams` (ranges as there:
         ``G`` 0–12, ``H`` 0–40, ``F`` 1–30, ``P`` 1–30), fixed at generation.
+    dsp_target:
+        Target of the multipliers (:class:`~equispike.rtl._dsp.RegisteredMul`): ``None`` or
+        ``"generic"`` (Amaranth registers and ``*``), ``"ecp5"`` (``MULT18X18D`` instances with
+        their registers; simulate with ``sim/models/MULT18X18D.v``). Same cycle behaviour.
 
     Members
     -------
@@ -376,7 +385,8 @@ class RowSoftmax(wiring.Component):
     """
 
     def __init__(self, max_n: int, z_width: int, c_width: int, G: int = 6, H: int = 16, F: int = 15,
-                 P: int = 12):
+                 P: int = 12, *, dsp_target: str | None = None):
+        self.dsp_target = check_dsp_target("dsp_target", dsp_target)
         self.max_n = check_int("max_n", max_n, 1, 4096)
         self.z_width = check_int("z_width", z_width, 2, 40)
         self.c_width = check_int("c_width", c_width, 1, 40)
@@ -470,7 +480,7 @@ class RowSoftmax(wiring.Component):
         with m.If(exp_issue):
             m.d.sync += j0.eq(j0 + 1)
         lat = registered_mul_latency(self.d_width, self.c_width)
-        prod = registered_mul(m, e2_d, c_reg, "dc")
+        prod = registered_mul(m, e2_d, c_reg, "dc", self.dsp_target)
         m_v, m_j = delay(m, e2_v, lat, "mv"), delay(m, e2_j, lat, "mj")
         # t zero-extended so that the LUT index and the shift exist for every G, H
         t = Signal(self.t_width + G + shb)
@@ -539,3 +549,28 @@ class RowSoftmax(wiring.Component):
                 with m.If(q_last):
                     m.next = "LOAD"
         return m
+
+
+def _synth_rowlayernorm(params: dict) -> RowLayerNorm:
+    """Synthesis factory: ``RowLayerNorm`` for a core with 16-bit residuals (``MULT18X18D`` on ECP5)."""
+    unit = RowLayerNorm(int(params.get("max_dim", 64)), int(params.get("x_width", 16)),
+                        int(params.get("gamma_width", 18)), int(params.get("beta_width", 16)),
+                        int(params.get("e_width", 20)),
+                        dsp_target="ecp5" if params.get("family") == "ecp5" else None)
+    unit.check_protocol = False
+    return unit
+
+
+def _synth_rowsoftmax(params: dict) -> RowSoftmax:
+    """Synthesis factory: ``RowSoftmax`` with the default ``G, H, F, P`` (``MULT18X18D`` on ECP5)."""
+    unit = RowSoftmax(int(params.get("max_n", 64)), int(params.get("z_width", 16)),
+                      int(params.get("c_width", 24)),
+                      dsp_target="ecp5" if params.get("family") == "ecp5" else None)
+    unit.check_protocol = False
+    return unit
+
+
+SYNTH_BLOCKS = {
+    "rowlayernorm": (_synth_rowlayernorm, {"max_dim": 64}, [{"max_dim": 64}]),
+    "rowsoftmax": (_synth_rowsoftmax, {"max_n": 64}, [{"max_n": 64}]),
+}

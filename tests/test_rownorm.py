@@ -428,13 +428,18 @@ async def rownorm_stream(dut, flow):
 @pytest.mark.sim
 @pytest.mark.parametrize("kind", ["layernorm", "softmax"])
 def test_rownorm_verilator(request, kind):
+    """The ECP5 form of the multipliers (``MULT18X18D`` instances on our model; the Amaranth
+    simulator tests above cover the generic form) with the protocol assert compiled in."""
+    from equispike.rtl._dsp import ECP5_SIM_BUILD_ARGS
     from equispike.sim import build_dir_for, run_cocotb
+    from equispike.sim.build import MODELS_DIR
 
     if kind == "layernorm":
-        unit = RowLayerNorm(**LN_VL, K=LN_VL_KP[0], P=LN_VL_KP[1])
+        unit = RowLayerNorm(**LN_VL, K=LN_VL_KP[0], P=LN_VL_KP[1], dsp_target="ecp5")
     else:
-        unit = RowSoftmax(**SM_VL, **SM_VL_PARAMS)
-    unit.check_protocol = False
+        unit = RowSoftmax(**SM_VL, **SM_VL_PARAMS, dsp_target="ecp5")
     run_cocotb(unit, test_module="equispike.tests.test_rownorm",
                build_dir=build_dir_for(request.node.nodeid),
-               config={"kind": kind, "seed": 31, "rows": 300})
+               config={"kind": kind, "seed": 31, "rows": 300},
+               extra_sources=[MODELS_DIR / "MULT18X18D.v"],
+               extra_build_args=(*ECP5_SIM_BUILD_ARGS, "--assert"))

@@ -1,0 +1,576 @@
+"""Row-serial integer LayerNorm and softmax units with per-row run-time parameters (SPEC §5).
+
+Both units compute one operator on one row at a time, bit-exact with the one definition in
+:mod:`equispike.model.intops` (:func:`~equispike.model.intops.int_layernorm`,
+:func:`~equispike.model.intops.int_softmax`). Unlike the differential units
+(:mod:`~equispike.rtl.layernorm_unit`, :mod:`~equispike.rtl.softmax_unit`) they keep no running
+sums and no per-model ROMs: a programmable core streams a row in, with the operator's per-row
+parameters (``Γ``, ``B`` and ``E`` for LayerNorm, ``C`` for softmax) on the same beats, and takes
+the row's outputs back in input order.
+
+Stream contract (Amaranth RFC 61): input beats are taken only with ``i_stream.ready``; the output
+beats come from a FIFO's output register (``o_stream.valid`` stays high, payload stable, until
+``ready``). A row ends with the beat whose ``last`` is set; the first beat of a row carries its
+scalar parameter (``e`` / ``c``). Rows are processed one at a time: the unit accepts a row's first
+beat only after the previous row's last result has entered the output FIFO (no overlap between
+rows; :meth:`RowLayerNorm.row_interval`, :meth:`RowSoftmax.row_interval`).
+
+Every register-to-register path holds at most one carry chain, one multiplier (18 × 18 limbs of
+:func:`~equispike.rtl._dsp.registered_mul`) or a few LUT levels; the divisions are
+:class:`~equispike.rtl._arith.PipelinedDivider` stages and the square root
+:class:`~equispike.rtl._arith.SequentialIsqrt` (no ``//`` or ``%`` in the RTL).
+"""
+
+from __future__ import annotations
+
+from math import isqrt
+
+from amaranth.hdl import Assert, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..model.intops import LayerNormParams, exp2_lut
+from ..model.widths import layernorm_output_bound, signed_bits
+from ._arith import PipelinedDivider, SequentialIsqrt, check_int, delay
+from ._dsp import check_dsp_target, registered_mul, registered_mul_latency
+from .softmax_unit import OUT_QUEUE_DEPTH, OUT_QUEUE_LATENCY, _OutQueue
+
+__all__ = ["RowLayerNorm", "RowSoftmax"]
+
+
+def _abs(v):
+    return Mux(v < 0, -v, v)
+
+
+class RowLayerNorm(wiring.Component):
+    """Integer LayerNorm of one row at a time, ``Γ``, ``B`` and ``E`` given per row.
+
+    For a row ``x`` of ``D`` beats (``1 <= D <= max_dim``) the output beats are
+    ``y == int_layernorm(x, Γ, B, LayerNormParams(E, K, P))``, in input order:
+    ``S1 = Σx``, ``S2 = Σx²``, ``σ = isqrt(D·S2 − S1² + E)``, ``c_i = D·x_i − S1``,
+    ``y_i = ((c_i·Γ_i) // σ) >> (K − P) + B_i`` (floor division, arithmetic shift).
+
+    Passes: (1) load, one beat per cycle: ``(x, Γ, B)`` into a ``max_dim``-entry row buffer,
+    ``S1`` accumulated, ``|x|²`` by a registered multiplier into ``S2``; (2) radicand:
+    ``D·S2`` and ``S1²`` (registered multipliers), ``+ E``, ``− S1²``; (3) ``σ`` by
+    :class:`~equispike.rtl._arith.SequentialIsqrt` (one root bit per cycle); (4) normalise, one
+    element per cycle: ``D·|x|``, sign, ``− S1``, ``|c|·|Γ|`` (registered multiplier), the
+    pipelined divider by ``σ`` on the magnitude, corrected to floor (``−(q + (r ≠ 0))`` for a
+    negative product), ``>> (K − P)``, ``+ B``, into the credit-managed output FIFO.
+
+    Widths (worst case over every legal input: ``|x| <= 2^(x_width−1)``, ``D <= max_dim``,
+    ``|Γ| <= 2^(gamma_width−1)``, ``E < 2^e_width``):
+
+    * ``S1``: ``signed_bits(max_dim·xmin, max_dim·xmax)``; ``S2``: bits of ``max_dim·xmin²``;
+    * radicand and ``D·S2 + E``: bits of ``max_dim²·xmin² + Emax`` (``D·S2 − S1² <= D·S2``);
+      ``σ``: bits of its floor square root;
+    * ``c``: ``|c| <= max_dim·(xmax − xmin)``; ``|c·Γ|``: bits of that times ``2^(gamma_width−1)``;
+    * quotient: ``|c·Γ|/σ < 2·(isqrt(max_dim − 1) + 1)·|Γ|max`` (the bound of
+      :func:`~equispike.model.widths.layernorm_output_bound`);
+    * ``y_width`` = ``signed_bits`` of ``±layernorm_output_bound(max_dim, 2^(gamma_width−1),
+      2^(beta_width−1), (K, P))``.
+
+    Latency and throughput (input valid every cycle, output always ready): ``row_cycles(D) = 2·D
+    + Ll + Lr + Ls + Ln + 3`` cycles from a row's first input beat to its last output beat, with
+    ``Ll = 2 + Lm(|x|²)`` (load pipeline), ``Lr = 2 + max(Lm(S1²), Lm(D·S2))`` (radicand),
+    ``Ls = ceil(Wr/2) + 1`` (square root of the ``Wr``-bit radicand), ``Ln`` =
+    :attr:`norm_latency` and ``Lm(·)`` the :func:`~equispike.rtl._dsp.registered_mul_latency` of a
+    product. One row at a time: the next row's first beat is accepted ``row_interval(D) =
+    row_cycles(D) − 3`` cycles after this row's first beat at the earliest; the input is not
+    ready from a row's last beat until then.
+
+    Parameters
+    ----------
+    max_dim:
+        Largest row length ``D`` (row buffer depth), 1 to 4096.
+    x_width, gamma_width, beta_width:
+        Signed widths of ``x``, ``Γ``, ``B`` (2 to 40, 2 to 40, 1 to 40).
+    e_width:
+        Unsigned width of the eps term ``E`` (1 to 64); ``E >= 1`` is the caller's contract.
+    K, P:
+        Fixed-point parameters of :class:`~equispike.model.intops.LayerNormParams`
+        (``0 <= P <= K <= 40``), fixed at generation.
+    dsp_target:
+        Target of the multipliers (:class:`~equispike.rtl._dsp.RegisteredMul`): ``None`` or
+        ``"generic"`` (Amaranth registers and ``*``), ``"ecp5"`` (``MULT18X18D`` instances with
+        their registers; simulate with ``sim/models/MULT18X18D.v``). Same cycle behaviour.
+
+    Members
+    -------
+    i_stream:
+        ``In(stream.Signature({x, gamma, beta, e, last}))``; ``e`` is sampled on a row's first beat.
+    o_stream:
+        ``Out(stream.Signature({y: signed(y_width), last}))``: ``D`` beats per row.
+
+    A row longer than ``max_dim`` beats is a protocol error, asserted in simulation
+    (``check_protocol``, on by default; Amaranth ``Assert``).
+    """
+
+    def __init__(self, max_dim: int, x_width: int, gamma_width: int, beta_width: int, e_width: int,
+                 K: int = 16, P: int = 10, *, dsp_target: str | None = None):
+        self.dsp_target = check_dsp_target("dsp_target", dsp_target)
+        self.max_dim = check_int("max_dim", max_dim, 1, 4096)
+        self.x_width = check_int("x_width", x_width, 2, 40)
+        self.gamma_width = check_int("gamma_width", gamma_width, 2, 40)
+        self.beta_width = check_int("beta_width", beta_width, 1, 40)
+        self.e_width = check_int("e_width", e_width, 1, 64)
+        self.K = check_int("K", K, 0, 40)
+        self.P = check_int("P", P, 0, 40)
+        if P > K:
+            raise ValueError(f"P must be <= K, got K={K}, P={P}")
+        N = self.max_dim
+        xlo, xhi = -(1 << (x_width - 1)), (1 << (x_width - 1)) - 1
+        gmax = 1 << (gamma_width - 1)
+        emax = (1 << e_width) - 1
+        self.d_width = N.bit_length()
+        self.s1_width = signed_bits(N * xlo, N * xhi)
+        self.s2_width = (N * xlo * xlo).bit_length()
+        rad_max = N * N * xlo * xlo + emax
+        self.rad_width = rad_max.bit_length()
+        self.sigma_width = max(1, isqrt(rad_max).bit_length())
+        cmax = N * (xhi - xlo)
+        self.c_width = signed_bits(-cmax, cmax)
+        self.dx_width = (N * -xlo).bit_length()             # D·|x|
+        self.mag_width = max(1, (cmax * gmax).bit_length())  # |c·Γ|
+        qmax = 2 * (isqrt(max(N - 1, 0)) + 1) * gmax
+        self.quo_width = min(self.mag_width, qmax.bit_length())
+        bound_params = LayerNormParams(E=1, K=K, P=P)
+        self.ymax = layernorm_output_bound(N, gmax, 1 << (beta_width - 1), bound_params)
+        self.y_width = signed_bits(-self.ymax, self.ymax)
+        self.sqrt_cycles = (self.rad_width + 1) // 2 + 1
+        #: Amaranth simulation: assert that no row is longer than ``max_dim`` (set to False
+        #: for Verilog generation when the target flow has no use for the check)
+        self.check_protocol = True
+        self.in_layout = data.StructLayout({
+            "x": signed(x_width), "gamma": signed(gamma_width), "beta": signed(beta_width),
+            "e": unsigned(e_width), "last": 1})
+        self.out_layout = data.StructLayout({"y": signed(self.y_width), "last": 1})
+        super().__init__({
+            "i_stream": In(stream.Signature(self.in_layout)),
+            "o_stream": Out(stream.Signature(self.out_layout)),
+        })
+
+    @property
+    def load_latency(self) -> int:
+        """Cycles from a row's last input beat to the cycle its ``S2`` completes."""
+        return 2 + registered_mul_latency(self.x_width, self.x_width)
+
+    @property
+    def rad_latency(self) -> int:
+        """Cycles from ``S1``/``S2`` complete to the radicand registered."""
+        return 2 + max(registered_mul_latency(self.s1_width, self.s1_width),
+                       registered_mul_latency(self.s2_width, self.d_width))
+
+    @property
+    def norm_latency(self) -> int:
+        """Cycles from issuing an element in the normalise pass to its beat entering the FIFO."""
+        return (6 + registered_mul_latency(self.x_width, self.d_width)
+                + registered_mul_latency(self.c_width, self.gamma_width)
+                + self.quo_width + 4)
+
+    def row_cycles(self, n: int) -> int:
+        """Cycles from a row's first input beat to its last output beat at full rate."""
+        check_int("n", n, 1, self.max_dim)
+        return (2 * n + self.load_latency + self.rad_latency + self.sqrt_cycles
+                + self.norm_latency + OUT_QUEUE_LATENCY + 1)
+
+    def row_interval(self, n: int) -> int:
+        """Fewest cycles between the first input beats of two consecutive rows (first of ``n``)."""
+        return self.row_cycles(n) - OUT_QUEUE_LATENCY - 1
+
+    def elaborate(self, platform):
+        m = Module()
+        N, K, P = self.max_dim, self.K, self.P
+        xw, gw, yw, dw = self.x_width, self.gamma_width, self.y_width, self.d_width
+        jw = max(1, (N - 1).bit_length())
+
+        # row buffer (distributed RAM, asynchronous read into a register): x, Γ in one word, B in
+        # its own memory read at the end of the pipeline (cheaper than delaying it)
+        m.submodules.xg = xg = memory.Memory(
+            shape=data.StructLayout({"x": signed(xw), "g": signed(gw)}), depth=N, init=[])
+        m.submodules.bm = bm = memory.Memory(shape=signed(self.beta_width), depth=N, init=[])
+        xgw, xgr = xg.write_port(), xg.read_port(domain="comb")
+        bmw, bmr = bm.write_port(), bm.read_port(domain="comb")
+        q = _OutQueue(m, self.o_stream, OUT_QUEUE_DEPTH(self.norm_latency))
+
+        ip = self.i_stream.payload
+        accept = Signal()
+        cnt = Signal(range(N + 1))          # beats of the row accepted so far
+        n_d = Signal(range(N + 1))          # D of the row
+        n_last = Signal(jw)                 # D − 1
+        e_reg = Signal(self.e_width)
+        m.d.comb += [accept.eq(self.i_stream.valid & self.i_stream.ready),
+                     xgw.addr.eq(cnt), xgw.data.x.eq(ip.x), xgw.data.g.eq(ip.gamma), xgw.en.eq(accept),
+                     bmw.addr.eq(cnt), bmw.data.eq(ip.beta), bmw.en.eq(accept)]
+        if self.check_protocol:
+            with m.If(accept):
+                m.d.comb += Assert(cnt < N, "RowLayerNorm: row longer than max_dim")
+
+        # ---- load: A x registered; S1 += x, |x|; |x|² (registered multiplier); S2 += |x|²
+        a_v, a_first, a_last = Signal(), Signal(), Signal()
+        a_x = Signal(signed(xw))
+        m.d.sync += [a_v.eq(accept), a_first.eq(cnt == 0), a_last.eq(ip.last), a_x.eq(ip.x)]
+        s1 = Signal(signed(self.s1_width))
+        s2 = Signal(self.s2_width)
+        b_v, b_first, b_last = Signal(), Signal(), Signal()
+        b_abs = Signal(xw)
+        with m.If(a_v):
+            m.d.sync += s1.eq(Mux(a_first, a_x, s1 + a_x))
+        m.d.sync += [b_v.eq(a_v), b_first.eq(a_first), b_last.eq(a_last), b_abs.eq(_abs(a_x))]
+        lsq = registered_mul_latency(xw, xw)
+        sq = registered_mul(m, b_abs, b_abs, "sq", self.dsp_target)
+        sq_v, sq_first, sq_last = (delay(m, s, lsq, f"sq{k}") for k, s in
+                                   (("v", b_v), ("f", b_first), ("l", b_last)))
+        with m.If(sq_v):
+            m.d.sync += s2.eq(Mux(sq_first, sq, s2 + sq))
+        s_done = sq_v & sq_last   # S1 and S2 complete after this cycle
+
+        # ---- radicand D·S2 + E − S1², free running on the held S1, S2, D, E
+        s1a = Signal(self.s1_width)
+        m.d.sync += s1a.eq(_abs(s1))
+        s1sq = registered_mul(m, s1a, s1a, "s1sq", self.dsp_target)
+        ds2 = registered_mul(m, s2, n_d, "ds2", self.dsp_target)
+        ds2e = Signal(self.rad_width)
+        rad = Signal(self.rad_width)
+        m.d.sync += [ds2e.eq(ds2 + e_reg), rad.eq(ds2e - s1sq)]
+        m.submodules.sqrt = sqr = SequentialIsqrt(self.rad_width)
+        sigma = Signal(self.sigma_width)
+        wait = Signal(range(self.rad_latency + 1))
+
+        # ---- normalise: N0 index; N1 x, Γ; N2 |x|, signs, |Γ|; D·|x|; N3 ±D·|x|; N4 c = D·x − S1;
+        # N5 |c|, sign of c·Γ; |c|·|Γ|; divider by σ; R1 rem ≠ 0, B read; R2 floor; R3 >> (K−P), + B
+        jn = Signal(range(N + 1))
+        issue = Signal()
+        n0_v, n1_v, n2_v = Signal(), Signal(), Signal()
+        n0_j = Signal(jw)
+        n1_j, n2_j = Signal(jw), Signal(jw)
+        n1_x = Signal(signed(xw))
+        n1_g = Signal(signed(gw))
+        n2_xa = Signal(xw)
+        n2_ga = Signal(gw)
+        n2_xn, n2_gn = Signal(), Signal()
+        m.d.comb += xgr.addr.eq(n0_j)
+        m.d.sync += [n0_v.eq(issue), n0_j.eq(jn[:jw]),
+                     n1_v.eq(n0_v), n1_j.eq(n0_j), n1_x.eq(xgr.data.x), n1_g.eq(xgr.data.g),
+                     n2_v.eq(n1_v), n2_j.eq(n1_j), n2_xa.eq(_abs(n1_x)), n2_ga.eq(_abs(n1_g)),
+                     n2_xn.eq(n1_x < 0), n2_gn.eq(n1_g < 0)]
+        with m.If(issue):
+            m.d.sync += jn.eq(jn + 1)
+        ld = registered_mul_latency(xw, dw)
+        dxa = registered_mul(m, n2_xa, n_d, "dx", self.dsp_target)
+        dx_v, dx_j, dx_xn, dx_gn, dx_ga = (delay(m, s, ld, f"dx{k}") for k, s in
+                                           (("v", n2_v), ("j", n2_j), ("xn", n2_xn),
+                                            ("gn", n2_gn), ("ga", n2_ga)))
+        n3_v, n4_v, n5_v = Signal(), Signal(), Signal()
+        n3_j, n4_j, n5_j = Signal(jw), Signal(jw), Signal(jw)
+        n3_gn, n4_gn, n5_neg = Signal(), Signal(), Signal()
+        n3_ga, n4_ga, n5_ga = Signal(gw), Signal(gw), Signal(gw)
+        n3_dx = Signal(signed(self.dx_width + 1))
+        n4_c = Signal(signed(self.c_width))
+        n5_c = Signal(self.c_width)
+        m.d.sync += [
+            n3_v.eq(dx_v), n3_j.eq(dx_j), n3_gn.eq(dx_gn), n3_ga.eq(dx_ga),
+            n3_dx.eq(Mux(dx_xn, -dxa[:self.dx_width], dxa[:self.dx_width])),
+            n4_v.eq(n3_v), n4_j.eq(n3_j), n4_gn.eq(n3_gn), n4_ga.eq(n3_ga), n4_c.eq(n3_dx - s1),
+            n5_v.eq(n4_v), n5_j.eq(n4_j), n5_ga.eq(n4_ga), n5_neg.eq((n4_c < 0) ^ n4_gn),
+            n5_c.eq(_abs(n4_c)),
+        ]
+        lm = registered_mul_latency(self.c_width, gw)
+        prod = registered_mul(m, n5_c, n5_ga, "cg", self.dsp_target)
+        p_v, p_j, p_neg = (delay(m, s, lm, f"p{k}") for k, s in
+                           (("v", n5_v), ("j", n5_j), ("n", n5_neg)))
+        m.submodules.div = div = PipelinedDivider(self.mag_width, self.sigma_width,
+                                                  self.quo_width, jw + 1)
+        m.d.comb += [div.i_valid.eq(p_v), div.i_num.eq(prod[:self.mag_width]), div.i_den.eq(sigma),
+                     div.i_tag.eq(Cat(p_j, p_neg))]
+        r1_v, r2_v, r3_v = Signal(), Signal(), Signal()
+        r1_j, r2_j, r3_j = Signal(jw), Signal(jw), Signal(jw)
+        r1_neg, r1_nz = Signal(), Signal()
+        r1_quo = Signal(signed(self.quo_width + 1))
+        r2_q = Signal(signed(self.quo_width + 1))
+        r2_b = Signal(signed(self.beta_width))
+        r3_y = Signal(signed(yw))
+        m.d.comb += bmr.addr.eq(r1_j)
+        m.d.sync += [
+            r1_v.eq(div.o_valid), r1_j.eq(div.o_tag[:jw]), r1_neg.eq(div.o_tag[jw]),
+            r1_nz.eq(div.o_rem != 0), r1_quo.eq(div.o_quo),
+            # floor of a negative quotient: −(q + (r ≠ 0)) = ~q + (r == 0)
+            r2_v.eq(r1_v), r2_j.eq(r1_j), r2_b.eq(bmr.data),
+            r2_q.eq(Mux(r1_neg, ~r1_quo, r1_quo) + (r1_neg & ~r1_nz)),
+            r3_v.eq(r2_v), r3_j.eq(r2_j), r3_y.eq((r2_q >> (K - P)) + r2_b),
+        ]
+        r3_last = r3_j == n_last
+        m.d.sync += [q.w_valid.eq(r3_v), q.w_data.y.eq(r3_y), q.w_data.last.eq(r3_last)]
+
+        with m.FSM(init="LOAD"):
+            with m.State("LOAD"):
+                m.d.comb += self.i_stream.ready.eq(1)
+                with m.If(accept):
+                    m.d.sync += cnt.eq(cnt + 1)
+                    with m.If(cnt == 0):
+                        m.d.sync += e_reg.eq(ip.e)
+                    with m.If(ip.last):
+                        m.d.sync += [n_d.eq(cnt + 1), n_last.eq(cnt), cnt.eq(0)]
+                        m.next = "DRAIN"
+            with m.State("DRAIN"):       # until S1 and S2 are complete
+                with m.If(s_done):
+                    m.d.sync += wait.eq(self.rad_latency - 1)
+                    m.next = "RAD"
+            with m.State("RAD"):
+                m.d.sync += wait.eq(wait - 1)
+                with m.If(wait == 0):
+                    m.next = "SQRT"
+            with m.State("SQRT"):
+                m.d.comb += [sqr.start.eq(1), sqr.value.eq(rad)]
+                m.next = "SQRT_WAIT"
+            with m.State("SQRT_WAIT"):
+                with m.If(sqr.done):
+                    m.d.sync += [sigma.eq(sqr.root), jn.eq(0)]
+                    m.next = "NORM"
+            with m.State("NORM"):
+                m.d.comb += [issue.eq((jn < n_d) & q.room), q.issue.eq(issue)]
+                with m.If(r3_v & r3_last):
+                    m.next = "LOAD"
+        return m
+
+
+class RowSoftmax(wiring.Component):
+    """Integer softmax of one row at a time, the constant ``C`` given per row.
+
+    For a row ``z`` of ``n`` beats (``1 <= n <= max_n``) the output beats are
+    ``p == int_softmax(z, SoftmaxParams(C, G, H, F, P))``, in input order:
+    ``d_j = max(z) − z_j``, ``t_j = (d_j·C) >> H``, ``e_j = LUT[t_j mod 2^G] >> min(t_j >> G, F + 1)``
+    with ``LUT = exp2_lut(G, F)`` (a ROM), ``p_j = floor(e_j·2^P / Σe)``.
+
+    Passes: (1) load, one beat per cycle: ``z`` into a ``max_n``-entry row buffer, running maximum;
+    (2) exponent, one element per cycle: ``d = max − z``, ``d·C`` (registered multiplier),
+    ``t`` split into LUT index and shift, LUT read, shift, ``e`` into a second row buffer and
+    ``Σe``; (3) divide, one element per cycle: ``e·2^P`` by ``Σe`` in the pipelined divider, into
+    the credit-managed output FIFO. The quotient is at most ``2^P`` (``e <= Σe``): ``P + 1`` bits.
+
+    Widths: ``d`` unsigned ``z_width + 1`` bits, ``d·C`` ``z_width + 1 + c_width`` bits, ``t`` that
+    minus ``H``, ``e`` ``F + 1`` bits (``LUT[0] = 2^F``), ``Σe`` the bits of ``max_n·2^F``.
+
+    Latency and throughput (input valid every cycle, output always ready): ``row_cycles(n) = 3·n
+    + Le + Ld + 4`` cycles from a row's first input beat to its last output beat, ``Le`` =
+    :attr:`exp_latency`, ``Ld`` = :attr:`div_latency`. One row at a time: the next row's first
+    beat is accepted ``row_interval(n) = row_cycles(n) − 3`` cycles after this row's first beat
+    at the earliest.
+
+    Parameters
+    ----------
+    max_n:
+        Largest row length ``n`` (row buffer depth), 1 to 4096.
+    z_width:
+        Signed width of the scores ``z`` (2 to 40).
+    c_width:
+        Unsigned width of the constant ``C`` (1 to 40).
+    G, H, F, P:
+        Fixed-point parameters of :class:`~equispike.model.intops.SoftmaxParams` (ranges as there:
+        ``G`` 0–12, ``H`` 0–40, ``F`` 1–30, ``P`` 1–30), fixed at generation.
+    dsp_target:
+        Target of the multipliers (:class:`~equispike.rtl._dsp.RegisteredMul`): ``None`` or
+        ``"generic"`` (Amaranth registers and ``*``), ``"ecp5"`` (``MULT18X18D`` instances with
+        their registers; simulate with ``sim/models/MULT18X18D.v``). Same cycle behaviour.
+
+    Members
+    -------
+    i_stream:
+        ``In(stream.Signature({z, c, last}))``; ``c`` is sampled on a row's first beat.
+    o_stream:
+        ``Out(stream.Signature({p: unsigned(P + 1), last}))``: ``n`` beats per row.
+
+    A row longer than ``max_n`` beats is a protocol error, asserted in simulation
+    (``check_protocol``).
+    """
+
+    def __init__(self, max_n: int, z_width: int, c_width: int, G: int = 6, H: int = 16, F: int = 15,
+                 P: int = 12, *, dsp_target: str | None = None):
+        self.dsp_target = check_dsp_target("dsp_target", dsp_target)
+        self.max_n = check_int("max_n", max_n, 1, 4096)
+        self.z_width = check_int("z_width", z_width, 2, 40)
+        self.c_width = check_int("c_width", c_width, 1, 40)
+        self.G = check_int("G", G, 0, 12)
+        self.H = check_int("H", H, 0, 40)
+        self.F = check_int("F", F, 1, 30)
+        self.P = check_int("P", P, 1, 30)
+        self.d_width = z_width + 1
+        self.prod_width = self.d_width + c_width
+        self.t_width = max(1, self.prod_width - H)
+        self.sum_width = (self.max_n << F).bit_length()
+        self.lut = [int(v) for v in exp2_lut(G, F)]
+        #: Amaranth simulation: assert that no row is longer than ``max_n``
+        self.check_protocol = True
+        self.in_layout = data.StructLayout({"z": signed(z_width), "c": unsigned(c_width), "last": 1})
+        self.out_layout = data.StructLayout({"p": unsigned(P + 1), "last": 1})
+        super().__init__({
+            "i_stream": In(stream.Signature(self.in_layout)),
+            "o_stream": Out(stream.Signature(self.out_layout)),
+        })
+
+    @property
+    def exp_latency(self) -> int:
+        """Cycles from an element leaving the row buffer to its ``e`` entering ``Σe``."""
+        return 6 + registered_mul_latency(self.d_width, self.c_width)
+
+    @property
+    def div_latency(self) -> int:
+        """Cycles from issuing an element to the divider to its beat entering the FIFO."""
+        return self.P + 4
+
+    def row_cycles(self, n: int) -> int:
+        """Cycles from a row's first input beat to its last output beat at full rate."""
+        check_int("n", n, 1, self.max_n)
+        return 3 * n + self.exp_latency + self.div_latency + OUT_QUEUE_LATENCY + 2
+
+    def row_interval(self, n: int) -> int:
+        """Fewest cycles between the first input beats of two consecutive rows (first of ``n``)."""
+        return self.row_cycles(n) - OUT_QUEUE_LATENCY - 1
+
+    def elaborate(self, platform):
+        m = Module()
+        N, G, H, F, P = self.max_n, self.G, self.H, self.F, self.P
+        zw = self.z_width
+        jw = max(1, (N - 1).bit_length())
+        shb = (F + 1).bit_length()
+
+        m.submodules.zbuf = zbuf = memory.Memory(shape=signed(zw), depth=N, init=[])
+        m.submodules.ebuf = ebuf = memory.Memory(shape=unsigned(F + 1), depth=N, init=[])
+        m.submodules.lut = lut = memory.Memory(shape=unsigned(F + 1), depth=1 << G, init=self.lut)
+        zbw, zbr = zbuf.write_port(), zbuf.read_port(domain="comb")
+        ebw, ebr = ebuf.write_port(), ebuf.read_port(domain="comb")
+        lutr = lut.read_port(domain="comb")
+        q = _OutQueue(m, self.o_stream, OUT_QUEUE_DEPTH(self.div_latency))
+
+        ip = self.i_stream.payload
+        accept = Signal()
+        cnt = Signal(range(N + 1))
+        n_n = Signal(range(N + 1))
+        n_last = Signal(jw)                 # n − 1
+        c_reg = Signal(self.c_width)
+        m.d.comb += [accept.eq(self.i_stream.valid & self.i_stream.ready),
+                     zbw.addr.eq(cnt), zbw.data.eq(ip.z), zbw.en.eq(accept)]
+        if self.check_protocol:
+            with m.If(accept):
+                m.d.comb += Assert(cnt < N, "RowSoftmax: row longer than max_n")
+
+        # ---- load: A z registered; running maximum (one compare, its sign picks)
+        a_v, a_first, a_last = Signal(), Signal(), Signal()
+        a_z = Signal(signed(zw))
+        zmax = Signal(signed(zw))
+        vdiff = Signal(signed(zw + 1))
+        m.d.sync += [a_v.eq(accept), a_first.eq(cnt == 0), a_last.eq(ip.last), a_z.eq(ip.z)]
+        m.d.comb += vdiff.eq(zmax - a_z)
+        with m.If(a_v):
+            m.d.sync += zmax.eq(Mux(a_first | vdiff[-1], a_z, zmax))
+        load_done = a_v & a_last   # the maximum is complete after this cycle
+
+        # ---- exponent: E0 index; E1 z; E2 d = max − z; d·C (registered multiplier); E3 t split;
+        # E4 LUT; E5 shift; E6 Σe, e stored
+        j0 = Signal(range(N + 1))
+        exp_issue = Signal()
+        e0_v, e1_v, e2_v = Signal(), Signal(), Signal()
+        e0_j, e1_j, e2_j = Signal(jw), Signal(jw), Signal(jw)
+        e1_z = Signal(signed(zw))
+        e2_d = Signal(self.d_width)
+        m.d.comb += zbr.addr.eq(e0_j)
+        m.d.sync += [e0_v.eq(exp_issue), e0_j.eq(j0[:jw]),
+                     e1_v.eq(e0_v), e1_j.eq(e0_j), e1_z.eq(zbr.data),
+                     e2_v.eq(e1_v), e2_j.eq(e1_j), e2_d.eq(zmax - e1_z)]
+        with m.If(exp_issue):
+            m.d.sync += j0.eq(j0 + 1)
+        lat = registered_mul_latency(self.d_width, self.c_width)
+        prod = registered_mul(m, e2_d, c_reg, "dc", self.dsp_target)
+        m_v, m_j = delay(m, e2_v, lat, "mv"), delay(m, e2_j, lat, "mj")
+        # t zero-extended so that the LUT index and the shift exist for every G, H
+        t = Signal(self.t_width + G + shb)
+        m.d.comb += t.eq(prod[:self.prod_width] >> H)
+        sh = t[G:]
+        e3_v, e4_v, e5_v = Signal(), Signal(), Signal()
+        e3_j, e4_j, e5_j = Signal(jw), Signal(jw), Signal(jw)
+        e3_idx = Signal(max(1, G))
+        e3_sh, e4_sh = Signal(shb), Signal(shb)
+        e4_lut = Signal(F + 1)
+        e5_e = Signal(F + 1)
+        m.d.comb += lutr.addr.eq(e3_idx[:G] if G else 0)
+        m.d.sync += [
+            e3_v.eq(m_v), e3_j.eq(m_j), e3_idx.eq(t[:G] if G else 0),
+            e3_sh.eq(Mux(sh > F, F + 1, sh[:shb])),
+            e4_v.eq(e3_v), e4_j.eq(e3_j), e4_sh.eq(e3_sh), e4_lut.eq(lutr.data),
+            e5_v.eq(e4_v), e5_j.eq(e4_j), e5_e.eq(e4_lut >> e4_sh),
+        ]
+        total = Signal(self.sum_width)
+        e6_v, e6_last = Signal(), Signal()
+        m.d.comb += [ebw.addr.eq(e5_j), ebw.data.eq(e5_e), ebw.en.eq(e5_v)]
+        m.d.sync += [e6_v.eq(e5_v), e6_last.eq(e5_j == n_last)]
+        with m.If(e5_v):
+            m.d.sync += total.eq(Mux(e5_j == 0, e5_e, total + e5_e))
+        exp_done = e6_v & e6_last   # Σe is complete in this cycle
+
+        # ---- divide: D0 index; D1 e; divider (e·2^P) / Σe; quotient into the FIFO
+        jd = Signal(range(N + 1))
+        issue = Signal()
+        d0_v, d1_v = Signal(), Signal()
+        d0_j, d1_j = Signal(jw), Signal(jw)
+        d1_e = Signal(F + 1)
+        m.d.comb += ebr.addr.eq(d0_j)
+        m.d.sync += [d0_v.eq(issue), d0_j.eq(jd[:jw]), d1_v.eq(d0_v), d1_j.eq(d0_j),
+                     d1_e.eq(ebr.data)]
+        with m.If(issue):
+            m.d.sync += jd.eq(jd + 1)
+        m.submodules.div = div = PipelinedDivider(F + 1 + P, self.sum_width, P + 1, 1)
+        m.d.comb += [div.i_valid.eq(d1_v), div.i_num.eq(Cat(Const(0, P), d1_e)),
+                     div.i_den.eq(total), div.i_tag.eq(d1_j == n_last)]
+        m.d.sync += [q.w_valid.eq(div.o_valid), q.w_data.p.eq(div.o_quo),
+                     q.w_data.last.eq(div.o_tag[0])]
+        q_last = div.o_valid & div.o_tag[0]
+
+        with m.FSM(init="LOAD"):
+            with m.State("LOAD"):
+                m.d.comb += self.i_stream.ready.eq(1)
+                with m.If(accept):
+                    m.d.sync += cnt.eq(cnt + 1)
+                    with m.If(cnt == 0):
+                        m.d.sync += c_reg.eq(ip.c)
+                    with m.If(ip.last):
+                        m.d.sync += [n_n.eq(cnt + 1), n_last.eq(cnt), cnt.eq(0)]
+                        m.next = "MAX"
+            with m.State("MAX"):          # until the maximum is complete
+                with m.If(load_done):
+                    m.d.sync += j0.eq(0)
+                    m.next = "EXP"
+            with m.State("EXP"):
+                m.d.comb += exp_issue.eq(j0 < n_n)
+                with m.If(exp_done):
+                    m.d.sync += jd.eq(0)
+                    m.next = "DIV"
+            with m.State("DIV"):
+                m.d.comb += [issue.eq((jd < n_n) & q.room), q.issue.eq(issue)]
+                with m.If(q_last):
+                    m.next = "LOAD"
+        return m
+
+
+def _synth_rowlayernorm(params: dict) -> RowLayerNorm:
+    """Synthesis factory: ``RowLayerNorm`` for a core with 16-bit residuals (``MULT18X18D`` on ECP5)."""
+    unit = RowLayerNorm(int(params.get("max_dim", 64)), int(params.get("x_width", 16)),
+                        int(params.get("gamma_width", 18)), int(params.get("beta_width", 16)),
+                        int(params.get("e_width", 20)),
+                        dsp_target="ecp5" if params.get("family") == "ecp5" else None)
+    unit.check_protocol = False
+    return unit
+
+
+def _synth_rowsoftmax(params: dict) -> RowSoftmax:
+    """Synthesis factory: ``RowSoftmax`` with the default ``G, H, F, P`` (``MULT18X18D`` on ECP5)."""
+    unit = RowSoftmax(int(params.get("max_n", 64)), int(params.get("z_width", 16)),
+                      int(params.get("c_width", 24)),
+                      dsp_target="ecp5" if params.get("family") == "ecp5" else None)
+    unit.check_protocol = False
+    return unit
+
+
+SYNTH_BLOCKS = {
+    "rowlayernorm": (_synth_rowlayernorm, {"max_dim": 64}, [{"max_dim": 64}]),
+    "rowsoftmax": (_synth_rowsoftmax, {"max_n": 64}, [{"max_n": 64}]),
+}

@@ -30,7 +30,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
 
-__all__ = ["Op", "Instr", "CoreParams", "INSTR_FIELDS", "SRC_SPIKES", "SRC_CODES", "SRC_SCODES"]
+__all__ = [
+    "Op",
+    "Instr",
+    "CoreParams",
+    "INSTR_FIELDS",
+    "SRC_SPIKES",
+    "SRC_CODES",
+    "SRC_SCODES",
+    "instr_fields",
+    "encode",
+    "OP_BITS",
+]
 
 
 class Op(IntEnum):
@@ -214,3 +225,30 @@ class CoreParams:
         if name == "tid":
             return max(1, (self.counters - 1).bit_length())
         return max(1, addr.bit_length())
+
+
+#: bits of the opcode field
+OP_BITS = 4
+#: fields that hold two's-complement values
+SIGNED_FIELDS = ("qn", "qp")
+
+
+def instr_fields(params: CoreParams) -> list[tuple[str, int, bool]]:
+    """(name, width, signed) of every instruction field, LSB first (the opcode first)."""
+    out = [("op", OP_BITS, False)]
+    for f in INSTR_FIELDS:
+        out.append((f.name, params.field_width(f.name), f.name in SIGNED_FIELDS))
+    return out
+
+
+def encode(ins: Instr, params: CoreParams) -> int:
+    """The instruction word (an unsigned integer) of ``ins`` in a core with ``params``."""
+    word, pos = 0, 0
+    for name, width, is_signed in instr_fields(params):
+        v = int(getattr(ins, name))
+        lo, hi = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if is_signed else (0, (1 << width) - 1)
+        if not lo <= v <= hi:
+            raise ValueError(f"instruction field {name} = {v} does not fit {width} bits ({ins.listing()})")
+        word |= (v & ((1 << width) - 1)) << pos
+        pos += width
+    return word

@@ -39,9 +39,18 @@ def run_program(prog: Program, rows_in: np.ndarray) -> IsaResult:
     p = prog.params
     P = p.lanes
     lane = np.arange(P)
-    mem = {k: np.zeros((getattr(p, a), P), dtype=np.int64) for k, a in
-           (("D", "d_depth"), ("V", "n_depth"), ("T", "n_depth"), ("S", "s_depth"), ("Q", "q_depth"),
-            ("W", "w_depth"), ("I", "i_depth"))}
+    mem = {
+        k: np.zeros((getattr(p, a), P), dtype=np.int64)
+        for k, a in (
+            ("D", "d_depth"),
+            ("V", "n_depth"),
+            ("T", "n_depth"),
+            ("S", "s_depth"),
+            ("Q", "q_depth"),
+            ("W", "w_depth"),
+            ("I", "i_depth"),
+        )
+    }
     for k, img in prog.images.items():
         mem[k][: img.shape[0]] = img
     Dm, V, Tm, Sm, Q, W, I = (mem[k] for k in "DVTSQWI")
@@ -168,8 +177,8 @@ def run_program(prog: Program, rows_in: np.ndarray) -> IsaResult:
                 yfull[: ins.dim] = y
                 for c in range(ins.nch):
                     ya = ins.ybase + n * ins.nch + c
-                    Dm[ins.obase + n * ins.nch + c] = yfull[c * P:(c + 1) * P] - Dm[ya]
-                    Dm[ya] = yfull[c * P:(c + 1) * P]
+                    Dm[ins.obase + n * ins.nch + c] = yfull[c * P : (c + 1) * P] - Dm[ya]
+                    Dm[ya] = yfull[c * P : (c + 1) * P]
                     _check("normalized output", Dm[ya], p.dw)
         elif op == Op.STEP:
             if not fired and t > 0 and settle < 0:

@@ -21,8 +21,15 @@ from .isa import SRC_CODES, SRC_SCODES, SRC_SPIKES, CoreParams, Instr, Op
 __all__ = ["CompileError", "Region", "SiteMap", "Program", "compile_artifact", "MEMORIES"]
 
 #: memory name -> the CoreParams depth attribute
-MEMORIES = {"D": "d_depth", "V": "n_depth", "T": "n_depth", "S": "s_depth", "Q": "q_depth",
-            "W": "w_depth", "I": "i_depth"}
+MEMORIES = {
+    "D": "d_depth",
+    "V": "n_depth",
+    "T": "n_depth",
+    "S": "s_depth",
+    "Q": "q_depth",
+    "W": "w_depth",
+    "I": "i_depth",
+}
 
 
 class CompileError(ValueError):
@@ -146,12 +153,15 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
 
     # ---- fixed checks against the core's fixed-point parameters -----------------------------------
     if (art.ln_K, art.ln_P) != (params.ln_K, params.ln_P):
-        raise CompileError(f"LayerNorm K, P = {art.ln_K}, {art.ln_P}; the core has "
-                           f"{params.ln_K}, {params.ln_P}")
+        raise CompileError(
+            f"LayerNorm K, P = {art.ln_K}, {art.ln_P}; the core has {params.ln_K}, {params.ln_P}"
+        )
     for i, sp in enumerate(art.softmax):
         if (sp.G, sp.H, sp.F, sp.P) != (params.sm_G, params.sm_H, params.sm_F, params.sm_P):
-            raise CompileError(f"softmax[{i}] G, H, F, P = {sp.G}, {sp.H}, {sp.F}, {sp.P}; the core has "
-                               f"{params.sm_G}, {params.sm_H}, {params.sm_F}, {params.sm_P}")
+            raise CompileError(
+                f"softmax[{i}] G, H, F, P = {sp.G}, {sp.H}, {sp.F}, {sp.P}; the core has "
+                f"{params.sm_G}, {params.sm_H}, {params.sm_F}, {params.sm_P}"
+            )
         if sp.C >= 1 << params.cw:
             raise CompileError(f"softmax[{i}].C = {sp.C} needs more than cw = {params.cw} bits")
     for name, E in art.ln_eps.items():
@@ -167,21 +177,37 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
         return max(rep.bits[k] for k in keys)
 
     sites_all = list(S)
-    dkeys = [k for k in rep.bits if k.endswith(".current") or k.endswith(".scores") or k.endswith(".output")
-             or k.endswith(".scores.step")] + ["residual", "logits"]
+    dkeys = [
+        k
+        for k in rep.bits
+        if k.endswith(".current")
+        or k.endswith(".scores")
+        or k.endswith(".output")
+        or k.endswith(".scores.step")
+    ] + ["residual", "logits"]
     bias_bits = max(signed_bits(int(np.min(T[k])), int(np.max(T[k]))) for k in T if k.endswith("bias"))
-    init_bits = signed_bits(int(np.min(T["pos"])) - int(np.abs(T["cls"]).max()),
-                            int(np.max(T["pos"])) + int(np.abs(T["cls"]).max()))
+    init_bits = signed_bits(
+        int(np.min(T["pos"])) - int(np.abs(T["cls"]).max()),
+        int(np.max(T["pos"])) + int(np.abs(T["cls"]).max()),
+    )
     need_d = max(bits_of(dkeys), bias_bits, init_bits, params.sm_P + 2)
     need_v = bits_of([f"{s}.membrane" for s in sites_all])
     need_t = bits_of([f"{s}.tracer" for s in sites_all])
     theta_max = max(int(np.max(S[s].theta)) for s in sites_all)
     gb = [T[k] for k in T if k.endswith("gamma") or k.endswith("beta")]
     need_q = max([theta_max.bit_length() + 1] + [signed_bits(int(g.min()), int(g.max())) for g in gb])
-    need_i = max(1, int(art.input_max).bit_length()) if art.input_min >= 0 else signed_bits(art.input_min,
-                                                                                              art.input_max)
-    widths = {"D (dw)": (need_d, params.dw), "V (vw)": (need_v, params.vw), "T (tw)": (need_t, params.tw),
-              "Q (pw)": (need_q, params.pw), "I (iw)": (need_i, params.iw)}
+    need_i = (
+        max(1, int(art.input_max).bit_length())
+        if art.input_min >= 0
+        else signed_bits(art.input_min, art.input_max)
+    )
+    widths = {
+        "D (dw)": (need_d, params.dw),
+        "V (vw)": (need_v, params.vw),
+        "T (tw)": (need_t, params.tw),
+        "Q (pw)": (need_q, params.pw),
+        "I (iw)": (need_i, params.iw),
+    }
     for k, (need, have) in widths.items():
         if need > have:
             raise CompileError(f"word {k}: the model's worst case needs {need} bits, the core has {have}")
@@ -201,7 +227,7 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
         p = f"blocks.{i}."
         b = T[p + "qkv.bias"]
         for k, s in enumerate("qkv"):
-            site_bias(p + s, b[k * D:(k + 1) * D])
+            site_bias(p + s, b[k * D : (k + 1) * D])
         site_bias(p + "proj", T[p + "proj.bias"])
         site_bias(p + "fc1", T[p + "fc1.bias"])
         site_bias(p + "fc2", T[p + "fc2.bias"])
@@ -267,10 +293,18 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
     site("patch_embed", Np, D, (Np, D))
     for i in range(d.depth):
         p = f"blocks.{i}."
-        for s, nv, ch, shp in (("norm1", N, D, (N, D)), ("q", N, D, (N, D)), ("k", N, D, (N, D)),
-                               ("v", N, D, (N, D)), ("attn", H * N, N, (H, N, N)),
-                               ("after_attn", N, D, (N, D)), ("proj", N, D, (N, D)),
-                               ("norm2", N, D, (N, D)), ("fc1", N, F, (N, F)), ("fc2", N, D, (N, D))):
+        for s, nv, ch, shp in (
+            ("norm1", N, D, (N, D)),
+            ("q", N, D, (N, D)),
+            ("k", N, D, (N, D)),
+            ("v", N, D, (N, D)),
+            ("attn", H * N, N, (H, N, N)),
+            ("after_attn", N, D, (N, D)),
+            ("proj", N, D, (N, D)),
+            ("norm2", N, D, (N, D)),
+            ("fc1", N, F, (N, F)),
+            ("fc2", N, D, (N, D)),
+        ):
             site(p + s, nv, ch, shp)
     site("norm", N, D, (N, D))
     n_rows = al.next["S"]
@@ -301,7 +335,7 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
         # q, k and v outputs each start on a chunk boundary: (D, 3·Dch·P)
         wq = np.zeros((D, 3 * Dch * P), dtype=np.int64)
         for k in range(3):
-            wq[:, k * Dch * P:k * Dch * P + D] = w[k * D:(k + 1) * D].T
+            wq[:, k * Dch * P : k * Dch * P + D] = w[k * D : (k + 1) * D].T
         wb[p + "qkv"] = al.take("W", p + "qkv", D * 3 * Dch, "qkv, q/k/v chunk-aligned")
         put("W", wb[p + "qkv"], wq.reshape(D * 3 * Dch, P))
         weights(p + "proj", T[p + "proj.weight"], "proj")
@@ -312,13 +346,21 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
     al.next["I"] = Np * Pdch
 
     # ---- capacity -------------------------------------------------------------------------------------
-    need_rows = {"D": al.next["D"], "V": n_rows, "T": n_rows, "S": al.next["S"], "Q": al.next["Q"],
-                 "W": al.next["W"], "I": al.next["I"]}
+    need_rows = {
+        "D": al.next["D"],
+        "V": n_rows,
+        "T": n_rows,
+        "S": al.next["S"],
+        "Q": al.next["Q"],
+        "W": al.next["W"],
+        "I": al.next["I"],
+    }
     for mem, rows in need_rows.items():
         have = getattr(params, MEMORIES[mem])
         if rows > have:
-            raise CompileError(f"memory {mem}: the model needs {rows} rows, the core has {have} "
-                               f"({MEMORIES[mem]})")
+            raise CompileError(
+                f"memory {mem}: the model needs {rows} rows, the core has {have} ({MEMORIES[mem]})"
+            )
 
     # ---- counters ---------------------------------------------------------------------------------------
     counters: dict[int, str] = {}
@@ -341,45 +383,144 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
     emit = prog.append
     emit(Instr(Op.LOADIN, count=Np * Pdch, note="image codes"))
     for name, sm in sites.items():
-        emit(Instr(Op.NRESET, nvec=sm.nvec, nch=sm.nch, vbase=sm.base, tbase=sm.base, pbase=theta[name],
-                   note=f"reset {name}"))
+        emit(
+            Instr(
+                Op.NRESET,
+                nvec=sm.nvec,
+                nch=sm.nch,
+                vbase=sm.base,
+                tbase=sm.base,
+                pbase=theta[name],
+                note=f"reset {name}",
+            )
+        )
     emit(Instr(Op.COPY, dbase=dyn_start, count=dyn_end - dyn_start, zero=1, note="clear running state"))
     emit(Instr(Op.COPY, dbase=logits, sbase=hbias, count=Cch, note="logits = head bias"))
     step_start = len(prog)
 
-    def neuron(name: str, cbase: int, cstride: int, tid: int, has_bias: bool, vec0: int = 0,
-               nvec: int | None = None) -> None:
+    def neuron(
+        name: str, cbase: int, cstride: int, tid: int, has_bias: bool, vec0: int = 0, nvec: int | None = None
+    ) -> None:
         sm = sites[name]
         nv = sm.nvec if nvec is None else nvec
-        emit(Instr(Op.NEURON, nvec=nv, nch=sm.nch, dbase=cbase + vec0 * cstride, dstride=cstride,
-                   bbase=bias.get(name, 0), has_bias=int(has_bias), vbase=sm.base + vec0 * sm.nch,
-                   tbase=sm.base + vec0 * sm.nch, pbase=theta[name], sbase=sm.base + vec0 * sm.nch,
-                   qn=S[name].qn, qp=S[name].qp, tid=tid, note=f"ST-BIF {name}"))
+        emit(
+            Instr(
+                Op.NEURON,
+                nvec=nv,
+                nch=sm.nch,
+                dbase=cbase + vec0 * cstride,
+                dstride=cstride,
+                bbase=bias.get(name, 0),
+                has_bias=int(has_bias),
+                vbase=sm.base + vec0 * sm.nch,
+                tbase=sm.base + vec0 * sm.nch,
+                pbase=theta[name],
+                sbase=sm.base + vec0 * sm.nch,
+                qn=S[name].qn,
+                qp=S[name].qp,
+                tid=tid,
+                note=f"ST-BIF {name}",
+            )
+        )
 
-    def aw(src_site: str, wname: str, dst: int, dstride: int, d1: int, dhi: int, note: str,
-           nvec: int | None = None) -> None:
+    def aw(
+        src_site: str,
+        wname: str,
+        dst: int,
+        dstride: int,
+        d1: int,
+        dhi: int,
+        note: str,
+        nvec: int | None = None,
+    ) -> None:
         sm = sites[src_site]
-        emit(Instr(Op.AW, nvec=sm.nvec if nvec is None else nvec, src=SRC_SPIKES, sbase=sm.base,
-                   sstride=sm.nch, c0=0, c1=sm.nch, lo=0, hi=sm.channels, msrc=0, mbase=wb[wname],
-                   mstride=d1, dbase=dst, dstride=dstride, d0=0, d1=d1, dlo=0, dhi=dhi, note=note))
+        emit(
+            Instr(
+                Op.AW,
+                nvec=sm.nvec if nvec is None else nvec,
+                src=SRC_SPIKES,
+                sbase=sm.base,
+                sstride=sm.nch,
+                c0=0,
+                c1=sm.nch,
+                lo=0,
+                hi=sm.channels,
+                msrc=0,
+                mbase=wb[wname],
+                mstride=d1,
+                dbase=dst,
+                dstride=dstride,
+                d0=0,
+                d1=d1,
+                dlo=0,
+                dhi=dhi,
+                note=note,
+            )
+        )
 
     # patch embedding: MACs once, at t = 0
     code_src = SRC_SCODES if art.input_min < 0 else SRC_CODES
-    emit(Instr(Op.COPY, dbase=du, sbase=init_base, count=N * Dch, t0=1,
-               note="ΔU = pos + cls at t = 0, else 0"))
-    emit(Instr(Op.AW, nvec=Np, src=code_src, sbase=0, sstride=Pdch, c0=0, c1=Pdch, lo=0, hi=pd, msrc=0,
-               mbase=wb["patch_embed"], mstride=Dch, dbase=cur["patch_embed"], dstride=Dch, d0=0, d1=Dch,
-               dlo=0, dhi=D, t0=1, note="patch embedding MACs (t = 0 only)"))
+    emit(
+        Instr(Op.COPY, dbase=du, sbase=init_base, count=N * Dch, t0=1, note="ΔU = pos + cls at t = 0, else 0")
+    )
+    emit(
+        Instr(
+            Op.AW,
+            nvec=Np,
+            src=code_src,
+            sbase=0,
+            sstride=Pdch,
+            c0=0,
+            c1=Pdch,
+            lo=0,
+            hi=pd,
+            msrc=0,
+            mbase=wb["patch_embed"],
+            mstride=Dch,
+            dbase=cur["patch_embed"],
+            dstride=Dch,
+            d0=0,
+            d1=Dch,
+            dlo=0,
+            dhi=D,
+            t0=1,
+            note="patch embedding MACs (t = 0 only)",
+        )
+    )
     neuron("patch_embed", cur["patch_embed"], Dch, counter("patch_embed"), True)
     pe = sites["patch_embed"]
-    emit(Instr(Op.SPKADD, nvec=Np, nch=Dch, sbase=pe.base, dbase=du + Dch, dstride=Dch,
-               imm=S["patch_embed"].M, note="ΔU[1:] += M · patch_embed spikes"))
+    emit(
+        Instr(
+            Op.SPKADD,
+            nvec=Np,
+            nch=Dch,
+            sbase=pe.base,
+            dbase=du + Dch,
+            dstride=Dch,
+            imm=S["patch_embed"].M,
+            note="ΔU[1:] += M · patch_embed spikes",
+        )
+    )
 
     def layernorm(ln: str, x: int, y: int, out: int) -> None:
         g, b = gamma[ln]
-        emit(Instr(Op.LN, nvec=N, nch=Dch, dim=D, xbase=x, sbase=du, ybase=y, obase=out, pbase=g, bbase=b,
-                   imm=art.ln_eps[ln], tid=counter(ln, row_cost=layernorm_row_cost(D, True)),
-                   note=f"differential LayerNorm {ln}"))
+        emit(
+            Instr(
+                Op.LN,
+                nvec=N,
+                nch=Dch,
+                dim=D,
+                xbase=x,
+                sbase=du,
+                ybase=y,
+                obase=out,
+                pbase=g,
+                bbase=b,
+                imm=art.ln_eps[ln],
+                tid=counter(ln, row_cost=layernorm_row_cost(D, True)),
+                note=f"differential LayerNorm {ln}",
+            )
+        )
 
     for i in range(d.depth):
         p = f"blocks.{i}."
@@ -392,52 +533,180 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
             neuron(p + s, r["qkv"] + k * Dch, 3 * Dch, counter(p + s, N), True)
         # SESA q·kᵀ: ΔZ = q(t)·K(t)ᵀ + Q(t−1)·k(t)ᵀ
         emit(Instr(Op.COPY, dbase=kts[i], count=D * Nch, mem=1, zero=1, note="clear kᵀ spikes"))
-        emit(Instr(Op.TRANS, nvec=N, nch=Dch, sbase=sk.base, lo=0, hi=D, dbase=r["KT"], dstride=Nch,
-                   obase=kts[i], note="Kᵀ += k(t)ᵀ; kᵀ spikes"))
+        emit(
+            Instr(
+                Op.TRANS,
+                nvec=N,
+                nch=Dch,
+                sbase=sk.base,
+                lo=0,
+                hi=D,
+                dbase=r["KT"],
+                dstride=Nch,
+                obase=kts[i],
+                note="Kᵀ += k(t)ᵀ; kᵀ spikes",
+            )
+        )
         for h in range(H):
-            emit(Instr(Op.SROW, count=dh, nvec=N, sbase=kts[i] + h * dh * Nch, sstride=Nch, c0=0, c1=Nch,
-                       lo=0, hi=N, mbase=r["Q"], mstride=Dch, joff=h * dh,
-                       dbase=r["dZ"] + h * N * Nch, dstride=Nch, note=f"ΔZ[{h}] += Q(t−1)·k(t)ᵀ"))
+            emit(
+                Instr(
+                    Op.SROW,
+                    count=dh,
+                    nvec=N,
+                    sbase=kts[i] + h * dh * Nch,
+                    sstride=Nch,
+                    c0=0,
+                    c1=Nch,
+                    lo=0,
+                    hi=N,
+                    mbase=r["Q"],
+                    mstride=Dch,
+                    joff=h * dh,
+                    dbase=r["dZ"] + h * N * Nch,
+                    dstride=Nch,
+                    note=f"ΔZ[{h}] += Q(t−1)·k(t)ᵀ",
+                )
+            )
             lo, hi = h * dh, (h + 1) * dh
-            emit(Instr(Op.AW, nvec=N, src=SRC_SPIKES, sbase=sq.base, sstride=Dch, c0=lo // P,
-                       c1=_cdiv(hi, P), lo=lo, hi=hi, joff=lo, msrc=1, mbase=r["KT"] + lo * Nch, mstride=Nch,
-                       dbase=r["dZ"] + h * N * Nch, dstride=Nch, d0=0, d1=Nch, dlo=0, dhi=N,
-                       note=f"ΔZ[{h}] += q(t)·K(t)ᵀ"))
-        emit(Instr(Op.SPKADD, nvec=N, nch=Dch, sbase=sq.base, dbase=r["Q"], dstride=Dch, imm=1,
-                   note="Q += q"))
-        emit(Instr(Op.SMX, nvec=H * N, nch=Nch, dim=N, xbase=r["Z"], sbase=r["dZ"], ybase=r["Y"],
-                   obase=cur[p + "attn"], imm=art.softmax[i].C,
-                   tid=counter(p + "softmax", row_cost=softmax_row_cost(N, True)),
-                   note="differential softmax"))
+            emit(
+                Instr(
+                    Op.AW,
+                    nvec=N,
+                    src=SRC_SPIKES,
+                    sbase=sq.base,
+                    sstride=Dch,
+                    c0=lo // P,
+                    c1=_cdiv(hi, P),
+                    lo=lo,
+                    hi=hi,
+                    joff=lo,
+                    msrc=1,
+                    mbase=r["KT"] + lo * Nch,
+                    mstride=Nch,
+                    dbase=r["dZ"] + h * N * Nch,
+                    dstride=Nch,
+                    d0=0,
+                    d1=Nch,
+                    dlo=0,
+                    dhi=N,
+                    note=f"ΔZ[{h}] += q(t)·K(t)ᵀ",
+                )
+            )
+        emit(
+            Instr(Op.SPKADD, nvec=N, nch=Dch, sbase=sq.base, dbase=r["Q"], dstride=Dch, imm=1, note="Q += q")
+        )
+        emit(
+            Instr(
+                Op.SMX,
+                nvec=H * N,
+                nch=Nch,
+                dim=N,
+                xbase=r["Z"],
+                sbase=r["dZ"],
+                ybase=r["Y"],
+                obase=cur[p + "attn"],
+                imm=art.softmax[i].C,
+                tid=counter(p + "softmax", row_cost=softmax_row_cost(N, True)),
+                note="differential softmax",
+            )
+        )
         emit(Instr(Op.COPY, dbase=r["dZ"], count=H * N * Nch, zero=1, note="clear ΔZ"))
         neuron(p + "attn", cur[p + "attn"], Nch, counter(p + "attn", dh), False)
         # SESA attn·v: ΔO = attn(t)·V(t) + A(t−1)·v(t)
-        emit(Instr(Op.SPKADD, nvec=N, nch=Dch, sbase=sv.base, dbase=r["V"], dstride=Dch, imm=1,
-                   note="V += v"))
+        emit(
+            Instr(Op.SPKADD, nvec=N, nch=Dch, sbase=sv.base, dbase=r["V"], dstride=Dch, imm=1, note="V += v")
+        )
         aa = cur[p + "after_attn"]
         for h in range(H):
             lo, hi = h * dh, (h + 1) * dh
-            emit(Instr(Op.AW, nvec=N, src=SRC_SPIKES, sbase=sa.base + h * N * Nch, sstride=Nch, c0=0, c1=Nch,
-                       lo=0, hi=N, joff=0, msrc=1, mbase=r["V"], mstride=Dch, dbase=aa, dstride=Dch,
-                       d0=lo // P, d1=_cdiv(hi, P), dlo=lo, dhi=hi, note=f"O[{h}] += attn(t)·V(t)"))
-            emit(Instr(Op.SROW, count=N, nvec=N, sbase=sv.base, sstride=Dch, c0=lo // P, c1=_cdiv(hi, P),
-                       lo=lo, hi=hi, mbase=r["A"] + h * N * Nch, mstride=Nch, joff=0, dbase=aa, dstride=Dch,
-                       note=f"O[{h}] += A(t−1)·v(t)"))
-        emit(Instr(Op.SPKADD, nvec=H * N, nch=Nch, sbase=sa.base, dbase=r["A"], dstride=Nch, imm=1,
-                   note="A += attn"))
+            emit(
+                Instr(
+                    Op.AW,
+                    nvec=N,
+                    src=SRC_SPIKES,
+                    sbase=sa.base + h * N * Nch,
+                    sstride=Nch,
+                    c0=0,
+                    c1=Nch,
+                    lo=0,
+                    hi=N,
+                    joff=0,
+                    msrc=1,
+                    mbase=r["V"],
+                    mstride=Dch,
+                    dbase=aa,
+                    dstride=Dch,
+                    d0=lo // P,
+                    d1=_cdiv(hi, P),
+                    dlo=lo,
+                    dhi=hi,
+                    note=f"O[{h}] += attn(t)·V(t)",
+                )
+            )
+            emit(
+                Instr(
+                    Op.SROW,
+                    count=N,
+                    nvec=N,
+                    sbase=sv.base,
+                    sstride=Dch,
+                    c0=lo // P,
+                    c1=_cdiv(hi, P),
+                    lo=lo,
+                    hi=hi,
+                    mbase=r["A"] + h * N * Nch,
+                    mstride=Nch,
+                    joff=0,
+                    dbase=aa,
+                    dstride=Dch,
+                    note=f"O[{h}] += A(t−1)·v(t)",
+                )
+            )
+        emit(
+            Instr(
+                Op.SPKADD,
+                nvec=H * N,
+                nch=Nch,
+                sbase=sa.base,
+                dbase=r["A"],
+                dstride=Nch,
+                imm=1,
+                note="A += attn",
+            )
+        )
         neuron(p + "after_attn", aa, Dch, counter(p + "after_attn", D), False)
         aw(p + "after_attn", p + "proj", cur[p + "proj"], Dch, Dch, D, "proj")
         neuron(p + "proj", cur[p + "proj"], Dch, counter(p + "proj"), True)
-        emit(Instr(Op.SPKADD, nvec=N, nch=Dch, sbase=sites[p + "proj"].base, dbase=du, dstride=Dch,
-                   imm=S[p + "proj"].M, note="ΔU += M · proj spikes"))
+        emit(
+            Instr(
+                Op.SPKADD,
+                nvec=N,
+                nch=Dch,
+                sbase=sites[p + "proj"].base,
+                dbase=du,
+                dstride=Dch,
+                imm=S[p + "proj"].M,
+                note="ΔU += M · proj spikes",
+            )
+        )
         layernorm(p + "ln2", r["ln2.x"], r["ln2.y"], cur[p + "norm2"])
         neuron(p + "norm2", cur[p + "norm2"], Dch, counter(p + "norm2", F), False)
         aw(p + "norm2", p + "fc1", cur[p + "fc1"], Fch, Fch, F, "fc1")
         neuron(p + "fc1", cur[p + "fc1"], Fch, counter(p + "fc1", D), True)
         aw(p + "fc1", p + "fc2", cur[p + "fc2"], Dch, Dch, D, "fc2")
         neuron(p + "fc2", cur[p + "fc2"], Dch, counter(p + "fc2"), True)
-        emit(Instr(Op.SPKADD, nvec=N, nch=Dch, sbase=sites[p + "fc2"].base, dbase=du, dstride=Dch,
-                   imm=S[p + "fc2"].M, note="ΔU += M · fc2 spikes"))
+        emit(
+            Instr(
+                Op.SPKADD,
+                nvec=N,
+                nch=Dch,
+                sbase=sites[p + "fc2"].base,
+                dbase=du,
+                dstride=Dch,
+                imm=S[p + "fc2"].M,
+                note="ΔU += M · fc2 spikes",
+            )
+        )
     layernorm("norm", fin_x, fin_y, cur["norm"])
     neuron("norm", cur["norm"], Dch, counter("norm.cls", d.classes), False, 0, 1)
     neuron("norm", cur["norm"], Dch, counter("norm.patches"), False, 1, N - 1)
@@ -460,12 +729,26 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
         rows = need_rows[mem]
         a = np.zeros((rows, P), dtype=np.int64)
         for base, r in parts:
-            a[base:base + r.shape[0]] = r
+            a[base : base + r.shape[0]] = r
         images[mem] = a
-    return Program(params=params, instrs=prog, step_start=step_start, regions=al.regions, images=images,
-                   sites=sites, counters=counters, ac_fanout=fanout, row_costs=row_costs,
-                   fixed_macs=Np * pd * D, input_rows=Np * Pdch, logits_base=logits, logits_rows=Cch,
-                   classes=d.classes, t_max=t_max, widths=widths)
+    return Program(
+        params=params,
+        instrs=prog,
+        step_start=step_start,
+        regions=al.regions,
+        images=images,
+        sites=sites,
+        counters=counters,
+        ac_fanout=fanout,
+        row_costs=row_costs,
+        fixed_macs=Np * pd * D,
+        input_rows=Np * Pdch,
+        logits_base=logits,
+        logits_rows=Cch,
+        classes=d.classes,
+        t_max=t_max,
+        widths=widths,
+    )
 
 
 def image_rows(prog: Program, art: ViTArtifact, image: np.ndarray) -> np.ndarray:

@@ -20,8 +20,10 @@ def aw_step(spikes: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, t: 
     w = np.asarray(weight)
     s = np.asarray(spikes)
     if w.ndim != 2 or s.shape[-1:] != w.shape[1:]:
-        raise ValueError(f"spikes (..., {w.shape[-1] if w.ndim == 2 else '?'}) and weight (n_out, n_in) "
-                         f"do not match: {s.shape} and {w.shape}")
+        raise ValueError(
+            f"spikes (..., {w.shape[-1] if w.ndim == 2 else '?'}) and weight (n_out, n_in) "
+            f"do not match: {s.shape} and {w.shape}"
+        )
     cur = np.matmul(s.astype(np.int64), w.astype(np.int64).T)
     if t == 0 and bias is not None:
         cur += np.asarray(bias, dtype=np.int64)

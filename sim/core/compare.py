@@ -68,8 +68,16 @@ def _site_index(prog: Program, name: str, row: int, lane: int) -> tuple[int, ...
     return tuple(int(i) for i in np.unravel_index(flat, sm.shape))
 
 
-def compare_image(prog: Program, golden: SNNResult, b: int, trace, logits: np.ndarray, settle: int,
-                  steps: int, counts: np.ndarray) -> ImageComparison:
+def compare_image(
+    prog: Program,
+    golden: SNNResult,
+    b: int,
+    trace,
+    logits: np.ndarray,
+    settle: int,
+    steps: int,
+    counts: np.ndarray,
+) -> ImageComparison:
     """Compare image ``b`` of the golden batch run with one core run.
 
     ``trace`` is a sequence of ``(step, S row, spikes (P,))`` in emission order.
@@ -104,20 +112,25 @@ def compare_image(prog: Program, golden: SNNResult, b: int, trace, logits: np.nd
             if bad.size:
                 lane = int(bad[0])
                 idx = _site_index(prog, site, row, lane)
-                cmp.fail(f"image {b}: step {t}: site {site}: index {idx}: expected {int(e[lane])}, "
-                         f"got {int(g[lane])}")
+                cmp.fail(
+                    f"image {b}: step {t}: site {site}: index {idx}: expected {int(e[lane])}, "
+                    f"got {int(g[lane])}"
+                )
         cmp.steps_compared += 1
     cmp.logits_equal = bool(np.array_equal(np.asarray(logits, dtype=np.int64), golden.logits[b]))
     if not cmp.logits_equal:
-        cmp.fail(f"image {b}: logits: expected {golden.logits[b].tolist()}, "
-                 f"got {np.asarray(logits).tolist()}")
+        cmp.fail(
+            f"image {b}: logits: expected {golden.logits[b].tolist()}, got {np.asarray(logits).tolist()}"
+        )
     cmp.settle_equal = settle == g_settle
     if not cmp.settle_equal:
         cmp.fail(f"image {b}: settle step: expected {g_settle}, got {settle}")
     e = prog.energy(counts)
     cmp.energy_equal = e["acs"] == int(golden.acs[b]) and e["macs"] == int(golden.macs[b])
     if not cmp.energy_equal:
-        cmp.notes.append(f"image {b}: energy counts: golden ACs {int(golden.acs[b])} "
-                         f"MACs {int(golden.macs[b])}, "
-                         f"core ACs {e['acs']} MACs {e['macs']}")
+        cmp.notes.append(
+            f"image {b}: energy counts: golden ACs {int(golden.acs[b])} "
+            f"MACs {int(golden.macs[b])}, "
+            f"core ACs {e['acs']} MACs {e['macs']}"
+        )
     return cmp

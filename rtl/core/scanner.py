@@ -1,0 +1,155 @@
+"""Spike-event encoding: rows of spikes (or image codes) in, one event per cycle out."""
+
+from __future__ import annotations
+
+from amaranth.hdl import C, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ...compiler.isa import SRC_SCODES, SRC_SPIKES
+from .ports import ReadPort, lane, log2_exact
+
+__all__ = ["EventScanner", "event_layout"]
+
+
+def event_layout(addr_width: int, iw: int) -> data.StructLayout:
+    """An event: vector ``n``, channel ``j``, weight ``±2^shift`` (``neg`` for the minus sign)."""
+    return data.StructLayout(
+        {
+            "n": unsigned(addr_width),
+            "j": unsigned(addr_width),
+            "neg": 1,
+            "shift": unsigned(max(1, (iw - 1).bit_length())),
+        }
+    )
+
+
+class EventScanner(wiring.Component):
+    """Reads the source rows of an AW or transpose instruction and emits its events, one per cycle.
+
+    For vectors ``n < nvec`` and chunks ``c0 ≤ c < c1`` it reads row ``sbase + n·sstride + c``;
+    every lane whose channel ``j = c·P + l`` lies in ``[lo, hi)`` and whose value is nonzero gives
+    events in lane order: a spike ``±1`` one event (``neg`` = its sign, ``shift = 0``), an image code
+    one event per set bit ``b`` (``shift = b``; with ``src = SRC_SCODES`` the top bit of the
+    ``iw``-bit code is negative).
+
+    Timing: a row costs two cycles (read, latch) plus one cycle per event, and events wait on
+    ``o_stream.ready``. ``done`` pulses once the last row is scanned and its last event taken.
+
+    Members
+    -------
+    start : In(1)
+        Begin scanning with the configuration inputs below (held for the whole scan).
+    nvec, sbase, sstride, c0, c1, lo, hi, src : In
+        The instruction fields (:class:`~equispike.compiler.isa.Instr`).
+    rd : Out(ReadPort)
+        Row read port: spike rows (2-bit lanes) or image code rows (``iw``-bit lanes), chosen by the
+        user from ``src``; ``rd.data`` must carry ``P`` lanes of ``iw`` bits with spikes sign-extended.
+    o_stream : Out(stream.Signature(event_layout))
+    done : Out(1)
+    """
+
+    def __init__(self, lanes: int, addr_width: int, iw: int):
+        self.lanes = lanes
+        self.lg = log2_exact(lanes)
+        self.aw = addr_width
+        self.iw = max(2, iw)
+        super().__init__(
+            {
+                "start": In(1),
+                "nvec": In(addr_width),
+                "sbase": In(addr_width),
+                "sstride": In(addr_width),
+                "c0": In(addr_width),
+                "c1": In(addr_width),
+                "lo": In(addr_width),
+                "hi": In(addr_width),
+                "src": In(2),
+                "rd": Out(ReadPort(addr_width, lanes * self.iw)),
+                "o_stream": Out(stream.Signature(event_layout(addr_width, self.iw))),
+                "done": Out(1),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        P, iw, aw = self.lanes, self.iw, self.aw
+        n = Signal(aw)
+        c = Signal(aw)
+        rowbase = Signal(aw)  # sbase + n·sstride
+        pend = [Signal(iw, name=f"pend{i}") for i in range(P)]  # remaining bits per lane
+        neg = [Signal(name=f"neg{i}") for i in range(P)]  # spike sign per lane
+        spikes = Signal()
+        m.d.comb += spikes.eq(self.src == SRC_SPIKES)
+
+        # lowest pending lane, and its lowest pending bit
+        any_pend = Signal()
+        sel = Signal(range(P))
+        for i in reversed(range(P)):
+            with m.If(pend[i] != 0):
+                m.d.comb += [sel.eq(i), any_pend.eq(1)]
+        sel_bits = Signal(iw)
+        sel_neg = Signal()
+        with m.Switch(sel):
+            for i in range(P):
+                with m.Case(i):
+                    m.d.comb += [sel_bits.eq(pend[i]), sel_neg.eq(neg[i])]
+        bit = Signal(range(iw))
+        for b in reversed(range(iw)):
+            with m.If(sel_bits[b]):
+                m.d.comb += bit.eq(b)
+
+        ev = self.o_stream.payload
+        m.d.comb += [
+            ev.n.eq(n),
+            ev.j.eq((c << self.lg) | sel),
+            ev.shift.eq(Mux(spikes, 0, bit)),
+            ev.neg.eq(Mux(spikes, sel_neg, (self.src == SRC_SCODES) & (bit == iw - 1))),
+        ]
+        last_chunk = Signal()
+        last_vec = Signal()
+        m.d.comb += [last_chunk.eq(c + 1 >= self.c1), last_vec.eq(n + 1 >= self.nvec)]
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [n.eq(0), c.eq(self.c0), rowbase.eq(self.sbase)]
+                    with m.If((self.nvec == 0) | (self.c1 <= self.c0)):
+                        m.next = "DONE"
+                    with m.Else():
+                        m.next = "READ"
+            with m.State("READ"):
+                m.d.comb += [self.rd.addr.eq(rowbase + c), self.rd.en.eq(1)]
+                m.next = "LATCH"
+            with m.State("LATCH"):
+                for i in range(P):
+                    v = lane(self.rd.data, i, iw)
+                    ch = (c << self.lg) | i
+                    inside = (ch >= self.lo) & (ch < self.hi) & (v != 0)
+                    m.d.sync += [
+                        pend[i].eq(Mux(inside, Mux(spikes, 1, v.as_unsigned()), 0)),
+                        neg[i].eq(v < 0),
+                    ]
+                m.next = "EMIT"
+            with m.State("EMIT"):
+                m.d.comb += self.o_stream.valid.eq(any_pend)
+                with m.If(any_pend & self.o_stream.ready):
+                    with m.Switch(sel):
+                        for i in range(P):
+                            with m.Case(i):
+                                m.d.sync += pend[i].eq(Mux(spikes, 0, pend[i] & ~(C(1, iw) << bit)[:iw]))
+                with m.If(~any_pend):
+                    with m.If(last_chunk):
+                        m.d.sync += c.eq(self.c0)
+                        with m.If(last_vec):
+                            m.next = "DONE"
+                        with m.Else():
+                            m.d.sync += [n.eq(n + 1), rowbase.eq(rowbase + self.sstride)]
+                            m.next = "READ"
+                    with m.Else():
+                        m.d.sync += c.eq(c + 1)
+                        m.next = "READ"
+            with m.State("DONE"):
+                m.d.comb += self.done.eq(1)
+                m.next = "IDLE"
+        return m

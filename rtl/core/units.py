@@ -1,0 +1,883 @@
+"""The core's execution units: one per instruction family (:mod:`equispike.compiler.isa`).
+
+Each unit runs one instruction at a time: ``start`` (one cycle, with ``ins`` and ``t_zero`` held
+until ``done``), then a loop of *items*, one per cycle, each a row read in cycle ``k`` and written
+in cycle ``k + 1`` from the read data (memories read synchronously). A read-modify-write unit
+relies on the ``D`` port A being transparent to the write port, so consecutive items on the same
+row see each other's result. ``done`` pulses when the last write has happened.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from ...compiler.isa import CoreParams, instr_fields
+from .ports import ReadPort, WritePort, lane, log2_exact, pack
+from .scanner import EventScanner
+
+__all__ = [
+    "instr_layout",
+    "CopyUnit",
+    "NResetUnit",
+    "NeuronUnit",
+    "SpkAddUnit",
+    "AwUnit",
+    "TransUnit",
+    "SrowUnit",
+    "NormUnit",
+    "unit_members",
+]
+
+
+def instr_layout(params: CoreParams) -> data.StructLayout:
+    return data.StructLayout({name: (signed(w) if s else unsigned(w)) for name, w, s in instr_fields(params)})
+
+
+def addr_width(params: CoreParams) -> int:
+    return params.field_width("dbase")
+
+
+def unit_members(params: CoreParams, **ports) -> dict:
+    """Signature members common to every unit plus its ports."""
+    return {"start": In(1), "done": Out(1), "ins": In(instr_layout(params)), "t_zero": In(1), **ports}
+
+
+class _Unit(wiring.Component):
+    def __init__(self, params: CoreParams, **ports):
+        if not isinstance(params, CoreParams):
+            raise TypeError(f"params must be a CoreParams, got {type(params).__name__}")
+        self.p = params
+        self.P = params.lanes
+        self.lg = log2_exact(params.lanes)
+        self.aw = addr_width(params)
+        super().__init__(unit_members(params, **ports))
+
+    def _ports_d(self):
+        aw, P, p = self.aw, self.P, self.p
+        return ReadPort(aw, P * p.dw), WritePort(aw, P * p.dw)
+
+
+class CopyUnit(_Unit):
+    """``COPY``: ``count`` rows of ``D`` (or zeros) into ``D`` or ``S``; one row per cycle,
+    ``count + 2`` cycles from ``start`` to ``done``.
+
+    Members: ``d_rd`` (D port A), ``d_wr``, ``s_wr``.
+    """
+
+    def __init__(self, params: CoreParams):
+        aw, P = addr_width(params), params.lanes
+        super().__init__(
+            params,
+            d_rd=Out(ReadPort(aw, P * params.dw)),
+            d_wr=Out(WritePort(aw, P * params.dw)),
+            s_wr=Out(WritePort(aw, P * 2)),
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        ins = self.ins
+        i = Signal(self.aw)
+        run = Signal()
+        w_en = Signal()
+        w_addr = Signal(self.aw)
+        take = Signal()
+        m.d.comb += take.eq(~ins.zero & (~ins.t0 | self.t_zero))
+        with m.If(self.start):
+            m.d.sync += [i.eq(0), run.eq(ins.count != 0)]
+        m.d.sync += w_en.eq(0)
+        with m.If(run):
+            m.d.comb += [self.d_rd.addr.eq(ins.sbase + i), self.d_rd.en.eq(1)]
+            m.d.sync += [w_en.eq(1), w_addr.eq(ins.dbase + i), i.eq(i + 1)]
+            with m.If(i + 1 >= ins.count):
+                m.d.sync += run.eq(0)
+        value = Mux(take, self.d_rd.data, 0)
+        m.d.comb += [
+            self.d_wr.addr.eq(w_addr),
+            self.d_wr.data.eq(value),
+            self.d_wr.en.eq(w_en & ~ins.mem),
+            self.s_wr.addr.eq(w_addr),
+            self.s_wr.data.eq(0),
+            self.s_wr.en.eq(w_en & ins.mem),
+        ]
+        busy = Signal()
+        m.d.sync += busy.eq(self.start | (busy & (run | w_en)))
+        m.d.comb += self.done.eq(busy & ~run & ~w_en & ~self.start)
+        return m
+
+
+class _RowLoop:
+    """Nested item counters ``n < nvec``, ``c < nch`` with the running row ``r = n·nch + c`` and a
+    running vector base ``vb = base + n·stride`` (no multipliers)."""
+
+    def __init__(self, m: Module, aw: int, name: str):
+        self.n = Signal(aw, name=f"{name}_n")
+        self.c = Signal(aw, name=f"{name}_c")
+        self.r = Signal(aw, name=f"{name}_r")
+        self.vb = Signal(aw, name=f"{name}_vb")
+        self.run = Signal(name=f"{name}_run")
+        self.m = m
+
+    def begin(self, nvec, nch, base):
+        self.m.d.sync += [
+            self.n.eq(0),
+            self.c.eq(0),
+            self.r.eq(0),
+            self.vb.eq(base),
+            self.run.eq((nvec != 0) & (nch != 0)),
+        ]
+
+    def advance(self, nvec, nch, stride):
+        m = self.m
+        m.d.sync += self.r.eq(self.r + 1)
+        with m.If(self.c + 1 >= nch):
+            m.d.sync += [self.c.eq(0), self.n.eq(self.n + 1), self.vb.eq(self.vb + stride)]
+            with m.If(self.n + 1 >= nvec):
+                m.d.sync += self.run.eq(0)
+        with m.Else():
+            m.d.sync += self.c.eq(self.c + 1)
+
+
+def _done(m: Module, unit, running, pipe) -> None:
+    busy = Signal()
+    m.d.sync += busy.eq(unit.start | (busy & (running | pipe)))
+    m.d.comb += unit.done.eq(busy & ~running & ~pipe & ~unit.start)
+
+
+class NResetUnit(_Unit):
+    """``NRESET``: ``V = Θ >> 1``, ``T = 0`` for every row; one row per cycle.
+
+    Members: ``q_rd``, ``v_wr``, ``t_wr``.
+    """
+
+    def __init__(self, params: CoreParams):
+        aw, P = addr_width(params), params.lanes
+        super().__init__(
+            params,
+            q_rd=Out(ReadPort(aw, P * params.pw)),
+            v_wr=Out(WritePort(aw, P * params.vw)),
+            t_wr=Out(WritePort(aw, P * params.tw)),
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        ins, P, p = self.ins, self.P, self.p
+        lp = _RowLoop(m, self.aw, "nr")
+        w_en = Signal()
+        w_r = Signal(self.aw)
+        with m.If(self.start):
+            lp.begin(ins.nvec, ins.nch, 0)
+        m.d.sync += w_en.eq(0)
+        with m.If(lp.run):
+            m.d.comb += [self.q_rd.addr.eq(ins.pbase + lp.c), self.q_rd.en.eq(1)]
+            m.d.sync += [w_en.eq(1), w_r.eq(lp.r)]
+            lp.advance(ins.nvec, ins.nch, 0)
+        half = [(lane(self.q_rd.data, i, p.pw, signed=False) >> 1)[: p.vw] for i in range(P)]
+        m.d.comb += [
+            self.v_wr.addr.eq(ins.vbase + w_r),
+            self.v_wr.en.eq(w_en),
+            self.v_wr.data.eq(pack(half)),
+            self.t_wr.addr.eq(ins.tbase + w_r),
+            self.t_wr.en.eq(w_en),
+            self.t_wr.data.eq(0),
+        ]
+        _done(m, self, lp.run, w_en)
+        return m
+
+
+def _ternary(word, i: int):
+    """Lane ``i`` of a spike row as (is +1, is −1)."""
+    s = word[2 * i : 2 * i + 2]
+    return (s == 0b01), (s == 0b11)
+
+
+class NeuronUnit(_Unit):
+    """``NEURON``: the ST-BIF step of SPEC §2 on every row, one row (``P`` neurons) per cycle.
+
+    Item ``r = n·nch + c``: ``H = V + I (+ bias at t = 0)``; spike ``+1`` if ``H ≥ Θ`` and
+    ``S < Qp``, ``−1`` if ``H < 0`` and ``S > Qn``; ``V = H − s·Θ``, ``S += s``; the current row is
+    cleared. The row's spikes go to ``S``, the trace output (``trace_valid``, ``trace_row``) and the
+    spike count (``count``, valid with ``done``); ``fired`` pulses for any nonzero spike.
+
+    Members: ``d_rd`` (current, port A), ``d_rdb`` (bias, port B), ``d_wr``, ``q_rd``, ``v_rd``,
+    ``v_wr``, ``t_rd``, ``t_wr``, ``s_wr``; outputs ``trace_valid``, ``trace_row``, ``trace_spikes``,
+    ``fired``, ``count``.
+    """
+
+    def __init__(self, params: CoreParams):
+        aw, P, p = addr_width(params), params.lanes, params
+        super().__init__(
+            params,
+            d_rd=Out(ReadPort(aw, P * p.dw)),
+            d_rdb=Out(ReadPort(aw, P * p.dw)),
+            d_wr=Out(WritePort(aw, P * p.dw)),
+            q_rd=Out(ReadPort(aw, P * p.pw)),
+            v_rd=Out(ReadPort(aw, P * p.vw)),
+            v_wr=Out(WritePort(aw, P * p.vw)),
+            t_rd=Out(ReadPort(aw, P * p.tw)),
+            t_wr=Out(WritePort(aw, P * p.tw)),
+            s_wr=Out(WritePort(aw, P * 2)),
+            trace_valid=Out(1),
+            trace_row=Out(aw),
+            trace_spikes=Out(2 * P),
+            fired=Out(1),
+            count=Out(p.count_width),
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        ins, P, p = self.ins, self.P, self.p
+        lp = _RowLoop(m, self.aw, "nu")
+        s1 = Signal()  # item in its write cycle
+        s1_r = Signal(self.aw)
+        s1_cur = Signal(self.aw)
+        with m.If(self.start):
+            lp.begin(ins.nvec, ins.nch, ins.dbase)
+            m.d.sync += self.count.eq(0)
+        m.d.sync += s1.eq(0)
+        with m.If(lp.run):
+            m.d.comb += [
+                self.d_rd.addr.eq(lp.vb + lp.c),
+                self.d_rd.en.eq(1),
+                self.d_rdb.addr.eq(ins.bbase + lp.c),
+                self.d_rdb.en.eq(1),
+                self.q_rd.addr.eq(ins.pbase + lp.c),
+                self.q_rd.en.eq(1),
+                self.v_rd.addr.eq(ins.vbase + lp.r),
+                self.v_rd.en.eq(1),
+                self.t_rd.addr.eq(ins.tbase + lp.r),
+                self.t_rd.en.eq(1),
+            ]
+            m.d.sync += [s1.eq(1), s1_r.eq(lp.r), s1_cur.eq(lp.vb + lp.c)]
+            lp.advance(ins.nvec, ins.nch, ins.dstride)
+        use_bias = Signal()
+        m.d.comb += use_bias.eq(ins.has_bias & self.t_zero)
+        hw = max(p.vw, p.dw) + 2
+        v_out, t_out, s_out, nz = [], [], [], []
+        for i in range(P):
+            cur = lane(self.d_rd.data, i, p.dw)
+            b = Mux(use_bias, lane(self.d_rdb.data, i, p.dw), 0)
+            th = lane(self.q_rd.data, i, p.pw, signed=False)
+            v = lane(self.v_rd.data, i, p.vw)
+            s = lane(self.t_rd.data, i, p.tw)
+            h = Signal(signed(hw), name=f"h{i}")
+            m.d.comb += h.eq(v + cur + b)
+            up = (h >= th) & (s < ins.qp)
+            dn = (h < 0) & (s > ins.qn)
+            v_out.append(Mux(up, h - th, Mux(dn, h + th, h))[: p.vw])
+            t_out.append(Mux(up, s + 1, Mux(dn, s - 1, s))[: p.tw])
+            s_out.append(Mux(up, C(0b01, 2), Mux(dn, C(0b11, 2), C(0, 2))))
+            nz.append(up | dn)
+        spikes = pack(s_out)
+        m.d.comb += [
+            self.v_wr.addr.eq(ins.vbase + s1_r),
+            self.v_wr.en.eq(s1),
+            self.v_wr.data.eq(pack(v_out)),
+            self.t_wr.addr.eq(ins.tbase + s1_r),
+            self.t_wr.en.eq(s1),
+            self.t_wr.data.eq(pack(t_out)),
+            self.s_wr.addr.eq(ins.sbase + s1_r),
+            self.s_wr.en.eq(s1),
+            self.s_wr.data.eq(spikes),
+            self.d_wr.addr.eq(s1_cur),
+            self.d_wr.en.eq(s1),
+            self.d_wr.data.eq(0),
+            self.trace_valid.eq(s1),
+            self.trace_row.eq(ins.sbase + s1_r),
+            self.trace_spikes.eq(spikes),
+        ]
+        nzv = Cat(*nz)
+        with m.If(s1):
+            m.d.sync += self.count.eq(self.count + sum(nzv[i] for i in range(P)))
+            m.d.comb += self.fired.eq(nzv.any())
+        _done(m, self, lp.run, s1)
+        return m
+
+
+class SpkAddUnit(_Unit):
+    """``SPKADD``: ``D[dbase + n·dstride + c] += imm · S[sbase + n·nch + c]``, one row per cycle.
+
+    Members: ``s_rd``, ``d_rd`` (port A), ``d_wr``.
+    """
+
+    def __init__(self, params: CoreParams):
+        aw, P = addr_width(params), params.lanes
+        super().__init__(
+            params,
+            s_rd=Out(ReadPort(aw, P * 2)),
+            d_rd=Out(ReadPort(aw, P * params.dw)),
+            d_wr=Out(WritePort(aw, P * params.dw)),
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        ins, P, p = self.ins, self.P, self.p
+        lp = _RowLoop(m, self.aw, "sa")
+        s1 = Signal()
+        s1_a = Signal(self.aw)
+        with m.If(self.start):
+            lp.begin(ins.nvec, ins.nch, ins.dbase)
+        m.d.sync += s1.eq(0)
+        with m.If(lp.run):
+            m.d.comb += [
+                self.s_rd.addr.eq(ins.sbase + lp.r),
+                self.s_rd.en.eq(1),
+                self.d_rd.addr.eq(lp.vb + lp.c),
+                self.d_rd.en.eq(1),
+            ]
+            m.d.sync += [s1.eq(1), s1_a.eq(lp.vb + lp.c)]
+            lp.advance(ins.nvec, ins.nch, ins.dstride)
+        imm = ins.imm
+        out = []
+        for i in range(P):
+            pos, neg = _ternary(self.s_rd.data, i)
+            x = lane(self.d_rd.data, i, p.dw)
+            out.append(Mux(pos, x + imm, Mux(neg, x - imm, x))[: p.dw])
+        m.d.comb += [self.d_wr.addr.eq(s1_a), self.d_wr.en.eq(s1), self.d_wr.data.eq(pack(out))]
+        _done(m, self, lp.run, s1)
+        return m
+
+
+class AwUnit(_Unit):
+    """``AW``: event-driven accumulation (SPEC §3, §4), one item (event × output chunk) per cycle.
+
+    An :class:`EventScanner` turns the source rows into events; each event ``(n, j, ±2^b)`` is
+    prepared (matrix row ``mbase + (j − joff)·mstride``, destination ``dbase + n·dstride``) while
+    the previous one issues, then issues one item per chunk ``d0 ≤ e < d1``: read the matrix row
+    (``W`` or ``D`` port B) and the destination row (``D`` port A), write ``dst ± (M << b)`` on the
+    lanes whose channel is in ``[dlo, dhi)``. Throughput: one item per cycle while events are
+    ready; the scanner adds two cycles per source row and one per event.
+
+    Members: ``s_rd``, ``i_rd`` (source rows), ``w_rd``, ``d_rdb`` (matrix), ``d_rd`` (port A), ``d_wr``.
+    """
+
+    def __init__(self, params: CoreParams):
+        aw, P, p = addr_width(params), params.lanes, params
+        super().__init__(
+            params,
+            s_rd=Out(ReadPort(aw, P * 2)),
+            i_rd=Out(ReadPort(aw, P * p.iw)),
+            w_rd=Out(ReadPort(aw, P * 8)),
+            d_rdb=Out(ReadPort(aw, P * p.dw)),
+            d_rd=Out(ReadPort(aw, P * p.dw)),
+            d_wr=Out(WritePort(aw, P * p.dw)),
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        ins, P, p, aw = self.ins, self.P, self.p, self.aw
+        m.submodules.scan = sc = EventScanner(P, aw, p.iw)
+        iw = sc.iw
+        skip = Signal()
+        m.d.comb += skip.eq(ins.t0 & ~self.t_zero)
+        m.d.comb += [
+            sc.start.eq(self.start & ~skip),
+            sc.nvec.eq(ins.nvec),
+            sc.sbase.eq(ins.sbase),
+            sc.sstride.eq(ins.sstride),
+            sc.c0.eq(ins.c0),
+            sc.c1.eq(ins.c1),
+            sc.lo.eq(ins.lo),
+            sc.hi.eq(ins.hi),
+            sc.src.eq(ins.src),
+            self.s_rd.addr.eq(sc.rd.addr),
+            self.s_rd.en.eq(sc.rd.en & (ins.src == 0)),
+            self.i_rd.addr.eq(sc.rd.addr),
+            self.i_rd.en.eq(sc.rd.en & (ins.src != 0)),
+        ]
+        # scanner lanes: spikes sign-extended to iw bits, or the codes
+        src_lanes = []
+        for i in range(P):
+            sp = self.s_rd.data[2 * i : 2 * i + 2].as_signed()
+            code = self.i_rd.data[i * p.iw : (i + 1) * p.iw]
+            src_lanes.append(Mux(ins.src == 0, sp, code)[:iw])
+        m.d.comb += sc.rd.data.eq(pack(src_lanes))
+        scan_busy = Signal()
+        with m.If(self.start & ~skip):
+            m.d.sync += scan_busy.eq(1)
+        with m.If(sc.done):
+            m.d.sync += scan_busy.eq(0)
+
+        # prepared event
+        pv = Signal()
+        p_m = Signal(aw)
+        p_d = Signal(aw)
+        p_neg = Signal()
+        p_sh = Signal(len(sc.o_stream.payload.shift))
+        # issuing event
+        iv = Signal()
+        i_m = Signal(aw)
+        i_d = Signal(aw)
+        i_neg = Signal()
+        i_sh = Signal(len(p_sh))
+        e = Signal(aw)
+        last_item = Signal()
+        m.d.comb += last_item.eq(e + 1 >= ins.d1)
+        take_issue = Signal()  # the issue stage takes the prepared event this cycle
+        m.d.comb += take_issue.eq(pv & (~iv | last_item))
+        m.d.comb += sc.o_stream.ready.eq(~pv | take_issue)
+        ev = sc.o_stream.payload
+        with m.If(sc.o_stream.valid & sc.o_stream.ready):
+            m.d.sync += [
+                pv.eq(1),
+                p_m.eq(ins.mbase + (ev.j - ins.joff) * ins.mstride),
+                p_d.eq(ins.dbase + ev.n * ins.dstride),
+                p_neg.eq(ev.neg),
+                p_sh.eq(ev.shift),
+            ]
+        with m.Elif(take_issue):
+            m.d.sync += pv.eq(0)
+        s1 = Signal()
+        s1_a = Signal(aw)
+        s1_e = Signal(aw)
+        s1_neg = Signal()
+        s1_sh = Signal(len(p_sh))
+        m.d.sync += s1.eq(0)
+        with m.If(iv):
+            m.d.comb += [
+                self.w_rd.addr.eq(i_m + e),
+                self.w_rd.en.eq(ins.msrc == 0),
+                self.d_rdb.addr.eq(i_m + e),
+                self.d_rdb.en.eq(ins.msrc == 1),
+                self.d_rd.addr.eq(i_d + e),
+                self.d_rd.en.eq(1),
+            ]
+            m.d.sync += [
+                s1.eq(1),
+                s1_a.eq(i_d + e),
+                s1_e.eq(e),
+                s1_neg.eq(i_neg),
+                s1_sh.eq(i_sh),
+                e.eq(e + 1),
+            ]
+        with m.If(take_issue):
+            m.d.sync += [iv.eq(1), i_m.eq(p_m), i_d.eq(p_d), i_neg.eq(p_neg), i_sh.eq(p_sh), e.eq(ins.d0)]
+        with m.Elif(iv & last_item):
+            m.d.sync += iv.eq(0)
+        out = []
+        for i in range(P):
+            wv = Mux(ins.msrc == 0, lane(self.w_rd.data, i, 8), lane(self.d_rdb.data, i, p.dw))
+            sh = Signal(signed(p.dw + iw + 1), name=f"aw_sh{i}")
+            m.d.comb += sh.eq(wv << s1_sh)
+            x = lane(self.d_rd.data, i, p.dw)
+            ch = (s1_e << self.lg) | i
+            inside = (ch >= ins.dlo) & (ch < ins.dhi)
+            out.append(Mux(inside, Mux(s1_neg, x - sh, x + sh), x)[: p.dw])
+        m.d.comb += [self.d_wr.addr.eq(s1_a), self.d_wr.en.eq(s1), self.d_wr.data.eq(pack(out))]
+        running = Signal()
+        m.d.comb += running.eq(scan_busy | pv | iv)
+        busy = Signal()
+        m.d.sync += busy.eq(self.start | (busy & (running | s1)))
+        m.d.comb += self.done.eq(busy & ~running & ~s1 & ~self.start)
+        return m
+
+
+class TransUnit(_Unit):
+    """``TRANS``: each spike ``σ`` of channel ``j`` of vector ``m`` adds ``σ`` to lane ``m mod P`` of
+    ``D[dbase + (j − lo)·dstride + m div P]`` and writes ``σ`` to that lane of ``S[obase + …]``;
+    one event per cycle (:class:`EventScanner` timing).
+
+    Members: ``s_rd`` (source rows), ``s_rd2`` (the ``S`` row being modified, transparent),
+    ``s_wr``, ``d_rd`` (port A), ``d_wr``.
+    """
+
+    def __init__(self, params: CoreParams):
+        aw, P, p = addr_width(params), params.lanes, params
+        super().__init__(
+            params,
+            s_rd=Out(ReadPort(aw, P * 2)),
+            s_rd2=Out(ReadPort(aw, P * 2)),
+            s_wr=Out(WritePort(aw, P * 2)),
+            d_rd=Out(ReadPort(aw, P * p.dw)),
+            d_wr=Out(WritePort(aw, P * p.dw)),
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        ins, P, p, aw = self.ins, self.P, self.p, self.aw
+        m.submodules.scan = sc = EventScanner(P, aw, 2)
+        m.d.comb += [
+            sc.start.eq(self.start),
+            sc.nvec.eq(ins.nvec),
+            sc.sbase.eq(ins.sbase),
+            sc.sstride.eq(ins.nch),
+            sc.c0.eq(0),
+            sc.c1.eq(ins.nch),
+            sc.lo.eq(ins.lo),
+            sc.hi.eq(ins.hi),
+            sc.src.eq(0),
+            self.s_rd.addr.eq(sc.rd.addr),
+            self.s_rd.en.eq(sc.rd.en),
+            sc.rd.data.eq(self.s_rd.data),
+            sc.o_stream.ready.eq(1),
+        ]
+        scan_busy = Signal()
+        with m.If(self.start):
+            m.d.sync += scan_busy.eq(1)
+        with m.If(sc.done):
+            m.d.sync += scan_busy.eq(0)
+        ev = sc.o_stream.payload
+        off = Signal(aw)
+        m.d.comb += off.eq((ev.j - ins.lo) * ins.dstride + (ev.n >> self.lg))
+        s1 = Signal()
+        s1_off = Signal(aw)
+        s1_lane = Signal(self.lg if self.lg else 1)
+        s1_neg = Signal()
+        m.d.sync += s1.eq(0)
+        with m.If(sc.o_stream.valid):
+            m.d.comb += [
+                self.d_rd.addr.eq(ins.dbase + off),
+                self.d_rd.en.eq(1),
+                self.s_rd2.addr.eq(ins.obase + off),
+                self.s_rd2.en.eq(1),
+            ]
+            m.d.sync += [
+                s1.eq(1),
+                s1_off.eq(off),
+                s1_lane.eq(ev.n[: max(1, self.lg)] if self.lg else 0),
+                s1_neg.eq(ev.neg),
+            ]
+        dout, sout = [], []
+        for i in range(P):
+            x = lane(self.d_rd.data, i, p.dw)
+            hit = s1_lane == i
+            dout.append(Mux(hit, Mux(s1_neg, x - 1, x + 1), x)[: p.dw])
+            sout.append(Mux(hit, Mux(s1_neg, C(0b11, 2), C(0b01, 2)), self.s_rd2.data[2 * i : 2 * i + 2]))
+        m.d.comb += [
+            self.d_wr.addr.eq(ins.dbase + s1_off),
+            self.d_wr.en.eq(s1),
+            self.d_wr.data.eq(pack(dout)),
+            self.s_wr.addr.eq(ins.obase + s1_off),
+            self.s_wr.en.eq(s1),
+            self.s_wr.data.eq(pack(sout)),
+        ]
+        busy = Signal()
+        m.d.sync += busy.eq(self.start | (busy & (scan_busy | s1)))
+        m.d.comb += self.done.eq(busy & ~scan_busy & ~s1 & ~self.start)
+        return m
+
+
+class SrowUnit(_Unit):
+    """``SROW``: scalar × spike vector (the second SESA term), one item per cycle.
+
+    For ``r < count``: a probe reads the spike vector's chunks ``c0 … c1−1`` (one per cycle, plus
+    one); an all-zero vector is skipped. Otherwise, for ``n < nvec`` and each chunk: ``a`` = lane
+    ``(r + joff) mod P`` of ``D[mbase + n·mstride + (r + joff) div P]`` (port B), and
+    ``D[dbase + n·dstride + c] += a · spike`` on the lanes whose channel is in ``[lo, hi)``.
+
+    Members: ``s_rd``, ``d_rdb`` (the scalar), ``d_rd`` (port A), ``d_wr``.
+    """
+
+    def __init__(self, params: CoreParams):
+        aw, P, p = addr_width(params), params.lanes, params
+        super().__init__(
+            params,
+            s_rd=Out(ReadPort(aw, P * 2)),
+            d_rdb=Out(ReadPort(aw, P * p.dw)),
+            d_rd=Out(ReadPort(aw, P * p.dw)),
+            d_wr=Out(WritePort(aw, P * p.dw)),
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        ins, P, p, aw, lg = self.ins, self.P, self.p, self.aw, self.lg
+        r = Signal(aw)
+        srow = Signal(aw)  # sbase + r·sstride
+        col = Signal(aw)  # r + joff
+        c = Signal(aw)
+        n = Signal(aw)
+        arow = Signal(aw)  # mbase + n·mstride
+        drow = Signal(aw)  # dbase + n·dstride
+        active = Signal()
+        s1 = Signal()
+        s1_probe = Signal()
+        s1_a = Signal(aw)
+        s1_c = Signal(aw)
+        m.d.sync += [s1.eq(0), s1_probe.eq(0)]
+
+        def mask(word, chunk):
+            out = []
+            for i in range(P):
+                ch = (chunk << lg) | i
+                inside = (ch >= ins.lo) & (ch < ins.hi)
+                out.append(Mux(inside, word[2 * i : 2 * i + 2], 0))
+            return Cat(*out)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [r.eq(0), srow.eq(ins.sbase), col.eq(ins.joff)]
+                    with m.If((ins.count == 0) | (ins.nvec == 0) | (ins.c1 <= ins.c0)):
+                        m.next = "DONE"
+                    with m.Else():
+                        m.next = "PROBE_START"
+            with m.State("PROBE_START"):
+                m.d.sync += [c.eq(ins.c0), active.eq(0)]
+                m.next = "PROBE"
+            with m.State("PROBE"):
+                m.d.comb += [self.s_rd.addr.eq(srow + c), self.s_rd.en.eq(1)]
+                m.d.sync += [s1_probe.eq(1), s1_c.eq(c), c.eq(c + 1)]
+                with m.If(c + 1 >= ins.c1):
+                    m.next = "DECIDE"
+            with m.State("DECIDE"):
+                # the last probe's data arrives in this cycle (accumulated below)
+                m.next = "DECIDE2"
+            with m.State("DECIDE2"):
+                m.d.sync += [n.eq(0), c.eq(ins.c0), arow.eq(ins.mbase), drow.eq(ins.dbase)]
+                with m.If(active):
+                    m.next = "ITEMS"
+                with m.Else():
+                    m.next = "NEXT"
+            with m.State("ITEMS"):
+                m.d.comb += [
+                    self.s_rd.addr.eq(srow + c),
+                    self.s_rd.en.eq(1),
+                    self.d_rdb.addr.eq(arow + (col >> lg)),
+                    self.d_rdb.en.eq(1),
+                    self.d_rd.addr.eq(drow + c),
+                    self.d_rd.en.eq(1),
+                ]
+                m.d.sync += [s1.eq(1), s1_a.eq(drow + c), s1_c.eq(c)]
+                with m.If(c + 1 >= ins.c1):
+                    m.d.sync += [
+                        c.eq(ins.c0),
+                        n.eq(n + 1),
+                        arow.eq(arow + ins.mstride),
+                        drow.eq(drow + ins.dstride),
+                    ]
+                    with m.If(n + 1 >= ins.nvec):
+                        m.next = "NEXT"
+                with m.Else():
+                    m.d.sync += c.eq(c + 1)
+            with m.State("NEXT"):
+                with m.If(~s1):
+                    m.d.sync += [r.eq(r + 1), srow.eq(srow + ins.sstride), col.eq(col + 1)]
+                    with m.If(r + 1 >= ins.count):
+                        m.next = "DONE"
+                    with m.Else():
+                        m.next = "PROBE_START"
+            with m.State("DONE"):
+                m.d.comb += self.done.eq(1)
+                m.next = "IDLE"
+        with m.If(s1_probe & (mask(self.s_rd.data, s1_c) != 0)):
+            m.d.sync += active.eq(1)
+        # scalar lane select
+        a = Signal(signed(p.dw))
+        sel = Signal(max(1, lg))
+        m.d.sync += sel.eq(col[:lg] if lg else 0)
+        with m.Switch(sel):
+            for i in range(P):
+                with m.Case(i):
+                    m.d.comb += a.eq(lane(self.d_rdb.data, i, p.dw))
+        spk = mask(self.s_rd.data, s1_c)
+        out = []
+        for i in range(P):
+            pos, neg = _ternary(spk, i)
+            x = lane(self.d_rd.data, i, p.dw)
+            out.append(Mux(pos, x + a, Mux(neg, x - a, x))[: p.dw])
+        m.d.comb += [self.d_wr.addr.eq(s1_a), self.d_wr.en.eq(s1), self.d_wr.data.eq(pack(out))]
+        return m
+
+
+class NormUnit(_Unit):
+    """``LN`` and ``SMX``: the differential LayerNorm and softmax (SPEC §5) over rows of ``dim``.
+
+    Per row: pass A adds ``ΔU`` into the running input ``X`` (``nch`` cycles) and notes whether any
+    ``ΔU`` lane is nonzero; a changed row (or every row at ``t = 0``) then streams its ``dim``
+    elements (with ``Γ``, ``B`` from ``Q`` for the LayerNorm) into the row unit
+    (:class:`~equispike.rtl.rownorm.RowLayerNorm` or :class:`~equispike.rtl.rownorm.RowSoftmax`),
+    one per cycle, collects its outputs into rows and writes ``y − Y_prev`` (the site's current)
+    and ``y`` (three cycles per chunk). ``count`` (valid with ``done``) is the recomputed rows.
+
+    Members: ``d_rd`` (port A), ``d_rdb`` (port B), ``d_wr``, ``q_rd``, ``q_rd2``, ``count``.
+    """
+
+    def __init__(self, params: CoreParams):
+        aw, P, p = addr_width(params), params.lanes, params
+        super().__init__(
+            params,
+            d_rd=Out(ReadPort(aw, P * p.dw)),
+            d_rdb=Out(ReadPort(aw, P * p.dw)),
+            d_wr=Out(WritePort(aw, P * p.dw)),
+            q_rd=Out(ReadPort(aw, P * p.pw)),
+            q_rd2=Out(ReadPort(aw, P * p.pw)),
+            count=Out(p.count_width),
+        )
+
+    def elaborate(self, platform):
+        from ...compiler.isa import Op
+        from ..rownorm import RowLayerNorm, RowSoftmax
+
+        m = Module()
+        ins, P, p, aw, lg = self.ins, self.P, self.p, self.aw, self.lg
+        m.submodules.ln = ln = RowLayerNorm(
+            max_dim=p.max_dim,
+            x_width=p.dw,
+            gamma_width=p.pw,
+            beta_width=p.pw,
+            e_width=p.ew,
+            K=p.ln_K,
+            P=p.ln_P,
+        )
+        m.submodules.smx = smx = RowSoftmax(
+            max_n=p.max_n, z_width=p.dw, c_width=p.cw, G=p.sm_G, H=p.sm_H, F=p.sm_F, P=p.sm_P
+        )
+        is_ln = Signal()
+        m.d.comb += is_ln.eq(ins.op == Op.LN)
+        n = Signal(aw)
+        rb = Signal(aw)  # n·nch
+        c = Signal(aw)
+        li = Signal(range(P + 1))  # lane within the chunk
+        nl = Signal(range(P + 1))  # lanes of this chunk: min(P, dim − c·P)
+        rem = Signal(aw + 1)
+        m.d.comb += rem.eq(ins.dim - (c << lg))
+        m.d.comb += nl.eq(Mux(rem >= P, P, rem))
+        changed = Signal()
+        s1 = Signal()
+        s1_a = Signal(aw)
+        xr = [Signal(signed(p.dw), name=f"x{i}") for i in range(P)]
+        gr = [Signal(signed(p.pw), name=f"g{i}") for i in range(P)]
+        br = [Signal(signed(p.pw), name=f"b{i}") for i in range(P)]
+        yr = [Signal(signed(p.dw), name=f"y{i}") for i in range(P)]
+        m.d.sync += s1.eq(0)
+        # pass A write stage
+        acc = []
+        for i in range(P):
+            acc.append((lane(self.d_rd.data, i, p.dw) + lane(self.d_rdb.data, i, p.dw))[: p.dw])
+        with m.If(s1):
+            m.d.comb += [self.d_wr.addr.eq(s1_a), self.d_wr.en.eq(1), self.d_wr.data.eq(pack(acc))]
+            with m.If(self.d_rdb.data != 0):
+                m.d.sync += changed.eq(1)
+        # element selection for the row units
+        ex, eg, eb = Signal(signed(p.dw)), Signal(signed(p.pw)), Signal(signed(p.pw))
+        with m.Switch(li):
+            for i in range(P):
+                with m.Case(i):
+                    m.d.comb += [ex.eq(xr[i]), eg.eq(gr[i]), eb.eq(br[i])]
+        last_el = Signal()
+        m.d.comb += last_el.eq((li + 1 >= nl) & (c + 1 >= ins.nch))
+        m.d.comb += [
+            ln.i_stream.payload.x.eq(ex),
+            ln.i_stream.payload.gamma.eq(eg),
+            ln.i_stream.payload.beta.eq(eb),
+            ln.i_stream.payload.e.eq(ins.imm),
+            ln.i_stream.payload.last.eq(last_el),
+            smx.i_stream.payload.z.eq(ex),
+            smx.i_stream.payload.c.eq(ins.imm),
+            smx.i_stream.payload.last.eq(last_el),
+        ]
+        feed = Signal()
+        in_ready = Mux(is_ln, ln.i_stream.ready, smx.i_stream.ready)
+        m.d.comb += [ln.i_stream.valid.eq(feed & is_ln), smx.i_stream.valid.eq(feed & ~is_ln)]
+        collect = Signal()
+        out_valid = Mux(is_ln, ln.o_stream.valid, smx.o_stream.valid)
+        out_y = Signal(signed(p.dw))
+        m.d.comb += out_y.eq(Mux(is_ln, ln.o_stream.payload.y, smx.o_stream.payload.p))
+        m.d.comb += [ln.o_stream.ready.eq(collect & is_ln), smx.o_stream.ready.eq(collect & ~is_ln)]
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [n.eq(0), rb.eq(0), self.count.eq(0)]
+                    with m.If((ins.nvec == 0) | (ins.nch == 0)):
+                        m.next = "DONE"
+                    with m.Else():
+                        m.d.sync += [c.eq(0), changed.eq(0)]
+                        m.next = "A"
+            with m.State("A"):
+                m.d.comb += [
+                    self.d_rd.addr.eq(ins.xbase + rb + c),
+                    self.d_rd.en.eq(1),
+                    self.d_rdb.addr.eq(ins.sbase + rb + c),
+                    self.d_rdb.en.eq(1),
+                ]
+                m.d.sync += [s1.eq(1), s1_a.eq(ins.xbase + rb + c), c.eq(c + 1)]
+                with m.If(c + 1 >= ins.nch):
+                    m.next = "A_WAIT"
+            with m.State("A_WAIT"):
+                m.next = "DECIDE"
+            with m.State("DECIDE"):
+                m.d.sync += c.eq(0)
+                with m.If(changed | self.t_zero):
+                    m.d.sync += self.count.eq(self.count + 1)
+                    m.next = "B_READ"
+                with m.Else():
+                    m.next = "NEXT"
+            with m.State("B_READ"):
+                m.d.comb += [
+                    self.d_rd.addr.eq(ins.xbase + rb + c),
+                    self.d_rd.en.eq(1),
+                    self.q_rd.addr.eq(ins.pbase + c),
+                    self.q_rd.en.eq(1),
+                    self.q_rd2.addr.eq(ins.bbase + c),
+                    self.q_rd2.en.eq(1),
+                ]
+                m.next = "B_LATCH"
+            with m.State("B_LATCH"):
+                for i in range(P):
+                    m.d.sync += [
+                        xr[i].eq(lane(self.d_rd.data, i, p.dw)),
+                        gr[i].eq(lane(self.q_rd.data, i, p.pw)),
+                        br[i].eq(lane(self.q_rd2.data, i, p.pw)),
+                    ]
+                m.d.sync += li.eq(0)
+                m.next = "B_FEED"
+            with m.State("B_FEED"):
+                m.d.comb += feed.eq(1)
+                with m.If(in_ready):
+                    m.d.sync += li.eq(li + 1)
+                    with m.If(li + 1 >= nl):
+                        with m.If(c + 1 >= ins.nch):
+                            m.d.sync += [c.eq(0), li.eq(0)]
+                            for i in range(P):
+                                m.d.sync += yr[i].eq(0)
+                            m.next = "C_COLLECT"
+                        with m.Else():
+                            m.d.sync += c.eq(c + 1)
+                            m.next = "B_READ"
+            with m.State("C_COLLECT"):
+                m.d.comb += collect.eq(1)
+                with m.If(out_valid):
+                    with m.Switch(li):
+                        for i in range(P):
+                            with m.Case(i):
+                                m.d.sync += yr[i].eq(out_y)
+                    m.d.sync += li.eq(li + 1)
+                    with m.If(li + 1 >= nl):
+                        m.next = "C_READ"
+            with m.State("C_READ"):
+                m.d.comb += [self.d_rdb.addr.eq(ins.ybase + rb + c), self.d_rdb.en.eq(1)]
+                m.next = "C_DELTA"
+            with m.State("C_DELTA"):
+                delta = [(yr[i] - lane(self.d_rdb.data, i, p.dw))[: p.dw] for i in range(P)]
+                m.d.comb += [
+                    self.d_wr.addr.eq(ins.obase + rb + c),
+                    self.d_wr.en.eq(1),
+                    self.d_wr.data.eq(pack(delta)),
+                ]
+                m.next = "C_STORE"
+            with m.State("C_STORE"):
+                m.d.comb += [
+                    self.d_wr.addr.eq(ins.ybase + rb + c),
+                    self.d_wr.en.eq(1),
+                    self.d_wr.data.eq(pack([y[: p.dw] for y in yr])),
+                ]
+                m.d.sync += li.eq(0)
+                for i in range(P):
+                    m.d.sync += yr[i].eq(0)
+                with m.If(c + 1 >= ins.nch):
+                    m.next = "NEXT"
+                with m.Else():
+                    m.d.sync += c.eq(c + 1)
+                    m.next = "C_COLLECT"
+            with m.State("NEXT"):
+                m.d.sync += [n.eq(n + 1), rb.eq(rb + ins.nch), c.eq(0), changed.eq(0)]
+                with m.If(n + 1 >= ins.nvec):
+                    m.next = "DONE"
+                with m.Else():
+                    m.next = "A"
+            with m.State("DONE"):
+                m.d.comb += self.done.eq(1)
+                m.next = "IDLE"
+        return m

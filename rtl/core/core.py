@@ -64,7 +64,7 @@ class Core(wiring.Component):
     rows, the event counters (``Program.counters``), the cycles per class
     (:data:`CYCLE_CLASSES`), and a status row (:data:`STATUS_FIELDS`: settle step or −1, steps
     run, cycles from the image's last input beat to the first output beat).
-    ``trace`` (if ``trace=True``): every spike row of every ``NEURON`` instruction as it is
+    ``spike_trace`` (if ``trace=True``): every spike row of every ``NEURON`` instruction as it is
     written (``valid`` for one cycle, no back-pressure), with the step and the ``S`` row.
 
     Timing
@@ -83,7 +83,7 @@ class Core(wiring.Component):
     -------
     i_stream : In(stream.Signature(unsigned(P·iw)))
     o_stream : Out(stream.Signature({data: unsigned(P·dw), last: 1}))
-    trace : Out({valid, step, row, spikes})
+    spike_trace : Out({valid, step, row, spikes})
     """
 
     def __init__(self, program: Program, trace: bool = True):
@@ -101,7 +101,7 @@ class Core(wiring.Component):
             ),
         }
         if self.with_trace:
-            members["trace"] = Out(
+            members["spike_trace"] = Out(
                 data.StructLayout({"valid": 1, "step": 16, "row": aw, "spikes": 2 * p.lanes})
             )
         super().__init__(members)
@@ -390,10 +390,10 @@ class Core(wiring.Component):
         if self.with_trace:
             nu = units["neuron"]
             m.d.comb += [
-                self.trace.valid.eq(nu.trace_valid),
-                self.trace.step.eq(t),
-                self.trace.row.eq(nu.trace_row),
-                self.trace.spikes.eq(nu.trace_spikes),
+                self.spike_trace.valid.eq(nu.trace_valid),
+                self.spike_trace.step.eq(t),
+                self.spike_trace.row.eq(nu.trace_row),
+                self.spike_trace.spikes.eq(nu.trace_spikes),
             ]
         return m
 

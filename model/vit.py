@@ -71,6 +71,13 @@ def _initial_residual(art: ViTArtifact, batch: int) -> np.ndarray:
     return u
 
 
+def _count_spikes(s: np.ndarray, lead: int) -> np.ndarray:
+    """Nonzero ternary spikes per leading index (int64): ``Σ|s|``, accumulated in the narrowest safe int."""
+    flat = s.reshape(lead, -1)
+    acc = np.int16 if flat.shape[1] < (1 << 15) else np.int64
+    return np.add.reduce(np.abs(flat), axis=1, dtype=acc).astype(np.int64)
+
+
 def dense_macs(art: ViTArtifact) -> int:
     """MACs of one dense QANN inference (SPEC §10: linears, attention products, softmax and LayerNorm
     rows, head); its ACs are in :func:`~equispike.model.energy.dense_counts`."""
@@ -95,6 +102,8 @@ class _Plan:
         d, T, S = art.dims, art.tensors, art.sites
         self.umax = residual_bound(art)
         self.u_dtype = np.dtype(np.float64) if self.umax < F64_LIMIT else np.dtype(np.int64)
+        # residual increments (spikes × M) of one step: float32 when exact
+        self.du_dtype = exact_dtype(self.umax)
         xin = max(abs(art.input_min), abs(art.input_max))
         self.qann = {"patch_embed": AWLinear(T["patch_embed.weight"], T["patch_embed.bias"], xin)}
         self.snn: dict[str, AWLinear] = {}
@@ -410,7 +419,7 @@ class ViTSNN:
                 current = current.astype(cur_dtype[name])
             s = n.step(current)
             rec.site(name, current, s, n)
-            nz = np.count_nonzero(s.reshape(B, -1), axis=1)
+            nz = _count_spikes(s, B)
             spikes_total[name] += nz
             if not nz.any():
                 silent[name] = True
@@ -447,12 +456,12 @@ class ViTSNN:
             if t == 0:
                 du = _initial_residual(art, B).astype(plan.u_dtype)
                 if s_pe is not None:
-                    du[:, 1:, :] += s_pe.astype(plan.u_dtype) * S["patch_embed"].M
+                    du[:, 1:, :] += s_pe.astype(plan.du_dtype) * S["patch_embed"].M
             else:
                 du = None
                 if s_pe is not None:
-                    du = np.zeros((B, N, D), dtype=plan.u_dtype)
-                    du[:, 1:, :] = s_pe.astype(plan.u_dtype) * S["patch_embed"].M
+                    du = np.zeros((B, N, D), dtype=plan.du_dtype)
+                    du[:, 1:, :] = s_pe.astype(plan.du_dtype) * S["patch_embed"].M
             for i in range(d.depth):
                 p = f"blocks.{i}."
                 s1, nz1 = fire(p + "norm1", lns[p + "ln1"].step(du), t)
@@ -475,17 +484,17 @@ class ViTSNN:
                 saa, nzaa = fire(p + "after_attn", None if do is None else _merge(do), t)
                 spj, nzpj = fire(p + "proj", aw(p + "proj", saa, nzaa, t), t)
                 if spj is not None:
-                    inc = spj.astype(plan.u_dtype) * S[p + "proj"].M
+                    inc = spj.astype(plan.du_dtype) * S[p + "proj"].M
                     du = inc if du is None else du + inc
                 s2, nz2 = fire(p + "norm2", lns[p + "ln2"].step(du), t)
                 sf1, nzf1 = fire(p + "fc1", aw(p + "fc1", s2, nz2, t), t)
                 sf2, _ = fire(p + "fc2", aw(p + "fc2", sf1, nzf1, t), t)
                 if sf2 is not None:
-                    inc = sf2.astype(plan.u_dtype) * S[p + "fc2"].M
+                    inc = sf2.astype(plan.du_dtype) * S[p + "fc2"].M
                     du = inc if du is None else du + inc
             sfn, _ = fire("norm", lns["norm"].step(du), t)
             cls = None if sfn is None else sfn[:, 0, :]
-            nzc = zero_count if cls is None else np.count_nonzero(cls, axis=1)
+            nzc = zero_count if cls is None else _count_spikes(cls, B)
             if cls is not None and not nzc.any():
                 cls = None
             lg = aw("head", cls, nzc, t)

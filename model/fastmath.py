@@ -19,6 +19,8 @@ __all__ = [
     "F32_LIMIT",
     "F64_LIMIT",
     "exact_dtype",
+    "wide_dtype",
+    "SOFTMAX_TABLE_MAX",
     "matmul_exact",
     "floor_div",
     "floor_shift",
@@ -72,6 +74,11 @@ def exact_dtype(bound: int) -> np.dtype:
     if bound < F64_LIMIT:
         return np.dtype(np.float64)
     return np.dtype(np.int64)
+
+
+def wide_dtype(bound: int) -> np.dtype:
+    """float64 when ``bound < 2^53``, else int64: for values whose operators need float64 arithmetic."""
+    return np.dtype(np.int64) if exact_dtype(bound) == np.int64 else np.dtype(np.float64)
 
 
 def matmul_exact(a: np.ndarray, b: np.ndarray, bound: int) -> np.ndarray:
@@ -135,7 +142,7 @@ def isqrt_float(x: np.ndarray) -> np.ndarray:
 
 
 _TABLES: dict[tuple[int, ...], np.ndarray] = {}
-_TABLE_MAX = 1 << 20
+SOFTMAX_TABLE_MAX = 1 << 20
 
 
 def _exp_by_distance(params, d_max: int) -> np.ndarray:
@@ -173,7 +180,7 @@ def softmax_exact(z: np.ndarray, params, z_bound: int) -> np.ndarray:
     n = z.shape[-1]
     F, P = params.F, params.P
     d_max = 2 * int(z_bound)
-    if max(1 << (F + P), n << F) >= F64_LIMIT or d_max >= _TABLE_MAX:
+    if max(1 << (F + P), n << F) >= F64_LIMIT or d_max >= SOFTMAX_TABLE_MAX:
         return int_softmax(np.asarray(z).astype(np.int64), params)
     d = np.subtract(z.max(axis=-1, keepdims=True), z)
     e = _exp_by_distance(params, d_max)[d.astype(np.intp)]

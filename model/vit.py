@@ -16,13 +16,13 @@ from .artifact import ViTArtifact
 from .differential import DifferentialOp
 from .energy import AC_PJ, MAC_PJ, dense_counts, energy_pj, layernorm_row_cost, softmax_row_cost
 from .fastmath import (
-    F64_LIMIT,
     exact_dtype,
     keep_freed_memory,
     layernorm_exact,
     matmul_exact,
     quantize_exact,
     softmax_exact,
+    wide_dtype,
 )
 from .linear import AWLinear
 from .neurons import STBIFArray, smallest_int_dtype
@@ -101,7 +101,7 @@ class _Plan:
 
         d, T, S = art.dims, art.tensors, art.sites
         self.umax = residual_bound(art)
-        self.u_dtype = np.dtype(np.float64) if self.umax < F64_LIMIT else np.dtype(np.int64)
+        self.u_dtype = wide_dtype(self.umax)
         # residual increments (spikes × M) of one step: float32 when exact
         self.du_dtype = exact_dtype(self.umax)
         xin = max(abs(art.input_min), abs(art.input_max))
@@ -284,7 +284,8 @@ class ViTSNN:
 
     Work follows activity: a site that emitted no spikes and receives no input is skipped (its state
     cannot change), and every product and differential unit skips silent operands and unchanged rows.
-    Products run on the exact float path their proven bounds allow (:func:`~equispike.model.widths.fast_paths`).
+    Products run on the exact float path their proven bounds allow
+    (:func:`~equispike.model.widths.fast_paths`).
 
     Parameters
     ----------
@@ -331,7 +332,7 @@ class ViTSNN:
         """
         if not isinstance(t_max, int) or t_max < 1:
             raise ValueError(f"t_max must be a positive integer, got {t_max!r}")
-        art, d, T, plan = self.art, self.art.dims, self.art.tensors, self.plan
+        art, d, plan = self.art, self.art.dims, self.plan
         x = patchify(art, images)
         B, N, D, H, dh = x.shape[0], d.tokens, d.dim, d.heads, d.head_dim
         rec = _Recorder(
@@ -379,7 +380,7 @@ class ViTSNN:
                 rec.value(key, rows)
                 return softmax_exact(rows, params, zmax)
 
-            sm.append(DifferentialOp(sm_op, (B, H, N, N), dtype=np.float64 if zmax < F64_LIMIT else np.int64))
+            sm.append(DifferentialOp(sm_op, (B, H, N, N), dtype=wide_dtype(zmax)))
             qk.append(SpikeProduct((B, H, N, dh), (B, H, N, dh), transpose_b=True,
                                    a_max=S[p + "q"].smax, b_max=S[p + "k"].smax))
             av.append(SpikeProduct((B, H, N, N), (B, H, N, dh), transpose_b=False,
@@ -434,7 +435,8 @@ class ViTSNN:
             layer = plan.snn[name]
             if s is None:
                 if t == 0 and layer.bias is not None:
-                    return np.broadcast_to(layer.bias, (B, layer.n_out) if name == "head" else (B, N, layer.n_out))
+                    shape = (B, layer.n_out) if name == "head" else (B, N, layer.n_out)
+                    return np.broadcast_to(layer.bias, shape)
                 return None
             count(name, acs=nz * layer.n_out)
             return layer.step(s, t)

@@ -162,9 +162,10 @@ def fast_paths(art: ViTArtifact) -> dict[str, dict[str, int | str]]:
     reach, and ``path``, the dtype :func:`~equispike.model.fastmath.exact_dtype` picks for it
     (float32 below ``2^24``, float64 below ``2^53``, int64 otherwise). Keys ``snn.<layer>`` (ternary
     spike inputs) and ``qann.<layer>`` (integer code inputs); SESA products ``snn.blocks.i.qk``/``av``;
-    ``blocks.i.softmax`` and the LayerNorms (``ln1``, ``ln2``, ``norm``) take float64 or int64.
+    ``blocks.i.softmax`` (row sum and division; its exponent table needs ``2·|z|max < 2^20``) and the
+    LayerNorms (``ln1``, ``ln2``, ``norm``: radicand and ``c·Γ``) take float64 or int64.
     """
-    from .fastmath import F64_LIMIT, exact_dtype
+    from .fastmath import F64_LIMIT, SOFTMAX_TABLE_MAX, exact_dtype
     from .linear import AWLinear
 
     d, T, S = art.dims, art.tensors, art.sites
@@ -189,11 +190,13 @@ def fast_paths(art: ViTArtifact) -> dict[str, dict[str, int | str]]:
         put(f"qann.{p}qk", dh * sq * sk)
         put(f"qann.{p}av", N * sa * sv)
         sp = art.softmax[i]
-        sm = max(2 * dh * sq * sk * sp.C, 1 << (sp.F + sp.P), N << sp.F)
-        put(p + "softmax", sm, "float64" if sm < F64_LIMIT else "int64")
-    for ln, g in [(f"blocks.{i}.ln{j}", f"blocks.{i}.ln{j}.gamma") for i in range(d.depth) for j in (1, 2)] + [
-        ("norm", "norm.gamma")
-    ]:
+        # the exponent is tabulated per distance d <= 2·|z|max (fastmath.softmax_exact)
+        sm = max(1 << (sp.F + sp.P), N << sp.F)
+        table = 2 * dh * sq * sk < SOFTMAX_TABLE_MAX
+        put(p + "softmax", sm, "float64" if sm < F64_LIMIT and table else "int64")
+    norms = [f"blocks.{i}.ln{j}" for i in range(d.depth) for j in (1, 2)] + ["norm"]
+    for ln in norms:
+        g = ln + ".gamma"
         D = d.dim
         gmax = int(np.abs(T[g]).max())
         b = max(D * D * umax * umax + art.ln_params(ln).E, 2 * D * umax * gmax)

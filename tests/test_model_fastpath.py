@@ -46,7 +46,9 @@ def assert_same(want: np.ndarray, got: np.ndarray, what: str) -> int:
     bad = np.argwhere(want != got)
     if bad.size:
         idx = tuple(int(i) for i in bad[0])
-        raise AssertionError(f"{what}: {len(bad)} mismatches, first at {idx}: expected {want[idx]}, got {got[idx]}")
+        raise AssertionError(
+            f"{what}: {len(bad)} mismatches, first at {idx}: expected {want[idx]}, got {got[idx]}"
+        )
     return want.size
 
 
@@ -146,8 +148,8 @@ def test_aw_linear_rejects_bad_arguments():
 
 # ---------------------------------------------------------------- quantizer and division
 @FAST
-@given(seed=st.integers(0, 2**31 - 1), theta_max=st.integers(1, 5000), levels=st.sampled_from([4, 16, 256]),
-       signed=st.booleans())
+@given(seed=st.integers(0, 2**31 - 1), theta_max=st.integers(1, 5000),
+       levels=st.sampled_from([4, 16, 256]), signed=st.booleans())
 def test_quantize_float_equals_int(seed, theta_max, levels, signed):
     rng = np.random.default_rng(seed)
     qn, qp = (-(levels // 2), levels // 2 - 1) if signed else (0, levels - 1)
@@ -223,7 +225,8 @@ def test_softmax_past_its_bounds_takes_int64():
 
 
 @FAST
-@given(seed=st.integers(0, 2**31 - 1), D=st.integers(2, 96), x_bound=st.integers(1, 2**20), E=st.integers(1, 10**6))
+@given(seed=st.integers(0, 2**31 - 1), D=st.integers(2, 96), x_bound=st.integers(1, 2**20),
+       E=st.integers(1, 10**6))
 def test_layernorm_fast_equals_int(seed, D, x_bound, E):
     rng = np.random.default_rng(seed)
     params = LayerNormParams(E=E)
@@ -253,7 +256,8 @@ def test_layernorm_past_the_mantissa_takes_int64():
 
 # ---------------------------------------------------------------- SESA and differential units
 @FAST
-@given(seed=st.integers(0, 2**31 - 1), steps=st.integers(1, 20), transpose=st.booleans(), qmax=st.integers(1, 127))
+@given(seed=st.integers(0, 2**31 - 1), steps=st.integers(1, 20), transpose=st.booleans(),
+       qmax=st.integers(1, 127))
 def test_sesa_float_path_equals_int64(seed, steps, transpose, qmax):
     """Same-sign spike trains drive the running sums to their tracer bound ``qmax``."""
     rng = np.random.default_rng(seed)

@@ -165,7 +165,8 @@ def test_quantize_float_equals_int(seed, theta_max, levels, signed):
     assert got.dtype == np.float32
     assert_same(want, got.astype(np.int64), "float32 quantize")
     got64 = quantize_exact(a.astype(np.float64) * 2**28, theta, qn * 2**28, qp * 2**28)
-    assert_same(quantize(a * 2**28, theta, qn * 2**28, qp * 2**28), got64.astype(np.int64), "float64 quantize")
+    want64 = quantize(a * 2**28, theta, qn * 2**28, qp * 2**28)
+    assert_same(want64, got64.astype(np.int64), "float64 quantize")
 
 
 @FAST

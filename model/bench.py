@@ -1,4 +1,9 @@
-"""Golden-model benchmark: ST-BIF neuron updates/s, SNN and QANN inferences/s (medians, one core)."""
+"""Golden-model benchmark: ST-BIF neuron updates/s, SNN and QANN inferences/s (medians, one core).
+
+The SNN is timed twice on the same batch: for exactly ``steps`` time steps (``snn_fixed_steps``, the
+figure comparable with a float SNN run for a fixed T) and to quiescence (``snn``). BLAS runs on one
+thread and the process is pinned to one CPU.
+"""
 
 from __future__ import annotations
 
@@ -29,12 +34,15 @@ def _median_time(fn: Callable[[], object], runs: int) -> tuple[float, list[float
 
 
 def pin_one_core() -> str:
-    """Pin this process to one CPU so the figures are single-core; returns a description."""
+    """Pin this process to one CPU and BLAS to one thread so the figures are single-core."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
     if hasattr(os, "sched_setaffinity"):
         cpu = min(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {cpu})
-        return f"pinned to CPU {cpu}"
-    return "not pinned (no sched_setaffinity)"
+        return f"pinned to CPU {cpu}, BLAS 1 thread"
+    return "not pinned (no sched_setaffinity), BLAS 1 thread"
 
 
 def bench_golden(runs: int = 7, batch: int = 64, steps: int = 32, log: Callable[[str], None] = print) -> dict:
@@ -63,6 +71,8 @@ def bench_golden(runs: int = 7, batch: int = 64, steps: int = 32, log: Callable[
     images = random_images(2, art, batch)
     t_qann, _ = _median_time(lambda: qann_forward(art, images), runs)
     snn = ViTSNN(art)
+    fixed = snn.run(images, t_max=steps, fixed_steps=True)
+    t_fixed, _ = _median_time(lambda: snn.run(images, t_max=steps, fixed_steps=True), max(3, runs // 2))
     res = snn.run(images, t_max=4096)
     t_snn, _ = _median_time(lambda: snn.run(images, t_max=4096), max(3, runs // 2))
     out = {
@@ -78,11 +88,18 @@ def bench_golden(runs: int = 7, batch: int = 64, steps: int = 32, log: Callable[
         },
         "reference_model": {"dims": vars(art.dims) | {"levels": site.levels}, "batch": batch},
         "qann": {"inferences_per_s": round(batch / t_qann, 1), "median_s": round(t_qann, 5)},
+        "snn_fixed_steps": {
+            "inferences_per_s": round(batch / t_fixed, 1),
+            "median_s": round(t_fixed, 5),
+            "steps_run": fixed.steps,
+            "neuron_updates_per_s": round(_neuron_count(art) * batch * fixed.steps / t_fixed),
+        },
         "snn": {
             "inferences_per_s": round(batch / t_snn, 1),
             "median_s": round(t_snn, 5),
             "steps_run": res.steps,
             "settle_step_max": int(res.settle_step.max()),
+            "neuron_updates_per_s": round(_neuron_count(art) * batch * res.steps / t_snn),
         },
         "snn_vs_qann_time": round(t_snn / t_qann, 2),
     }
@@ -91,5 +108,14 @@ def bench_golden(runs: int = 7, batch: int = 64, steps: int = 32, log: Callable[
         f"({shape} x {steps} steps, V {v_dtype}, median of {runs}, {pinned})"
     )
     log(f"QANN:   {out['qann']['inferences_per_s']} inferences/s (reference model, batch {batch})")
+    log(f"SNN:    {out['snn_fixed_steps']['inferences_per_s']} inferences/s (exactly {fixed.steps} steps)")
     log(f"SNN:    {out['snn']['inferences_per_s']} inferences/s ({res.steps} steps to quiescence)")
     return out
+
+
+def _neuron_count(art) -> int:
+    """ST-BIF neurons of one image of the converted ViT (every site)."""
+    d = art.dims
+    N, D = d.tokens, d.dim
+    per_block = 8 * N * D + d.heads * N * N + N * d.mlp_dim
+    return d.patches * D + d.depth * per_block + N * D

@@ -9,6 +9,14 @@ import numpy as np
 __all__ = ["DifferentialOp"]
 
 
+def _changed_rows(d: np.ndarray) -> np.ndarray:
+    """Boolean mask of the rows of ``d`` that hold a nonzero value."""
+    if d.dtype.kind == "f":
+        # Σ|d| over a row is 0 exactly when every entry is 0 (no cancellation); BLAS does it fast
+        return (np.abs(d) @ np.ones(d.shape[1], dtype=d.dtype)) != 0
+    return d.any(axis=1)
+
+
 class DifferentialOp:
     """Turns a row-wise integer operator into its differential (spiking) form.
 
@@ -19,41 +27,77 @@ class DifferentialOp:
     Parameters
     ----------
     op:
-        Row-wise function on an int64 array of shape ``(rows, width)``; returns int64 of the same shape.
+        Row-wise function on an integer-valued array of shape ``(rows, width)`` (``dtype``); returns
+        integer values of the same shape.
     shape:
         Shape of the operand; the operator acts on its last axis.
+    dtype:
+        Dtype of the running sums: int64 (default), or float64 when a bound below ``2^53`` on
+        ``|X|`` and ``|Y|`` is proven (every sum and difference is then exact).
+
+    Attributes
+    ----------
+    rows_computed:
+        Rows recomputed so far per element of the first axis (the batch).
     """
 
-    def __init__(self, op: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...]):
+    def __init__(self, op: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...], dtype=np.int64):
         self.op = op
         self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.dtype(np.int64), np.dtype(np.float64)):
+            raise TypeError(f"dtype must be int64 or float64, got {self.dtype}")
         self.reset()
 
     def reset(self) -> None:
-        self.X = np.zeros(self.shape, dtype=np.int64)
-        self.Y = np.zeros(self.shape, dtype=np.int64)
+        self.X = np.zeros(self.shape, dtype=self.dtype)
+        self.Y = np.zeros(self.shape, dtype=self.dtype)
         self.started = False
         self.rows_computed = np.zeros(self.shape[0] if len(self.shape) > 1 else 1, dtype=np.int64)
 
-    def step(self, delta: np.ndarray) -> np.ndarray:
-        """Add ``delta`` to the running sum; return ``Y(t) − Y(t−1)`` (int64)."""
-        if delta.shape != self.shape:
-            raise ValueError(f"differential operator expects shape {self.shape}, got {delta.shape}")
+    def step(self, delta: np.ndarray | None) -> np.ndarray | None:
+        """Add ``delta`` to the running sum; return ``Y(t) − Y(t−1)``.
+
+        ``delta=None`` stands for an all-zero input: after the first step nothing is recomputed and
+        None (all-zero output) is returned.
+        """
         width = self.shape[-1]
         X = self.X.reshape(-1, width)
-        d = np.asarray(delta, dtype=np.int64).reshape(-1, width)
-        X += d
-        out = np.zeros_like(X)
-        if not self.started:
-            rows = np.arange(X.shape[0])
-            self.started = True
+        lead = self.rows_computed.shape[0]
+        per_lead = max(1, X.shape[0] // lead)
+        if delta is None:
+            if self.started:
+                return None
+            d = None
         else:
-            rows = np.flatnonzero(d.any(axis=1))
-        if rows.size:
+            if delta.shape != self.shape:
+                raise ValueError(f"differential operator expects shape {self.shape}, got {delta.shape}")
+            d = np.asarray(delta).reshape(-1, width)
+            X += d
+        Y = self.Y.reshape(-1, width)
+        if not self.started:
+            self.started = True
+            y_new = self.op(X)
+            out = y_new - Y
+            self.Y = y_new.reshape(self.shape)
+            self.rows_computed += per_lead
+            return out.reshape(self.shape)
+        rows = np.flatnonzero(_changed_rows(d))
+        if rows.size == 0:
+            return np.zeros(self.shape, dtype=np.result_type(X.dtype, Y.dtype))
+        if rows.size * 2 >= X.shape[0]:
+            # recomputing an unchanged row gives back its stored output (a zero delta): the dense
+            # call is the same result, cheaper than a gather and a scatter; only changed rows count
+            y_new = self.op(X)
+            out = y_new - Y
+            self.Y = y_new.reshape(self.shape)
+        else:
             y_new = self.op(X[rows])
-            Y = self.Y.reshape(-1, width)
+            out = np.zeros(X.shape, dtype=np.result_type(y_new.dtype, Y.dtype))
             out[rows] = y_new - Y[rows]
             Y[rows] = y_new
-        per_lead = max(1, X.shape[0] // self.rows_computed.shape[0])
-        np.add.at(self.rows_computed, rows // per_lead, 1)
+        if rows.size == X.shape[0]:
+            self.rows_computed += per_lead
+        else:
+            self.rows_computed += np.bincount(rows // per_lead, minlength=lead)
         return out.reshape(self.shape)

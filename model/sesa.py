@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .energy import spike_acs
+from .fastmath import exact_dtype
+
 __all__ = ["SpikeProduct"]
 
 
@@ -15,41 +18,78 @@ class SpikeProduct:
     ``transpose_b=True`` gives ``op(B) = Bᵀ`` over the last two axes (Q·Kᵀ); ``False`` gives attn·V.
     Leading axes (batch, heads) broadcast.
 
+    Given the tracer bounds ``a_max >= |A|`` and ``b_max >= |B|``, every partial sum of ``ΔP`` is within
+    ``inner·(a_max + b_max)`` and the products run on the float path that bound allows
+    (:func:`~equispike.model.fastmath.exact_dtype`); without them, in int64.
+
     Attributes
     ----------
     acs:
         Accumulate operations so far per element of the first axis (the batch): one per
         (nonzero spike × fan-out).
+    dtype:
+        Arithmetic dtype of the running sums and products.
     """
 
-    def __init__(self, a_shape: tuple[int, ...], b_shape: tuple[int, ...], transpose_b: bool):
+    def __init__(self, a_shape: tuple[int, ...], b_shape: tuple[int, ...], transpose_b: bool,
+                 a_max: int | None = None, b_max: int | None = None):
         self.a_shape, self.b_shape = tuple(a_shape), tuple(b_shape)
         self.transpose_b = transpose_b
         inner_a = a_shape[-1]
         inner_b = b_shape[-1] if transpose_b else b_shape[-2]
         if inner_a != inner_b:
             raise ValueError(f"inner dimensions differ: a {a_shape}, b {b_shape}, transpose_b={transpose_b}")
+        if (a_max is None) != (b_max is None):
+            raise ValueError("give both a_max and b_max, or neither")
+        if a_max is None:
+            self.bound = None
+            self.dtype = np.dtype(np.int64)
+        else:
+            if min(a_max, b_max) < 0:
+                raise ValueError(f"a_max and b_max must be non-negative, got {a_max}, {b_max}")
+            self.bound = int(inner_a) * (int(a_max) + int(b_max))
+            self.dtype = exact_dtype(self.bound)
+        self.fan_a = self.b_shape[-2] if transpose_b else self.b_shape[-1]
+        self.fan_b = self.a_shape[-2]
         self.reset()
 
     def reset(self) -> None:
-        self.A = np.zeros(self.a_shape, dtype=np.int32)
-        self.B = np.zeros(self.b_shape, dtype=np.int32)
+        self.A = np.zeros(self.a_shape, dtype=self.dtype)
+        self.B = np.zeros(self.b_shape, dtype=self.dtype)
         self.acs = np.zeros(self.a_shape[0], dtype=np.int64)
 
     def _op(self, m: np.ndarray) -> np.ndarray:
         return np.swapaxes(m, -1, -2) if self.transpose_b else m
 
-    def step(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Consume ternary spikes ``a(t)``, ``b(t)``; return ``ΔP(t)`` (int64)."""
-        a32 = a.astype(np.int32)
-        b32 = b.astype(np.int32)
-        self.B += b32
-        delta = np.matmul(a32, self._op(self.B)).astype(np.int64)
-        delta += np.matmul(self.A, self._op(b32))
-        self.A += a32
-        fan_a = self.b_shape[-2] if self.transpose_b else self.b_shape[-1]
-        fan_b = self.a_shape[-2]
-        lead = self.a_shape[0]
-        self.acs += np.count_nonzero(a.reshape(lead, -1), axis=1) * fan_a
-        self.acs += np.count_nonzero(b.reshape(lead, -1), axis=1) * fan_b
-        return delta
+    def _nonzero(self, x: np.ndarray) -> np.ndarray:
+        return np.count_nonzero(x.reshape(self.a_shape[0], -1), axis=1)
+
+    def step(self, a: np.ndarray | None, b: np.ndarray | None, nz_a: np.ndarray | None = None,
+             nz_b: np.ndarray | None = None):
+        """Consume ternary spikes ``a(t)``, ``b(t)``; return ``ΔP(t)``.
+
+        Called with two arrays it returns ``ΔP(t)`` as int64 (the reference interface). ``None``
+        stands for an all-zero operand; then (and whenever ``nz_a``/``nz_b``, the nonzero spike counts
+        per batch element, are given) it returns ``(ΔP or None, ACs of this step per batch element)``,
+        with ``ΔP`` in :attr:`dtype` and None when both operands are silent.
+        """
+        reference = a is not None and b is not None and nz_a is None and nz_b is None
+        acs = np.zeros(self.a_shape[0], dtype=np.int64)
+        delta = None
+        if b is not None:
+            bf = b.astype(self.dtype)
+            self.B += bf
+            acs += spike_acs(self._nonzero(b) if nz_b is None else nz_b, self.fan_b)
+        if a is not None:
+            af = a.astype(self.dtype)
+            delta = np.matmul(af, self._op(self.B))
+            acs += spike_acs(self._nonzero(a) if nz_a is None else nz_a, self.fan_a)
+        if b is not None:
+            part = np.matmul(self.A, self._op(bf))
+            delta = part if delta is None else np.add(delta, part, out=delta)
+        if a is not None:
+            self.A += af
+        self.acs += acs
+        if reference:
+            return delta.astype(np.int64)
+        return delta, (acs if delta is not None else None)

@@ -14,14 +14,22 @@ import numpy as np
 
 from .artifact import ViTArtifact
 from .differential import DifferentialOp
-from .intops import int_layernorm, int_softmax
-from .neurons import STBIFArray, quantize, smallest_int_dtype
+from .energy import AC_PJ, MAC_PJ, dense_counts, energy_pj, layernorm_row_cost, softmax_row_cost
+from .fastmath import (
+    exact_dtype,
+    keep_freed_memory,
+    layernorm_exact,
+    matmul_exact,
+    quantize_exact,
+    softmax_exact,
+    wide_dtype,
+)
+from .linear import AWLinear
+from .neurons import STBIFArray, smallest_int_dtype
 from .sesa import SpikeProduct
 
-__all__ = ["patchify", "qann_forward", "QANNResult", "ViTSNN", "SNNResult", "dense_macs"]
+__all__ = ["patchify", "qann_forward", "QANNResult", "ViTSNN", "SNNResult", "dense_macs", "MAC_PJ", "AC_PJ"]
 
-MAC_PJ = 4.6
-AC_PJ = 0.9
 
 
 def patchify(art: ViTArtifact, images: np.ndarray) -> np.ndarray:
@@ -47,11 +55,6 @@ def patchify(art: ViTArtifact, images: np.ndarray) -> np.ndarray:
     return x.reshape(B, (H // p) * (W // p), C * p * p).astype(np.int64)
 
 
-def _linear(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Integer ``x @ wᵀ`` in int64 (x codes or spikes, w int8)."""
-    return np.matmul(x.astype(np.int64), w.astype(np.int64).T)
-
-
 def _heads(x: np.ndarray, heads: int) -> np.ndarray:
     B, N, D = x.shape
     return x.reshape(B, N, heads, D // heads).transpose(0, 2, 1, 3)
@@ -68,12 +71,61 @@ def _initial_residual(art: ViTArtifact, batch: int) -> np.ndarray:
     return u
 
 
+def _count_spikes(s: np.ndarray, lead: int) -> np.ndarray:
+    """Nonzero ternary spikes per leading index (int64): ``Σ|s|``, accumulated in the narrowest safe int."""
+    flat = s.reshape(lead, -1)
+    acc = np.int16 if flat.shape[1] < (1 << 15) else np.int64
+    return np.add.reduce(np.abs(flat), axis=1, dtype=acc).astype(np.int64)
+
+
 def dense_macs(art: ViTArtifact) -> int:
-    """MACs of one dense QANN inference (linears, attention products, head)."""
-    d = art.dims
-    N, D, F = d.tokens, d.dim, d.mlp_dim
-    per_block = N * D * 3 * D + 2 * N * N * D + N * D * D + 2 * N * D * F
-    return d.patches * d.patch_dim * D + d.depth * per_block + D * d.classes
+    """MACs of one dense QANN inference (SPEC §10: linears, attention products, softmax and LayerNorm
+    rows, head); its ACs are in :func:`~equispike.model.energy.dense_counts`."""
+    return sum(m for m, _ in dense_counts(art).values())
+
+
+_RANK = {"float32": 0, "float64": 1, "int64": 2}
+
+
+def _fit(a: np.ndarray, bound: int) -> np.ndarray:
+    """``a`` in a dtype exact for magnitudes up to ``bound`` (widened only when needed)."""
+    dt = exact_dtype(bound)
+    return a.astype(dt) if _RANK.get(a.dtype.name, 2) < _RANK[dt.name] else a
+
+
+class _Plan:
+    """Per-artifact arithmetic plan: every linear with its proven bound, and the operator bounds."""
+
+    def __init__(self, art: ViTArtifact):
+        from .widths import layernorm_output_bound, residual_bound
+
+        d, T, S = art.dims, art.tensors, art.sites
+        self.umax = residual_bound(art)
+        self.u_dtype = wide_dtype(self.umax)
+        # residual increments (spikes × M) of one step: float32 when exact
+        self.du_dtype = exact_dtype(self.umax)
+        xin = max(abs(art.input_min), abs(art.input_max))
+        self.qann = {"patch_embed": AWLinear(T["patch_embed.weight"], T["patch_embed.bias"], xin)}
+        self.snn: dict[str, AWLinear] = {}
+        for i in range(d.depth):
+            p = f"blocks.{i}."
+            for lin, src in (("qkv", "norm1"), ("proj", "after_attn"), ("fc1", "norm2"), ("fc2", "fc1")):
+                w, b = T[p + lin + ".weight"], T[p + lin + ".bias"]
+                self.qann[p + lin] = AWLinear(w, b, S[p + src].smax)
+                self.snn[p + lin] = AWLinear(w, b, 1)
+        self.qann["head"] = AWLinear(T["head.weight"], T["head.bias"], S["norm"].smax)
+        self.snn["head"] = AWLinear(T["head.weight"], T["head.bias"], 1)
+        self.ln: dict[str, tuple] = {}
+        for name, g, b in [(f"blocks.{i}.ln{j}", f"blocks.{i}.ln{j}.gamma", f"blocks.{i}.ln{j}.beta")
+                           for i in range(d.depth) for j in (1, 2)] + [("norm", "norm.gamma", "norm.beta")]:
+            params = art.ln_params(name)
+            gmax = int(np.abs(T[g]).max())
+            ymax = layernorm_output_bound(d.dim, gmax, int(np.abs(T[b]).max()), params)
+            self.ln[name] = (T[g], T[b], params, gmax, ymax)
+
+    def layernorm(self, name: str, x: np.ndarray) -> np.ndarray:
+        g, b, params, gmax, _ = self.ln[name]
+        return layernorm_exact(x, g, b, params, self.umax, gmax)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -91,49 +143,60 @@ SiteHook = Callable[[str, np.ndarray], None]
 def qann_forward(art: ViTArtifact, images: np.ndarray, calibrate: SiteHook | None = None) -> QANNResult:
     """Integer QANN inference on a batch of integer images.
 
-    ``calibrate(site, preactivation)`` is called before each site is quantized (the random-model
-    factory uses it to choose thresholds from data); it may replace ``art.sites[site]``. It is also
-    called as ``calibrate("blocks.i.scores", z)`` before each softmax and may replace ``art.softmax[i]``.
+    Every product and operator runs on the exact path its proven bound allows (:mod:`fastmath`).
+    ``calibrate(site, preactivation)`` is called (with int64 values) before each site is quantized
+    (the random-model factory uses it to choose thresholds from data); it may replace
+    ``art.sites[site]``. It is also called as ``calibrate("blocks.i.scores", z)`` before each softmax
+    and may replace ``art.softmax[i]``.
     """
+    keep_freed_memory()
     d = art.dims
+    plan = _Plan(art)
     codes: dict[str, np.ndarray] = {}
+    S = art.sites
 
-    def q(name: str, a: np.ndarray) -> np.ndarray:
+    def q(name: str, a: np.ndarray, bound: int, owned: bool = True) -> np.ndarray:
         if calibrate is not None:
-            calibrate(name, a)
-        s = art.sites[name]
-        codes[name] = quantize(a, s.theta, s.qn, s.qp)
-        return codes[name]
+            calibrate(name, a.astype(np.int64))
+        s = S[name]
+        fit = _fit(a, bound + int(np.max(s.theta)))
+        n = quantize_exact(fit, s.theta, s.qn, s.qp, overwrite=fit is not a or owned)
+        codes[name] = n.astype(np.int64)
+        return n
 
-    T = art.tensors
+    def lin(name: str, x: np.ndarray) -> tuple[np.ndarray, int]:
+        layer = plan.qann[name]
+        return layer(x), layer.bound
+
     x = patchify(art, images)
-    n = q("patch_embed", _linear(x, T["patch_embed.weight"]) + T["patch_embed.bias"])
-    u = _initial_residual(art, x.shape[0])
-    u[:, 1:, :] += n * art.sites["patch_embed"].M
-    D = d.dim
+    n = q("patch_embed", *lin("patch_embed", x))
+    u = _initial_residual(art, x.shape[0]).astype(plan.u_dtype)
+    u[:, 1:, :] += n.astype(plan.u_dtype) * S["patch_embed"].M
+    D, N, H, dh = d.dim, d.tokens, d.heads, d.head_dim
     for i in range(d.depth):
         p = f"blocks.{i}."
-        y = int_layernorm(u, T[p + "ln1.gamma"], T[p + "ln1.beta"], art.ln_params(p + "ln1"))
-        n1 = q(p + "norm1", y)
-        a = _linear(n1, T[p + "qkv.weight"]) + T[p + "qkv.bias"]
-        nq = q(p + "q", a[..., :D])
-        nk = q(p + "k", a[..., D : 2 * D])
-        nv = q(p + "v", a[..., 2 * D :])
-        z = np.matmul(_heads(nq, d.heads), _heads(nk, d.heads).swapaxes(-1, -2))
+        n1 = q(p + "norm1", plan.layernorm(p + "ln1", u), plan.ln[p + "ln1"][4])
+        a, ab = lin(p + "qkv", n1)
+        nq = q(p + "q", a[..., :D], ab)
+        nk = q(p + "k", a[..., D : 2 * D], ab)
+        nv = q(p + "v", a[..., 2 * D :], ab)
+        zmax = dh * S[p + "q"].smax * S[p + "k"].smax
+        z = matmul_exact(_heads(nq, H), _heads(nk, H).swapaxes(-1, -2), zmax)
         if calibrate is not None:
-            calibrate(p + "scores", z)
-        na = q(p + "attn", int_softmax(z, art.softmax[i]))
-        o = _merge(np.matmul(na, _heads(nv, d.heads)))
-        naa = q(p + "after_attn", o)
-        npj = q(p + "proj", _linear(naa, T[p + "proj.weight"]) + T[p + "proj.bias"])
-        u = u + npj * art.sites[p + "proj"].M
-        y2 = int_layernorm(u, T[p + "ln2.gamma"], T[p + "ln2.beta"], art.ln_params(p + "ln2"))
-        n2 = q(p + "norm2", y2)
-        h = q(p + "fc1", _linear(n2, T[p + "fc1.weight"]) + T[p + "fc1.bias"])
-        f2 = q(p + "fc2", _linear(h, T[p + "fc2.weight"]) + T[p + "fc2.bias"])
-        u = u + f2 * art.sites[p + "fc2"].M
-    nf = q("norm", int_layernorm(u, T["norm.gamma"], T["norm.beta"], art.ln_params("norm")))
-    logits = _linear(nf[:, 0, :], T["head.weight"]) + T["head.bias"]
+            calibrate(p + "scores", z.astype(np.int64))
+        sp = art.softmax[i]
+        na = q(p + "attn", softmax_exact(z, sp, zmax), 1 << sp.P)
+        omax = N * S[p + "attn"].smax * S[p + "v"].smax
+        o = _merge(matmul_exact(na, _heads(nv, H), omax))
+        naa = q(p + "after_attn", o, omax)
+        npj = q(p + "proj", *lin(p + "proj", naa))
+        u = u + npj.astype(plan.u_dtype) * S[p + "proj"].M
+        n2 = q(p + "norm2", plan.layernorm(p + "ln2", u), plan.ln[p + "ln2"][4])
+        h = q(p + "fc1", *lin(p + "fc1", n2))
+        f2 = q(p + "fc2", *lin(p + "fc2", h))
+        u = u + f2.astype(plan.u_dtype) * S[p + "fc2"].M
+    nf = q("norm", plan.layernorm("norm", u), plan.ln["norm"][4])
+    logits = plan.qann["head"](nf[:, 0, :]).astype(np.int64)
     return QANNResult(codes=codes, logits=logits)
 
 
@@ -146,7 +209,9 @@ class SNNResult:
 
     ``codes`` are the settled spike tracers (Σ_t spikes) per site; ``logits`` the head outputs summed
     over steps; ``settle_step[b]`` the first step at which image b was quiescent (``-1`` if it did
-    not settle by ``t_max``); ``steps`` the number of steps run.
+    not settle by ``t_max``); ``steps`` the number of steps run. ``acs``/``macs`` are the SPEC §10
+    counts per image; ``units`` breaks them down per unit (``{"acs", "macs"}`` per image, and
+    ``rows`` recomputed per image for the differential softmax/LayerNorm units).
     """
 
     codes: dict[str, np.ndarray]
@@ -158,6 +223,7 @@ class SNNResult:
     spikes: dict[str, np.ndarray]  # per site: total nonzero spikes per image
     records: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     extremes: dict[str, int] = field(default_factory=dict)
+    units: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     @property
     def settled(self) -> bool:
@@ -165,7 +231,7 @@ class SNNResult:
 
     def energy_pj(self) -> np.ndarray:
         """SPEC §10 energy per image in pJ."""
-        return MAC_PJ * self.macs + AC_PJ * self.acs
+        return energy_pj(self.macs, self.acs)
 
 
 class _Recorder:
@@ -186,15 +252,23 @@ class _Recorder:
             rec = self.data.setdefault(site, {"spikes": [], "current": []})
             rec["spikes"].append(spikes.copy())
             if self.currents:
-                rec["current"].append(np.asarray(current, dtype=np.int64).copy())
+                rec["current"].append(np.asarray(current).astype(np.int64))
         if self.probe:
             self.value(f"{site}.current", current)
             self.value(f"{site}.membrane", neurons.V)
 
+    def silent(self, site: str, shape: tuple[int, ...]) -> None:
+        """A step in which the site had no input and no spikes (its state did not change)."""
+        if self.wants(site):
+            rec = self.data.setdefault(site, {"spikes": [], "current": []})
+            rec["spikes"].append(np.zeros(shape, dtype=np.int8))
+            if self.currents:
+                rec["current"].append(np.zeros(shape, dtype=np.int64))
+
     def value(self, key: str, x) -> None:
         if self.probe:
             x = np.asarray(x)
-            m = int(np.abs(x.astype(np.int64)).max()) if x.size else 0
+            m = int(np.abs(x).max()) if x.size else 0
             if m > self.extremes.get(key, -1):
                 self.extremes[key] = m
 
@@ -207,6 +281,11 @@ class _Recorder:
 
 class ViTSNN:
     """The converted spiking ViT of an artifact, run step by step on a batch of images.
+
+    Work follows activity: a site that emitted no spikes and receives no input is skipped (its state
+    cannot change), and every product and differential unit skips silent operands and unchanged rows.
+    Products run on the exact float path their proven bounds allow
+    (:func:`~equispike.model.widths.fast_paths`).
 
     Parameters
     ----------
@@ -222,6 +301,8 @@ class ViTSNN:
         self.art = art
         self.report = analyze(art)
         self.narrow = narrow
+        self.plan = _Plan(art)
+        keep_freed_memory()
 
     def _neurons(self, name: str, shape: tuple[int, ...]) -> STBIFArray:
         s = self.art.sites[name]
@@ -240,16 +321,18 @@ class ViTSNN:
         record_currents: bool = True,
         probe: bool = False,
         progress: Callable[[int, int], None] | None = None,
+        fixed_steps: bool = False,
     ) -> SNNResult:
         """Run until every image is quiescent for a whole step, or ``t_max`` steps.
 
         ``record=True`` keeps every site's per-step spikes (int8) and, with ``record_currents``, the
         input currents (int64); a set of site names keeps only those. ``probe=True`` tracks the
         largest magnitude of every accumulator, membrane and operator intermediate (for the width test).
+        ``fixed_steps=True`` runs exactly ``t_max`` steps (``settle_step`` is still reported).
         """
         if not isinstance(t_max, int) or t_max < 1:
             raise ValueError(f"t_max must be a positive integer, got {t_max!r}")
-        art, d, T = self.art, self.art.dims, self.art.tensors
+        art, d, plan = self.art, self.art.dims, self.plan
         x = patchify(art, images)
         B, N, D, H, dh = x.shape[0], d.tokens, d.dim, d.heads, d.head_dim
         rec = _Recorder(
@@ -257,6 +340,7 @@ class ViTSNN:
             record_currents,
             probe,
         )
+        S = art.sites
 
         # build the network state
         sites = {"patch_embed": self._neurons("patch_embed", (B, d.patches, D))}
@@ -265,15 +349,12 @@ class ViTSNN:
         qk: list[SpikeProduct] = []
         av: list[SpikeProduct] = []
 
-        def ln_op(name: str, g: str, b: str) -> DifferentialOp:
-            params = art.ln_params(name)
-            gamma, beta = T[g], T[b]
-
+        def ln_op(name: str) -> DifferentialOp:
             def op(rows: np.ndarray) -> np.ndarray:
                 rec.value("residual", rows)
-                return int_layernorm(rows, gamma, beta, params)
+                return plan.layernorm(name, rows)
 
-            return DifferentialOp(op, (B, N, D))
+            return DifferentialOp(op, (B, N, D), dtype=plan.u_dtype)
 
         for i in range(d.depth):
             p = f"blocks.{i}."
@@ -290,90 +371,154 @@ class ViTSNN:
                 ("fc2", (B, N, D)),
             ):
                 sites[p + s] = self._neurons(p + s, shape)
-            lns[p + "ln1"] = ln_op(p + "ln1", p + "ln1.gamma", p + "ln1.beta")
-            lns[p + "ln2"] = ln_op(p + "ln2", p + "ln2.gamma", p + "ln2.beta")
+            lns[p + "ln1"] = ln_op(p + "ln1")
+            lns[p + "ln2"] = ln_op(p + "ln2")
             params = art.softmax[i]
+            zmax = dh * S[p + "q"].smax * S[p + "k"].smax
 
-            def sm_op(rows: np.ndarray, params=params, key=p + "scores") -> np.ndarray:
+            def sm_op(rows: np.ndarray, params=params, key=p + "scores", zmax=zmax) -> np.ndarray:
                 rec.value(key, rows)
-                return int_softmax(rows, params)
+                return softmax_exact(rows, params, zmax)
 
-            sm.append(DifferentialOp(sm_op, (B, H, N, N)))
-            qk.append(SpikeProduct((B, H, N, dh), (B, H, N, dh), transpose_b=True))
-            av.append(SpikeProduct((B, H, N, N), (B, H, N, dh), transpose_b=False))
-        lns["norm"] = ln_op("norm", "norm.gamma", "norm.beta")
+            sm.append(DifferentialOp(sm_op, (B, H, N, N), dtype=wide_dtype(zmax)))
+            qk.append(SpikeProduct((B, H, N, dh), (B, H, N, dh), transpose_b=True,
+                                   a_max=S[p + "q"].smax, b_max=S[p + "k"].smax))
+            av.append(SpikeProduct((B, H, N, N), (B, H, N, dh), transpose_b=False,
+                                   a_max=S[p + "attn"].smax, b_max=S[p + "v"].smax))
+        lns["norm"] = ln_op("norm")
         sites["norm"] = self._neurons("norm", (B, N, D))
 
+        # currents enter the membranes in the narrowest integer dtype that holds their bound
+        cur_dtype = {
+            k: smallest_int_dtype(-self.report.bound(f"{k}.current"), self.report.bound(f"{k}.current"))
+            for k in sites
+        }
+        silent = dict.fromkeys(sites, False)
         logits = np.zeros((B, d.classes), dtype=np.int64)
-        acs = np.zeros(B, dtype=np.int64)
-        macs = np.zeros(B, dtype=np.int64)
         spikes_total = {k: np.zeros(B, dtype=np.int64) for k in sites}
+        units: dict[str, dict[str, np.ndarray]] = {}
+
+        def count(unit: str, acs=None, macs=None) -> None:
+            u = units.setdefault(unit, {"acs": np.zeros(B, np.int64), "macs": np.zeros(B, np.int64)})
+            if acs is not None:
+                u["acs"] += acs
+            if macs is not None:
+                u["macs"] += macs
+
         settle = np.full(B, -1, dtype=np.int64)
         active_any = np.zeros(B, dtype=bool)
-        zero_pe = np.zeros((B, d.patches, D), dtype=np.int64)
 
-        def fire(name: str, current: np.ndarray) -> np.ndarray:
-            s = sites[name].step(current)
-            rec.site(name, current, s, sites[name])
-            nz = np.count_nonzero(s.reshape(B, -1), axis=1)
+        def fire(name: str, current: np.ndarray | None, t: int) -> tuple[np.ndarray | None, np.ndarray]:
+            """Step a site; returns (spikes or None when it emitted none, nonzero spikes per image)."""
+            n = sites[name]
+            if current is None:
+                if silent[name]:
+                    rec.silent(name, n.shape)
+                    return None, zero_count
+                current = np.zeros(n.shape, dtype=cur_dtype[name])
+            elif current.dtype != cur_dtype[name]:
+                current = current.astype(cur_dtype[name])
+            s = n.step(current)
+            rec.site(name, current, s, n)
+            nz = _count_spikes(s, B)
             spikes_total[name] += nz
+            if not nz.any():
+                silent[name] = True
+                return None, nz
+            silent[name] = False
             active_any[:] |= nz > 0
-            return s
+            return s, nz
 
-        def aw(name: str, s: np.ndarray, w: str, b: str, t: int) -> np.ndarray:
-            W = T[w]
-            cur = _linear(s, W)
-            if t == 0:
-                cur += T[b]
-            acs[:] += np.count_nonzero(s.reshape(B, -1), axis=1) * W.shape[0]
-            return cur
+        zero_count = np.zeros(B, dtype=np.int64)
 
-        pe_macs = d.patches * d.patch_dim * D
+        def aw(name: str, s: np.ndarray | None, nz: np.ndarray, t: int) -> np.ndarray | None:
+            layer = plan.snn[name]
+            if s is None:
+                if t == 0 and layer.bias is not None:
+                    shape = (B, layer.n_out) if name == "head" else (B, N, layer.n_out)
+                    return np.broadcast_to(layer.bias, shape)
+                return None
+            count(name, acs=nz * layer.n_out)
+            return layer.step(s, t)
+
+        def heads(s: np.ndarray | None) -> np.ndarray | None:
+            return None if s is None else _heads(s, H)
+
+        pe = plan.qann["patch_embed"]
+        sm_cost = softmax_row_cost(N, differential=True)
+        ln_cost = layernorm_row_cost(D, differential=True)
+        t = 0
         for t in range(t_max):
             active_any[:] = False
             if t == 0:
-                a0 = _linear(x, T["patch_embed.weight"]) + T["patch_embed.bias"]
-                macs += pe_macs
-                s_pe = fire("patch_embed", a0)
+                count("patch_embed", macs=np.full(B, d.patches * d.patch_dim * D, np.int64))
+                s_pe, _ = fire("patch_embed", pe(x), t)
             else:
-                s_pe = fire("patch_embed", zero_pe)
-            du = np.zeros((B, N, D), dtype=np.int64)
-            du[:, 1:, :] = s_pe.astype(np.int64) * art.sites["patch_embed"].M
+                s_pe, _ = fire("patch_embed", None, t)
             if t == 0:
-                du += _initial_residual(art, B)
+                du = _initial_residual(art, B).astype(plan.u_dtype)
+                if s_pe is not None:
+                    du[:, 1:, :] += s_pe.astype(plan.du_dtype) * S["patch_embed"].M
+            else:
+                du = None
+                if s_pe is not None:
+                    du = np.zeros((B, N, D), dtype=plan.du_dtype)
+                    du[:, 1:, :] = s_pe.astype(plan.du_dtype) * S["patch_embed"].M
             for i in range(d.depth):
                 p = f"blocks.{i}."
-                s1 = fire(p + "norm1", lns[p + "ln1"].step(du))
-                cur = aw(p + "qkv", s1, p + "qkv.weight", p + "qkv.bias", t)
-                sq = fire(p + "q", cur[..., :D])
-                sk = fire(p + "k", cur[..., D : 2 * D])
-                sv = fire(p + "v", cur[..., 2 * D :])
-                dz = qk[i].step(_heads(sq, H), _heads(sk, H))
-                sa = fire(p + "attn", sm[i].step(dz))
-                do = av[i].step(sa, _heads(sv, H))
-                saa = fire(p + "after_attn", _merge(do))
-                spj = fire(p + "proj", aw(p + "proj", saa, p + "proj.weight", p + "proj.bias", t))
-                du = du + spj.astype(np.int64) * art.sites[p + "proj"].M
-                s2 = fire(p + "norm2", lns[p + "ln2"].step(du))
-                sf1 = fire(p + "fc1", aw(p + "fc1", s2, p + "fc1.weight", p + "fc1.bias", t))
-                sf2 = fire(p + "fc2", aw(p + "fc2", sf1, p + "fc2.weight", p + "fc2.bias", t))
-                du = du + sf2.astype(np.int64) * art.sites[p + "fc2"].M
-            sfn = fire("norm", lns["norm"].step(du))
-            logits += aw("head", sfn[:, 0, :], "head.weight", "head.bias", t)
+                s1, nz1 = fire(p + "norm1", lns[p + "ln1"].step(du), t)
+                cur = aw(p + "qkv", s1, nz1, t)
+                if cur is None:
+                    sq, nzq = fire(p + "q", None, t)
+                    sk, nzk = fire(p + "k", None, t)
+                    sv, nzv = fire(p + "v", None, t)
+                else:
+                    sq, nzq = fire(p + "q", cur[..., :D], t)
+                    sk, nzk = fire(p + "k", cur[..., D : 2 * D], t)
+                    sv, nzv = fire(p + "v", cur[..., 2 * D :], t)
+                dz, acs = qk[i].step(heads(sq), heads(sk), nzq, nzk)
+                if acs is not None:
+                    count(p + "qk", acs=acs)
+                sa, nza = fire(p + "attn", sm[i].step(dz), t)
+                do, acs = av[i].step(sa, heads(sv), nza, nzv)
+                if acs is not None:
+                    count(p + "av", acs=acs)
+                saa, nzaa = fire(p + "after_attn", None if do is None else _merge(do), t)
+                spj, nzpj = fire(p + "proj", aw(p + "proj", saa, nzaa, t), t)
+                if spj is not None:
+                    inc = spj.astype(plan.du_dtype) * S[p + "proj"].M
+                    du = inc if du is None else du + inc
+                s2, nz2 = fire(p + "norm2", lns[p + "ln2"].step(du), t)
+                sf1, nzf1 = fire(p + "fc1", aw(p + "fc1", s2, nz2, t), t)
+                sf2, _ = fire(p + "fc2", aw(p + "fc2", sf1, nzf1, t), t)
+                if sf2 is not None:
+                    inc = sf2.astype(plan.du_dtype) * S[p + "fc2"].M
+                    du = inc if du is None else du + inc
+            sfn, _ = fire("norm", lns["norm"].step(du), t)
+            cls = None if sfn is None else sfn[:, 0, :]
+            nzc = zero_count if cls is None else _count_spikes(cls, B)
+            if cls is not None and not nzc.any():
+                cls = None
+            lg = aw("head", cls, nzc, t)
+            if lg is not None:
+                logits += lg.astype(np.int64)
             rec.value("logits", logits)
             newly = (~active_any) & (settle < 0) & (t > 0)
             settle[newly] = t
             if progress is not None:
                 progress(t, int((settle >= 0).sum()))
-            if (settle >= 0).all():
+            if not fixed_steps and (settle >= 0).all():
                 break
         steps = t + 1
-        for i in range(d.depth):
-            acs += qk[i].acs + av[i].acs
-        # differential units: count their arithmetic as MACs (per recomputed row, ~3 ops per element)
-        ln_rows = sum(op.rows_computed for op in lns.values())
-        sm_rows = sum(op.rows_computed for op in sm)
-        macs += 3 * D * ln_rows + 3 * N * sm_rows
+        for name, op in lns.items():
+            count(name, acs=op.rows_computed * ln_cost[1], macs=op.rows_computed * ln_cost[0])
+            units[name]["rows"] = op.rows_computed.copy()
+        for i, op in enumerate(sm):
+            name = f"blocks.{i}.softmax"
+            count(name, acs=op.rows_computed * sm_cost[1], macs=op.rows_computed * sm_cost[0])
+            units[name]["rows"] = op.rows_computed.copy()
+        acs = sum(u["acs"] for u in units.values())
+        macs = sum(u["macs"] for u in units.values())
         codes = {k: n.S.astype(np.int64) for k, n in sites.items()}
         return SNNResult(
             codes=codes,
@@ -385,4 +530,5 @@ class ViTSNN:
             spikes=spikes_total,
             records=rec.result(),
             extremes=rec.extremes,
+            units=units,
         )

@@ -17,7 +17,7 @@ import numpy as np
 
 from .artifact import ArtifactError, ViTArtifact
 
-__all__ = ["WidthReport", "analyze", "signed_bits", "layernorm_output_bound"]
+__all__ = ["WidthReport", "analyze", "signed_bits", "layernorm_output_bound", "residual_bound", "fast_paths"]
 
 
 def signed_bits(lo: int, hi: int) -> int:
@@ -58,6 +58,18 @@ def layernorm_output_bound(D: int, gmax: int, bmax: int, params) -> int:
     """
     ratio = 2 * (isqrt(max(D - 1, 0)) + 1)
     return ((ratio * gmax) >> (params.K - params.P)) + 1 + bmax
+
+
+def residual_bound(art: ViTArtifact) -> int:
+    """Largest ``|U|`` of the residual stream: embeddings plus every branch at its largest code × M."""
+    T, S = art.tensors, art.sites
+    umax = (
+        int(np.abs(T["pos"]).max()) + int(np.abs(T["cls"]).max()) + S["patch_embed"].M * S["patch_embed"].smax
+    )
+    for i in range(art.dims.depth):
+        umax += S[f"blocks.{i}.proj"].M * S[f"blocks.{i}.proj"].smax
+        umax += S[f"blocks.{i}.fc2"].M * S[f"blocks.{i}.fc2"].smax
+    return int(umax)
 
 
 def _abs_row_sums(w: np.ndarray) -> np.ndarray:
@@ -106,12 +118,7 @@ def analyze(art: ViTArtifact) -> WidthReport:
     xin = max(abs(art.input_min), abs(art.input_max))
     rs = _abs_row_sums(pe) * xin + np.abs(T["patch_embed.bias"]).astype(np.int64)
     site("patch_embed", rs, rs)
-    umax = (
-        int(np.abs(T["pos"]).max()) + int(np.abs(T["cls"]).max()) + S["patch_embed"].M * S["patch_embed"].smax
-    )
-    for i in range(d.depth):
-        umax += S[f"blocks.{i}.proj"].M * S[f"blocks.{i}.proj"].smax
-        umax += S[f"blocks.{i}.fc2"].M * S[f"blocks.{i}.fc2"].smax
+    umax = residual_bound(art)
     r.add("residual", -umax, umax)
     D = d.dim
     for i in range(d.depth):
@@ -146,3 +153,54 @@ def analyze(art: ViTArtifact) -> WidthReport:
     hs = _abs_row_sums(T["head.weight"]) + np.abs(T["head.bias"]).astype(np.int64)
     r.add("head.current", -int(hs.max()), int(hs.max()))
     return r
+
+
+def fast_paths(art: ViTArtifact) -> dict[str, dict[str, int | str]]:
+    """The arithmetic path of every product and operator of the golden model, with its proof.
+
+    For each layer: ``bound``, the largest magnitude any partial sum (or operator intermediate) can
+    reach, and ``path``, the dtype :func:`~equispike.model.fastmath.exact_dtype` picks for it
+    (float32 below ``2^24``, float64 below ``2^53``, int64 otherwise). Keys ``snn.<layer>`` (ternary
+    spike inputs) and ``qann.<layer>`` (integer code inputs); SESA products ``snn.blocks.i.qk``/``av``;
+    ``blocks.i.softmax`` (row sum and division; its exponent table needs ``2·|z|max < 2^20``) and the
+    LayerNorms (``ln1``, ``ln2``, ``norm``: radicand and ``c·Γ``) take float64 or int64.
+    """
+    from .fastmath import F64_LIMIT, SOFTMAX_TABLE_MAX, exact_dtype
+    from .linear import AWLinear
+
+    d, T, S = art.dims, art.tensors, art.sites
+    out: dict[str, dict[str, int | str]] = {}
+
+    def put(key: str, bound: int, path: str | None = None) -> None:
+        out[key] = {"bound": int(bound), "path": path or exact_dtype(bound).name}
+
+    xin = max(abs(art.input_min), abs(art.input_max))
+    put("qann.patch_embed", AWLinear(T["patch_embed.weight"], T["patch_embed.bias"], xin).bound)
+    umax = residual_bound(art)
+    N, dh = d.tokens, d.head_dim
+    for i in range(d.depth):
+        p = f"blocks.{i}."
+        for lin, src in (("qkv", "norm1"), ("proj", "after_attn"), ("fc1", "norm2"), ("fc2", "fc1")):
+            w, b = T[p + lin + ".weight"], T[p + lin + ".bias"]
+            put(f"snn.{p}{lin}", AWLinear(w, b, 1).bound)
+            put(f"qann.{p}{lin}", AWLinear(w, b, S[p + src].smax).bound)
+        sq, sk, sv, sa = (S[p + s].smax for s in ("q", "k", "v", "attn"))
+        put(f"snn.{p}qk", dh * (sq + sk))
+        put(f"snn.{p}av", N * (sa + sv))
+        put(f"qann.{p}qk", dh * sq * sk)
+        put(f"qann.{p}av", N * sa * sv)
+        sp = art.softmax[i]
+        # the exponent is tabulated per distance d <= 2·|z|max (fastmath.softmax_exact)
+        sm = max(1 << (sp.F + sp.P), N << sp.F)
+        table = 2 * dh * sq * sk < SOFTMAX_TABLE_MAX
+        put(p + "softmax", sm, "float64" if sm < F64_LIMIT and table else "int64")
+    norms = [f"blocks.{i}.ln{j}" for i in range(d.depth) for j in (1, 2)] + ["norm"]
+    for ln in norms:
+        g = ln + ".gamma"
+        D = d.dim
+        gmax = int(np.abs(T[g]).max())
+        b = max(D * D * umax * umax + art.ln_params(ln).E, 2 * D * umax * gmax)
+        put(ln, b, "float64" if b < F64_LIMIT else "int64")
+    put("snn.head", AWLinear(T["head.weight"], T["head.bias"], 1).bound)
+    put("qann.head", AWLinear(T["head.weight"], T["head.bias"], S["norm"].smax).bound)
+    return out

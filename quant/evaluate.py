@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..model.artifact import ViTArtifact
-from ..model.vit import AC_PJ, MAC_PJ, ViTSNN, dense_macs, qann_forward
+from ..model.energy import AC_PJ, MAC_PJ, dense_counts
+from ..model.vit import ViTSNN, qann_forward
 
 __all__ = ["SNNEval", "run_snn", "evaluate_artifact", "accuracy_vs_steps"]
 
@@ -117,9 +118,12 @@ def evaluate_artifact(
     out["acs_per_image"] = _stats(ev.acs)
     out["macs_per_image"] = _stats(ev.macs)
     out["energy_pj_per_image"] = _stats(ev.energy_pj)
-    dm = dense_macs(art)
+    dense = dense_counts(art)
+    dm = sum(m for m, _ in dense.values())
+    da = sum(a for _, a in dense.values())
     out["qann_dense_macs"] = int(dm)
-    out["qann_dense_energy_pj"] = float(MAC_PJ * dm)
+    out["qann_dense_acs"] = int(da)
+    out["qann_dense_energy_pj"] = float(MAC_PJ * dm + AC_PJ * da)
     out["energy_model"] = f"E = {MAC_PJ} pJ * MACs + {AC_PJ} pJ * ACs (SPEC section 10)"
     if curve_steps is None:
         n = ev.step_logits.shape[0]

@@ -70,7 +70,7 @@ def tables(results: dict[int, dict]) -> str:
         "",
         "| levels | float | fake-quant | integer QANN | SNN | SNN == QANN (logits) | unsettled "
         "| settle step min/med/max | ACs / image | MACs / image | energy / image | "
-        "QANN dense MACs (energy) | train time |",
+        "QANN dense MACs / ACs (energy) | train time |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for lv in L:
@@ -85,14 +85,17 @@ def tables(results: dict[int, dict]) -> str:
             f"{st.get('min', 0):.0f} / {st.get('median', 0):.0f} / {st.get('max', 0):.0f} | "
             f"{r['acs_per_image']['mean']:,.0f} | {r['macs_per_image']['mean']:,.0f} | "
             f"{r['energy_pj_per_image']['mean'] / 1e3:,.1f} nJ | "
-            f"{r['qann_dense_macs']:,} ({r['qann_dense_energy_pj'] / 1e3:,.1f} nJ) | "
+            f"{r['qann_dense_macs']:,} / {r.get('qann_dense_acs', 0):,} "
+            f"({r['qann_dense_energy_pj'] / 1e3:,.1f} nJ) | "
             f"{tt:.0f} s (float {tm.get('float_seconds', 0):.0f} + QAT "
             f"{tm.get('qat_seconds', 0):.0f}) |"
         )
     lines += [
         "",
-        f"Energy: {r0['energy_model']}; SNN MACs are the analog first layer plus the differential "
-        "softmax/LayerNorm arithmetic.",
+        f"Energy: {r0['energy_model']}; counted by one rule (model/energy.py): AW and SESA one AC per "
+        "nonzero spike × fan-out, the analog first layer its MACs, each recomputed softmax row over n "
+        "2n MACs + 5n − 2 ACs and LayerNorm row over D 4D + 3 MACs + 6D ACs; the dense QANN the same "
+        "rows without input accumulations and output deltas, its linears and attention products as MACs.",
         "",
         "### SNN accuracy when stopped after T time steps",
         "",

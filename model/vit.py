@@ -177,6 +177,7 @@ class _Recorder:
         self.probe = probe
         self.data: dict[str, dict[str, list[np.ndarray]]] = {}
         self.extremes: dict[str, int] = {}
+        self.cumulative: dict[str, np.ndarray] = {}
 
     def wants(self, site: str) -> bool:
         return self.sites is not None and (not self.sites or site in self.sites)
@@ -190,6 +191,9 @@ class _Recorder:
         if self.probe:
             self.value(f"{site}.current", current)
             self.value(f"{site}.membrane", neurons.V)
+            self.value(f"{site}.tracer", neurons.S)
+            cum = self.cumulative[site] = self.cumulative.get(site, 0) + np.asarray(current, np.int64)
+            self.value(f"{site}.cumulative", cum)
 
     def value(self, key: str, x) -> None:
         if self.probe:
@@ -271,7 +275,8 @@ class ViTSNN:
 
             def op(rows: np.ndarray) -> np.ndarray:
                 rec.value("residual", rows)
-                return int_layernorm(rows, gamma, beta, params)
+                probe = (lambda k, v: rec.value(f"{name}.{k}", v)) if rec.probe else None
+                return int_layernorm(rows, gamma, beta, params, probe)
 
             return DifferentialOp(op, (B, N, D))
 
@@ -296,7 +301,8 @@ class ViTSNN:
 
             def sm_op(rows: np.ndarray, params=params, key=p + "scores") -> np.ndarray:
                 rec.value(key, rows)
-                return int_softmax(rows, params)
+                probe = (lambda k, v: rec.value(f"{key[:-6]}softmax.{k}", v)) if rec.probe else None
+                return int_softmax(rows, params, probe)
 
             sm.append(DifferentialOp(sm_op, (B, H, N, N)))
             qk.append(SpikeProduct((B, H, N, dh), (B, H, N, dh), transpose_b=True))
@@ -349,6 +355,7 @@ class ViTSNN:
                 sk = fire(p + "k", cur[..., D : 2 * D])
                 sv = fire(p + "v", cur[..., 2 * D :])
                 dz = qk[i].step(_heads(sq, H), _heads(sk, H))
+                rec.value(p + "scores.step", dz)
                 sa = fire(p + "attn", sm[i].step(dz))
                 do = av[i].step(sa, _heads(sv, H))
                 saa = fire(p + "after_attn", _merge(do))
@@ -359,7 +366,9 @@ class ViTSNN:
                 sf2 = fire(p + "fc2", aw(p + "fc2", sf1, p + "fc2.weight", p + "fc2.bias", t))
                 du = du + sf2.astype(np.int64) * art.sites[p + "fc2"].M
             sfn = fire("norm", lns["norm"].step(du))
-            logits += aw("head", sfn[:, 0, :], "head.weight", "head.bias", t)
+            head = aw("head", sfn[:, 0, :], "head.weight", "head.bias", t)
+            rec.value("head.current", head)
+            logits += head
             rec.value("logits", logits)
             newly = (~active_any) & (settle < 0) & (t > 0)
             settle[newly] = t

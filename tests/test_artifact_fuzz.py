@@ -263,3 +263,64 @@ def test_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch
                                  classes=2, calibration_images=2), path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.esa"]
+
+
+SWEEP_VALUES = [None, "x", [], {}, True, 1.5, float("nan"), float("inf"), -1, 0, 10**30, -(10**30)]
+
+
+def _write(path: Path, manifest_bytes: bytes, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("manifest.json", manifest_bytes)
+        for n, b in members.items():
+            zf.writestr(n, b)
+    return path
+
+
+def test_every_manifest_field_with_every_bad_value(base, tmp_path):
+    """Not left to chance: each field of the manifest (containers included) set to each value of a
+    fixed list of wrong types and ranges, and deleted. A change of JSON type is reported at that
+    field; any other rejection names a field; nothing else escapes."""
+    _, manifest, members, _ = base
+    path = tmp_path / "sweep.esa"
+    tried = rejected = 0
+    for p in _paths(manifest):
+        for value in [*SWEEP_VALUES, "<delete>"]:
+            m = copy.deepcopy(manifest)
+            parent = _get(m, p[:-1])
+            if value == "<delete>":
+                del parent[p[-1]]
+            else:
+                parent[p[-1]] = value
+            _write(path, json.dumps(m).encode(), members)
+            tried += 1
+            try:
+                load_artifact(path)
+            except ArtifactError as exc:
+                rejected += 1
+                msg = str(exc)
+                assert _names_a_field(msg, path), f"{p} = {value!r}: {msg}"
+                old = _get(manifest, p)
+                retyped = value != "<delete>" and type(old) is not type(value) and not (
+                    isinstance(old, float) and type(value) is int)
+                if retyped and p[0] != "meta":
+                    assert str(p[-1]) in msg, f"{p} = {value!r}: field not named in {msg}"
+    assert tried > 1000 and rejected > 0.9 * tried, (tried, rejected)
+
+
+def test_every_tensor_missing_misshapen_or_of_a_wrong_dtype(base, tmp_path):
+    _, manifest, members, arrays = base
+    path = tmp_path / "t.esa"
+    mb = json.dumps(manifest).encode()
+    for name, a in arrays.items():
+        key = name[:-4]
+        for label, mem in (
+            ("missing", {n: b for n, b in members.items() if n != name}),
+            ("misshapen", {**members, name: _npy(np.ones((a.size + 1,), np.int64))}),
+            ("float", {**members, name: _npy(a.astype(np.float64))}),
+            ("bool", {**members, name: _npy(a.astype(bool))}),
+            ("truncated", {**members, name: members[name][:-1]}),
+        ):
+            _write(path, mb, mem)
+            with pytest.raises(ArtifactError) as e:
+                load_artifact(path)
+            assert key in str(e.value), f"{name} {label}: {e.value}"

@@ -1,32 +1,76 @@
-"""The ``equispike`` command line: one subcommand per job of the chain."""
+"""The ``equispike`` command line: one subcommand per job of the chain.
+
+Exit status, the same for every subcommand: 0 success; 1 a mismatch, an unsettled run or a missed
+target; 2 bad input or usage (argparse's own usage errors included). Errors are one line on stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
+
+from .model.neurons import LEVEL_CHOICES
+
+__all__ = ["EXIT_OK", "EXIT_MISMATCH", "EXIT_BAD_INPUT", "build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_MISMATCH = 1  # a comparison found a difference, a run did not settle, a target was missed
+EXIT_BAD_INPUT = 2  # bad input or usage: unreadable or invalid files, bad option values
 
 PROG_DESCRIPTION = """\
 equispike: a quantized Transformer, its exactly equivalent spiking network, and FPGA hardware that
 runs it. Every link is bit-exact and every figure is measured.
 """
 
+PROG_EPILOG = """\
+exit status (every subcommand):
+  0  success
+  1  a mismatch, an unsettled run or a missed target
+  2  bad input or usage: an unreadable or invalid file, a bad option value (one line on stderr)
+set EQUISPIKE_TRACEBACK=1 to see the traceback of an error.
+"""
 
-def _emit(obj: dict, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(obj, indent=1, sort_keys=False))
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def _emit(obj: dict) -> None:
+    print(json.dumps(obj, indent=1, sort_keys=False))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from .model.check import check_artifact, check_random
+
+    cases = args.random if args.random is not None else 50
 
     def progress(i: int, r, cfg: dict) -> None:
         status = (
             "ok" if r.mismatches == 0 and r.unsettled == 0 else "MISMATCH" if r.mismatches else "UNSETTLED"
         )
         print(
-            f"[{i + 1}/{args.random}] depth {cfg['depth']} dim {cfg['dim']} heads {cfg['heads']} "
+            f"[{i + 1}/{cases}] depth {cfg['depth']} dim {cfg['dim']} heads {cfg['heads']} "
             f"levels {cfg['levels']}: {r.elements} elements, {r.mismatches} mismatches, "
             f"settled by step {max(r.settle_steps, default=-1)} {status}",
             file=sys.stderr,
@@ -39,13 +83,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         art = load_artifact(args.artifact)
         summary = check_artifact(art, random_images(args.seed, art, args.batch), t_max=args.t_max)
     else:
-        summary = check_random(
-            args.random, batch=args.batch, seed=args.seed, t_max=args.t_max, progress=progress
-        )
-    ok = summary["mismatches"] == 0 and summary["unsettled_images"] == 0
-    summary["ok"] = ok
+        summary = check_random(cases, batch=args.batch, seed=args.seed, t_max=args.t_max, progress=progress)
+    ok = summary["ok"]
     if args.json:
-        _emit(summary, True)
+        _emit(summary)
     else:
         print(
             f"{summary['cases']} cases, {summary['images']} images, {summary['elements_compared']} "
@@ -54,7 +95,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         )
         if summary["first_mismatch"]:
             print(f"first mismatch: {summary['first_mismatch']}")
-    return 0 if ok else 1
+    if summary["elements_compared"] == 0:
+        print("equispike check: nothing was compared", file=sys.stderr)
+    return EXIT_OK if ok else EXIT_MISMATCH
 
 
 def cmd_widths(args: argparse.Namespace) -> int:
@@ -63,11 +106,11 @@ def cmd_widths(args: argparse.Namespace) -> int:
 
     report = analyze(load_artifact(args.artifact))
     if args.json:
-        _emit({k: {"lo": lo, "hi": hi, "bits": b} for k, lo, hi, b in report.table()}, True)
+        _emit({k: {"lo": lo, "hi": hi, "bits": b} for k, lo, hi, b in report.table()})
     else:
         for k, lo, hi, b in report.table():
             print(f"{k:40s} [{lo}, {hi}] {b} bits")
-    return 0
+    return EXIT_OK
 
 
 def cmd_random_model(args: argparse.Namespace) -> int:
@@ -87,31 +130,90 @@ def cmd_random_model(args: argparse.Namespace) -> int:
     )
     path = save_artifact(art, args.out)
     print(f"wrote {path}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "golden":
         from .model.bench import bench_golden
 
-        out = bench_golden(runs=args.runs, log=(lambda s: print(s, file=sys.stderr)) if args.json else print)
-        _emit(out, args.json)
-        return 0
-    module = {"engine": "bench_engine", "units": "bench_units"}[args.what]
-    import importlib
+        log = (lambda s: print(s, file=sys.stderr)) if args.json else print
+        out = bench_golden(runs=args.runs, log=log)
+        if args.json:
+            _emit(out)
+        return EXIT_OK
+    if args.what == "engine":
+        from .rtl import bench_engine
 
-    try:
-        mod = importlib.import_module(f"equispike.rtl.{module}")
-    except ModuleNotFoundError:
-        print(f"equispike: benchmark {args.what!r} is not available in this build", file=sys.stderr)
-        return 2
-    return int(mod.main(args.rest) or 0)
+        if not args.json:
+            return int(bench_engine.main(["--seed", str(args.seed), "--batch", str(args.batch),
+                                          "--lanes", str(args.lanes)]) or 0)
+        r = bench_engine.measure(args.seed, args.batch, args.lanes)
+        _emit({"seed": args.seed, "batch": args.batch, **r})
+        return EXIT_OK if r["mismatches"] == 0 else EXIT_MISMATCH
+    from .rtl import bench_units
+
+    if not args.json:
+        return int(bench_units.main(["--seed", str(args.seed), "--dim", str(args.dim),
+                                     "--heads", str(args.heads)]) or 0)
+    rows = bench_units.measure_all(args.seed, args.dim, args.heads)
+    bad = sum(r["measured"] != r["stated"] for r in rows)
+    _emit({"seed": args.seed, "dim": args.dim, "heads": args.heads, "rows": rows, "mismatches": bad})
+    return EXIT_OK if bad == 0 else EXIT_MISMATCH
+
+
+def _add_bench(sub) -> None:
+    b = sub.add_parser(
+        "bench",
+        help="measure performance (golden model, engine, norm units)",
+        description="Performance figures. golden: ST-BIF neuron updates/s and SNN/QANN inferences/s on "
+        "one core. engine: cycles and utilization of the spike-addition engine on a real layer "
+        "(Amaranth simulator). units: latency of the differential softmax/LayerNorm units and the "
+        "attention datapaths. Options follow the benchmark's name, e.g. "
+        "'equispike bench golden --runs 3 --json'.",
+    )
+    bsub = b.add_subparsers(dest="what", metavar="BENCHMARK", required=True)
+    json_help = "print the figures as one JSON object on stdout (progress goes to stderr)"
+    g = bsub.add_parser(
+        "golden",
+        help="golden-model speed (neuron updates/s, inferences/s)",
+        description="Pinned to one core: ST-BIF neuron updates/s on a batch-64 site of the reference "
+        "model, integer QANN and SNN inferences/s; medians over --runs timed runs.",
+    )
+    g.add_argument("--runs", type=positive_int, default=7,
+                   help="timed runs per figure; the median is reported (default %(default)s)")
+    g.add_argument("--json", action="store_true", help=json_help)
+    e = bsub.add_parser(
+        "engine",
+        help="spike-addition engine utilization on a real layer",
+        description="The qkv layer of a factory model on the engine under the Amaranth simulator: "
+        "events, ideal and measured cycles, utilization, every current compared with the golden model. "
+        "Exit 1 on a mismatch.",
+    )
+    e.add_argument("--seed", type=nonnegative_int, default=3,
+                   help="seed of the factory model and its images (default %(default)s)")
+    e.add_argument("--batch", type=positive_int, default=2, help="images run (default %(default)s)")
+    e.add_argument("--lanes", type=positive_int, default=8, help="engine lanes P (default %(default)s)")
+    e.add_argument("--json", action="store_true", help=json_help)
+    u = bsub.add_parser(
+        "units",
+        help="latency of the norm units and attention datapaths",
+        description="Measured cycles of the softmax and LayerNorm units, the SESA products and SDSA "
+        "next to the figures their docstrings state. Exit 1 if any differs.",
+    )
+    u.add_argument("--seed", type=nonnegative_int, default=0,
+                   help="seed of the factory model and stimulus (default %(default)s)")
+    u.add_argument("--dim", type=positive_int, default=32, help="model dimension (default %(default)s)")
+    u.add_argument("--heads", type=positive_int, default=2, help="attention heads (default %(default)s)")
+    u.add_argument("--json", action="store_true", help=json_help)
+    b.set_defaults(func=cmd_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="equispike",
         description=PROG_DESCRIPTION,
+        epilog=PROG_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -121,19 +223,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="prove the SNN (summed over time) equals the integer QANN",
         description="Build random models (or load an artifact), run the integer QANN and "
         "the time-stepped SNN to quiescence, and compare every site's settled codes and "
-        "every logit. Exits non-zero on any mismatch or unsettled image.",
+        "every logit. Exit 1 on any mismatch, unsettled image or when nothing was compared; "
+        "2 on bad input.",
     )
-    c.add_argument(
+    src = c.add_mutually_exclusive_group()
+    src.add_argument(
         "--random",
-        type=int,
-        default=50,
+        type=positive_int,
+        default=None,
         metavar="N",
         help="number of random models (depth 1-4, levels 4-32, several dims); default 50",
     )
-    c.add_argument("--artifact", help="check this artifact on random images instead")
-    c.add_argument("--batch", type=int, default=8, help="images per model (default 8)")
-    c.add_argument("--seed", type=int, default=0, help="seed of models and images (default 0)")
-    c.add_argument("--t-max", type=int, default=2048, help="step cap of a run (default 2048)")
+    src.add_argument("--artifact", metavar="PATH", help="check this artifact (.esa) on random images instead")
+    c.add_argument("--batch", type=positive_int, default=8, help="images per model (default %(default)s)")
+    c.add_argument("--seed", type=nonnegative_int, default=0,
+                   help="seed of models and images (default %(default)s)")
+    c.add_argument("--t-max", type=positive_int, default=2048,
+                   help="step cap of a run; an image not settled by then counts as unsettled "
+                   "(default %(default)s)")
     c.add_argument("--json", action="store_true", help="print the summary as JSON")
     c.set_defaults(func=cmd_check)
 
@@ -143,42 +250,34 @@ def build_parser() -> argparse.ArgumentParser:
         description="Every accumulator, membrane, tracer and operator intermediate of the "
         "artifact, with its worst-case range and the signed width that holds it.",
     )
-    w.add_argument("artifact")
-    w.add_argument("--json", action="store_true")
+    w.add_argument("artifact", help="artifact path (.esa)")
+    w.add_argument("--json", action="store_true", help="print {quantity: {lo, hi, bits}} as JSON")
     w.set_defaults(func=cmd_widths)
 
     r = sub.add_parser(
         "random-model",
         help="write a random calibrated integer ViT artifact",
-        description="Random int8 weights, thresholds calibrated on random images.",
+        description="Random int8 weights, thresholds calibrated on random images; the same options "
+        "give the same bytes. Written atomically.",
     )
     r.add_argument("out", help="output artifact path (.esa)")
-    r.add_argument("--seed", type=int, default=0)
-    for name, default in (
-        ("image", 8),
-        ("patch", 2),
-        ("dim", 32),
-        ("heads", 2),
-        ("depth", 1),
-        ("mlp-ratio", 2),
-        ("levels", 16),
-        ("classes", 10),
+    r.add_argument("--seed", type=nonnegative_int, default=0, help="weights and calibration seed "
+                   "(default %(default)s)")
+    for name, default, meaning in (
+        ("image", 8, "input image side in pixels"),
+        ("patch", 2, "patch side in pixels (must divide --image)"),
+        ("dim", 32, "embedding dimension"),
+        ("heads", 2, "attention heads (must divide --dim)"),
+        ("depth", 1, "transformer blocks"),
+        ("mlp-ratio", 2, "MLP hidden size = dim * ratio"),
+        ("classes", 10, "output classes"),
     ):
-        r.add_argument(f"--{name}", type=int, default=default, help=f"default {default}")
+        r.add_argument(f"--{name}", type=positive_int, default=default, help=f"{meaning} (default {default})")
+    r.add_argument("--levels", type=int, choices=LEVEL_CHOICES, default=16,
+                   help="levels of every quantizer site, a power of two in 4..256 (default 16)")
     r.set_defaults(func=cmd_random_model)
 
-    b = sub.add_parser(
-        "bench",
-        help="measure performance (golden model, engine, norm units)",
-        description="golden: ST-BIF neuron-updates/s and SNN/QANN inferences/s on one core. "
-        "engine: cycles and utilization of the spike-addition engine. units: latency and "
-        "throughput of the differential softmax/LayerNorm units.",
-    )
-    b.add_argument("what", choices=["golden", "engine", "units"])
-    b.add_argument("--runs", type=int, default=7, help="runs per figure, median reported (golden)")
-    b.add_argument("--json", action="store_true")
-    b.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the engine/units benchmark")
-    b.set_defaults(func=cmd_bench)
+    _add_bench(sub)
 
     for modname in ("equispike.quant.commands", "equispike.rtl.synth"):
         try:
@@ -191,14 +290,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def error_line(command: str, exc: BaseException) -> str:
+    """The one line an error becomes: the subcommand, and the message (which names the field)."""
+    from .model.artifact import ArtifactError
+
+    known = (ArtifactError, ValueError, TypeError, OSError, OverflowError, KeyError)
+    msg = str(exc) if not isinstance(exc, KeyError) else str(exc.args[0] if exc.args else exc)
+    if isinstance(exc, known):
+        return f"equispike {command}: error: {msg}"
+    return f"equispike {command}: internal error ({type(exc).__name__}): {msg}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed by argparse
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_BAD_INPUT
     try:
         return int(args.func(args) or 0)
-    except (ValueError, OSError) as exc:  # ArtifactError is a ValueError
-        print(f"equispike {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"equispike {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # every error becomes one line and exit status 2
+        if os.environ.get("EQUISPIKE_TRACEBACK"):
+            raise
+        print(error_line(args.command, exc), file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

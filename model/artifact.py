@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .intops import LayerNormParams, SoftmaxParams
-from .neurons import site_bounds
+from .neurons import check_levels, site_bounds
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -31,6 +33,9 @@ __all__ = [
     "save_artifact",
     "load_artifact",
     "block_site_names",
+    "atomic_write_bytes",
+    "MAX_TENSOR_MAGNITUDE",
+    "MAX_INPUT_MAGNITUDE",
 ]
 
 FORMAT = "equispike-artifact"
@@ -39,6 +44,17 @@ BLOCK_SITES = ("norm1", "q", "k", "v", "attn", "after_attn", "proj", "norm2", "f
 UNSIGNED_SITES = ("attn", "fc1")
 RESIDUAL_SITES = ("patch_embed", "proj", "fc2")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+# Limits that keep every int64 computation of the width analysis and the model exact (no wrap) and a
+# hostile file from exhausting memory; real models are far inside them.
+MAX_TENSOR_MAGNITUDE = 2**40
+MAX_INPUT_MAGNITUDE = 2**20
+MAX_DIM = 2**24
+MAX_DEPTH = 1024
+MAX_UNPACKED_BYTES = 2**30
+_MANIFEST_KEYS = {
+    "format", "schema_version", "arch", "dims", "input", "residual", "layernorm", "softmax", "sites",
+    "tensors", "widths", "meta",
+}
 
 
 class ArtifactError(ValueError):
@@ -112,10 +128,10 @@ class ViTDims(DerivedDims):
     def __post_init__(self) -> None:
         for name in ("image", "channels", "patch", "dim", "heads", "mlp_dim", "classes"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ArtifactError(f"dims.{name} must be a positive integer, got {v!r}")
-        if not isinstance(self.depth, int) or self.depth < 0:
-            raise ArtifactError(f"dims.depth must be a non-negative integer, got {self.depth!r}")
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_DIM:
+                raise ArtifactError(f"dims.{name} must be an integer in [1, {MAX_DIM}], got {v!r}")
+        if not _is_int(self.depth) or not 0 <= self.depth <= MAX_DEPTH:
+            raise ArtifactError(f"dims.depth must be an integer in [0, {MAX_DEPTH}], got {self.depth!r}")
         if self.image % self.patch:
             raise ArtifactError(f"dims.patch ({self.patch}) must divide dims.image ({self.image})")
         if self.dim % self.heads:
@@ -232,8 +248,12 @@ class ViTArtifact:
         for name in want_sites:
             s = self.sites[name]
             where = f"sites.{name}"
-            if not isinstance(s.levels, int) or s.levels < 2 or s.levels > 256 or s.levels & (s.levels - 1):
-                raise ArtifactError(f"{where}.levels must be a power of two in [2, 256], got {s.levels!r}")
+            if not isinstance(s, Site):
+                raise ArtifactError(f"{where}: expected a Site, got {type(s).__name__}")
+            try:
+                check_levels(s.levels, f"{where}.levels")
+            except (TypeError, ValueError) as exc:
+                raise ArtifactError(str(exc)) from None
             short = name.rsplit(".", 1)[-1]
             want_signed = short not in UNSIGNED_SITES
             if s.signed is not want_signed:
@@ -246,8 +266,10 @@ class ViTArtifact:
                 raise ArtifactError(f"{where}.theta must have shape (1,) or ({ch},), got {th.shape}")
             if int(th.min()) < 1:
                 raise ArtifactError(f"{where}.theta must be >= 1, got min {int(th.min())}")
+            if int(th.max()) > MAX_TENSOR_MAGNITUDE:
+                raise ArtifactError(f"{where}.theta: {int(th.max())} exceeds {MAX_TENSOR_MAGNITUDE}")
             if short in RESIDUAL_SITES:
-                if not isinstance(s.M, int) or s.M < 1:
+                if not isinstance(s.M, int) or isinstance(s.M, bool) or s.M < 1:
                     raise ArtifactError(
                         f"{where}.M (residual multiplier) must be an integer >= 1, got {s.M!r}"
                     )
@@ -269,10 +291,12 @@ class ViTArtifact:
                 raise ArtifactError(f"tensors.{name}: shape {a.shape} does not match dims, expected {shape}")
             if kind == "weight" and a.size and (int(a.min()) < -128 or int(a.max()) > 127):
                 raise ArtifactError(f"tensors.{name}: int8 weights must lie in [-128, 127]")
-            if a.size and max(abs(int(a.min())), abs(int(a.max()))) >= 2**40:
+            if a.size and max(abs(int(a.min())), abs(int(a.max()))) >= MAX_TENSOR_MAGNITUDE:
                 raise ArtifactError(
                     f"tensors.{name}: magnitude {max(abs(int(a.min())), abs(int(a.max())))} too large"
                 )
+        if not isinstance(self.softmax, list) or not all(isinstance(p, SoftmaxParams) for p in self.softmax):
+            raise ArtifactError("softmax: expected a list of SoftmaxParams")
         if len(self.softmax) != dims.depth:
             raise ArtifactError(f"softmax: need one entry per block ({dims.depth}), got {len(self.softmax)}")
         want_ln = set(self.ln_names())
@@ -283,13 +307,26 @@ class ViTArtifact:
                 LayerNormParams(E=e, K=self.ln_K, P=self.ln_P)
             except ValueError as exc:
                 raise ArtifactError(f"layernorm.{k}: {exc}") from None
-        if not isinstance(self.residual_R, int) or not 0 <= self.residual_R <= 24:
+        if not _is_int(self.residual_R) or not 0 <= self.residual_R <= 24:
             raise ArtifactError(f"residual.R must be an integer in [0, 24], got {self.residual_R!r}")
-        if (
-            not (isinstance(self.input_min, int) and isinstance(self.input_max, int))
-            or self.input_min > self.input_max
+        for key in ("min", "max"):
+            v = getattr(self, f"input_{key}")
+            if not _is_int(v) or abs(v) > MAX_INPUT_MAGNITUDE:
+                raise ArtifactError(
+                    f"input.{key} must be an integer in [-{MAX_INPUT_MAGNITUDE}, {MAX_INPUT_MAGNITUDE}], "
+                    f"got {v!r}"
+                )
+        if self.input_min > self.input_max:
+            raise ArtifactError(f"input: need min <= max, got [{self.input_min}, {self.input_max}]")
+        u = self.input_unit
+        if not isinstance(u, int | float) or isinstance(u, bool) or not math.isfinite(u) or u <= 0:
+            raise ArtifactError(f"input.unit must be a finite number > 0, got {u!r}")
+        if not isinstance(self.widths, dict) or not all(
+            isinstance(k, str) and _is_int(v) for k, v in self.widths.items()
         ):
-            raise ArtifactError(f"input: need integers min <= max, got [{self.input_min}, {self.input_max}]")
+            raise ArtifactError(f"widths: expected an object of integer bit widths, got {self.widths!r}")
+        if not isinstance(self.meta, dict):
+            raise ArtifactError(f"meta: expected an object, got {type(self.meta).__name__}")
         if check_widths:
             from .widths import analyze
 
@@ -326,13 +363,39 @@ class ViTArtifact:
         }
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {int: "an integer", float: "a number", bool: "a boolean", str: "a string", dict: "an object",
+             list: "a list"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
 def _field(d: dict, key: str, where: str, kind: type | tuple[type, ...]):
-    if not isinstance(d, dict) or key not in d:
+    """``d[key]`` if it has JSON type ``kind`` (booleans are not numbers), else an ArtifactError."""
+    if not isinstance(d, dict):
+        raise ArtifactError(f"{where}: expected an object, got {type(d).__name__} {_short(d)}")
+    if key not in d:
         raise ArtifactError(f"{where}.{key}: missing")
     v = d[key]
-    if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
-        raise ArtifactError(f"{where}.{key}: expected {kind}, got {type(v).__name__} {v!r}")
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(v, kinds) or (isinstance(v, bool) and bool not in kinds):
+        raise ArtifactError(f"{where}.{key}: expected {_kind_name(kind)}, got {type(v).__name__} {_short(v)}")
     return v
+
+
+def _short(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _no_unknown(d: dict, allowed, where: str) -> None:
+    unknown = sorted(set(d) - set(allowed))
+    if unknown:
+        raise ArtifactError(f"{where}: unknown fields {unknown[:5]}")
 
 
 def save_artifact(art: ViTArtifact, path: str | os.PathLike) -> Path:
@@ -355,10 +418,18 @@ def save_artifact(art: ViTArtifact, path: str | os.PathLike) -> Path:
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, nb.getvalue())
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temp file in the same directory, fsync, rename: a reader
+    sees the old file or the whole new one, never a part; a failed write leaves no temp file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -368,88 +439,192 @@ def save_artifact(art: ViTArtifact, path: str | os.PathLike) -> Path:
     return path
 
 
+def _array_field(key: str) -> str:
+    return key if key.startswith("sites.") else f"tensors.{key}"
+
+
+def _read_npy(key: str, data: bytes) -> np.ndarray:
+    """One ``.npy`` member as a native int64 array; the header is checked before any allocation."""
+    where = _array_field(key)
+    f = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except (ValueError, TypeError, SyntaxError, EOFError, OverflowError) as exc:
+        raise ArtifactError(f"{where}: unreadable .npy ({exc})") from None
+    if dtype.hasobject or dtype.kind not in "iu":
+        raise ArtifactError(f"{where}: values must be integers, got dtype {dtype}")
+    count = math.prod(shape)
+    if count * dtype.itemsize != len(data) - f.tell():
+        raise ArtifactError(
+            f"{where}: header says shape {shape} of {dtype} ({count * dtype.itemsize} bytes), the member "
+            f"holds {len(data) - f.tell()}"
+        )
+    a = np.frombuffer(data, dtype=dtype, count=count, offset=f.tell())
+    a = a.reshape(shape[::-1]).T if fortran else a.reshape(shape)
+    if a.size:
+        lo, hi = int(a.min()), int(a.max())
+        if max(-lo, hi) >= MAX_TENSOR_MAGNITUDE:
+            raise ArtifactError(f"{where}: magnitude {max(-lo, hi)} too large (limit {MAX_TENSOR_MAGNITUDE})")
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def _read_zip(path: Path) -> tuple[bytes, dict[str, bytes]]:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            names = [i.filename for i in infos]
+            if len(set(names)) != len(names):
+                dup = sorted({n for n in names if names.count(n) > 1})
+                raise ArtifactError(f"{path}: duplicate members {dup[:5]}")
+            if "manifest.json" not in names:
+                raise ArtifactError(f"{path}: manifest.json missing")
+            if sum(i.file_size for i in infos) > MAX_UNPACKED_BYTES:
+                raise ArtifactError(f"{path}: members unpack to more than {MAX_UNPACKED_BYTES} bytes")
+            for n in names:
+                if n != "manifest.json" and not n.endswith(".npy"):
+                    raise ArtifactError(f"{path}: unexpected member {n!r}")
+            members = {n: zf.read(n) for n in names}
+    except zipfile.BadZipFile as exc:
+        raise ArtifactError(f"{path}: not an equispike artifact (not a zip file: {exc})") from None
+    except (zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError,
+            OSError) as exc:
+        if isinstance(exc, ArtifactError):
+            raise
+        raise ArtifactError(f"{path}: damaged zip ({type(exc).__name__}: {exc})") from None
+    manifest = members.pop("manifest.json")
+    return manifest, {n[:-4]: data for n, data in members.items()}
+
+
 def load_artifact(path: str | os.PathLike) -> ViTArtifact:
-    """Read and validate an artifact; :class:`ArtifactError` names any bad field."""
+    """Read and validate an artifact; :class:`ArtifactError` names any bad field.
+
+    Every malformed input (not a zip, a damaged member, a manifest of the wrong shape or type, a
+    value out of range, missing, extra or misshapen tensors, non-integer dtypes) ends in an
+    ``ArtifactError``; arrays come back as int64 (weights int8).
+    """
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: no such artifact file")
+    raw_manifest, raw = _read_zip(path)
     try:
-        zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as exc:
-        raise ArtifactError(f"{path}: not an equispike artifact (not a zip file: {exc})") from None
-    with zf:
-        names = zf.namelist()
-        if "manifest.json" not in names:
-            raise ArtifactError(f"{path}: manifest.json missing")
-        try:
-            m = json.loads(zf.read("manifest.json"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ArtifactError(f"manifest.json: invalid JSON ({exc})") from None
-        arrays: dict[str, np.ndarray] = {}
-        for n in names:
-            if n == "manifest.json":
-                continue
-            if not n.endswith(".npy"):
-                raise ArtifactError(f"{path}: unexpected member {n!r}")
-            try:
-                arrays[n[:-4]] = np.lib.format.read_array(io.BytesIO(zf.read(n)), allow_pickle=False)
-            except (ValueError, OSError) as exc:
-                raise ArtifactError(f"tensors.{n[:-4]}: unreadable ({exc})") from None
+        m = json.loads(raw_manifest)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError are ValueErrors
+        raise ArtifactError(f"manifest.json: invalid JSON ({exc})") from None
+    if not isinstance(m, dict):
+        raise ArtifactError(f"manifest.json: expected a JSON object, got {type(m).__name__}")
     if m.get("format") != FORMAT:
-        raise ArtifactError(f"format: expected {FORMAT!r}, got {m.get('format')!r}")
-    if m.get("schema_version") != SCHEMA_VERSION:
+        raise ArtifactError(f"format: expected {FORMAT!r}, got {_short(m.get('format'))}")
+    sv = m.get("schema_version")
+    if not _is_int(sv) or sv != SCHEMA_VERSION:
         raise ArtifactError(
-            f"schema_version: this equispike reads version {SCHEMA_VERSION}, got {m.get('schema_version')!r}"
+            f"schema_version: this equispike reads version {SCHEMA_VERSION}, got {_short(sv)}"
         )
     if m.get("arch") != "vit":
-        raise ArtifactError(f"arch: only 'vit' is supported, got {m.get('arch')!r}")
+        raise ArtifactError(f"arch: only 'vit' is supported, got {_short(m.get('arch'))}")
+    _no_unknown(m, _MANIFEST_KEYS, "manifest")
+
     dm = _field(m, "dims", "manifest", dict)
-    unknown = set(dm) - set(ViTDims.__dataclass_fields__)
-    if unknown:
-        raise ArtifactError(f"dims: unknown fields {sorted(unknown)}")
+    _no_unknown(dm, ViTDims.__dataclass_fields__, "dims")
     dims = ViTDims(**{k: _field(dm, k, "dims", int) for k in ViTDims.__dataclass_fields__})
+
+    listed = _field(m, "tensors", "manifest", list)
+    for i, n in enumerate(listed):
+        if not isinstance(n, str):
+            raise ArtifactError(f"tensors[{i}]: expected a tensor name, got {_short(n)}")
+    if len(set(listed)) != len(listed):
+        raise ArtifactError("tensors: the manifest lists a tensor twice")
+
     sites_m = _field(m, "sites", "manifest", dict)
-    sites = {}
-    for n, sm in sites_m.items():
-        key = f"sites.{n}.theta"
-        if key not in arrays:
-            raise ArtifactError(f"tensors: missing {key}")
-        M = sm.get("M") if isinstance(sm, dict) else None
-        if M is not None and (not isinstance(M, int) or isinstance(M, bool)):
-            raise ArtifactError(f"sites.{n}.M: expected an integer, got {M!r}")
-        sites[n] = Site(
-            name=n,
-            levels=_field(sm, "levels", f"sites.{n}", int),
-            signed=_field(sm, "signed", f"sites.{n}", bool),
-            theta=arrays.pop(key),
-            M=M,
-        )
+    want_sites = site_names(dims)
+    missing = [n for n in want_sites if n not in sites_m]
+    extra = [n for n in sites_m if n not in want_sites]
+    if missing:
+        raise ArtifactError(f"sites: missing {missing[:5]}")
+    if extra:
+        raise ArtifactError(f"sites: unexpected {extra[:5]}")
+    site_fields: dict[str, tuple[int, bool, int | None]] = {}
+    for n in want_sites:
+        where = f"sites.{n}"
+        sm = _field(sites_m, n, "sites", dict)
+        _no_unknown(sm, ("levels", "signed", "M", "theta"), where)
+        if "theta" in sm and sm["theta"] != f"sites.{n}.theta":
+            raise ArtifactError(f"{where}.theta: expected 'sites.{n}.theta', got {_short(sm['theta'])}")
+        M = sm.get("M")
+        if M is not None and not _is_int(M):
+            raise ArtifactError(f"{where}.M: expected an integer, got {type(M).__name__} {_short(M)}")
+        site_fields[n] = (_field(sm, "levels", where, int), _field(sm, "signed", where, bool), M)
+
     sm_list = _field(m, "softmax", "manifest", list)
     softmax = []
     for i, p in enumerate(sm_list):
+        where = f"softmax[{i}]"
+        if not isinstance(p, dict):
+            raise ArtifactError(f"{where}: expected an object, got {type(p).__name__} {_short(p)}")
+        _no_unknown(p, "CGHFP", where)
         try:
-            softmax.append(SoftmaxParams(**{k: _field(p, k, f"softmax[{i}]", int) for k in "CGHFP"}))
+            softmax.append(SoftmaxParams(**{k: _field(p, k, where, int) for k in "CGHFP"}))
         except ValueError as exc:
-            raise ArtifactError(f"softmax[{i}]: {exc}") from None
+            raise ArtifactError(f"{where}: {exc}") from None
+
     ln = _field(m, "layernorm", "manifest", dict)
+    _no_unknown(ln, ("K", "P", "E"), "layernorm")
+    eps_m = _field(ln, "E", "layernorm", dict)
+    ln_eps = {k: _field(eps_m, k, "layernorm.E", int) for k in eps_m}
     inp = _field(m, "input", "manifest", dict)
-    listed = _field(m, "tensors", "manifest", list)
-    if sorted(listed) != sorted(arrays):
-        diff = sorted(set(listed) ^ set(arrays))
-        raise ArtifactError(f"tensors: manifest list and stored tensors differ on {diff}")
+    _no_unknown(inp, ("min", "max", "unit"), "input")
+    res = _field(m, "residual", "manifest", dict)
+    _no_unknown(res, ("R",), "residual")
+    widths = m.get("widths", {})
+    if not isinstance(widths, dict):
+        raise ArtifactError(f"widths: expected an object, got {type(widths).__name__}")
+    widths = {k: _field(widths, k, "widths", int) for k in widths}
+    meta = m.get("meta", {})
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"meta: expected an object, got {type(meta).__name__}")
+
+    theta_keys = {f"sites.{n}.theta" for n in want_sites}
+    missing_t = sorted(theta_keys - set(raw))
+    if missing_t:
+        raise ArtifactError(f"tensors: missing {missing_t[:5]}")
+    tensor_keys = sorted(set(raw) - theta_keys)
+    if sorted(listed) != tensor_keys:
+        diff = sorted(set(listed) ^ set(tensor_keys))
+        raise ArtifactError(f"tensors: manifest list and stored tensors differ on {diff[:5]}")
+    want = expected_tensors(dims)
+    missing_t = sorted(set(want) - set(tensor_keys))
+    extra_t = sorted(set(tensor_keys) - set(want))
+    if missing_t:
+        raise ArtifactError(f"tensors: missing {missing_t[:5]}")
+    if extra_t:
+        raise ArtifactError(f"tensors: unexpected {extra_t[:5]}")
+    arrays = {k: _read_npy(k, raw[k]) for k in sorted(raw)}
+
+    sites = {}
+    for n, (levels, signed, M) in site_fields.items():
+        sites[n] = Site(name=n, levels=levels, signed=signed, theta=arrays.pop(f"sites.{n}.theta"), M=M)
     art = ViTArtifact(
         dims=dims,
         sites=sites,
         tensors=arrays,
         softmax=softmax,
-        ln_eps={k: _field(ln["E"], k, "layernorm.E", int) for k in _field(ln, "E", "layernorm", dict)},
+        ln_eps=ln_eps,
         ln_K=_field(ln, "K", "layernorm", int),
         ln_P=_field(ln, "P", "layernorm", int),
-        residual_R=_field(_field(m, "residual", "manifest", dict), "R", "residual", int),
+        residual_R=_field(res, "R", "residual", int),
         input_min=_field(inp, "min", "input", int),
         input_max=_field(inp, "max", "input", int),
-        input_unit=float(_field(inp, "unit", "input", (int, float))),
-        widths=dict(m.get("widths", {})),
-        meta=dict(m.get("meta", {})),
+        input_unit=_field(inp, "unit", "input", (int, float)),
+        widths=widths,
+        meta=meta,
     )
-    return art.validate()
+    art.validate()
+    for k, (_, kind) in want.items():
+        if kind == "weight":
+            art.tensors[k] = art.tensors[k].astype(np.int8)
+    return art

@@ -66,6 +66,13 @@ _DIMS = [  # (image, patch, dim, heads)
 _LEVELS = [4, 8, 16, 32]
 
 
+def _positive(name: str, v) -> None:
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise TypeError(f"{name} must be an integer, got {type(v).__name__}")
+    if v < 1:
+        raise ValueError(f"{name} must be >= 1 (nothing would be compared), got {v}")
+
+
 def random_case_config(i: int, seed: int = 0) -> dict:
     """The i-th random model configuration of the check (depth 1–4, levels 4–32, several dims)."""
     rng = np.random.default_rng([seed, i])
@@ -84,15 +91,21 @@ def random_case_config(i: int, seed: int = 0) -> dict:
 
 
 def _summary(results: list[CaseResult]) -> dict:
+    """Totals of a check; ``ok`` only if something was compared, nothing differed and every image
+    settled (a check that compared nothing has not shown anything)."""
     steps = [v for r in results for v in r.settle_steps]
     first = next((r.first_mismatch for r in results if r.first_mismatch), None)
+    elements = sum(r.elements for r in results)
+    mismatches = sum(r.mismatches for r in results)
+    unsettled = sum(r.unsettled for r in results)
     return {
+        "ok": elements > 0 and mismatches == 0 and unsettled == 0,
         "cases": len(results),
         "images": sum(len(r.settle_steps) + r.unsettled for r in results),
-        "elements_compared": sum(r.elements for r in results),
-        "mismatches": sum(r.mismatches for r in results),
+        "elements_compared": elements,
+        "mismatches": mismatches,
         "first_mismatch": first,
-        "unsettled_images": sum(r.unsettled for r in results),
+        "unsettled_images": unsettled,
         "settle_step": {
             "min": min(steps) if steps else None,
             "median": statistics.median(steps) if steps else None,
@@ -110,6 +123,8 @@ def check_random(
     progress: Callable[[int, CaseResult, dict], None] | None = None,
 ) -> dict:
     """Build ``cases`` random models and inputs; compare SNN and QANN on each. Returns the summary."""
+    _positive("cases", cases)
+    _positive("batch", batch)
     results = []
     for i in range(cases):
         cfg = random_case_config(i, seed)
@@ -124,6 +139,9 @@ def check_random(
 
 def check_artifact(art: ViTArtifact, images: np.ndarray, t_max: int = 2048, batch: int = 64) -> dict:
     """Compare SNN and QANN of one artifact on ``images``, in batches."""
+    _positive("batch", batch)
+    if len(images) == 0:
+        raise ValueError("images: need at least one image to compare")
     results = [
         compare(f"batch[{i // batch}]", art, images[i : i + batch], t_max=t_max)
         for i in range(0, len(images), batch)

@@ -12,7 +12,7 @@ import numpy as np
 
 from .artifact import RESIDUAL_SITES, Site, ViTArtifact, ViTDims, site_names
 from .intops import SoftmaxParams, layernorm_eps_term, softmax_constant
-from .neurons import site_bounds
+from .neurons import check_levels
 from .vit import qann_forward
 
 __all__ = ["random_vit", "random_images", "reference_model"]
@@ -56,7 +56,7 @@ def random_vit(
     ``worst_case=True`` uses maximum-magnitude weights (±127, one sign per output row) and biases so
     that the width analysis can be checked against the largest values a run can produce.
     """
-    site_bounds(levels, True)  # validates levels
+    levels = check_levels(levels)
     dims = ViTDims(
         image=image,
         channels=channels,

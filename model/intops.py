@@ -8,6 +8,7 @@ shift is arithmetic.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +22,22 @@ __all__ = [
     "int_layernorm",
     "softmax_constant",
     "layernorm_eps_term",
+    "Probe",
 ]
+
+Probe = Callable[[str, np.ndarray], None]
+"""``probe(name, values)``: sees an operator's intermediate (named as in :mod:`~equispike.model.widths`)."""
+
+_INT64_MAX = (1 << 63) - 1
+
+
+def _require_int64(name: str, bound: int, op: str) -> None:
+    """The model computes in int64 and must never wrap: refuse inputs whose worst case does not fit."""
+    if bound > _INT64_MAX:
+        raise OverflowError(
+            f"{op}: the {name} can reach {bound}, beyond int64; the width analysis (model.widths) "
+            f"rejects artifacts that allow it"
+        )
 
 
 @dataclass(frozen=True)
@@ -75,9 +91,12 @@ def layernorm_eps_term(eps: float, D: int, unit: float) -> int:
 
 def isqrt(x: np.ndarray) -> np.ndarray:
     """Exact floor square root of non-negative int64 values (digit-by-digit, integer only)."""
-    x = np.array(x, dtype=np.int64, copy=True)
-    if x.size and int(x.min()) < 0:
-        raise ValueError("isqrt of a negative value")
+    x = np.asarray(x)
+    if x.dtype.kind not in "iu":
+        raise TypeError(f"isqrt takes integers, got dtype {x.dtype}")
+    if x.size and (int(x.min()) < 0 or int(x.max()) > _INT64_MAX):
+        raise ValueError(f"isqrt takes values in [0, 2^63 - 1], got [{int(x.min())}, {int(x.max())}]")
+    x = x.astype(np.int64, copy=True)
     res = np.zeros_like(x)
     bit = np.int64(1) << np.int64(62)
     for _ in range(32):
@@ -125,42 +144,84 @@ def _lut(G: int, F: int) -> np.ndarray:
     return _LUT_CACHE[key]
 
 
-def int_softmax(z: np.ndarray, params: SoftmaxParams) -> np.ndarray:
+def int_softmax(z: np.ndarray, params: SoftmaxParams, probe: Probe | None = None) -> np.ndarray:
     """Integer softmax along the last axis (SPEC §5). Output unit ``2^−P``; int64.
 
     ``d = max(Z) − Z``; ``t = (d·C) >> H``; ``e = LUT[t mod 2^G] >> (t >> G)`` (0 once the shift
     exceeds F); ``p = floor(e · 2^P / Σe)``.
+
+    ``probe``, if given, sees ``exponent_arg`` (d·C), ``sum`` (Σe) and ``numerator`` (e·2^P).
+    Raises ``OverflowError`` if an intermediate could leave int64 for these scores.
     """
     z = np.asarray(z)
     if z.dtype.kind not in "iu":
         raise TypeError(f"int_softmax takes integer scores, got dtype {z.dtype}")
+    if z.size:
+        zmax = max(abs(int(z.min())), abs(int(z.max())))
+        _require_int64("exponent argument d·C", 2 * zmax * params.C, "int_softmax")
+        _require_int64("sum Σe", z.shape[-1] << params.F, "int_softmax")
+        _require_int64("numerator e·2^P", 1 << (params.F + params.P), "int_softmax")
     z = z.astype(np.int64)
     G, F = params.G, params.F
     d = z.max(axis=-1, keepdims=True) - z
-    t = (d * params.C) >> params.H
+    arg = d * params.C
+    t = arg >> params.H
     shift = np.minimum(t >> G, F + 1)
     e = _lut(G, F)[t & ((1 << G) - 1)] >> shift
     total = e.sum(axis=-1, keepdims=True)
-    return (e << params.P) // total
+    num = e << params.P
+    if probe is not None:
+        probe("exponent_arg", arg)
+        probe("sum", total)
+        probe("numerator", num)
+    return num // total
 
 
-def int_layernorm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, params: LayerNormParams) -> np.ndarray:
+def int_layernorm(
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    params: LayerNormParams,
+    probe: Probe | None = None,
+) -> np.ndarray:
     """Integer LayerNorm along the last axis (SPEC §5). Output unit ``2^−P``; int64.
 
     ``c_i = D·X_i − S1``, ``σ = isqrt(D·S2 − S1² + E)``, ``y_i = ((c_i·Γ_i) // σ) >> (K − P) + B_i``.
     ``gamma`` and ``beta`` are the integer ``Γ = round(γ·2^K)`` and ``B = round(β·2^P)``.
+
+    ``probe``, if given, sees ``s1``, ``s2``, ``radicand`` (D·S2 − S1² + E), ``product`` (c_i·Γ_i)
+    and ``output``. Raises ``OverflowError`` if an intermediate could leave int64 for this input.
     """
     x = np.asarray(x)
     if x.dtype.kind not in "iu":
         raise TypeError(f"int_layernorm takes an integer input, got dtype {x.dtype}")
-    x = x.astype(np.int64)
     D = x.shape[-1]
     if np.shape(gamma) != (D,) or np.shape(beta) != (D,):
         raise ValueError(f"gamma/beta must have shape ({D},), got {np.shape(gamma)} and {np.shape(beta)}")
+    gamma = np.asarray(gamma)
+    beta = np.asarray(beta)
+    if gamma.dtype.kind not in "iu" or beta.dtype.kind not in "iu":
+        raise TypeError(f"gamma/beta must be integer, got dtypes {gamma.dtype} and {beta.dtype}")
+    if x.size:
+        # the bounds of model.widths for this input: every intermediate must fit int64
+        umax = max(abs(int(x.min())), abs(int(x.max())))
+        gmax = max(abs(int(gamma.min())), abs(int(gamma.max())))
+        bmax = max(abs(int(beta.min())), abs(int(beta.max())))
+        _require_int64("radicand D·S2 − S1² + E", D * D * umax * umax + params.E, "int_layernorm")
+        _require_int64("product c·Γ", 2 * D * umax * gmax, "int_layernorm")
+        _require_int64("output", 2 * D * umax * gmax + bmax, "int_layernorm")
+    x = x.astype(np.int64)
     s1 = x.sum(axis=-1, keepdims=True)
     s2 = (x * x).sum(axis=-1, keepdims=True)
     c = D * x - s1
-    sigma = isqrt(D * s2 - s1 * s1 + params.E)
-    return ((c * np.asarray(gamma, dtype=np.int64)) // sigma >> (params.K - params.P)) + np.asarray(
-        beta, dtype=np.int64
-    )
+    radicand = D * s2 - s1 * s1 + params.E
+    sigma = isqrt(radicand)
+    product = c * gamma.astype(np.int64)
+    y = (product // sigma >> (params.K - params.P)) + beta.astype(np.int64)
+    if probe is not None:
+        probe("s1", s1)
+        probe("s2", s2)
+        probe("radicand", radicand)
+        probe("product", product)
+        probe("output", y)
+    return y

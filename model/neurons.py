@@ -8,13 +8,41 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["site_bounds", "quantize", "STBIFArray", "LIFArray", "smallest_int_dtype"]
+__all__ = [
+    "MIN_LEVELS",
+    "MAX_LEVELS",
+    "LEVEL_CHOICES",
+    "check_levels",
+    "site_bounds",
+    "quantize",
+    "STBIFArray",
+    "LIFArray",
+    "smallest_int_dtype",
+]
+
+# SPEC §2: a site has L levels, a power of two in 4..256. Every check of a level count uses these.
+MIN_LEVELS = 4
+MAX_LEVELS = 256
+LEVEL_CHOICES = tuple(1 << k for k in range(MIN_LEVELS.bit_length() - 1, MAX_LEVELS.bit_length()))
+
+
+def check_levels(levels, what: str = "levels") -> int:
+    """Return ``levels`` as an int if it is a power of two in ``[MIN_LEVELS, MAX_LEVELS]`` (SPEC §2).
+
+    Raises ``TypeError`` for a non-integer and ``ValueError`` (naming ``what``) for a wrong value.
+    """
+    if not isinstance(levels, int | np.integer) or isinstance(levels, bool | np.bool_):
+        raise TypeError(f"{what} must be an integer, got {type(levels).__name__} {levels!r}")
+    if int(levels) not in LEVEL_CHOICES:
+        raise ValueError(
+            f"{what} must be a power of two in [{MIN_LEVELS}, {MAX_LEVELS}] (SPEC §2), got {levels!r}"
+        )
+    return int(levels)
 
 
 def site_bounds(levels: int, signed: bool) -> tuple[int, int]:
     """Code range ``[Qn, Qp]`` of a quantizer site with ``levels`` levels (SPEC §2)."""
-    if not isinstance(levels, int | np.integer) or levels < 2 or levels & (levels - 1):
-        raise ValueError(f"levels must be a power of two >= 2, got {levels!r}")
+    levels = check_levels(levels)
     if signed:
         return -(levels // 2), levels // 2 - 1
     return 0, levels - 1
@@ -52,6 +80,48 @@ def quantize(a: np.ndarray, theta, qn: int, qp: int) -> np.ndarray:
     return np.clip(n, qn, qp)
 
 
+def _checked_sum_range(
+    V: np.ndarray, current: np.ndarray, v_lo: int, v_hi: int, dtype: np.dtype, what: str
+) -> tuple[int, int]:
+    """An interval holding every ``V + I``; ``OverflowError`` if ``I`` or ``V + I`` leaves ``dtype``.
+
+    ``[v_lo, v_hi]`` must hold every element of ``V``. The check is exact: when the cheap interval
+    test fails, the element-wise sum decides.
+    """
+    if current.dtype.kind not in "iu":
+        raise TypeError(f"{what} current must be integer, got dtype {current.dtype}")
+    if current.shape != V.shape and np.broadcast_shapes(current.shape, V.shape) != V.shape:
+        raise ValueError(f"{what} current of shape {current.shape} does not match the neurons {V.shape}")
+    if not current.size:
+        return v_lo, v_hi
+    info = np.iinfo(dtype)
+    # cheapest proofs first: the current's dtype range, then its values, then V's own extremes
+    if np.can_cast(current.dtype, dtype, "safe"):
+        ci = np.iinfo(current.dtype)
+        if v_lo + ci.min >= info.min and v_hi + ci.max <= info.max:
+            return v_lo + ci.min, v_hi + ci.max
+    c_lo, c_hi = int(current.min()), int(current.max())
+    if c_lo < info.min or c_hi > info.max:
+        raise OverflowError(
+            f"{what} current range [{c_lo}, {c_hi}] does not fit the membrane dtype {dtype} "
+            f"[{info.min}, {info.max}]"
+        )
+    lo, hi = v_lo + c_lo, v_hi + c_hi
+    if lo < info.min or hi > info.max:
+        lo, hi = int(V.min()) + c_lo, int(V.max()) + c_hi
+    if lo < info.min or hi > info.max:
+        h = V.astype(np.int64) + current.astype(np.int64)
+        lo, hi = int(h.min()), int(h.max())
+        if lo < info.min or hi > info.max:
+            bad = np.unravel_index(int(np.argmax((h < info.min) | (h > info.max))), h.shape)
+            raise OverflowError(
+                f"{what} membrane V + I = {int(h[bad])} at index {tuple(int(i) for i in bad)} does not "
+                f"fit the membrane dtype {dtype} [{info.min}, {info.max}]: the width analysis "
+                f"(model.widths) bounds it for inputs the artifact allows"
+            )
+    return lo, hi
+
+
 class STBIFArray:
     """A tensor of ST-BIF neurons (SPEC §2): signed-threshold bipolar integrate-and-fire.
 
@@ -82,6 +152,7 @@ class STBIFArray:
         if int(th.max()) > np.iinfo(self.v_dtype).max:
             raise OverflowError(f"theta {int(th.max())} does not fit the membrane dtype {self.v_dtype}")
         self.theta = th.astype(self.v_dtype)
+        self._theta_max = int(th.max()) if th.size else 1
         self.s_dtype = smallest_int_dtype(self.qn, self.qp)
         self.reset()
 
@@ -91,10 +162,18 @@ class STBIFArray:
         self._theta_full = np.broadcast_to(self.theta, self.shape).astype(self.v_dtype)
         self.V = self._theta_full // 2
         self.S = np.zeros(self.shape, dtype=self.s_dtype)
+        # an interval holding every V: lets most steps prove "no wrap" from two reductions of I
+        self._v_lo, self._v_hi = 0, self._theta_max // 2
 
     def step(self, current: np.ndarray) -> np.ndarray:
-        """Advance one time step with integer ``current``; return the ternary spikes (int8)."""
-        H = np.add(self.V, current, dtype=self.v_dtype, casting="same_kind")
+        """Advance one time step with integer ``current``; return the ternary spikes (int8).
+
+        Raises ``OverflowError`` (and leaves the state unchanged) when the current or ``H = V + I`` of
+        any neuron does not fit the membrane dtype: the model never wraps.
+        """
+        current = np.asarray(current)
+        lo, hi = _checked_sum_range(self.V, current, self._v_lo, self._v_hi, self.v_dtype, "ST-BIF")
+        H = np.add(self.V, current, dtype=self.v_dtype, casting="unsafe")
         pos = H >= self._theta_full
         pos &= self.S < self.qp
         neg = H < 0
@@ -104,6 +183,8 @@ class STBIFArray:
         H -= spikes * self._theta_full
         self.V = H
         self.S += spikes
+        # V = H - s·Θ: a +1 spike leaves V >= 0, a -1 spike V <= Θ - 1, no spike V = H
+        self._v_lo, self._v_hi = min(lo, 0), max(hi, self._theta_max - 1)
         return spikes
 
 
@@ -117,16 +198,25 @@ class LIFArray:
         th = _theta_array(theta)
         self.shape = tuple(shape)
         self.v_dtype = np.dtype(v_dtype)
+        if th.size and int(th.max()) > np.iinfo(self.v_dtype).max:
+            raise OverflowError(f"theta {int(th.max())} does not fit the membrane dtype {self.v_dtype}")
         self.theta = th.astype(self.v_dtype)
+        self._theta_max = int(th.max()) if th.size else 1
         self.reset()
 
     def reset(self) -> None:
         self.V = np.zeros(self.shape, dtype=self.v_dtype)
+        self._v_lo, self._v_hi = 0, 0
 
     def step(self, x: np.ndarray) -> np.ndarray:
-        h = np.add(self.V, x, dtype=self.v_dtype, casting="same_kind")
+        """Advance one step with integer input ``x``; ``OverflowError`` if ``V + x`` leaves the dtype."""
+        x = np.asarray(x)
+        lo, hi = _checked_sum_range(self.V, x, self._v_lo, self._v_hi, self.v_dtype, "LIF")
+        h = np.add(self.V, x, dtype=self.v_dtype, casting="unsafe")
         h >>= 1
         fire = h >= self.theta
         np.multiply(h, ~fire, out=h)  # hard reset, branch-free
         self.V = h
+        # h = (V + x) >> 1 keeps the sign and halves the magnitude; a reset gives 0
+        self._v_lo, self._v_hi = min(lo >> 1, 0), max(hi >> 1, 0)
         return fire.view(np.int8)

@@ -24,6 +24,7 @@ from .fastmath import (
     softmax_exact,
     wide_dtype,
 )
+from .intops import int_layernorm, int_softmax
 from .linear import AWLinear
 from .neurons import STBIFArray, smallest_int_dtype
 from .sesa import SpikeProduct
@@ -243,6 +244,7 @@ class _Recorder:
         self.probe = probe
         self.data: dict[str, dict[str, list[np.ndarray]]] = {}
         self.extremes: dict[str, int] = {}
+        self.cumulative: dict[str, np.ndarray] = {}
 
     def wants(self, site: str) -> bool:
         return self.sites is not None and (not self.sites or site in self.sites)
@@ -256,6 +258,9 @@ class _Recorder:
         if self.probe:
             self.value(f"{site}.current", current)
             self.value(f"{site}.membrane", neurons.V)
+            self.value(f"{site}.tracer", neurons.S)
+            cum = self.cumulative[site] = self.cumulative.get(site, 0) + np.asarray(current, np.int64)
+            self.value(f"{site}.cumulative", cum)
 
     def silent(self, site: str, shape: tuple[int, ...]) -> None:
         """A step in which the site had no input and no spikes (its state did not change)."""
@@ -352,6 +357,10 @@ class ViTSNN:
         def ln_op(name: str) -> DifferentialOp:
             def op(rows: np.ndarray) -> np.ndarray:
                 rec.value("residual", rows)
+                if rec.probe:  # the int64 definition, which shows its intermediates
+                    g, b, params, _, _ = plan.ln[name]
+                    return int_layernorm(np.asarray(rows).astype(np.int64), g, b, params,
+                                         lambda k, v: rec.value(f"{name}.{k}", v))
                 return plan.layernorm(name, rows)
 
             return DifferentialOp(op, (B, N, D), dtype=plan.u_dtype)
@@ -378,6 +387,9 @@ class ViTSNN:
 
             def sm_op(rows: np.ndarray, params=params, key=p + "scores", zmax=zmax) -> np.ndarray:
                 rec.value(key, rows)
+                if rec.probe:
+                    return int_softmax(np.asarray(rows).astype(np.int64), params,
+                                       lambda k, v: rec.value(f"{key[:-6]}softmax.{k}", v))
                 return softmax_exact(rows, params, zmax)
 
             sm.append(DifferentialOp(sm_op, (B, H, N, N), dtype=wide_dtype(zmax)))
@@ -477,6 +489,8 @@ class ViTSNN:
                     sk, nzk = fire(p + "k", cur[..., D : 2 * D], t)
                     sv, nzv = fire(p + "v", cur[..., 2 * D :], t)
                 dz, acs = qk[i].step(heads(sq), heads(sk), nzq, nzk)
+                if dz is not None:
+                    rec.value(p + "scores.step", dz)
                 if acs is not None:
                     count(p + "qk", acs=acs)
                 sa, nza = fire(p + "attn", sm[i].step(dz), t)
@@ -500,6 +514,8 @@ class ViTSNN:
             if cls is not None and not nzc.any():
                 cls = None
             lg = aw("head", cls, nzc, t)
+            if lg is not None:
+                rec.value("head.current", lg)
             if lg is not None:
                 logits += lg.astype(np.int64)
             rec.value("logits", logits)

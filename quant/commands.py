@@ -1,7 +1,8 @@
 """``equispike`` subcommands of the quantization side: ``train``, ``export``, ``eval``, ``demo``.
 
-The lead's ``cli.py`` calls :func:`register` with its ``add_subparsers()`` object; every subcommand
-sets ``func(args) -> int`` (the exit code). Default paths live under ``runs/`` (gitignored).
+``cli.py`` calls :func:`register` with its ``add_subparsers()`` object; every subcommand sets
+``func(args) -> int``, the exit status of the whole command line: 0 ok, 1 SNN != QANN, 2 bad input
+(one line on stderr). Default paths live under ``runs/`` (gitignored).
 """
 
 from __future__ import annotations
@@ -11,9 +12,30 @@ import json
 import sys
 from pathlib import Path
 
-__all__ = ["register", "DEFAULT_RUN"]
+from ..model.neurons import LEVEL_CHOICES
+
+__all__ = ["register", "DEFAULT_RUN", "EXIT_OK", "EXIT_MISMATCH", "EXIT_BAD_INPUT"]
+
+EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2  # the convention of cli.py
 
 DEFAULT_RUN = Path("runs") / "default"
+
+
+def _int_at_least(lo: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
+        return v
+
+    return parse
+
+
+_positive = _int_at_least(1)
+_nonnegative = _int_at_least(0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -24,15 +46,17 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
     d = ViTConfig()
     g = p.add_argument_group("model (ViT for 8x8 digits, SPEC section 7)")
-    g.add_argument("--patch", type=int, default=d.patch, help="patch size (default %(default)s: "
+    g.add_argument("--patch", type=_positive, default=d.patch, help="patch size (default %(default)s: "
                    "16 patches + class token = 17 tokens)")
-    g.add_argument("--dim", type=int, default=d.dim, help="embedding dimension (default %(default)s)")
-    g.add_argument("--depth", type=int, default=d.depth, help="transformer blocks (default %(default)s)")
-    g.add_argument("--heads", type=int, default=d.heads, help="attention heads (default %(default)s)")
-    g.add_argument("--mlp-ratio", type=int, default=d.mlp_ratio,
+    g.add_argument("--dim", type=_positive, default=d.dim, help="embedding dimension (default %(default)s)")
+    g.add_argument("--depth", type=_positive, default=d.depth,
+                   help="transformer blocks (default %(default)s)")
+    g.add_argument("--heads", type=_positive, default=d.heads, help="attention heads (default %(default)s)")
+    g.add_argument("--mlp-ratio", type=_positive, default=d.mlp_ratio,
                    help="MLP hidden = dim * ratio (default %(default)s)")
-    g.add_argument("--levels", type=int, default=d.levels, choices=(8, 16, 32),
-                   help="quantization levels of every activation site (default %(default)s)")
+    g.add_argument("--levels", type=int, default=d.levels, choices=LEVEL_CHOICES,
+                   help="quantization levels of every activation site, a power of two in 4..256 "
+                        "(default %(default)s)")
     g.add_argument("--residual-bits", type=int, default=d.residual_bits,
                    help="R: residual stream unit 2^-R, mirrored in QAT and used at export "
                         "(default %(default)s)")
@@ -46,13 +70,16 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=d.seed, help="training seed (default %(default)s)")
     g.add_argument("--split-seed", type=int, default=d.split_seed,
                    help="seed of the stratified 80/20 train/test split (default %(default)s)")
-    g.add_argument("--float-epochs", type=int, default=d.float_epochs,
+    g.add_argument("--float-epochs", type=_nonnegative, default=d.float_epochs,
                    help="float pre-training epochs (default %(default)s)")
-    g.add_argument("--qat-epochs", type=int, default=d.qat_epochs,
+    g.add_argument("--qat-epochs", type=_nonnegative, default=d.qat_epochs,
                    help="QAT fine-tuning epochs (default %(default)s)")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="(default %(default)s)")
-    g.add_argument("--float-lr", type=float, default=d.float_lr, help="(default %(default)s)")
-    g.add_argument("--qat-lr", type=float, default=d.qat_lr, help="(default %(default)s)")
+    g.add_argument("--batch-size", type=_positive, default=d.batch_size,
+                   help="training images per optimizer step (default %(default)s)")
+    g.add_argument("--float-lr", type=float, default=d.float_lr,
+                   help="learning rate of float pre-training (default %(default)s)")
+    g.add_argument("--qat-lr", type=float, default=d.qat_lr,
+                   help="learning rate of QAT fine-tuning (default %(default)s)")
     g.add_argument("--kd-weight", type=float, default=d.kd_weight,
                    help="weight of distillation from the float model during QAT (default %(default)s)")
     g.add_argument("--no-reuse-float", action="store_true",
@@ -61,8 +88,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("runtime")
-    g.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
-    g.add_argument("--threads", type=int, default=1,
+    g.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda (untested)")
+    g.add_argument("--threads", type=_positive, default=1,
                    help="torch CPU threads (default %(default)s: fastest for this tiny model on a "
                         "shared 2-core machine)")
     g.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -90,7 +117,7 @@ def _errors():
     from ..model.artifact import ArtifactError
     from .train import CheckpointError
 
-    return (ArtifactError, CheckpointError, ValueError, FileNotFoundError)
+    return (ArtifactError, CheckpointError, ValueError, TypeError, OverflowError, OSError)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -106,7 +133,7 @@ def do_train(args) -> int:
                             reuse_float=not args.no_reuse_float)
     except _errors() as exc:
         print(f"equispike train: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_BAD_INPUT
     print(f"float test accuracy      {summary['float_test_acc']:.4f}")
     print(f"fake-quant test accuracy {summary['fake_quant_test_acc']:.4f}")
     print(f"wall time                {summary['train_seconds']:.1f} s "
@@ -135,7 +162,7 @@ def do_export(args) -> int:
         path = export_checkpoint(ckpt, out, args.residual_bits)
     except _errors() as exc:
         print(f"equispike export: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_BAD_INPUT
     print(f"wrote {path}")
     return 0
 
@@ -201,12 +228,13 @@ def summary_lines(r: dict) -> list[str]:
 
 
 def _write_json(r: dict, dest: str) -> None:
+    from ..model.artifact import atomic_write_bytes
+
     text = json.dumps(r, indent=1, sort_keys=True)
     if dest == "-":
         print(text)
     else:
-        Path(dest).parent.mkdir(parents=True, exist_ok=True)
-        Path(dest).write_text(text + "\n")
+        atomic_write_bytes(dest, (text + "\n").encode())
 
 
 def do_eval(args) -> int:
@@ -218,12 +246,12 @@ def do_eval(args) -> int:
         r = evaluate_paths(art, ckpt, fck, args.t_max, args.limit, quiet=args.quiet)
     except _errors() as exc:
         print(f"equispike eval: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_BAD_INPUT
     if args.json is not None:
         _write_json(r, args.json)
     if args.json != "-":
         print("\n".join(summary_lines(r)))
-    return 0 if r["snn_equals_qann_fraction"] == 1.0 else 2
+    return EXIT_OK if r["snn_equals_qann_fraction"] == 1.0 else EXIT_MISMATCH
 
 
 def do_demo(args) -> int:
@@ -252,10 +280,10 @@ def do_demo(args) -> int:
                            quiet=args.quiet)
     except _errors() as exc:
         print(f"equispike demo: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_BAD_INPUT
     _write_json(r, str(out_dir / "eval.json"))
     print("\n".join(summary_lines(r)))
-    return 0 if r["snn_equals_qann_fraction"] == 1.0 else 2
+    return EXIT_OK if r["snn_equals_qann_fraction"] == 1.0 else EXIT_MISMATCH
 
 
 # --------------------------------------------------------------------------------------------------
@@ -295,16 +323,16 @@ def register(subparsers) -> None:
         description="Evaluate an artifact on the digits test split: integer QANN and the SNN run "
                     "to quiescence (golden model), exact SNN == QANN check, settle steps, "
                     "ACs/MACs/energy, accuracy vs time step. Float and fake-quant accuracies come "
-                    "from float.pt / qat.pt next to the artifact when present. Exit code 2 if any "
-                    "SNN logits differ from the QANN.", formatter_class=fmt,
+                    "from float.pt / qat.pt next to the artifact when present. Exit status 1 if any "
+                    "SNN logits differ from the QANN, 2 on bad input.", formatter_class=fmt,
     )
     p.add_argument("--artifact", default=str(DEFAULT_RUN / "model.esa"), help="artifact to evaluate")
     p.add_argument("--checkpoint", default=None, help="QAT checkpoint (default: qat.pt next to "
                    "the artifact)")
     p.add_argument("--float-checkpoint", default=None, help="float checkpoint (default: float.pt "
                    "next to the artifact)")
-    p.add_argument("--t-max", type=int, default=2048, help="SNN step cap")
-    p.add_argument("--limit", type=int, default=None, help="only the first N test images")
+    p.add_argument("--t-max", type=_positive, default=2048, help="SNN step cap")
+    p.add_argument("--limit", type=_positive, default=None, help="only the first N test images")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
                    help="write the results as JSON to PATH (or stdout when PATH is omitted)")
     _add_runtime_args(p)
@@ -318,8 +346,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("--out-dir", default=str(DEFAULT_RUN), help="run directory (default %(default)s)")
     p.add_argument("--retrain", action="store_true", help="ignore a cached run")
-    p.add_argument("--t-max", type=int, default=2048, help="SNN step cap (default %(default)s)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N test images")
+    p.add_argument("--t-max", type=_positive, default=2048, help="SNN step cap (default %(default)s)")
+    p.add_argument("--limit", type=_positive, default=None, help="only the first N test images")
     _add_model_args(p)
     _add_train_args(p)
     _add_runtime_args(p)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..model.artifact import DerivedDims
+from ..model.neurons import check_levels
 from .lsq import LSQQuantizer, fake_quant_weight, round_ste, weight_scale
 
 __all__ = ["ViTConfig", "QLinear", "QBlock", "QViT", "patchify_torch", "INPUT_MAX", "INPUT_UNIT"]
@@ -61,8 +62,7 @@ class ViTConfig(DerivedDims):
             raise ValueError(f"ViTConfig.patch ({self.patch}) must divide image ({self.image})")
         if self.dim % self.heads:
             raise ValueError(f"ViTConfig.heads ({self.heads}) must divide dim ({self.dim})")
-        if self.levels < 4 or self.levels > 256 or self.levels & (self.levels - 1):
-            raise ValueError(f"ViTConfig.levels must be a power of two in [4, 256], got {self.levels}")
+        check_levels(self.levels, "ViTConfig.levels")
 
     @property
     def mlp_dim(self) -> int:

@@ -577,7 +577,7 @@ def register(sub) -> None:
         choices=sorted(TARGETS),
         help="target part (repeatable); default ecp5-85 (ecp5-85 and up5k with --sweep)",
     )
-    s.add_argument("--block", help="one block (default: all); see --list")
+    s.add_argument("--block", help="one block (default: every block); an unknown name lists them")
     s.add_argument("--params", help="block parameters key=value[,key=value], e.g. lanes=32")
     s.add_argument("--sweep", action="store_true", help="run each block's lane-count sweep")
     s.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")

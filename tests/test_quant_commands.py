@@ -63,7 +63,7 @@ def test_demo_end_to_end_and_cache(tmp_path, capsys):
 def test_errors_are_reported(tmp_path, capsys):
     bad = tmp_path / "qat.pt"
     bad.write_bytes(b"garbage")
-    assert commands.main(["export", "--checkpoint", str(bad)]) == 1
+    assert commands.main(["export", "--checkpoint", str(bad)]) == 2
     assert "corrupt" in capsys.readouterr().err
-    assert commands.main(["eval", "--artifact", str(tmp_path / "none.esa"), "--quiet"]) == 1
+    assert commands.main(["eval", "--artifact", str(tmp_path / "none.esa"), "--quiet"]) == 2
     assert "no such artifact" in capsys.readouterr().err

@@ -162,8 +162,8 @@ class StreamMonitor:
     ``callback`` if given. Every cycle the stream is checked by :attr:`checker` (a
     :class:`~equispike.sim.contract.StreamChecker` with ``expected`` beats and ``check_beat``):
     valid held until the transfer, payload stable while stalled, no beat after the last
-    expected one. A violation is raised in the monitor's task and again by :meth:`wait_for`,
-    :meth:`check` and :meth:`finish`.
+    expected one. The first violation stops the monitor and is raised in the test by
+    :meth:`wait_for`, :meth:`check` and :meth:`finish`.
     """
 
     def __init__(self, dut, clk, prefix, shape=None, *, backpressure_prob=0.0, seed=0,
@@ -232,9 +232,9 @@ class StreamMonitor:
                         self.callback(item)
                     else:
                         self.items.append(item)
-            except Exception as exc:
-                self.error = self.error or exc
-                raise
+            except Exception as exc:    # (raised in the test by wait_for / check / finish)
+                self.error = exc
+                return
             await RisingEdge(self.clk)
             rdy = self.rng.random() >= self.p
             self.ready.value = int(rdy)

@@ -109,9 +109,9 @@ if cocotb is not None:
     @cocotb.test()
     @cocotb.parametrize(mode=list(FAULTS))
     async def monitor_checks_the_contract(dut, mode):
-        from equispike.sim import StreamMonitor
-
         from cocotb.triggers import ClockCycles
+
+        from equispike.sim import StreamMonitor
 
         dut.mode.value = mode
         dut.rst.value = 1

@@ -153,13 +153,17 @@ if cocotb is not None:
         from equispike.sim import tb_config
 
         cfg = tb_config()
-        Clock(dut.clk, 10, unit="ns").start()
+        # every input driven before the first edge (an undriven w_en may write a random word
+        # through the address registers)
         dut.rst.value = 0
         dut.w_en.value = 0
         dut.r_en.value = 0
         dut.r_oen.value = 0
         dut.w_addr.value = 0
+        dut.w_data.value = 0
         dut.r_addr.value = 0
+        await Timer(1, unit="ns")
+        Clock(dut.clk, 10, unit="ns").start(start_high=False)
         ref = ReferenceRAM(cfg["width"], cfg["depth"], cfg["init_words"], cfg.get("addr_regs", 0),
                        cfg.get("read_addr_regs"))
         for _ in range(3):              # idle edges: the address registers hold the idle values

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export AMARANTH_USE_YOSYS := builtin
 export PYTHONHASHSEED := 0
 
-.PHONY: test sim demo check bench synth synth-smoke lint clean
+.PHONY: test sim sim-random-init demo check bench synth synth-smoke lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,6 +21,12 @@ test: $(STAMP) lint
 
 sim: $(STAMP)
 	$(BIN)/pytest -n 2 -m sim
+
+# Every cocotb run starts from randomized initial values (Verilator --x-initial unique, plusarg
+# +verilator+rand+reset+2); make test and make sim use seed 1. This target runs every RTL test
+# again with seeds 2, 3 and 4 (same builds: the seed is a run-time argument).
+sim-random-init: $(STAMP)
+	EQUISPIKE_INIT_SEEDS=2,3,4 $(BIN)/pytest -n 2 -m sim
 
 demo: $(STAMP)
 	@if $(BIN)/equispike demo --help >/dev/null 2>&1; then $(BIN)/equispike demo; \

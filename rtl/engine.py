@@ -9,6 +9,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..model.linear import aw_current_bound
 from ..model.widths import signed_bits
 from ._bram import RAM_TARGETS, RegisteredRAM
 from ._carry import CARRY_TARGETS, fused_add, kept_reg
@@ -40,14 +41,14 @@ O_GROUP_BITS = 18
 
 
 def required_acc_width(weights, bias=None) -> int:
-    """Signed width holding any per-step current of an AW layer: ``max_c Σ_j |W_jc| + |b_c|``.
+    """Signed width holding any per-step current of an AW layer: ``max_c Σ_j |W_jc| + |b_c|``
+    (the bound :func:`~equispike.model.linear.aw_current_bound` defines).
 
-    ``weights`` has shape ``(n_in, n_out)`` (one row per input); every input spikes at most once
-    (±1) per step, and the bias is added on the first step only.
+    ``weights`` has shape ``(n_in, n_out)`` (one row per input, the artifact's weight
+    transposed); every input spikes at most once (±1) per step, and the bias is added on the
+    first step only.
     """
-    w = np.abs(np.asarray(weights, dtype=np.int64)).sum(axis=0)
-    if bias is not None:
-        w = w + np.abs(np.asarray(bias, dtype=np.int64))
+    w = aw_current_bound(np.asarray(weights).T, bias)
     m = int(w.max()) if w.size else 0
     return signed_bits(-m, m)
 

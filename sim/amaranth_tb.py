@@ -9,6 +9,11 @@ stalls, resets mid-stream. Payloads are converted with :func:`equispike.sim.stre
     sim.add_testbench(put_stream(dut.i_stream, items, idle_prob=0.3, seed=1))
     sim.add_testbench(get_stream(dut.o_stream, n, out, backpressure_prob=0.5, seed=2))
     sim.run_until(...)   # or run_testbenches(...)
+
+Every output stream these helpers receive is checked every cycle by the same
+:class:`~equispike.sim.contract.StreamChecker` as under cocotb (valid held until the transfer,
+payload stable while stalled, no beat after the last expected one: ``tail`` cycles with ``ready``
+high after it).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import random
 from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
+from .contract import TAIL_CYCLES, StreamChecker
 from .streams import pack, unpack
 
 __all__ = ["put_stream", "get_stream", "run_testbenches", "stream_shape", "stream_testbench"]
@@ -50,19 +56,31 @@ def put_stream(stream, items, *, idle_prob=0.0, seed=0, before=None):
     return tb
 
 
-def get_stream(stream, n, out: list, *, backpressure_prob=0.0, seed=0):
-    """Testbench coroutine factory: receive ``n`` beats from ``stream`` into ``out``."""
+def get_stream(stream, n, out: list, *, backpressure_prob=0.0, seed=0, check_beat=None,
+               tail: int = TAIL_CYCLES, name: str = "o_stream"):
+    """Testbench coroutine factory: receive ``n`` beats from ``stream`` into ``out``.
+
+    The stream is checked every cycle (:class:`~equispike.sim.contract.StreamChecker` with
+    ``expected = n`` and ``check_beat``), and for ``tail`` cycles after the last beat, with
+    ``ready`` high, ``valid`` must stay low.
+    """
     shape = stream_shape(stream)
     rng = random.Random(seed)
+    checker = StreamChecker(name, n, check_beat)
 
     async def tb(ctx):
-        while len(out) < n:
-            rdy = rng.random() >= backpressure_prob
+        k = 0
+        while len(out) < n or k < tail:
+            if len(out) >= n:
+                k += 1
+            rdy = len(out) >= n or rng.random() >= backpressure_prob
             ctx.set(stream.ready, int(rdy))
             *_, valid, bits = await ctx.tick().sample(stream.valid, Value.cast(stream.payload))
-            if rdy and valid:
+            if checker.sample(valid, rdy, bits):
                 out.append(unpack(shape, bits))
+                checker.beat(out[-1])
         ctx.set(stream.ready, 0)
+        checker.complete()
 
     return tb
 
@@ -100,7 +118,7 @@ def run_testbenches(dut, *testbenches, processes=(), max_cycles=100_000, vcd=Non
 
 
 def stream_testbench(inputs, outputs, *, idle_prob=0.0, backpressure_prob=0.0, seed=0,
-                     on_cycle=None, max_cycles=100_000):
+                     on_cycle=None, max_cycles=100_000, tail: int = TAIL_CYCLES):
     """One testbench driving several streams in lockstep (single coroutine, exact per cycle).
 
     Parameters
@@ -115,14 +133,19 @@ def stream_testbench(inputs, outputs, *, idle_prob=0.0, backpressure_prob=0.0, s
     on_cycle:
         Optional ``f(ctx, cycle)`` called every cycle before the clock edge (it may ``ctx.set``
         other DUT inputs, e.g. pulse a clear or reset).
+    tail:
+        Cycles after the last beat in which every output stream, ``ready`` high, must keep
+        ``valid`` low (when there are outputs).
 
-    Finishes when every input item was sent and every output count received.
+    Finishes when every input item was sent and every output count received. Each output stream
+    is checked every cycle by a :class:`~equispike.sim.contract.StreamChecker`.
     """
     rng = random.Random(seed)
 
     async def tb(ctx):
         ins = [[s, list(items), 0, False, stream_shape(s)] for s, items in inputs]
         outs = [(s, n, lst, stream_shape(s)) for s, n, lst in outputs]
+        checkers = [StreamChecker(f"output {k}", n) for k, (_s, n, _l) in enumerate(outputs)]
         cycle = 0
         while any(i[2] < len(i[1]) for i in ins) or any(len(o[2]) < o[1] for o in outs):
             if cycle >= max_cycles:
@@ -150,12 +173,21 @@ def stream_testbench(inputs, outputs, *, idle_prob=0.0, backpressure_prob=0.0, s
                     i[3] = False
             for k, (_s, _n, lst, shape) in enumerate(outs):
                 valid, bits = sampled[len(ins) + 2 * k], sampled[len(ins) + 2 * k + 1]
-                if rdys[k] and valid:
+                if checkers[k].sample(valid, rdys[k], bits):
                     lst.append(unpack(shape, bits))
             cycle += 1
         for i in ins:
             ctx.set(i[0].valid, 0)
+        for _ in range(tail if outs else 0):
+            for s, *_ in outs:
+                ctx.set(s.ready, 1)
+            sigs = [x for s, *_ in outs for x in (s.valid, Value.cast(s.payload))]
+            sampled = (await ctx.tick().sample(*sigs))[-len(sigs):]
+            for k in range(len(outs)):
+                checkers[k].sample(sampled[2 * k], True, sampled[2 * k + 1])
         for s, *_ in outs:
             ctx.set(s.ready, 0)
+        for c in checkers:
+            c.complete()
 
     return tb

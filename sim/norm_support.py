@@ -1,4 +1,4 @@
-"""Helpers of the norm-unit / attention tests (owned by issue 5).
+"""Helpers of the norm-unit / attention tests.
 
 * :func:`row_beats`: groups the output beats of the differential norm units (protocol
   ``{data, skip, last}``: ``n`` beats or one ``skip`` beat per row) into dense per-row arrays.
@@ -10,6 +10,7 @@ import numpy as np
 from amaranth.hdl import Value
 
 from .amaranth_tb import stream_shape
+from .contract import TAIL_CYCLES, StreamChecker
 from .streams import pack, unpack
 
 __all__ = ["row_beats", "expected_beats", "tracking_deltas",
@@ -76,6 +77,8 @@ def measure_stream(unit, items, n_out: int, max_cycles: int = 1_000_000):
     Sends ``items`` back to back (valid always high while items remain) with the output always
     ready, until ``n_out`` beats came out. Returns ``(in_cycles, out_cycles, out_beats)``: the
     cycle index of every input transfer and every output transfer, and the unpacked beats.
+    The output stream is checked by a :class:`~equispike.sim.contract.StreamChecker` (``n_out``
+    beats, then ``TAIL_CYCLES`` cycles without ``valid``).
     """
     from amaranth.sim import Simulator
 
@@ -85,11 +88,12 @@ def measure_stream(unit, items, n_out: int, max_cycles: int = 1_000_000):
     in_c: list[int] = []
     out_c: list[int] = []
     beats: list = []
+    checker = StreamChecker("o_stream", n_out)
 
     async def tb(ctx):
         i = cyc = 0
         ctx.set(ost.ready, 1)
-        while len(beats) < n_out and cyc < max_cycles:
+        while (len(beats) < n_out or cyc <= out_c[-1] + TAIL_CYCLES) and cyc < max_cycles:
             if i < len(items):
                 ctx.set(ipay, pack(ishape, items[i]))
                 ctx.set(ist.valid, 1)
@@ -99,10 +103,11 @@ def measure_stream(unit, items, n_out: int, max_cycles: int = 1_000_000):
             if iv and ir:
                 in_c.append(cyc)
                 i += 1
-            if ov:
+            if checker.sample(ov, 1, bits):
                 out_c.append(cyc)
                 beats.append(unpack(oshape, bits))
             cyc += 1
+        checker.complete()
 
     sim = Simulator(unit)
     sim.add_clock(1e-8)
@@ -182,8 +187,9 @@ async def run_norm_unit(dut, unit, deltas, expected, *, site: str, idle_prob=0.0
     steps, rows, n = deltas.shape
     drv = StreamDriver(dut, dut.clk, "i_stream", unit.i_stream.payload.shape(),
                        idle_prob=idle_prob, seed=seed)
+    n_beats = sum(expected_beats(deltas[t], t == 0) for t in range(steps))
     mon = StreamMonitor(dut, dut.clk, "o_stream", unit.o_stream.payload.shape(),
-                        backpressure_prob=backpressure_prob, seed=seed + 1)
+                        backpressure_prob=backpressure_prob, seed=seed + 1, expected=n_beats)
     sb = Scoreboard(site)
     t0 = get_sim_time("ns")
     for v in deltas.reshape(-1):
@@ -202,8 +208,9 @@ async def run_norm_unit(dut, unit, deltas, expected, *, site: str, idle_prob=0.0
         assert not bad.any(), f"step {t}: changed row {int(np.argmax(bad))} was skipped"
         sb.compare(t, expected[t], got)
     cycles = (get_sim_time("ns") - t0) // 10
+    await mon.finish()
     drv.stop()
-    mon.stop()
+    sb.require(expected.size)
     if log is not None:
         log.info("%s (%d cycles)", sb.summary(), cycles)
     return sb.compared, cycles

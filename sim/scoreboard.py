@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Mismatch", "Scoreboard"]
+__all__ = ["Mismatch", "Scoreboard", "zero_padded"]
+
+
+def zero_padded(expected, width: int):
+    """``expected`` with its last axis padded by zeros to ``width`` elements: the golden values of a
+    DUT output whose lanes past the real ones (padding of the last beat) must be 0."""
+    exp = np.asarray(expected)
+    pad = int(width) - exp.shape[-1]
+    if pad < 0:
+        raise ValueError(f"width {width} is narrower than the expected values ({exp.shape[-1]})")
+    return np.concatenate([exp, np.zeros((*exp.shape[:-1], pad), dtype=exp.dtype)], axis=-1)
 
 
 class Mismatch(AssertionError):
@@ -45,6 +55,13 @@ class Scoreboard:
                            idx if len(idx) != 1 else idx[0], int(exp[idx]), int(dut[idx]))
         self.compared += n
         self.steps += 1
+
+    def require(self, minimum: int) -> None:
+        """Raises ``AssertionError`` unless more than 0 and at least ``minimum`` elements were
+        compared (the message carries the count): a test cannot pass having compared nothing."""
+        if not (self.compared > 0 and self.compared >= minimum):
+            raise AssertionError(f"{self.site or 'scoreboard'}: {self.compared} elements compared, "
+                                 f"at least {max(int(minimum), 1)} required")
 
     def summary(self) -> str:
         name = self.site or "scoreboard"

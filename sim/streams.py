@@ -11,6 +11,7 @@ values following the Amaranth shape of the payload:
 Handshake timing (simulator independent): both classes sample ``valid``/``ready`` at the falling
 edge of the clock (values settled, stable until the next rising edge) and change their outputs
 just after the rising edge. A transfer happens at every rising edge where ``valid & ready``.
+The monitor checks the stream contract every cycle (:class:`~equispike.sim.contract.StreamChecker`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections import deque
 
 from amaranth.hdl import Shape
 from amaranth.lib import data
+
+from .contract import TAIL_CYCLES, StreamChecker
 
 __all__ = ["pack", "unpack", "as_int", "StreamDriver", "StreamMonitor"]
 
@@ -152,15 +155,19 @@ class StreamDriver:
 
 
 class StreamMonitor:
-    """Accepts beats of a DUT output stream with random back-pressure.
+    """Accepts beats of a DUT output stream with random back-pressure, checking its contract.
 
     ``ready`` is low with probability ``backpressure_prob`` each cycle. Received beats are
     unpacked with ``shape`` (raw integers when ``None``), appended to :attr:`items` and passed to
-    ``callback`` if given.
+    ``callback`` if given. Every cycle the stream is checked by :attr:`checker` (a
+    :class:`~equispike.sim.contract.StreamChecker` with ``expected`` beats and ``check_beat``):
+    valid held until the transfer, payload stable while stalled, no beat after the last
+    expected one. The first violation stops the monitor and is raised in the test by
+    :meth:`wait_for`, :meth:`check` and :meth:`finish`.
     """
 
     def __init__(self, dut, clk, prefix, shape=None, *, backpressure_prob=0.0, seed=0,
-                 callback=None):
+                 callback=None, expected: int | None = None, check_beat=None):
         import cocotb
 
         self.valid = _port(dut, prefix, "valid")
@@ -171,21 +178,42 @@ class StreamMonitor:
         self.items: deque = deque()
         self.callback = callback
         self.received = 0
+        self.checker = StreamChecker(prefix, expected, check_beat)
+        self.error: BaseException | None = None
         self.ready.value = 0
         self._task = cocotb.start_soon(self._run())
 
     def stop(self) -> None:
         self._task.cancel()
 
+    def check(self) -> None:
+        """Raises the first contract violation seen so far, if any."""
+        if self.error is not None:
+            raise self.error
+
     async def wait_for(self, n: int, timeout_cycles: int = 1_000_000) -> None:
         """Wait until at least ``n`` beats were received in total."""
         from cocotb.triggers import RisingEdge
 
         for _ in range(timeout_cycles):
+            self.check()
             if self.received >= n:
                 return
             await RisingEdge(self.clk)
         raise TimeoutError(f"received {self.received} beats, expected {n}")
+
+    async def finish(self, tail_cycles: int = TAIL_CYCLES) -> None:
+        """Wait for every expected beat, then ``tail_cycles`` more cycles in which ``valid`` must
+        stay low; raises on any violation or a wrong beat count, and stops the monitor."""
+        from cocotb.triggers import ClockCycles
+
+        if self.checker.expected is None:
+            raise ValueError("finish() needs a monitor created with expected=<beats>")
+        await self.wait_for(self.checker.expected)
+        await ClockCycles(self.clk, tail_cycles)
+        self.check()
+        self.checker.complete()
+        self.stop()
 
     async def _run(self):
         from cocotb.triggers import FallingEdge, RisingEdge
@@ -193,14 +221,20 @@ class StreamMonitor:
         rdy = False
         while True:
             await FallingEdge(self.clk)
-            if rdy and as_int(self.valid.value):
-                bits = as_int(self.payload.value)
-                item = bits if self.shape is None else unpack(self.shape, bits)
-                self.received += 1
-                if self.callback is not None:
-                    self.callback(item)
-                else:
-                    self.items.append(item)
+            valid = as_int(self.valid.value)
+            try:
+                bits = as_int(self.payload.value) if valid else 0
+                if self.checker.sample(valid, rdy, bits):
+                    item = bits if self.shape is None else unpack(self.shape, bits)
+                    self.checker.beat(item)
+                    self.received += 1
+                    if self.callback is not None:
+                        self.callback(item)
+                    else:
+                        self.items.append(item)
+            except Exception as exc:    # (raised in the test by wait_for / check / finish)
+                self.error = exc
+                return
             await RisingEdge(self.clk)
             rdy = self.rng.random() >= self.p
             self.ready.value = int(rdy)

@@ -174,6 +174,7 @@ def test_pysim_sesa(transpose_b, kind, idle, bp):
     sb = Scoreboard("sesa")
     for t in range(len(exp)):
         sb.compare(t, exp[t], got[t])
+    sb.require(exp.size)
     if kind == "extreme":
         assert np.abs(exp).max() >= unit.acc_bound // 2
 
@@ -193,6 +194,7 @@ def test_pysim_sdsa(mode, kind):
     sb = Scoreboard(f"sdsa{mode}")
     for t in range(len(exp)):
         sb.compare(t, exp[t], got[t])
+    sb.require(exp.size)
     if kind == "dense" and mode == 3:
         assert (coactivation(k[0], v[0], heads) == 8).any()  # saturation exercised
 
@@ -242,9 +244,9 @@ async def sesa_stream(dut, stim, flow):
     from equispike.sim import StreamDriver, StreamMonitor, tb_config
     from equispike.sim.norm_support import start_clock_and_reset
 
-    cfg = tb_config()
+    cfg = tb_config("unit", "steps", "seed")
     if cfg["unit"] not in SITES:
-        return
+        raise ValueError(f"sesa_stream runs on the units {list(SITES)}, got {cfg['unit']!r}")
     unit = make_sesa(cfg["unit"])
     if stim.startswith("model"):
         a, b = model_operands(cfg["unit"], worst_case=stim == "model_worst")
@@ -255,18 +257,21 @@ async def sesa_stream(dut, stim, flow):
     drv = StreamDriver(dut, dut.clk, "i_stream", unit.i_stream.payload.shape(),
                        idle_prob=flow[0], seed=cfg["seed"])
     mon = StreamMonitor(dut, dut.clk, "o_stream", unit.o_stream.payload.shape(),
-                        backpressure_prob=flow[1], seed=cfg["seed"] + 1)
+                        backpressure_prob=flow[1], seed=cfg["seed"] + 1, expected=exp.size)
     frames = sesa_frames(a, b)
     for beat in frames:
         drv.send(beat)
     sb = Scoreboard(SITES[cfg["unit"]])
     per_step = exp[0].size
+    frame = unit.n * unit.m
     for t in range(len(exp)):
         await mon.wait_for((t + 1) * per_step)
         beats = [mon.items.popleft() for _ in range(per_step)]
+        assert [x["last"] for x in beats] == [int((i + 1) % frame == 0) for i in range(per_step)]
         sb.compare(t, exp[t], [x["data"] for x in beats])
+    await mon.finish()
     drv.stop()
-    mon.stop()
+    sb.require(exp.size)
     dut._log.info("%s (%s, flow=%s, %d events)", sb.summary(), stim, flow, len(frames))
 
 
@@ -276,9 +281,9 @@ async def sdsa3_stream(dut, stim, flow):
     from equispike.sim import StreamDriver, StreamMonitor, tb_config
     from equispike.sim.norm_support import start_clock_and_reset
 
-    cfg = tb_config()
+    cfg = tb_config("unit", "steps", "seed")
     if cfg["unit"] != "sdsa3":
-        return
+        raise ValueError(f"sdsa3_stream runs on the unit 'sdsa3', got {cfg['unit']!r}")
     art, _ = factory_model(dim=SDSA_DIM)
     d = art.dims
     unit = SDSAUnit(3, d.tokens, d.dim, d.heads)
@@ -288,7 +293,8 @@ async def sdsa3_stream(dut, stim, flow):
     drv = StreamDriver(dut, dut.clk, "i_stream", unit.i_stream.payload.shape(),
                        idle_prob=flow[0], seed=cfg["seed"])
     mon = StreamMonitor(dut, dut.clk, "o_stream", unit.o_stream.payload.shape(),
-                        backpressure_prob=flow[1], seed=cfg["seed"] + 1)
+                        backpressure_prob=flow[1], seed=cfg["seed"] + 1,
+                        expected=len(exp) * d.tokens)
     for beat in sdsa_beats(q, k, v):
         drv.send(beat)
     sb = Scoreboard("sdsa3.attn")
@@ -297,8 +303,9 @@ async def sdsa3_stream(dut, stim, flow):
         beats = [mon.items.popleft() for _ in range(d.tokens)]
         assert [x["last"] for x in beats] == [0] * (d.tokens - 1) + [1]
         sb.compare(t, exp[t], [unbits(x["s"], d.dim) for x in beats])
+    await mon.finish()
     drv.stop()
-    mon.stop()
+    sb.require(exp.size)
     sat = int((np.stack([coactivation(k[t], v[t], d.heads) for t in range(len(k))]) == 8).sum())
     dut._log.info("%s (%s, flow=%s, %d saturated M entries, %d spikes out)", sb.summary(), stim,
                   flow, sat, int(exp.sum()))
@@ -319,3 +326,54 @@ def test_attention_verilator(request, which):
     run_cocotb(unit, test_module="equispike.tests.test_attention",
                build_dir=build_dir_for(request.node.nodeid), test_filter=tests,
                config={"unit": which, "steps": 16, "seed": 8})
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("mutant", [None, "narrow_acc"])
+def test_pysim_sesa_mutation(mutant, monkeypatch):
+    """Mutation: the running sums two bits narrower than their bound needs: the extreme stimulus
+    must wrap and differ. (One bit is not enough to be seen: this stimulus reaches |30| of the
+    bound 45, inside 6 bits.)"""
+    from equispike.sim.mutation import must_fail
+
+    if mutant:
+        init = SpikeProductUnit.__init__
+
+        def narrow(self, *a, **k):
+            init(self, *a, **k)
+            self.acc_width -= 2
+        monkeypatch.setattr(SpikeProductUnit, "__init__", narrow)
+    unit = SpikeProductUnit(2, 5, 3, 4, True, 7, 8)
+    a, b = random_operands(unit, "extreme", 12, seed=2)
+    exp = golden_sesa(unit, a, b)
+    with must_fail(mutant):
+        out: list = []
+        run_testbenches(unit, put_stream(unit.i_stream, sesa_frames(a, b), seed=1),
+                        get_stream(unit.o_stream, exp.size, out, backpressure_prob=0.3, seed=2))
+        sb = Scoreboard("sesa")
+        sb.compare(0, exp, np.array([o["data"] for o in out]).reshape(exp.shape))
+        sb.require(exp.size)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("mutant", [None, "theta_plus_one"])
+def test_pysim_sdsa_mutation(mutant, monkeypatch):
+    """Mutation: SDSA-3's attention-LIF threshold one above the model's ``SDSA_THETA``: the
+    spikes must differ (dense stimulus; SDSA-1 has no threshold)."""
+    from equispike.model.sdsa import SDSA_THETA
+    from equispike.sim.mutation import must_fail
+
+    if mutant:
+        monkeypatch.setattr("equispike.rtl.attention.SDSA_THETA", SDSA_THETA + 1)
+    tokens, dim, heads = 9, 8, 2
+    for mode in (3,):
+        unit = SDSAUnit(mode, tokens, dim, heads)
+        q, k, v = sdsa_operands("dense", 8, tokens, dim, seed=5)
+        exp = golden_sdsa(mode, heads, q, k, v)
+        with must_fail(mutant):
+            out: list = []
+            run_testbenches(unit, put_stream(unit.i_stream, sdsa_beats(q, k, v), seed=1),
+                            get_stream(unit.o_stream, len(q) * tokens, out, seed=2))
+            sb = Scoreboard(f"sdsa{mode}")
+            sb.compare(0, exp, np.array([unbits(o["s"], dim) for o in out]).reshape(exp.shape))
+            sb.require(exp.size)

@@ -89,8 +89,11 @@ def test_fused_add_amaranth():
             await ctx.tick()
             got = (ctx.get(dut.o_pm), ctx.get(dut.o_mux), ctx.get(dut.o_kept))
             assert got == expected(a, b, c, d, s), f"first mismatch: cycle {k}, operands {a, b, c, d, s}"
+            n[0] += 1
 
+    n = [0]
     run_testbenches(dut, tb)
+    assert n[0] == len(ops) > 0, f"{n[0]} cycles compared"
 
 
 if cocotb is not None:
@@ -101,11 +104,16 @@ if cocotb is not None:
 
     @cocotb.test()
     async def fused_random(dut):
-        Clock(dut.clk, 10, unit="ns").start()
+        """Operands of each cycle written half a period before the edge that registers them (the
+        first ones before the clock starts: no register loads an undriven input)."""
+        ops = list(stimulus(2, 3000))
         dut.rst.value = 0
         n = 0
-        for k, (a, b, c, d, s) in enumerate(stimulus(2, 3000)):
+        for k, (a, b, c, d, s) in enumerate(ops):
             dut.a.value, dut.b.value, dut.c.value, dut.d.value, dut.s.value = a, b, c, d, s
+            if k == 0:
+                await Timer(1, unit="ns")
+                Clock(dut.clk, 10, unit="ns").start(start_high=False)
             await RisingEdge(dut.clk)
             await ReadOnly()
             got = (as_int(dut.o_pm.value), as_int(dut.o_mux.value), as_int(dut.o_kept.value))
@@ -114,6 +122,7 @@ if cocotb is not None:
                                                     f"{expected(a, b, c, d, s)}, got {got}")
             n += 1
             await Timer(1, unit="ns")
+        assert n == len(ops) > 0, f"{n} cycles compared"
         dut._log.info(f"{2 * n} sums compared, 0 mismatches")
 
 
@@ -136,3 +145,22 @@ def test_fused_add_shapes():
         fused_add(m, 4, x, x, x, x, SELECTS["pm"], target="xilinx")
     with pytest.raises(ValueError, match="init must be 0 or 1"):
         kept_reg(m, x[0], target="ecp5", init=2)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("mutant", [None, "zero_extend"])
+def test_fused_add_mutation(mutant, monkeypatch):
+    """Mutation: ``fused_add`` zero-extends its signed operands instead of sign-extending them
+    (``_bit``): the sums with negative operands must differ."""
+    from amaranth.hdl import C, Value
+
+    from equispike.sim.mutation import must_fail
+
+    def zero_ext(v, i):
+        v = Value.cast(v)
+        return v if len(v) == 1 else (v[i] if i < len(v) else C(0, 1))
+
+    if mutant:
+        monkeypatch.setattr("equispike.rtl._carry._bit", zero_ext)
+    with must_fail(mutant):
+        test_fused_add_amaranth()

@@ -6,8 +6,10 @@ limbs and a 3-level adder tree). It is built twice under Verilator: ``target=Non
 registers and ``*``) and ``target="ecp5"`` (``MULT18X18D`` instances simulated with our model
 ``sim/models/MULT18X18D.v``). New random or corner operands (0, 1, max, max − 1) every cycle; each
 output is compared bit-exactly with the product of the operands presented ``latency`` cycles
-earlier, from the first cycle on (the registers power up at 0, as the idle operands). One file
-holds the parameter checks, the cocotb testbench and the pytest launcher.
+earlier, once the pipeline holds only driven operands: the ``MULT18X18D`` registers have no
+power-up value (the runs randomize it, ``sim.build.X_INIT_BUILD_ARGS``), and the operands are
+driven before the first clock edge. One file holds the parameter checks, the cocotb testbench and
+the pytest launcher.
 """
 
 from __future__ import annotations
@@ -95,6 +97,48 @@ def test_ecp5_instances():
     assert "MULT18X18D" not in rtlil.convert(MulBench(None))
 
 
+@pytest.mark.sim
+@pytest.mark.parametrize("mutant", [None, "tree_drops_term"])
+def test_registered_mul_amaranth(mutant, monkeypatch):
+    """The Amaranth form on Amaranth's simulator, every product of every cycle once the pipeline
+    holds driven operands. Mutation: the multi-limb adder tree drops its last partial product
+    (``_add_tree``): the wide products must differ."""
+    from equispike.rtl import _dsp
+    from equispike.sim.amaranth_tb import run_testbenches
+    from equispike.sim.mutation import must_fail
+
+    if mutant:
+        tree = _dsp._add_tree
+        monkeypatch.setattr("equispike.rtl._dsp._add_tree", lambda m, terms, name: tree(m, terms[:-1], name))
+    dut = MulBench(None)
+    rng = random.Random(5)
+    cycles = 300
+    compared = [0]
+
+    async def tb(ctx):
+        hist = {name: [] for name, _, _ in MULS}
+        for t in range(cycles):
+            for name, wa, wb in MULS:
+                x, y = operand(rng, wa), operand(rng, wb)
+                ctx.set(getattr(dut, f"a_{name}"), x)
+                ctx.set(getattr(dut, f"b_{name}"), y)
+                hist[name].append((x, y))
+            await ctx.tick()
+            for name, wa, wb in MULS:
+                lat = mul_latency_of(name, wa, wb)
+                if t + 1 >= lat:
+                    a, b = hist[name][t + 1 - lat]
+                    got = ctx.get(getattr(dut, f"p_{name}"))
+                    assert got == a * b, (f"first mismatch: cycle {t}, {name}, a={a} b={b}: "
+                                          f"expected {a * b}, got {got}")
+                    compared[0] += 1
+
+    with must_fail(mutant):
+        run_testbenches(dut, tb)
+        minimum = sum(cycles + 1 - mul_latency_of(*m) for m in MULS)
+        assert compared[0] >= minimum, f"{compared[0]} products compared, at least {minimum} required"
+
+
 # --------------------------------------------------------------------------------------------------
 # cocotb testbench (Verilator)
 # --------------------------------------------------------------------------------------------------
@@ -106,20 +150,24 @@ async def registered_products(dut):
 
     from equispike.sim import as_int, tb_config
 
-    cfg = tb_config()
+    cfg = tb_config("seed", "cycles", "target")
     rng = random.Random(cfg["seed"])
     cycles = cfg["cycles"]
     hist = {name: [] for name, _, _ in MULS}
     compared, first = 0, None
+    for name, _, _ in MULS:     # driven before the first edge: no register loads an undriven input
+        getattr(dut, f"a_{name}").value = 0
+        getattr(dut, f"b_{name}").value = 0
     Clock(dut.clk, 10, unit="ns").start()
     for t in range(cycles):
         await FallingEdge(dut.clk)  # outputs of the rising edge before; operands for the next one
         for name, wa, wb in MULS:
             lat = mul_latency_of(name, wa, wb)
-            a, b = (0, 0) if t < lat else hist[name][t - lat]  # power-up: registers and operands 0
-            got = as_int(getattr(dut, f"p_{name}").value)
-            compared += 1
-            if got != a * b and first is None:
+            if t >= lat:            # (before: registers not yet loaded from driven operands)
+                a, b = hist[name][t - lat]
+                got = as_int(getattr(dut, f"p_{name}").value)
+                compared += 1
+            if t >= lat and got != a * b and first is None:
                 first = (t, name, a, b, a * b, got)
                 dut._log.error("first mismatch: cycle %d, %s, a=%d b=%d expected %d got %d", *first)
             x, y = (operand(rng, wa), operand(rng, wb)) if t < cycles - 8 else (0, 0)
@@ -129,6 +177,8 @@ async def registered_products(dut):
     dut._log.info("target=%s: %d products compared over %d cycles, mismatch: %s", cfg["target"],
                   compared, cycles, first)
     assert first is None, f"first mismatch (cycle, mul, a, b, expected, got): {first}"
+    minimum = sum(cycles - mul_latency_of(*m) for m in MULS)
+    assert compared >= minimum > 0, f"{compared} products compared, at least {minimum} required"
 
 
 @pytest.mark.sim

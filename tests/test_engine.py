@@ -10,13 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from equispike.model.linear import aw_step
 from equispike.rtl.engine import (
     RO_LAT,
     SpikeAdditionEngine,
     ZeroVectorExpander,
     required_acc_width,
 )
-from equispike.sim.scoreboard import Scoreboard
+from equispike.sim.scoreboard import Scoreboard, zero_padded
 
 try:
     import cocotb
@@ -28,10 +29,9 @@ MODULE = "equispike.tests.test_engine"
 
 # ---------------------------------------------------------------- stimulus & golden
 def golden_currents(spikes, W, bias):
-    """AW linear of SPEC §3 on ternary spikes (T, V, n_in): ``s(t) @ W`` plus bias at t = 0."""
-    cur = np.einsum("tvi,io->tvo", spikes.astype(np.int64), W.astype(np.int64))
-    cur[0] += np.asarray(bias, dtype=np.int64)
-    return cur
+    """AW linear (``model.linear.aw_step``) of ternary spikes (T, V, n_in) for each step; ``W`` is
+    the engine's ``(n_in, n_out)`` matrix (the artifact's weight transposed)."""
+    return np.stack([aw_step(spikes[t], np.asarray(W).T, bias, t) for t in range(spikes.shape[0])])
 
 
 def spikes_to_events(spikes, rng=None):
@@ -100,11 +100,17 @@ def expand(beats_out, chunks):
     return out
 
 
-def collect(beats_out, T, V, chunks, n_out):
+def collect(beats_out, T, V, chunks):
+    """Currents (T, V, chunks · lanes) of a readout, the padding lanes past ``n_out`` included
+    (compared against :func:`padded`: they must be 0)."""
     beats_out = expand(beats_out, chunks)
     lanes = len(beats_out[0])
-    arr = np.array(beats_out, dtype=np.int64).reshape(T, V, chunks * lanes)
-    return arr[..., :n_out]
+    return np.array(beats_out, dtype=np.int64).reshape(T, V, chunks * lanes)
+
+
+def padded(exp, eng):
+    """Golden currents with the readout's padding lanes (0) appended."""
+    return zero_padded(exp, eng.chunks * eng.lanes)
 
 
 # ---------------------------------------------------------------- cocotb testbench
@@ -139,22 +145,21 @@ if cocotb is not None:
 
         eng = _engine_from_cfg(cfg)     # layouts only (no elaboration)
         rng = np.random.default_rng(seed)
+        n_exp = expected_beats(spikes, eng.bias, eng.chunks, eng.compact)
         drv = StreamDriver(dut, dut.clk, "i_stream", eng.event_layout, idle_prob=idle, seed=seed)
         mon = StreamMonitor(dut, dut.clk, "o_stream", eng.readout_layout,
-                            backpressure_prob=bp, seed=seed + 1)
+                            backpressure_prob=bp, seed=seed + 1, expected=n_exp)
         events = spikes_to_events(spikes, rng)
         for b in events:
             drv.send(b)
         T, V = spikes.shape[:2]
         start = cocotb.utils.get_sim_time("ns")
-        await mon.wait_for(expected_beats(spikes, eng.bias, eng.chunks, eng.compact))
+        await mon.wait_for(n_exp)
         cycles = int((cocotb.utils.get_sim_time("ns") - start) // 10)
-        await ClockCycles(dut.clk, 8)          # no beat beyond the expected count
-        n_exp = expected_beats(spikes, eng.bias, eng.chunks, eng.compact)
+        await mon.finish()                     # contract, and no beat beyond the expected count
         assert len(mon.items) == n_exp, (len(mon.items), n_exp)
         drv.stop()
-        mon.stop()
-        got = collect(list(mon.items), T, V, eng.chunks, eng.n_out)
+        got = collect(list(mon.items), T, V, eng.chunks)
         return got, cycles, len(events) - T
 
     @cocotb.test()
@@ -171,9 +176,10 @@ if cocotb is not None:
                                cfg["density"])
         sb = Scoreboard("engine")
         got, cycles, n_ev = await _run(dut, cfg, sp, idle, backpressure, seed)
-        exp = golden_currents(sp, W, bias)
+        exp = padded(golden_currents(sp, W, bias), _engine_from_cfg(cfg))
         for t in range(sp.shape[0]):
             sb.compare(t, exp[t], got[t])
+        sb.require(exp.size)
         _TOTALS["currents"] += sb.compared
         _TOTALS["events"] += n_ev
         dut._log.info(f"{sb.summary()}; {n_ev} events in {cycles} cycles")
@@ -191,9 +197,10 @@ if cocotb is not None:
             _, _, sp = random_case(cfg["seed"] + 50 + k, W.shape[0], W.shape[1],
                                    cfg["n_vectors"], 3, cfg["density"])
             got, _, n_ev = await _run(dut, cfg, sp, 0.2, 0.2, k)
-            exp = golden_currents(sp, W, bias)
+            exp = padded(golden_currents(sp, W, bias), _engine_from_cfg(cfg))
             for t in range(sp.shape[0]):
                 sb.compare(t, exp[t], got[t], site=f"inference{k}")
+            sb.require((k + 1) * exp.size)
             dut.clear.value = 1
             await RisingEdge(dut.clk)
             dut.clear.value = 0
@@ -209,17 +216,16 @@ if cocotb is not None:
         """±127 weights of one sign, every input spiking with that sign every step."""
         from equispike.sim import tb_config
 
-        cfg = tb_config()
-        if "worst_sign" not in cfg:
-            return
+        cfg = tb_config("worst_sign")
         await _reset(dut)
         W, bias = np.asarray(cfg["W"]), np.asarray(cfg["bias"])
         sp = np.full((3, cfg["n_vectors"], W.shape[0]), cfg["worst_sign"], dtype=np.int8)
         got, _, n_ev = await _run(dut, cfg, sp, 0.0, 0.3, 3)
         sb = Scoreboard("worst-case")
-        exp = golden_currents(sp, W, bias)
+        exp = padded(golden_currents(sp, W, bias), _engine_from_cfg(cfg))
         for t in range(sp.shape[0]):
             sb.compare(t, exp[t], got[t])
+        sb.require(exp.size)
         _TOTALS["currents"] += sb.compared
         _TOTALS["events"] += n_ev
         dut._log.info(sb.summary() + f"; max |current| {int(np.abs(exp).max())}")
@@ -229,17 +235,17 @@ if cocotb is not None:
         """qkv linear of a random ViT: norm1 spikes in, q/k/v currents of every step compared."""
         from equispike.sim import tb_config
 
-        cfg = tb_config()
-        if "real" not in cfg:
-            return
+        cfg = tb_config("real", "site")
         await _reset(dut)
         d = np.load(cfg["real"])
         sp, cur = d["spikes"], d["current"]         # (T, tokens, n_in), (T, tokens, n_out)
         W = np.asarray(cfg["W"])
         got, cycles, n_ev = await _run(dut, cfg, sp, 0.0, 0.0, 9)
         sb = Scoreboard(cfg["site"])
+        cur = padded(cur, _engine_from_cfg(cfg))
         for t in range(sp.shape[0]):
             sb.compare(t, cur[t], got[t])
+        sb.require(cur.size)
         _TOTALS["currents"] += sb.compared
         _TOTALS["events"] += n_ev
         ideal = n_ev * -(-W.shape[1] // cfg["lanes"])
@@ -250,9 +256,12 @@ if cocotb is not None:
     async def engine_totals(dut):
         from equispike.sim import tb_config
 
-        cfg = tb_config()
+        cfg = tb_config("min_events", "min_currents")
         dut._log.info(f"totals: {_TOTALS}")
-        assert _TOTALS["events"] >= cfg["min_events"], _TOTALS
+        assert _TOTALS["events"] >= cfg["min_events"] > 0, (
+            f"{_TOTALS['events']} events compared, at least {cfg['min_events']} required")
+        assert _TOTALS["currents"] >= cfg["min_currents"] > 0, (
+            f"{_TOTALS['currents']} currents compared, at least {cfg['min_currents']} required")
 
 
 # ---------------------------------------------------------------- pytest launchers (Verilator)
@@ -285,7 +294,8 @@ def test_engine_verilator(name, request):
     seed = sum(map(ord, name))
     W, bias, _ = random_case(seed, c["n_in"], c["n_out"], 1, 1, 0.5)
     cfg = dict(c, seed=seed, W=W.tolist(), bias=bias.tolist(),
-               acc_width=required_acc_width(W, bias), min_events=100 if "sparse" in name else 1000)
+               acc_width=required_acc_width(W, bias), min_events=100 if "sparse" in name else 1000,
+               min_currents=(4 * c["steps"] + 2 * 3) * c["n_vectors"] * c["n_out"])
     eng = SpikeAdditionEngine(W, bias, lanes=c["lanes"], acc_width=cfg["acc_width"],
                               n_vectors=c["n_vectors"], compact_zero_vectors=c.get("compact", True),
                               ram_target=c.get("target"), carry_target=c.get("target"))
@@ -331,7 +341,7 @@ def test_engine_real_layer_and_worst_case(request):
     # the worst case gets its own engine below; here the analysed width must hold the real layer
     cfg = dict(lanes=P, n_vectors=sp.shape[1], W=W.tolist(), bias=bias.tolist(),
                acc_width=width, real=str(bdir / "real.npz"), site="blocks.0.qkv",
-               min_events=1000, seed=1)
+               min_events=1000, min_currents=cur.size, seed=1)
     eng = SpikeAdditionEngine(W, bias, lanes=P, acc_width=width, n_vectors=sp.shape[1])
     run_cocotb(eng, test_module=MODULE, build_dir=bdir, config=cfg,
                test_filter="engine_real_layer|engine_totals")
@@ -347,10 +357,10 @@ def test_engine_worst_case(request):
     width = required_acc_width(W, bias)
     assert width == (n_in * 127).bit_length() + 1
     cfg = dict(lanes=4, n_vectors=V, W=W.tolist(), bias=bias.tolist(), acc_width=width,
-               worst_sign=-1, min_events=0, seed=2)
+               worst_sign=-1, min_events=3 * V * n_in, min_currents=3 * V * n_out, seed=2)
     eng = SpikeAdditionEngine(W, bias, lanes=4, acc_width=width, n_vectors=V)
     run_cocotb(eng, test_module=MODULE, build_dir=build_dir_for(request.node.nodeid),
-               config=cfg, test_filter="engine_worst_case")
+               config=cfg, test_filter="engine_worst_case|engine_totals")
 
 
 @pytest.mark.sim
@@ -411,24 +421,22 @@ def amaranth_engine(W, bias, spikes, *, lanes, n_vectors, idle=0.0, bp=0.0, seed
                                                                 compact), out)],
                                  idle_prob=idle, backpressure_prob=bp, seed=seed,
                                  on_cycle=count)
-        await main2(ctx)
+        await main2(ctx)                             # (no beat beyond the expected count)
         cycles.append(n0 + 1)
-        ctx.set(eng.o_stream.ready, 1)
-        for _ in range(8):                           # no beat beyond the expected count
-            assert not ctx.get(eng.o_stream.valid)
-            await ctx.tick()
 
     run_testbenches(eng, tb, max_cycles=200_000)
     if raw is not None:
         raw.extend(out)
-    return collect(out, T, n_vectors, eng.chunks, eng.n_out), cycles[0]
+    return collect(out, T, n_vectors, eng.chunks), cycles[0]
 
 
 def _check(W, bias, sp, got):
-    exp = golden_currents(sp, W, bias)
+    """Every current of every step, and the padding lanes of ``got`` (past ``n_out``) are 0."""
+    exp = zero_padded(golden_currents(sp, W, bias), got.shape[-1])
     sb = Scoreboard("engine-fast")
     for t in range(sp.shape[0]):
         sb.compare(t, exp[t], got[t])
+    sb.require(exp.size)
     return sb
 
 
@@ -555,7 +563,7 @@ def test_engine_with_expander():
         await main(ctx)
 
     run_testbenches(top, tb, max_cycles=50_000)
-    _check(W, bias, sp, collect(out, T, V, eng.chunks, eng.n_out))
+    _check(W, bias, sp, collect(out, T, V, eng.chunks))
     with pytest.raises(ValueError, match="not compact"):
         ZeroVectorExpander.for_engine(SpikeAdditionEngine(W, bias, lanes=lanes, n_vectors=V,
                                                           acc_width=eng.acc_width,
@@ -728,4 +736,19 @@ def test_engine_fast_same_vector_gaps():
 
     run_testbenches(eng, tb_in, get_stream(eng.o_stream, expected_beats(sp, bias, eng.chunks), out),
                     max_cycles=20_000)
-    _check(W, bias, sp, collect(out, T, 1, eng.chunks, n_out))
+    _check(W, bias, sp, collect(out, T, 1, eng.chunks))
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("mutant", [None, "no_forwarding"])
+def test_engine_fast_mutation(mutant, monkeypatch):
+    """Mutation: the accumulate adder ignores the forwarded sum (``_SEL_ACC`` without ``d``), so a
+    word re-accessed before its write-back loses the previous event: the currents must differ."""
+    from equispike.sim.mutation import must_fail
+
+    if mutant:
+        monkeypatch.setattr("equispike.rtl.engine._SEL_ACC", lambda b, c, d: b & c)
+    W, bias, sp = random_case(27, 9, 12, 2, 5, 0.8)
+    with must_fail(mutant):
+        got, _ = amaranth_engine(W, bias, sp, lanes=4, n_vectors=2, seed=6, ordered=True)
+        _check(W, bias, sp, got)

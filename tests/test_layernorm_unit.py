@@ -124,6 +124,7 @@ def test_pysim_corners(idle, bp, K):
     sb = Scoreboard("layernorm")
     for t in range(len(deltas)):
         sb.compare(t, exp[t], got[t])
+    sb.require(exp.size)
 
 
 @pytest.mark.sim
@@ -134,7 +135,9 @@ def test_pysim_named_corners():
     deltas = np.stack([X, np.zeros_like(X), -X, np.zeros_like(X), X // 3])
     exp = golden(unit, deltas)
     got = _pysim(unit, deltas)
-    Scoreboard("layernorm").compare(0, exp, got)
+    sb = Scoreboard("layernorm")
+    sb.compare(0, exp, got)
+    sb.require(exp.size)
 
 
 @pytest.mark.sim
@@ -156,6 +159,7 @@ def test_pysim_back_to_back_and_credits(dim, rows, bp):
     sb = Scoreboard("layernorm")
     for t in range(len(deltas)):
         sb.compare(t, exp[t], got[t])
+    sb.require(exp.size)
 
 
 @pytest.mark.sim
@@ -199,7 +203,7 @@ async def layernorm_stream(dut, stim, flow):
     """Every output beat of every step vs golden; model = recorded norm1, random = corners."""
     from equispike.sim import tb_config
 
-    cfg = tb_config()
+    cfg = tb_config("worst_case", "batch", "random_steps", "seed")
     unit = make_unit(cfg["worst_case"], cfg["batch"], cfg.get("dsp_target"))
     if stim == "model":
         deltas, exp = model_stimulus(cfg["worst_case"], cfg["batch"])
@@ -231,3 +235,24 @@ def test_layernorm_verilator(request, worst_case, dsp_target):
                        "random_steps": 20, "dsp_target": dsp_target},
                extra_sources=[MODELS_DIR / "MULT18X18D.v"] if ecp5 else (),
                extra_build_args=ECP5_SIM_BUILD_ARGS if ecp5 else ())
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("mutant", [None, "product_lsb"])
+def test_pysim_mutation(mutant, monkeypatch):
+    """Mutation: the unit's registered products (``x²``, ``S1²``, ``|c|·|Γ|``) with their lowest
+    bit flipped: the outputs must differ."""
+    from equispike.rtl._dsp import registered_mul
+    from equispike.sim.mutation import must_fail
+
+    if mutant:
+        monkeypatch.setattr("equispike.rtl.layernorm_unit.registered_mul",
+                            lambda *a, **k: registered_mul(*a, **k) ^ 1)
+    unit = small_unit(K=10)
+    deltas = tracking_deltas(np.random.default_rng(9), 8, unit.rows, unit.dim, -1023, 1023, 2047,
+                             zero_steps=(2,), frozen_rows=(0,))
+    exp = golden(unit, deltas)
+    with must_fail(mutant):
+        sb = Scoreboard("layernorm")
+        sb.compare(0, exp, _pysim(unit, deltas, 0.2, 0.2, seed=4))
+        sb.require(exp.size)

@@ -13,7 +13,7 @@ import pytest
 
 from equispike.model.neurons import LIFArray, STBIFArray, site_bounds
 from equispike.rtl.neuron import NeuronArray
-from equispike.sim.scoreboard import Scoreboard
+from equispike.sim.scoreboard import Scoreboard, zero_padded
 
 _FREE = NeuronArray.HAZARD_FREE_BEATS
 
@@ -126,6 +126,7 @@ if cocotb is not None:
             await RisingEdge(dut.clk)
 
     async def _run_inference(dut, cfg, currents, exp, drv, mon, sb):
+        """Every spike of every step, and the padding lanes of the last beat (0)."""
         n, P = cfg["n"], cfg["lanes"]
         beats = -(-n // P)
         base = mon.received
@@ -133,9 +134,10 @@ if cocotb is not None:
             for b in to_beats(currents[t], P):
                 drv.send(b)
         await mon.wait_for(base + beats * currents.shape[0])
+        exp = zero_padded(exp, beats * P)
         for t in range(currents.shape[0]):
             got = [s for _ in range(beats) for s in mon.items.popleft()]
-            sb.compare(t, exp[t], got[:n])
+            sb.compare(t, exp[t], got)
 
     @cocotb.test()
     @cocotb.parametrize(idle=[0.0, 0.4], backpressure=[0.0, 0.5])
@@ -148,9 +150,10 @@ if cocotb is not None:
         seed = cfg["seed"] * 100 + int(idle * 10) * 10 + int(backpressure * 10)
         rng = np.random.default_rng(seed)
         shp_i = dut_shapes(cfg)
+        beats = -(-cfg["n"] // cfg["lanes"])
         drv = StreamDriver(dut, dut.clk, "i_stream", shp_i[0], idle_prob=idle, seed=seed)
         mon = StreamMonitor(dut, dut.clk, "o_stream", shp_i[1], backpressure_prob=backpressure,
-                            seed=seed + 1)
+                            seed=seed + 1, expected=2 * cfg["steps"] * beats)
         sb = Scoreboard(f"neurons[{cfg['mode']}]")
         for _ in range(2):
             cur = random_currents(rng, cfg, cfg["steps"])
@@ -159,8 +162,9 @@ if cocotb is not None:
             await RisingEdge(dut.clk)
             dut.clear.value = 0
             await _wait_not_busy(dut)
+        await mon.finish()
         drv.stop()
-        mon.stop()
+        sb.require(2 * cfg["steps"] * cfg["n"])
         _TOTALS["compared"] += sb.compared
         dut._log.info(sb.summary())
 
@@ -169,19 +173,21 @@ if cocotb is not None:
         """Currents of a real site of a random ViT (factory), every spike of every step."""
         from equispike.sim import StreamDriver, StreamMonitor, tb_config
 
-        cfg = tb_config()
-        if "real" not in cfg:
-            return
+        cfg = tb_config("real", "site")
         await _reset(dut)
         data = np.load(cfg["real"])
         cur, spk = data["current"], data["spikes"]   # (T, n)
         shp = dut_shapes(cfg)
         drv = StreamDriver(dut, dut.clk, "i_stream", shp[0], idle_prob=0.2, seed=5)
-        mon = StreamMonitor(dut, dut.clk, "o_stream", shp[1], backpressure_prob=0.2, seed=6)
+        mon = StreamMonitor(dut, dut.clk, "o_stream", shp[1], backpressure_prob=0.2, seed=6,
+                            expected=cur.shape[0] * -(-cfg["n"] // cfg["lanes"]))
         sb = Scoreboard(cfg["site"])
         exp = golden_run(cfg, cur)
         assert np.array_equal(exp, spk), "golden STBIFArray disagrees with the ViTSNN record"
         await _run_inference(dut, cfg, cur, exp, drv, mon, sb)
+        await mon.finish()
+        drv.stop()
+        sb.require(spk.size)
         _TOTALS["compared"] += sb.compared
         dut._log.info(sb.summary())
 
@@ -190,9 +196,10 @@ if cocotb is not None:
         """Checks that the configuration compared enough neuron-steps."""
         from equispike.sim import tb_config
 
-        cfg = tb_config()
+        cfg = tb_config("min_compared")
         dut._log.info(f"total neuron-steps compared: {_TOTALS['compared']}")
-        assert _TOTALS["compared"] >= cfg["min_compared"], _TOTALS
+        assert _TOTALS["compared"] >= cfg["min_compared"] > 0, (
+            f"{_TOTALS['compared']} neuron-steps compared, at least {cfg['min_compared']} required")
 
 
 def dut_shapes(cfg):
@@ -351,7 +358,17 @@ def amaranth_run(cfg, currents, *, idle=0.0, bp=0.0, seed=0, abort_after=None,
 
     run_testbenches(dut, run, max_cycles=100_000)
     flat = [s for b in out for s in b]
-    return np.array(flat).reshape(currents.shape[0], beats * P)[:, :n]
+    got = np.array(flat).reshape(currents.shape[0], beats * P)
+    assert not got[:, n:].any(), f"padding lanes of the last beat are not 0: {got[:, n:]}"
+    return got[:, :n]
+
+
+def compare_all(site: str, exp, got) -> Scoreboard:
+    """Whole spike record vs golden; asserts every element was compared."""
+    sb = Scoreboard(site)
+    sb.compare(0, exp, got)
+    sb.require(np.asarray(exp).size)
+    return sb
 
 
 # two state RAMs (groups of 2 + 1 lanes): the fast tests also check the per-group address counters
@@ -371,6 +388,7 @@ def test_neuron_array_fast_stalls(idle, bp, select):
     exp = golden_run(cfg, cur)
     for t in range(cur.shape[0]):
         sb.compare(t, exp[t], got[t])
+    sb.require(exp.size)
 
 
 @pytest.mark.sim
@@ -382,7 +400,7 @@ def test_neuron_array_fast_queue_full(bp):
     cfg = random_config(12, **{**FAST, "n": 3 * (_FREE + 2), "depth": 1, "select": True})
     cur = random_currents(np.random.default_rng(12), cfg, 12)
     got = amaranth_run(cfg, cur, bp=bp, seed=5)
-    Scoreboard("queue").compare(0, golden_run(cfg, cur), got)
+    compare_all("queue", golden_run(cfg, cur), got)
 
 
 @pytest.mark.sim
@@ -393,7 +411,7 @@ def test_neuron_array_fast_shapes(mode, select, n):
     cur = random_currents(np.random.default_rng(n), cfg, 30)
     got = amaranth_run(cfg, cur, bp=0.3, idle=0.2, seed=n)
     exp = golden_run(cfg, cur)
-    Scoreboard("fast").compare(0, exp, got)
+    compare_all("fast", exp, got)
 
 
 @pytest.mark.sim
@@ -411,7 +429,7 @@ def test_neuron_array_fast_hazards(mode, select, beats, idle):
     got = amaranth_run(cfg, cur, idle=idle, seed=beats)
     exp = golden_run(cfg, cur)
     assert np.count_nonzero(exp) >= 10, "stimulus too quiet to exercise the update"
-    Scoreboard("hazards").compare(0, exp, got)
+    compare_all("hazards", exp, got)
 
 
 @pytest.mark.sim
@@ -425,7 +443,7 @@ def test_neuron_array_fast_throughput(beats):
     cur = random_currents(np.random.default_rng(50), cfg, steps)
     cycles = []
     got = amaranth_run(cfg, cur, cycles=cycles)
-    Scoreboard("throughput").compare(0, golden_run(cfg, cur), got)
+    compare_all("throughput", golden_run(cfg, cur), got)
     free = NeuronArray.HAZARD_FREE_BEATS
     per_step = max(beats, free)
     assert cycles[0] <= steps * per_step + NeuronArray.LATENCY + 1, cycles   # + the latency
@@ -440,7 +458,7 @@ def test_neuron_array_fast_clear_mid_stream(abort_after, select):
     cfg = random_config(6, **FAST, select=select)
     cur = random_currents(np.random.default_rng(6), cfg, 10)
     got = amaranth_run(cfg, cur, bp=0.5, seed=1, abort_after=abort_after)
-    Scoreboard("fast").compare(0, golden_run(cfg, cur), got)
+    compare_all("fast", golden_run(cfg, cur), got)
 
 
 @pytest.mark.sim
@@ -465,7 +483,7 @@ def test_neuron_array_fast_config_port(mode, select, depth):
                        config=[(int(a), words[a]) for a in order])
     exp = golden_run(new, cur)
     assert not np.array_equal(exp, golden_run(old, cur)), "the new parameters change nothing"
-    Scoreboard("config").compare(0, exp, got)
+    compare_all("config", exp, got)
 
 
 @pytest.mark.sim
@@ -505,8 +523,9 @@ def test_neuron_array_fast_reset_mid_stream():
     sim.add_testbench(tb)
     sim.run_until(1e-8 * 20_000)
     beats = -(-cfg["n"] // P)
-    got = np.array([s for b in out for s in b]).reshape(len(cur), beats * P)[:, :cfg["n"]]
-    Scoreboard("fast").compare(0, golden_run(cfg, cur), got)
+    got = np.array([s for b in out for s in b]).reshape(len(cur), beats * P)
+    assert not got[:, cfg["n"]:].any(), "padding lanes of the last beat are not 0"
+    compare_all("fast", golden_run(cfg, cur), got[:, :cfg["n"]])
 
 
 @pytest.mark.filterwarnings("ignore:.*created but never used")
@@ -528,3 +547,18 @@ def test_neuron_array_parameter_errors():
         NeuronArray(**base, theta=5, qn=1, qp=7)
     with pytest.raises(ValueError, match="state_select"):
         NeuronArray(**base, state_select="yes")
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("mutant", [None, "theta_sign"])
+def test_neuron_array_fast_mutation(mutant, monkeypatch):
+    """Mutation: the ``±Θ`` select of the D adder (``_SEL_PM_THETA``) takes the wrong sign, so a
+    firing neuron's membrane moves the wrong way: the spikes must differ."""
+    from equispike.sim.mutation import must_fail
+
+    if mutant:
+        monkeypatch.setattr("equispike.rtl.neuron._SEL_PM_THETA", lambda b, c, d: d & (b ^ c))
+    cfg = random_config(4, **FAST)
+    cur = random_currents(np.random.default_rng(4), cfg, 25)
+    with must_fail(mutant):
+        compare_all("mutation", golden_run(cfg, cur), amaranth_run(cfg, cur, bp=0.3, seed=3))

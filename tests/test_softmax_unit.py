@@ -114,6 +114,7 @@ def test_pysim_corners(idle, bp):
     sb = Scoreboard("softmax")
     for t in range(len(deltas)):
         sb.compare(t, exp[t], got[t])
+    sb.require(exp.size)
 
 
 @pytest.mark.sim
@@ -126,14 +127,14 @@ def test_pysim_named_corners():
         deltas = np.stack([X, np.zeros_like(X), -X // 2])
         exp = golden(params, deltas)
         got = _pysim(unit, deltas)
-        assert (got == exp).all(), (n, C, got, exp)
+        assert got.shape == exp.shape and exp.size > 0 and (got == exp).all(), (n, C, got, exp)
     # shift exactly F (t = F·2^G, C = 2^H so t = d): e = LUT[0] >> F = 1, the last nonzero e
     params = SoftmaxParams(C=1 << 16)
     unit = SoftmaxUnit(4, 1, params, 12)
     X = np.array([[0, -960, -961, -1024]])
     exp = golden(params, X[None])
     assert list(exp[0, 0]) == [4095, 0, 0, 0]
-    assert (_pysim(unit, X[None]) == exp).all()
+    Scoreboard("softmax").compare(0, exp, _pysim(unit, X[None]))
     # the corners really happen: uniform, tie split, underflow to exactly 0 / 2^P
     assert list(int_softmax(np.array([[2047, -2048, -2048, -2000]]), SoftmaxParams(C=2_000_000))
                 [0]) == [4096, 0, 0, 0]
@@ -160,6 +161,7 @@ def test_pysim_back_to_back_and_credits(n, rows, bp):
     sb = Scoreboard("softmax")
     for t in range(len(deltas)):
         sb.compare(t, exp[t], got[t])
+    sb.require(exp.size)
 
 
 @pytest.mark.sim
@@ -216,7 +218,7 @@ async def softmax_stream(dut, stim, flow):
     """Every output beat of every step vs golden; model = recorded attn, random = corners."""
     from equispike.sim import tb_config
 
-    cfg = tb_config()
+    cfg = tb_config("worst_case", "batch", "random_steps", "seed")
     unit = make_unit(cfg["worst_case"], cfg["batch"])
     if stim == "model":
         deltas, exp = model_stimulus(cfg["worst_case"], cfg["batch"])
@@ -240,3 +242,28 @@ def test_softmax_verilator(request, worst_case):
                build_dir=build_dir_for(request.node.nodeid),
                config={"worst_case": worst_case, "batch": batch, "seed": 5,
                        "random_steps": 16})
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("mutant", [None, "lut_minus_one"])
+def test_pysim_mutation(mutant, monkeypatch):
+    """Mutation: the unit's 2^x table one below the model's
+    (:func:`~equispike.model.intops.exp2_lut`) in every entry: the outputs must differ."""
+    from equispike.model.intops import exp2_lut
+    from equispike.sim.mutation import must_fail
+
+    if mutant:
+        def floor_lut(G, F):
+            lut = exp2_lut(G, F).copy()
+            lut -= 1
+            return lut
+        monkeypatch.setattr("equispike.rtl.softmax_unit.exp2_lut", floor_lut)
+    params = SoftmaxParams(C=700_000)
+    unit = SoftmaxUnit(5, 4, params, 11, 9)
+    deltas = tracking_deltas(np.random.default_rng(7), 14, 4, 5, -1023, 1023, 255,
+                             zero_steps=(2, 3), frozen_rows=(0,))
+    exp = golden(params, deltas)
+    with must_fail(mutant):
+        sb = Scoreboard("softmax")
+        sb.compare(0, exp, _pysim(unit, deltas, 0.3, 0.3, seed=3))
+        sb.require(exp.size)

@@ -25,8 +25,8 @@ __all__ = ["ProofResult", "run_sby", "tool_paths", "MODES", "DEFAULT_BUILD"]
 
 #: SymbiYosys modes used here: bounded model check, k-induction, cover
 MODES = ("bmc", "prove", "cover")
-#: build folder of the proofs (git-ignored)
-DEFAULT_BUILD = Path(__file__).resolve().parent.parent / "build" / "formal"
+#: build folder of the proofs, relative to the working directory (``build/`` is git-ignored)
+DEFAULT_BUILD = Path("build") / "formal"
 
 
 @dataclass(frozen=True)
@@ -116,13 +116,17 @@ def run_sby(design: Elaboratable, name: str, *, mode: str = "bmc", depth: int = 
         Top module; its ports (``ports``, or the signature members of a Component) are free
         inputs every cycle, ``clk``/``rst`` included (``rst`` is free unless assumed low).
     name : str
-        Task name: the folder ``build_dir / name`` (replaced) holds the run.
+        Task name: the folder ``build_dir / name`` (replaced) holds the run; ``build_dir``
+        defaults to :data:`DEFAULT_BUILD` in the working directory.
     mode : {"bmc", "prove", "cover"}
         ``bmc``: no assertion fails in the first ``depth`` cycles from the initial state (the
         signals' init values, memories' contents); ``prove``: also k-induction with
         ``k = depth`` (an unbounded proof when it passes); ``cover``: every ``Cover`` is reached.
     depth : int
         Cycles (>= 1).
+    ports : list of Signal, optional
+        Top-level ports; default: a Component's signature members, a plain wrapper's none
+        (its free inputs are ``AnySeq``/``AnyConst``; ``clk`` and ``rst`` are added).
     timeout : int, optional
         Seconds before SymbiYosys gives up (status ``TIMEOUT``).
     """
@@ -135,7 +139,7 @@ def run_sby(design: Elaboratable, name: str, *, mode: str = "bmc", depth: int = 
     if ports is None and not isinstance(design, wiring.Component):
         ports = []      # a wrapper: its free inputs are AnySeq/AnyConst, only clk/rst are ports
     tools = tool_paths()
-    root = Path(build_dir) if build_dir is not None else DEFAULT_BUILD
+    root = (Path(build_dir) if build_dir is not None else DEFAULT_BUILD).resolve()
     work = root / name
     if work.exists():
         shutil.rmtree(work)

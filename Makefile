@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export AMARANTH_USE_YOSYS := builtin
 export PYTHONHASHSEED := 0
 
-.PHONY: test sim sim-random-init demo check bench synth synth-smoke lint clean
+.PHONY: test sim sim-random-init formal demo check bench synth synth-smoke lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# (the deeper formal bounds and cover traces are left to `make formal`)
 test: $(STAMP) lint
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 -m "not formal_full"
 
 sim: $(STAMP)
 	$(BIN)/pytest -n 2 -m sim
@@ -27,6 +28,10 @@ sim: $(STAMP)
 # again with seeds 2, 3 and 4 (same builds: the seed is a run-time argument).
 sim-random-init: $(STAMP)
 	EQUISPIKE_INIT_SEEDS=2,3,4 $(BIN)/pytest -n 2 -m sim
+
+# every SymbiYosys proof (Yices 2), the fast subset of `make test` included
+formal: $(STAMP)
+	$(BIN)/pytest -n 2 -m formal
 
 demo: $(STAMP)
 	@if $(BIN)/equispike demo --help >/dev/null 2>&1; then $(BIN)/equispike demo; \

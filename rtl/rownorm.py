@@ -38,6 +38,11 @@ from .softmax_unit import OUT_QUEUE_DEPTH, OUT_QUEUE_LATENCY, _OutQueue
 __all__ = ["RowLayerNorm", "RowSoftmax"]
 
 
+# Row buffers in LUT RAM (ECP5 DPR16X4): Yosys otherwise maps a wide one onto a DP16KD read
+# without its output register, 5.6 ns clock-to-out in nextpnr's ECP5 model
+_LUT_RAM = {"ram_style": "distributed"}
+
+
 def _abs(v):
     return Mux(v < 0, -v, v)
 
@@ -187,8 +192,9 @@ class RowLayerNorm(wiring.Component):
         # row buffer (distributed RAM, asynchronous read into a register): x, Γ in one word, B in
         # its own memory read at the end of the pipeline (cheaper than delaying it)
         m.submodules.xg = xg = memory.Memory(
-            shape=data.StructLayout({"x": signed(xw), "g": signed(gw)}), depth=N, init=[])
-        m.submodules.bm = bm = memory.Memory(shape=signed(self.beta_width), depth=N, init=[])
+            shape=data.StructLayout({"x": signed(xw), "g": signed(gw)}), depth=N, init=[], attrs=_LUT_RAM)
+        m.submodules.bm = bm = memory.Memory(shape=signed(self.beta_width), depth=N, init=[],
+                                             attrs=_LUT_RAM)
         xgw, xgr = xg.write_port(), xg.read_port(domain="comb")
         bmw, bmr = bm.write_port(), bm.read_port(domain="comb")
         q = _OutQueue(m, self.o_stream, OUT_QUEUE_DEPTH(self.norm_latency))
@@ -434,8 +440,9 @@ class RowSoftmax(wiring.Component):
         jw = max(1, (N - 1).bit_length())
         shb = (F + 1).bit_length()
 
-        m.submodules.zbuf = zbuf = memory.Memory(shape=signed(zw), depth=N, init=[])
-        m.submodules.ebuf = ebuf = memory.Memory(shape=unsigned(F + 1), depth=N, init=[])
+        m.submodules.zbuf = zbuf = memory.Memory(shape=signed(zw), depth=N, init=[], attrs=_LUT_RAM)
+        m.submodules.ebuf = ebuf = memory.Memory(shape=unsigned(F + 1), depth=N, init=[],
+                                                 attrs=_LUT_RAM)
         m.submodules.lut = lut = memory.Memory(shape=unsigned(F + 1), depth=1 << G, init=self.lut)
         zbw, zbr = zbuf.write_port(), zbuf.read_port(domain="comb")
         ebw, ebr = ebuf.write_port(), ebuf.read_port(domain="comb")

@@ -38,6 +38,11 @@ from .softmax_unit import OUT_QUEUE_DEPTH, OUT_QUEUE_LATENCY, _OutQueue
 __all__ = ["RowLayerNorm", "RowSoftmax"]
 
 
+# Row buffers in LUT RAM (ECP5 DPR16X4): Yosys otherwise maps a wide one onto a DP16KD read
+# without its output register, 5.6 ns clock-to-out in nextpnr's ECP5 model
+_LUT_RAM = {"ram_style": "distributed"}
+
+
 def _abs(v):
     return Mux(v < 0, -v, v)
 
@@ -187,8 +192,9 @@ class RowLayerNorm(wiring.Component):
         # row buffer (distributed RAM, asynchronous read into a register): x, Γ in one word, B in
         # its own memory read at the end of the pipeline (cheaper than delaying it)
         m.submodules.xg = xg = memory.Memory(
-            shape=data.StructLayout({"x": signed(xw), "g": signed(gw)}), depth=N, init=[])
-        m.submodules.bm = bm = memory.Memory(shape=signed(self.beta_width), depth=N, init=[])
+            shape=data.StructLayout({"x": signed(xw), "g": signed(gw)}), depth=N, init=[], attrs=_LUT_RAM)
+        m.submodules.bm = bm = memory.Memory(shape=signed(self.beta_width), depth=N, init=[],
+                                             attrs=_LUT_RAM)
         xgw, xgr = xg.write_port(), xg.read_port(domain="comb")
         bmw, bmr = bm.write_port(), bm.read_port(domain="comb")
         q = _OutQueue(m, self.o_stream, OUT_QUEUE_DEPTH(self.norm_latency))
@@ -254,8 +260,11 @@ class RowLayerNorm(wiring.Component):
                      n1_v.eq(n0_v), n1_j.eq(n0_j), n1_x.eq(xgr.data.x), n1_g.eq(xgr.data.g),
                      n2_v.eq(n1_v), n2_j.eq(n1_j), n2_xa.eq(_abs(n1_x)), n2_ga.eq(_abs(n1_g)),
                      n2_xn.eq(n1_x < 0), n2_gn.eq(n1_g < 0)]
+        # ``more``: elements left to issue, a register so that the issue decision in front of the
+        # output FIFO's credit counter is one gate, not a compare carry chain
+        more = Signal()
         with m.If(issue):
-            m.d.sync += jn.eq(jn + 1)
+            m.d.sync += [jn.eq(jn + 1), more.eq(jn[:jw] != n_last)]
         ld = registered_mul_latency(xw, dw)
         dxa = registered_mul(m, n2_xa, n_d, "dx", self.dsp_target)
         dx_v, dx_j, dx_xn, dx_gn, dx_ga = (delay(m, s, ld, f"dx{k}") for k, s in
@@ -325,10 +334,10 @@ class RowLayerNorm(wiring.Component):
                 m.next = "SQRT_WAIT"
             with m.State("SQRT_WAIT"):
                 with m.If(sqr.done):
-                    m.d.sync += [sigma.eq(sqr.root), jn.eq(0)]
+                    m.d.sync += [sigma.eq(sqr.root), jn.eq(0), more.eq(1)]
                     m.next = "NORM"
             with m.State("NORM"):
-                m.d.comb += [issue.eq((jn < n_d) & q.room), q.issue.eq(issue)]
+                m.d.comb += [issue.eq(more & q.room), q.issue.eq(issue)]
                 with m.If(r3_v & r3_last):
                     m.next = "LOAD"
         return m
@@ -434,8 +443,9 @@ class RowSoftmax(wiring.Component):
         jw = max(1, (N - 1).bit_length())
         shb = (F + 1).bit_length()
 
-        m.submodules.zbuf = zbuf = memory.Memory(shape=signed(zw), depth=N, init=[])
-        m.submodules.ebuf = ebuf = memory.Memory(shape=unsigned(F + 1), depth=N, init=[])
+        m.submodules.zbuf = zbuf = memory.Memory(shape=signed(zw), depth=N, init=[], attrs=_LUT_RAM)
+        m.submodules.ebuf = ebuf = memory.Memory(shape=unsigned(F + 1), depth=N, init=[],
+                                                 attrs=_LUT_RAM)
         m.submodules.lut = lut = memory.Memory(shape=unsigned(F + 1), depth=1 << G, init=self.lut)
         zbw, zbr = zbuf.write_port(), zbuf.read_port(domain="comb")
         ebw, ebr = ebuf.write_port(), ebuf.read_port(domain="comb")
@@ -516,8 +526,9 @@ class RowSoftmax(wiring.Component):
         m.d.comb += ebr.addr.eq(d0_j)
         m.d.sync += [d0_v.eq(issue), d0_j.eq(jd[:jw]), d1_v.eq(d0_v), d1_j.eq(d0_j),
                      d1_e.eq(ebr.data)]
+        more = Signal()   # elements left to issue (a register: see RowLayerNorm)
         with m.If(issue):
-            m.d.sync += jd.eq(jd + 1)
+            m.d.sync += [jd.eq(jd + 1), more.eq(jd[:jw] != n_last)]
         m.submodules.div = div = PipelinedDivider(F + 1 + P, self.sum_width, P + 1, 1)
         m.d.comb += [div.i_valid.eq(d1_v), div.i_num.eq(Cat(Const(0, P), d1_e)),
                      div.i_den.eq(total), div.i_tag.eq(d1_j == n_last)]
@@ -542,10 +553,10 @@ class RowSoftmax(wiring.Component):
             with m.State("EXP"):
                 m.d.comb += exp_issue.eq(j0 < n_n)
                 with m.If(exp_done):
-                    m.d.sync += jd.eq(0)
+                    m.d.sync += [jd.eq(0), more.eq(1)]
                     m.next = "DIV"
             with m.State("DIV"):
-                m.d.comb += [issue.eq((jd < n_n) & q.room), q.issue.eq(issue)]
+                m.d.comb += [issue.eq(more & q.room), q.issue.eq(issue)]
                 with m.If(q_last):
                     m.next = "LOAD"
         return m

@@ -35,7 +35,16 @@ from amaranth.lib import wiring
 
 from ._ecp5_netlist import trim_carry_ports
 
-__all__ = ["ECP5_SPEED_GRADES", "TARGETS", "BLOCKS", "SerialHarness", "synthesize", "register", "main"]
+__all__ = [
+    "ECP5_SPEED_GRADES",
+    "TARGETS",
+    "BLOCKS",
+    "SerialHarness",
+    "synthesize",
+    "yosys_cells",
+    "register",
+    "main",
+]
 
 
 def build_root() -> Path:
@@ -129,10 +138,12 @@ BLOCKS: dict[str, tuple[BlockFactory, dict, list[dict]]] = {
 }
 
 
-# Fmax targets that differ from the part's default (issue 6: norm units >= 150 MHz on ECP5-85)
+# Fmax targets that differ from the part's default (the norm units and the whole core: >= 150 MHz
+# on ECP5-85)
 BLOCK_TARGET_MHZ: dict[tuple[str, str], float] = {
     ("softmax", "ecp5"): 150.0,
     ("layernorm", "ecp5"): 150.0,
+    ("core", "ecp5"): 150.0,
 }
 
 
@@ -144,7 +155,7 @@ def _load_optional_blocks() -> None:
     """Blocks defined in other modules register themselves through ``SYNTH_BLOCKS``."""
     import importlib
 
-    for mod in ("engine", "softmax_unit", "layernorm_unit", "attention"):
+    for mod in ("engine", "softmax_unit", "layernorm_unit", "attention", "rownorm", "core.synth"):
         try:
             m = importlib.import_module(f"equispike.rtl.{mod}")
         except ModuleNotFoundError:
@@ -235,8 +246,23 @@ def _run(cmd: list[str], log: Path, cwd: Path, detail: Path | None = None) -> No
         )
 
 
+def yosys_cells(log_text: str) -> dict[str, int]:
+    """Cell counts of the last ``stat`` in a Yosys log (``{"LUT4": n, "DP16KD": n, ...}``; the
+    ``$``-prefixed bookkeeping cells and the wire and port totals left out): what the netlist
+    asks of the part even when it does not fit, where nextpnr reports nothing."""
+    if not isinstance(log_text, str):
+        raise TypeError(f"log_text must be a str, got {type(log_text).__name__}")
+    last = log_text.rsplit("Printing statistics", 1)[-1]
+    cells: dict[str, int] = {}
+    for n, cell in re.findall(r"^\s*(\d+)\s+([A-Z][A-Z0-9_]*)\s*$", last, re.M):
+        cells[cell] = cells.get(cell, 0) + int(n)
+    return cells
+
+
 def _params_slug(params: dict) -> str:
-    return "_".join(f"{k}{v}" for k, v in sorted(params.items())) or "default"
+    # a value may be a path (the core's ``artifact``): its separators would nest build directories
+    slug = "_".join(f"{k}{v}" for k, v in sorted(params.items())) or "default"
+    return re.sub(r"[^\w.=-]+", "-", slug)
 
 
 def synthesize(
@@ -352,6 +378,7 @@ def synthesize(
             "LUT4_per_lane": None,
             "harness_bits": harness_bits,
             "error": f"does not fit: {over.group(0).strip()}"[:200],
+            "yosys_cells": yosys_cells((out / "yosys.log").read_text()),
         }
         (out / "result.json").write_text(json.dumps(result, indent=1))
         del e
@@ -400,6 +427,7 @@ def synthesize(
         # the place-and-route command line without the tool's path (reproduce a row with it)
         "nextpnr_args": pnr[1:],
         "late_endpoints": late_endpoints(rep, 1000.0 / goal_mhz),
+        "yosys_cells": yosys_cells((out / "yosys.log").read_text()),
     }
     if more_seeds:
         by_seed = {str(seed): result["Fmax_MHz"]}

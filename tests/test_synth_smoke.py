@@ -176,3 +176,49 @@ def test_serial_harness_scans_struct_ports_in_and_out():
     sim.add_testbench(bench)
     sim.run()
     assert all(want == got for want, got in seen), seen
+
+
+def test_core_block_is_registered_and_fitted():
+    """The ``core`` block: the digits model's memories fitted to powers of two, ``narrow=1`` cuts
+    the logic to the model, bad parameters are named. (Placing and routing even the smallest core
+    takes minutes, beyond this smoke test: ``equispike synth --block core --params
+    lanes=8,random=1,narrow=1`` does it.)"""
+    from equispike.rtl.core import Core
+    from equispike.rtl.core.synth import core_program, fit_depths
+    from equispike.rtl.synth import BLOCKS, _load_optional_blocks, _params_slug
+
+    _load_optional_blocks()
+    assert {"core", "rowlayernorm", "rowsoftmax"} <= set(BLOCKS)
+    factory, defaults, sweep = BLOCKS["core"]
+    assert defaults == {"lanes": 64} and {"lanes": 8, "random": 1, "narrow": 1} in sweep
+    p = core_program({"lanes": 64, "family": "ecp5"}).params
+    assert (p.d_depth, p.n_depth, p.s_depth, p.q_depth, p.w_depth, p.i_depth, p.prog_depth) == (
+        2048, 512, 1024, 64, 2048, 16, 128)
+    tiny = core_program({"lanes": 8, "random": 1, "narrow": 1}).params
+    assert tiny.max_dim == 16 and tiny.dw == tiny.count_width and tiny.vw < p.vw, tiny
+    assert core_program({"lanes": 8, "random": 1, "d_depth": 4096}).params.d_depth == 4096
+    assert isinstance(factory({"lanes": 8, "random": 1, "narrow": 1, "family": "ecp5"}), Core)
+    with pytest.raises(ValueError, match="not both"):
+        core_program({"random": 1, "artifact": "x.esa"})
+    with pytest.raises(ValueError, match="'depth' is not a CoreParams field"):
+        core_program({"lanes": 8, "random": 1, "depth": 3})
+    with pytest.raises(ValueError, match="lanes must be a power of two"):
+        core_program({"lanes": 12, "random": 1})
+    with pytest.raises(TypeError, match="random must be an int"):
+        core_program({"random": "a"})
+    with pytest.raises(ValueError, match="narrow must be 0 or 1"):
+        core_program({"random": 1, "narrow": 2})
+    with pytest.raises(TypeError, match="d_depth must be an int"):
+        fit_depths(None, 8, d_depth="1")
+    # a path parameter does not nest build directories
+    assert _params_slug({"artifact": "a/b c.esa", "lanes": 8}) == "artifacta-b-c.esa_lanes8"
+
+
+def test_yosys_cells_reads_the_last_stat():
+    from equispike.rtl.synth import yosys_cells
+
+    log = ("Printing statistics.\n  5 LUT4\n" "Printing statistics.\n\n  100 wires\n   12 cells\n"
+           "    2   $scopeinfo\n   7   LUT4\n   3   DP16KD\n   4 TRELLIS_FF\n")
+    assert yosys_cells(log) == {"LUT4": 7, "DP16KD": 3, "TRELLIS_FF": 4}
+    with pytest.raises(TypeError, match="log_text"):
+        yosys_cells(None)

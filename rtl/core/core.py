@@ -29,7 +29,7 @@ from .units import (
     instr_layout,
 )
 
-__all__ = ["Core", "CYCLE_CLASSES", "STATUS_FIELDS", "out_rows"]
+__all__ = ["Core", "CYCLE_CLASSES", "STATUS_FIELDS", "out_rows", "lane_bits"]
 
 #: cycle classes of the ``cycles_by_unit`` breakdown, in the order of the status rows
 CYCLE_CLASSES = ("engine", "attention", "softmax", "layernorm", "neurons", "residual", "control")
@@ -45,6 +45,12 @@ def _pack_rows(rows, width: int) -> list[int]:
             w |= (int(v) & ((1 << width) - 1)) << (i * width)
         out.append(w)
     return out
+
+
+def lane_bits(params: CoreParams, mem: str) -> int:
+    """Bits per lane of a row of memory ``mem`` (one of :data:`~equispike.compiler.program.MEMORIES`)."""
+    p = params
+    return {"D": p.dw, "Q": p.pw, "W": 8, "I": p.iw, "V": p.vw, "T": p.tw, "S": 2}[mem]
 
 
 def out_rows(params: CoreParams, logits_rows: int) -> int:
@@ -118,7 +124,7 @@ class Core(wiring.Component):
             return mm
 
         init = {
-            k: _pack_rows(v, {"D": p.dw, "Q": p.pw, "W": 8, "I": p.iw, "V": p.vw, "T": p.tw, "S": 2}[k])
+            k: _pack_rows(v, lane_bits(p, k))
             for k, v in prog.images.items()
             if v.size
         }

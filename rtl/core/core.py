@@ -117,10 +117,12 @@ class Core(wiring.Component):
         prog, p = self.program, self.params
         P = p.lanes
         aw = addr_width(p)
+        self.memories: dict[str, Memory] = {}
 
         def mem(name: str, width: int, depth: int, init=None):
             mm = Memory(shape=unsigned(width), depth=depth, init=init or [])
             m.submodules[f"mem_{name}"] = mm
+            self.memories[name] = mm  # for simulation testbenches that inspect the state
             return mm
 
         init = {

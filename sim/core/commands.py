@@ -23,6 +23,16 @@ def _lanes(text: str) -> int:
     return v
 
 
+def _norm_units(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 1 <= v <= 16:
+        raise argparse.ArgumentTypeError(f"must be 1 to 16, got {v}")
+    return v
+
+
 def _positive(text: str) -> int:
     try:
         v = int(text)
@@ -61,7 +71,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from ..build import to_verilog
 
     art = _load(args.artifact)
-    params = fit_params(art, args.lanes)
+    params = fit_params(art, args.lanes, norm_units=args.norm_units)
     prog = compile_artifact(art, params)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,13 +125,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     x = split.x_test[: args.images]
     y = split.y_test[: args.images]
-    bd = Path(args.build_dir) if args.build_dir else default_build_dir(args.artifact, args.lanes)
+    bd = (Path(args.build_dir) if args.build_dir
+          else default_build_dir(args.artifact, args.lanes, args.norm_units))
 
     def progress(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
     try:
-        rep = run_core(art, x, labels=y, lanes=args.lanes, build_dir=bd, batch=args.batch,
+        rep = run_core(art, x, labels=y, lanes=args.lanes, norm_units=args.norm_units, build_dir=bd,
+                       batch=args.batch,
                        seed=args.seed, idle_permille=args.idle, stall_permille=args.stall,
                        progress=progress)
     except HarnessError as exc:
@@ -166,6 +178,8 @@ def register(subparsers) -> None:
     )
     b.add_argument("artifact", help="artifact path (.esa)")
     b.add_argument("--lanes", type=_lanes, default=64, help="lanes P (default %(default)s)")
+    b.add_argument("--norm-units", type=_norm_units, default=1, help="LayerNorm and softmax row units "
+                   "each, working on rows in turn: more logic, fewer cycles (default %(default)s)")
     b.add_argument("--out", required=True, help="output directory")
     b.add_argument("--name", default="equispike_core", help="Verilog top module (default %(default)s)")
     b.set_defaults(func=cmd_build)
@@ -181,10 +195,12 @@ def register(subparsers) -> None:
     r.add_argument("--artifact", default=str(DEFAULT_ARTIFACT), help="artifact (default %(default)s)")
     r.add_argument("--images", type=_positive, default=20, help="test images (default %(default)s)")
     r.add_argument("--lanes", type=_lanes, default=64, help="lanes P (default %(default)s)")
+    r.add_argument("--norm-units", type=_norm_units, default=1, help="LayerNorm and softmax row units "
+                   "each, working on rows in turn: more logic, fewer cycles (default %(default)s)")
     r.add_argument("--batch", type=_positive, default=20, help="images per simulator call "
                    "(default %(default)s)")
     r.add_argument("--build-dir", default=None, help="Verilator build directory "
-                   "(default build/core/<artifact>-p<lanes>)")
+                   "(default build/core/<artifact>-p<lanes>-n<norm units>)")
     r.add_argument("--idle", type=_permille, default=0, help="input idle cycles, per mille "
                    "(default %(default)s)")
     r.add_argument("--stall", type=_permille, default=0, help="output back-pressure cycles, per mille "

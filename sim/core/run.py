@@ -72,9 +72,9 @@ class CoreReport:
         return asdict(self)
 
 
-def default_build_dir(art_path: str | Path, lanes: int) -> Path:
-    """``build/core/<artifact stem>-p<lanes>``: one Verilator build per (model, lanes)."""
-    return Path("build") / "core" / f"{Path(art_path).stem}-p{lanes}"
+def default_build_dir(art_path: str | Path, lanes: int, norm_units: int = 1) -> Path:
+    """``build/core/<artifact stem>-p<lanes>-n<norm_units>``: one Verilator build per core."""
+    return Path("build") / "core" / f"{Path(art_path).stem}-p{lanes}-n{norm_units}"
 
 
 def run_core(
@@ -82,6 +82,7 @@ def run_core(
     images: np.ndarray,
     *,
     lanes: int = 64,
+    norm_units: int = 1,
     build_dir: str | Path,
     labels: np.ndarray | None = None,
     params: CoreParams | None = None,
@@ -92,21 +93,23 @@ def run_core(
     stall_permille: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> CoreReport:
-    """Run ``images`` (``(B, C, H, W)`` integer codes) on the core and compare each with the golden SNN.
+    """Run ``images`` on the core and compare each with the golden SNN.
+
+    ``images``: integer codes ``(B, C, H, W)``, or ``(B, H, W)`` for one channel.
 
     ``idle_permille`` / ``stall_permille`` make the harness leave the input idle / hold ``ready``
     low on the output that often (per mille of cycles, from ``seed``).
     """
     images = np.asarray(images)
-    if images.ndim != 4 or images.shape[0] < 1:
-        raise ValueError(f"images must be (B >= 1, C, H, W), got shape {images.shape}")
+    if images.ndim not in (3, 4) or images.shape[0] < 1:
+        raise ValueError(f"images must be (B >= 1, [C,] H, W), got shape {images.shape}")
     if labels is not None and len(labels) != len(images):
         raise ValueError(f"{len(labels)} labels for {len(images)} images")
     if not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
     say = progress or (lambda _msg: None)
     if program is None:
-        params = params or fit_params(art, lanes)
+        params = params or fit_params(art, lanes, norm_units=norm_units)
         program = compile_artifact(art, params)
     prog = program
     sim = CoreSim(prog, Path(build_dir))

@@ -8,49 +8,32 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from ...cli import positive_int
+
 __all__ = ["register", "DEFAULT_ARTIFACT"]
 
 DEFAULT_ARTIFACT = Path("runs") / "default" / "model.esa"
 
 
-def _lanes(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1 or v & (v - 1) or v > 256:
-        raise argparse.ArgumentTypeError(f"must be a power of two from 1 to 256, got {v}")
-    return v
+def _int_in(lo: int, hi: int, *, power_of_two: bool = False, unit: str = ""):
+    """argparse type: an integer in ``[lo, hi]`` (a power of two if asked)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not lo <= v <= hi or (power_of_two and v & (v - 1)):
+            what = "a power of two" if power_of_two else "an integer"
+            raise argparse.ArgumentTypeError(f"must be {what} from {lo} to {hi}{unit}, got {v}")
+        return v
+
+    return parse
 
 
-def _norm_units(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not 1 <= v <= 16:
-        raise argparse.ArgumentTypeError(f"must be 1 to 16, got {v}")
-    return v
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
-def _permille(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not 0 <= v <= 900:
-        raise argparse.ArgumentTypeError(f"must be 0 to 900 (per mille), got {v}")
-    return v
+_lanes = _int_in(1, 256, power_of_two=True)
+_norm_units = _int_in(1, 16)
+_permille = _int_in(0, 900, unit=" (per mille)")
 
 
 def _load(path: str):
@@ -193,11 +176,11 @@ def register(subparsers) -> None:
         "Exit 1 on any mismatch.",
     )
     r.add_argument("--artifact", default=str(DEFAULT_ARTIFACT), help="artifact (default %(default)s)")
-    r.add_argument("--images", type=_positive, default=20, help="test images (default %(default)s)")
+    r.add_argument("--images", type=positive_int, default=20, help="test images (default %(default)s)")
     r.add_argument("--lanes", type=_lanes, default=64, help="lanes P (default %(default)s)")
     r.add_argument("--norm-units", type=_norm_units, default=1, help="LayerNorm and softmax row units "
                    "each, working on rows in turn: more logic, fewer cycles (default %(default)s)")
-    r.add_argument("--batch", type=_positive, default=20, help="images per simulator call "
+    r.add_argument("--batch", type=positive_int, default=20, help="images per simulator call "
                    "(default %(default)s)")
     r.add_argument("--build-dir", default=None, help="Verilator build directory "
                    "(default build/core/<artifact>-p<lanes>-n<norm units>)")
@@ -205,6 +188,6 @@ def register(subparsers) -> None:
                    "(default %(default)s)")
     r.add_argument("--stall", type=_permille, default=0, help="output back-pressure cycles, per mille "
                    "(default %(default)s)")
-    r.add_argument("--seed", type=_positive, default=1, help="stimulus seed (default %(default)s)")
+    r.add_argument("--seed", type=positive_int, default=1, help="stimulus seed (default %(default)s)")
     r.add_argument("--json", action="store_true", help="print the summary as JSON")
     r.set_defaults(func=cmd_run)

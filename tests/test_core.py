@@ -130,7 +130,7 @@ def test_compile_errors_name_the_limit():
     with pytest.raises(CompileError, match="max_dim"):
         compile_artifact(art, CoreParams(lanes=8, max_dim=16))
     with pytest.raises(CompileError, match="instructions"):
-        compile_artifact(art, CoreParams(lanes=8, prog_depth=8))
+        compile_artifact(art, fit_params(art, 8, prog_depth=8))
     with pytest.raises(TypeError, match="params"):
         compile_artifact(art, {"lanes": 8})
     with pytest.raises(ValueError, match="lanes"):

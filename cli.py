@@ -279,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_bench(sub)
 
-    for modname in ("equispike.quant.commands", "equispike.rtl.synth"):
+    for modname in ("equispike.quant.commands", "equispike.rtl.synth", "equispike.sim.core.commands"):
         try:
             mod = __import__(modname, fromlist=["register"])
         except ModuleNotFoundError as exc:

@@ -212,6 +212,7 @@ class CoreParams:
     ew: int = 40  # LayerNorm E
     counters: int = 64
     count_width: int = 32
+    norm_units: int = 1  # row units of each kind (LayerNorm, softmax) working on rows in turn
 
     def field_width(self, name: str) -> int:
         """Bits of an instruction field in this core."""

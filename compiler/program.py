@@ -18,7 +18,7 @@ from ..model.energy import layernorm_row_cost, softmax_row_cost
 from ..model.widths import analyze, signed_bits
 from .isa import SRC_CODES, SRC_SCODES, SRC_SPIKES, CoreParams, Instr, Op
 
-__all__ = ["CompileError", "Region", "SiteMap", "Program", "compile_artifact", "MEMORIES"]
+__all__ = ["CompileError", "Region", "SiteMap", "Program", "compile_artifact", "fit_params", "MEMORIES"]
 
 #: memory name -> the CoreParams depth attribute
 MEMORIES = {
@@ -77,6 +77,7 @@ class Program:
     logits_rows: int
     classes: int
     t_max: int
+    embed_dim: int = 1  # row width of the patch embedding (dims.dim)
     widths: dict[str, tuple[int, int]] = field(default_factory=dict)  # word -> (needed, available)
 
     def listing(self) -> str:
@@ -103,6 +104,19 @@ class Program:
             macs += int(counts[t]) * m
             acs += int(counts[t]) * a
         return {"acs": acs, "macs": macs, "energy_pj": MAC_PJ * macs + AC_PJ * acs}
+
+    def ideal_cycles(self, counts: np.ndarray) -> int:
+        """SPEC §11 ideal cycles of one inference: ``Σ events · ceil(row_width / P)``.
+
+        Events are the counted spikes that drive an engine pass (AW rows of ``n_out``, SESA rows of
+        the running-sum matrices), plus the analog patch embedding's codes (each a row of ``dim``)
+        once at ``t = 0``.
+        """
+        P = self.params.lanes
+        ideal = self.fixed_macs // self.embed_dim * _cdiv(self.embed_dim, P)
+        for t, f in self.ac_fanout.items():
+            ideal += int(counts[t]) * _cdiv(f, P)
+        return ideal
 
 
 class _Alloc:
@@ -747,8 +761,55 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
         logits_rows=Cch,
         classes=d.classes,
         t_max=t_max,
+        embed_dim=D,
         widths=widths,
     )
+
+
+def fit_params(
+    art: ViTArtifact, lanes: int, t_max: int = 512, *, narrow: bool = False, **fixed
+) -> CoreParams:
+    """The smallest core of ``lanes`` lanes that runs ``art``: every memory depth the model's
+    rows rounded up to a power of two (at least 16), the program memory likewise, the norm units'
+    row lengths the model's. ``narrow=True`` also cuts the memory words ``vw``, ``tw``, ``pw``,
+    ``iw`` to the widths the analysis needs, and ``dw`` to that but at least ``count_width`` (the
+    output beats carry the event counters and cycle counts in ``dw``-bit lanes), so a run at the
+    analysis's worst case exercises the narrowest legal words. ``fixed`` sets any other
+    :class:`CoreParams` field (and overrides)."""
+    if not isinstance(lanes, int) or isinstance(lanes, bool):
+        raise TypeError(f"lanes must be an int, got {type(lanes).__name__}")
+    if lanes < 1 or lanes & (lanes - 1):
+        raise ValueError(f"lanes must be a power of two, got {lanes}")
+    if not isinstance(art, ViTArtifact):
+        raise TypeError(f"art must be a ViTArtifact, got {type(art).__name__}")
+    big = 1 << 20
+    probe = CoreParams(
+        lanes=lanes,
+        **{**{attr: big for attr in set(MEMORIES.values())}, "prog_depth": big, "max_dim": big,
+           "max_n": big, **{k: v for k, v in fixed.items() if k not in MEMORIES.values()}},
+    )
+    prog = compile_artifact(art, probe, t_max)
+
+    def pow2(n: int) -> int:
+        return max(16, 1 << max(0, n - 1).bit_length())
+
+    depth = {attr: 0 for attr in set(MEMORIES.values())}
+    for mem, attr in MEMORIES.items():
+        depth[attr] = max(depth[attr], pow2(prog.images[mem].shape[0]))
+    d = art.dims
+    fields = {
+        **depth,
+        "prog_depth": pow2(len(prog.instrs)),
+        "max_dim": pow2(d.dim),
+        "max_n": pow2(d.tokens),
+    }
+    if narrow:
+        for word, (needed, _have) in prog.widths.items():
+            # keys read "D (dw)": the memory and the CoreParams field of its word
+            attr = word[word.index("(") + 1 : word.index(")")]
+            fields[attr] = max(needed, CoreParams.count_width) if attr == "dw" else needed
+    fields.update(fixed)
+    return CoreParams(lanes=lanes, **{k: v for k, v in fields.items() if k != "lanes"})
 
 
 def image_rows(prog: Program, art: ViTArtifact, image: np.ndarray) -> np.ndarray:

@@ -5,6 +5,6 @@ instruction class), :mod:`.scanner` the event scanner between spike rows and the
 :mod:`.ports` the memory-port signatures the units share.
 """
 
-from .core import CYCLE_CLASSES, STATUS_FIELDS, Core, out_rows
+from .core import CYCLE_CLASSES, STATUS_FIELDS, Core, lane_bits, out_rows
 
-__all__ = ["Core", "CYCLE_CLASSES", "STATUS_FIELDS", "out_rows"]
+__all__ = ["Core", "CYCLE_CLASSES", "STATUS_FIELDS", "lane_bits", "out_rows"]

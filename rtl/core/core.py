@@ -29,7 +29,7 @@ from .units import (
     instr_layout,
 )
 
-__all__ = ["Core", "CYCLE_CLASSES", "STATUS_FIELDS", "out_rows"]
+__all__ = ["Core", "CYCLE_CLASSES", "STATUS_FIELDS", "out_rows", "lane_bits"]
 
 #: cycle classes of the ``cycles_by_unit`` breakdown, in the order of the status rows
 CYCLE_CLASSES = ("engine", "attention", "softmax", "layernorm", "neurons", "residual", "control")
@@ -45,6 +45,12 @@ def _pack_rows(rows, width: int) -> list[int]:
             w |= (int(v) & ((1 << width) - 1)) << (i * width)
         out.append(w)
     return out
+
+
+def lane_bits(params: CoreParams, mem: str) -> int:
+    """Bits per lane of a row of memory ``mem`` (one of :data:`~equispike.compiler.program.MEMORIES`)."""
+    p = params
+    return {"D": p.dw, "Q": p.pw, "W": 8, "I": p.iw, "V": p.vw, "T": p.tw, "S": 2}[mem]
 
 
 def out_rows(params: CoreParams, logits_rows: int) -> int:
@@ -111,14 +117,16 @@ class Core(wiring.Component):
         prog, p = self.program, self.params
         P = p.lanes
         aw = addr_width(p)
+        self.memories: dict[str, Memory] = {}
 
         def mem(name: str, width: int, depth: int, init=None):
             mm = Memory(shape=unsigned(width), depth=depth, init=init or [])
             m.submodules[f"mem_{name}"] = mm
+            self.memories[name] = mm  # for simulation testbenches that inspect the state
             return mm
 
         init = {
-            k: _pack_rows(v, {"D": p.dw, "Q": p.pw, "W": 8, "I": p.iw, "V": p.vw, "T": p.tw, "S": 2}[k])
+            k: _pack_rows(v, lane_bits(p, k))
             for k, v in prog.images.items()
             if v.size
         }

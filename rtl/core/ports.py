@@ -7,7 +7,7 @@ matching signature, and the core connects the active unit's member to the port
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal, Value
+from amaranth.hdl import C, Cat, Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -55,8 +55,19 @@ def lane(word: Value, index: int, width: int, signed: bool = True) -> Value:
     return v.as_signed() if signed else v
 
 
-def pack(values) -> Value:
-    return Cat(*values)
+def fit(value, width: int) -> Value:
+    """``value`` as exactly ``width`` bits: truncated, or extended by its own signedness."""
+    v = Value.cast(value)
+    if len(v) >= width:
+        return v[:width]
+    ext = v[-1] if (len(v) and v.shape().signed) else C(0, 1)
+    return Cat(v, ext.replicate(width - len(v)))
+
+
+def pack(values, width: int) -> Value:
+    """A row of lanes of exactly ``width`` bits each (a narrower lane value is extended by its
+    signedness, so every lane lands at its own offset)."""
+    return Cat(*(fit(v, width) for v in values))
 
 
 def connect_ports(m: Module, select: Signal, port, users: dict) -> None:

@@ -177,7 +177,7 @@ class NResetUnit(_Unit):
         m.d.comb += [
             self.v_wr.addr.eq(ins.vbase + w_r),
             self.v_wr.en.eq(w_en),
-            self.v_wr.data.eq(pack(half)),
+            self.v_wr.data.eq(pack(half, p.vw)),
             self.t_wr.addr.eq(ins.tbase + w_r),
             self.t_wr.en.eq(w_en),
             self.t_wr.data.eq(0),
@@ -269,14 +269,14 @@ class NeuronUnit(_Unit):
             t_out.append(Mux(up, s + 1, Mux(dn, s - 1, s))[: p.tw])
             s_out.append(Mux(up, C(0b01, 2), Mux(dn, C(0b11, 2), C(0, 2))))
             nz.append(up | dn)
-        spikes = pack(s_out)
+        spikes = pack(s_out, 2)
         m.d.comb += [
             self.v_wr.addr.eq(ins.vbase + s1_r),
             self.v_wr.en.eq(s1),
-            self.v_wr.data.eq(pack(v_out)),
+            self.v_wr.data.eq(pack(v_out, p.vw)),
             self.t_wr.addr.eq(ins.tbase + s1_r),
             self.t_wr.en.eq(s1),
-            self.t_wr.data.eq(pack(t_out)),
+            self.t_wr.data.eq(pack(t_out, p.tw)),
             self.s_wr.addr.eq(ins.sbase + s1_r),
             self.s_wr.en.eq(s1),
             self.s_wr.data.eq(spikes),
@@ -334,7 +334,7 @@ class SpkAddUnit(_Unit):
             pos, neg = _ternary(self.s_rd.data, i)
             x = lane(self.d_rd.data, i, p.dw)
             out.append(Mux(pos, x + imm, Mux(neg, x - imm, x))[: p.dw])
-        m.d.comb += [self.d_wr.addr.eq(s1_a), self.d_wr.en.eq(s1), self.d_wr.data.eq(pack(out))]
+        m.d.comb += [self.d_wr.addr.eq(s1_a), self.d_wr.en.eq(s1), self.d_wr.data.eq(pack(out, p.dw))]
         _done(m, self, lp.run, s1)
         return m
 
@@ -392,7 +392,7 @@ class AwUnit(_Unit):
             sp = self.s_rd.data[2 * i : 2 * i + 2].as_signed()
             code = self.i_rd.data[i * p.iw : (i + 1) * p.iw]
             src_lanes.append(Mux(ins.src == 0, sp, code)[:iw])
-        m.d.comb += sc.rd.data.eq(pack(src_lanes))
+        m.d.comb += sc.rd.data.eq(pack(src_lanes, iw))
         scan_busy = Signal()
         with m.If(self.start & ~skip):
             m.d.sync += scan_busy.eq(1)
@@ -464,7 +464,7 @@ class AwUnit(_Unit):
             ch = (s1_e << self.lg) | i
             inside = (ch >= ins.dlo) & (ch < ins.dhi)
             out.append(Mux(inside, Mux(s1_neg, x - sh, x + sh), x)[: p.dw])
-        m.d.comb += [self.d_wr.addr.eq(s1_a), self.d_wr.en.eq(s1), self.d_wr.data.eq(pack(out))]
+        m.d.comb += [self.d_wr.addr.eq(s1_a), self.d_wr.en.eq(s1), self.d_wr.data.eq(pack(out, p.dw))]
         running = Signal()
         m.d.comb += running.eq(scan_busy | pv | iv)
         busy = Signal()
@@ -547,10 +547,10 @@ class TransUnit(_Unit):
         m.d.comb += [
             self.d_wr.addr.eq(ins.dbase + s1_off),
             self.d_wr.en.eq(s1),
-            self.d_wr.data.eq(pack(dout)),
+            self.d_wr.data.eq(pack(dout, p.dw)),
             self.s_wr.addr.eq(ins.obase + s1_off),
             self.s_wr.en.eq(s1),
-            self.s_wr.data.eq(pack(sout)),
+            self.s_wr.data.eq(pack(sout, 2)),
         ]
         busy = Signal()
         m.d.sync += busy.eq(self.start | (busy & (scan_busy | s1)))
@@ -676,24 +676,36 @@ class SrowUnit(_Unit):
             pos, neg = _ternary(spk, i)
             x = lane(self.d_rd.data, i, p.dw)
             out.append(Mux(pos, x + a, Mux(neg, x - a, x))[: p.dw])
-        m.d.comb += [self.d_wr.addr.eq(s1_a), self.d_wr.en.eq(s1), self.d_wr.data.eq(pack(out))]
+        m.d.comb += [self.d_wr.addr.eq(s1_a), self.d_wr.en.eq(s1), self.d_wr.data.eq(pack(out, p.dw))]
         return m
 
 
 class NormUnit(_Unit):
     """``LN`` and ``SMX``: the differential LayerNorm and softmax (SPEC §5) over rows of ``dim``.
 
-    Per row: pass A adds ``ΔU`` into the running input ``X`` (``nch`` cycles) and notes whether any
-    ``ΔU`` lane is nonzero; a changed row (or every row at ``t = 0``) then streams its ``dim``
-    elements (with ``Γ``, ``B`` from ``Q`` for the LayerNorm) into the row unit
-    (:class:`~equispike.rtl.rownorm.RowLayerNorm` or :class:`~equispike.rtl.rownorm.RowSoftmax`),
-    one per cycle, collects its outputs into rows and writes ``y − Y_prev`` (the site's current)
-    and ``y`` (three cycles per chunk). ``count`` (valid with ``done``) is the recomputed rows.
+    Two processes share the unit. The *feeder* walks the rows: pass A adds ``ΔU`` into the running
+    input ``X`` (``nch`` cycles) and notes whether any ``ΔU`` lane is nonzero; a changed row (or
+    every row at ``t = 0``) then streams its ``dim`` elements (with ``Γ``, ``B`` from ``Q`` for the
+    LayerNorm), one per cycle, into the next of ``norm_units`` row units
+    (:class:`~equispike.rtl.rownorm.RowLayerNorm` or :class:`~equispike.rtl.rownorm.RowSoftmax`,
+    taken in turn) and queues the row's address. The *collector* takes the queued rows in order,
+    gathers each chunk of the row unit's outputs and writes ``y − Y_prev`` (the site's current)
+    and ``y`` (three cycles per chunk). Rows therefore overlap: up to ``norm_units + 1`` rows are
+    in flight, so the time per row tends to ``max(dim, row_interval / norm_units)`` cycles.
+
+    The two processes share the ``D`` ports: the collector's three write-back cycles go when the
+    feeder is between memory accesses (the feeder yields while the collector waits).
+    ``count`` (valid with ``done``) is the recomputed rows.
 
     Members: ``d_rd`` (port A), ``d_rdb`` (port B), ``d_wr``, ``q_rd``, ``q_rd2``, ``count``.
     """
 
     def __init__(self, params: CoreParams):
+        if isinstance(params, CoreParams):
+            if not isinstance(params.norm_units, int) or isinstance(params.norm_units, bool):
+                raise TypeError(f"norm_units must be an int, got {type(params.norm_units).__name__}")
+            if not 1 <= params.norm_units <= 16:
+                raise ValueError(f"norm_units must be 1 to 16, got {params.norm_units}")
         aw, P, p = addr_width(params), params.lanes, params
         super().__init__(
             params,
@@ -706,50 +718,51 @@ class NormUnit(_Unit):
         )
 
     def elaborate(self, platform):
+        from amaranth.lib.fifo import SyncFIFO
+
         from ...compiler.isa import Op
         from ..rownorm import RowLayerNorm, RowSoftmax
 
         m = Module()
         ins, P, p, aw, lg = self.ins, self.P, self.p, self.aw, self.lg
-        m.submodules.ln = ln = RowLayerNorm(
-            max_dim=p.max_dim,
-            x_width=p.dw,
-            gamma_width=p.pw,
-            beta_width=p.pw,
-            e_width=p.ew,
-            K=p.ln_K,
-            P=p.ln_P,
-        )
-        m.submodules.smx = smx = RowSoftmax(
-            max_n=p.max_n, z_width=p.dw, c_width=p.cw, G=p.sm_G, H=p.sm_H, F=p.sm_F, P=p.sm_P
-        )
+        R = p.norm_units
+        lns, smxs = [], []
+        for j in range(R):
+            ln = RowLayerNorm(
+                max_dim=p.max_dim, x_width=p.dw, gamma_width=p.pw, beta_width=p.pw, e_width=p.ew,
+                K=p.ln_K, P=p.ln_P,
+            )
+            smx = RowSoftmax(max_n=p.max_n, z_width=p.dw, c_width=p.cw, G=p.sm_G, H=p.sm_H, F=p.sm_F,
+                             P=p.sm_P)
+            m.submodules[f"ln{j}"], m.submodules[f"smx{j}"] = ln, smx
+            lns.append(ln)
+            smxs.append(smx)
+        # rows fed, not yet written back (in feeding order)
+        m.submodules.queue = queue = SyncFIFO(width=aw, depth=R + 1)
         is_ln = Signal()
         m.d.comb += is_ln.eq(ins.op == Op.LN)
+
+        def chunk_lanes(c):
+            rem = Signal(aw + 1)
+            nl = Signal(range(P + 1))
+            m.d.comb += [rem.eq(ins.dim - (c << lg)), nl.eq(Mux(rem >= P, P, rem))]
+            return nl
+
+        # ---- feeder ------------------------------------------------------------------------------
         n = Signal(aw)
         rb = Signal(aw)  # n·nch
         c = Signal(aw)
         li = Signal(range(P + 1))  # lane within the chunk
-        nl = Signal(range(P + 1))  # lanes of this chunk: min(P, dim − c·P)
-        rem = Signal(aw + 1)
-        m.d.comb += rem.eq(ins.dim - (c << lg))
-        m.d.comb += nl.eq(Mux(rem >= P, P, rem))
+        nl = chunk_lanes(c)
+        fu = Signal(range(R))  # row unit the next row goes to
         changed = Signal()
         s1 = Signal()
         s1_a = Signal(aw)
         xr = [Signal(signed(p.dw), name=f"x{i}") for i in range(P)]
         gr = [Signal(signed(p.pw), name=f"g{i}") for i in range(P)]
         br = [Signal(signed(p.pw), name=f"b{i}") for i in range(P)]
-        yr = [Signal(signed(p.dw), name=f"y{i}") for i in range(P)]
         m.d.sync += s1.eq(0)
-        # pass A write stage
-        acc = []
-        for i in range(P):
-            acc.append((lane(self.d_rd.data, i, p.dw) + lane(self.d_rdb.data, i, p.dw))[: p.dw])
-        with m.If(s1):
-            m.d.comb += [self.d_wr.addr.eq(s1_a), self.d_wr.en.eq(1), self.d_wr.data.eq(pack(acc))]
-            with m.If(self.d_rdb.data != 0):
-                m.d.sync += changed.eq(1)
-        # element selection for the row units
+        acc = [(lane(self.d_rd.data, i, p.dw) + lane(self.d_rdb.data, i, p.dw))[: p.dw] for i in range(P)]
         ex, eg, eb = Signal(signed(p.dw)), Signal(signed(p.pw)), Signal(signed(p.pw))
         with m.Switch(li):
             for i in range(P):
@@ -757,36 +770,122 @@ class NormUnit(_Unit):
                     m.d.comb += [ex.eq(xr[i]), eg.eq(gr[i]), eb.eq(br[i])]
         last_el = Signal()
         m.d.comb += last_el.eq((li + 1 >= nl) & (c + 1 >= ins.nch))
-        m.d.comb += [
-            ln.i_stream.payload.x.eq(ex),
-            ln.i_stream.payload.gamma.eq(eg),
-            ln.i_stream.payload.beta.eq(eb),
-            ln.i_stream.payload.e.eq(ins.imm),
-            ln.i_stream.payload.last.eq(last_el),
-            smx.i_stream.payload.z.eq(ex),
-            smx.i_stream.payload.c.eq(ins.imm),
-            smx.i_stream.payload.last.eq(last_el),
-        ]
         feed = Signal()
-        in_ready = Mux(is_ln, ln.i_stream.ready, smx.i_stream.ready)
-        m.d.comb += [ln.i_stream.valid.eq(feed & is_ln), smx.i_stream.valid.eq(feed & ~is_ln)]
-        collect = Signal()
-        out_valid = Mux(is_ln, ln.o_stream.valid, smx.o_stream.valid)
-        out_y = Signal(signed(p.dw))
-        m.d.comb += out_y.eq(Mux(is_ln, ln.o_stream.payload.y, smx.o_stream.payload.p))
-        m.d.comb += [ln.o_stream.ready.eq(collect & is_ln), smx.o_stream.ready.eq(collect & ~is_ln)]
+        in_ready = Signal()
+        for j in range(R):
+            ln, smx = lns[j], smxs[j]
+            m.d.comb += [
+                ln.i_stream.payload.x.eq(ex),
+                ln.i_stream.payload.gamma.eq(eg),
+                ln.i_stream.payload.beta.eq(eb),
+                ln.i_stream.payload.e.eq(ins.imm),
+                ln.i_stream.payload.last.eq(last_el),
+                smx.i_stream.payload.z.eq(ex),
+                smx.i_stream.payload.c.eq(ins.imm),
+                smx.i_stream.payload.last.eq(last_el),
+            ]
+            with m.If(fu == j):
+                m.d.comb += [
+                    ln.i_stream.valid.eq(feed & is_ln),
+                    smx.i_stream.valid.eq(feed & ~is_ln),
+                    in_ready.eq(Mux(is_ln, ln.i_stream.ready, smx.i_stream.ready)),
+                ]
 
-        with m.FSM():
+        # ---- collector ---------------------------------------------------------------------------
+        cu = Signal(range(R))  # row unit the queue's head row comes from
+        c2 = Signal(aw)
+        li2 = Signal(range(P + 1))
+        nl2 = chunk_lanes(c2)
+        yr = [Signal(signed(p.dw), name=f"y{i}") for i in range(P)]
+        collect = Signal()
+        out_valid = Signal()
+        out_y = Signal(signed(p.dw))
+        for j in range(R):
+            ln, smx = lns[j], smxs[j]
+            with m.If(cu == j):
+                m.d.comb += [
+                    ln.o_stream.ready.eq(collect & is_ln),
+                    smx.o_stream.ready.eq(collect & ~is_ln),
+                    out_valid.eq(Mux(is_ln, ln.o_stream.valid, smx.o_stream.valid)),
+                    out_y.eq(Mux(is_ln, ln.o_stream.payload.y, smx.o_stream.payload.p)),
+                ]
+        crb = queue.r_data  # the row being written back
+        wb_wait = Signal()  # collector has a chunk to write back and waits for the ports
+        wb_busy = Signal()  # collector owns the D ports this cycle
+        feeder_on_ports = Signal()  # feeder reads or writes D this cycle
+        feeder_may_start = Signal()  # feeder may enter a state that uses the ports
+        m.d.comb += feeder_may_start.eq(~wb_wait & ~wb_busy)
+
+        with m.FSM(name="collector"):
+            with m.State("WAIT_ROW"):
+                m.d.sync += [c2.eq(0), li2.eq(0)] + [y.eq(0) for y in yr]
+                with m.If(queue.r_rdy):
+                    m.next = "COLLECT"
+            with m.State("COLLECT"):
+                m.d.comb += collect.eq(1)
+                with m.If(out_valid):
+                    with m.Switch(li2):
+                        for i in range(P):
+                            with m.Case(i):
+                                m.d.sync += yr[i].eq(out_y)
+                    m.d.sync += li2.eq(li2 + 1)
+                    with m.If(li2 + 1 >= nl2):
+                        m.next = "WB_WAIT"
+            with m.State("WB_WAIT"):
+                m.d.comb += wb_wait.eq(1)
+                with m.If(~feeder_on_ports):
+                    m.next = "WB_READ"
+            with m.State("WB_READ"):
+                m.d.comb += [wb_busy.eq(1), self.d_rdb.addr.eq(ins.ybase + crb + c2), self.d_rdb.en.eq(1)]
+                m.next = "WB_DELTA"
+            with m.State("WB_DELTA"):
+                m.d.comb += wb_busy.eq(1)
+                delta = [(yr[i] - lane(self.d_rdb.data, i, p.dw))[: p.dw] for i in range(P)]
+                m.d.comb += [
+                    self.d_wr.addr.eq(ins.obase + crb + c2),
+                    self.d_wr.en.eq(1),
+                    self.d_wr.data.eq(pack(delta, p.dw)),
+                ]
+                m.next = "WB_STORE"
+            with m.State("WB_STORE"):
+                m.d.comb += [
+                    wb_busy.eq(1),
+                    self.d_wr.addr.eq(ins.ybase + crb + c2),
+                    self.d_wr.en.eq(1),
+                    self.d_wr.data.eq(pack(yr, p.dw)),
+                ]
+                m.d.sync += li2.eq(0)
+                m.d.sync += [y.eq(0) for y in yr]
+                with m.If(c2 + 1 >= ins.nch):
+                    m.d.comb += queue.r_en.eq(1)
+                    m.d.sync += [c2.eq(0), cu.eq(Mux(cu + 1 >= R, 0, cu + 1))]
+                    m.next = "WAIT_ROW"
+                with m.Else():
+                    m.d.sync += c2.eq(c2 + 1)
+                    m.next = "COLLECT"
+
+        # pass A write stage (the feeder's only write)
+        with m.If(s1):
+            m.d.comb += [self.d_wr.addr.eq(s1_a), self.d_wr.en.eq(1), self.d_wr.data.eq(pack(acc, p.dw))]
+            with m.If(self.d_rdb.data != 0):
+                m.d.sync += changed.eq(1)
+        m.d.comb += queue.w_data.eq(rb)
+
+        with m.FSM(name="feeder"):
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [n.eq(0), rb.eq(0), self.count.eq(0)]
+                    m.d.sync += [n.eq(0), rb.eq(0), self.count.eq(0), fu.eq(0), cu.eq(0)]
                     with m.If((ins.nvec == 0) | (ins.nch == 0)):
                         m.next = "DONE"
                     with m.Else():
                         m.d.sync += [c.eq(0), changed.eq(0)]
-                        m.next = "A"
+                        m.next = "NEXT_WAIT"
+            with m.State("NEXT_WAIT"):
+                with m.If(feeder_may_start):
+                    m.next = "A"
             with m.State("A"):
                 m.d.comb += [
+                    feeder_on_ports.eq(1),
                     self.d_rd.addr.eq(ins.xbase + rb + c),
                     self.d_rd.en.eq(1),
                     self.d_rdb.addr.eq(ins.sbase + rb + c),
@@ -796,16 +895,19 @@ class NormUnit(_Unit):
                 with m.If(c + 1 >= ins.nch):
                     m.next = "A_WAIT"
             with m.State("A_WAIT"):
+                m.d.comb += feeder_on_ports.eq(1)  # the last pass-A write
                 m.next = "DECIDE"
             with m.State("DECIDE"):
                 m.d.sync += c.eq(0)
-                with m.If(changed | self.t_zero):
+                with m.If(~(changed | self.t_zero)):
+                    m.next = "NEXT"
+                with m.Elif(queue.w_rdy & feeder_may_start):
+                    m.d.comb += queue.w_en.eq(1)
                     m.d.sync += self.count.eq(self.count + 1)
                     m.next = "B_READ"
-                with m.Else():
-                    m.next = "NEXT"
             with m.State("B_READ"):
                 m.d.comb += [
+                    feeder_on_ports.eq(1),
                     self.d_rd.addr.eq(ins.xbase + rb + c),
                     self.d_rd.en.eq(1),
                     self.q_rd.addr.eq(ins.pbase + c),
@@ -829,54 +931,23 @@ class NormUnit(_Unit):
                     m.d.sync += li.eq(li + 1)
                     with m.If(li + 1 >= nl):
                         with m.If(c + 1 >= ins.nch):
-                            m.d.sync += [c.eq(0), li.eq(0)]
-                            for i in range(P):
-                                m.d.sync += yr[i].eq(0)
-                            m.next = "C_COLLECT"
+                            m.d.sync += [c.eq(0), li.eq(0), fu.eq(Mux(fu + 1 >= R, 0, fu + 1))]
+                            m.next = "NEXT"
                         with m.Else():
                             m.d.sync += c.eq(c + 1)
-                            m.next = "B_READ"
-            with m.State("C_COLLECT"):
-                m.d.comb += collect.eq(1)
-                with m.If(out_valid):
-                    with m.Switch(li):
-                        for i in range(P):
-                            with m.Case(i):
-                                m.d.sync += yr[i].eq(out_y)
-                    m.d.sync += li.eq(li + 1)
-                    with m.If(li + 1 >= nl):
-                        m.next = "C_READ"
-            with m.State("C_READ"):
-                m.d.comb += [self.d_rdb.addr.eq(ins.ybase + rb + c), self.d_rdb.en.eq(1)]
-                m.next = "C_DELTA"
-            with m.State("C_DELTA"):
-                delta = [(yr[i] - lane(self.d_rdb.data, i, p.dw))[: p.dw] for i in range(P)]
-                m.d.comb += [
-                    self.d_wr.addr.eq(ins.obase + rb + c),
-                    self.d_wr.en.eq(1),
-                    self.d_wr.data.eq(pack(delta)),
-                ]
-                m.next = "C_STORE"
-            with m.State("C_STORE"):
-                m.d.comb += [
-                    self.d_wr.addr.eq(ins.ybase + rb + c),
-                    self.d_wr.en.eq(1),
-                    self.d_wr.data.eq(pack([y[: p.dw] for y in yr])),
-                ]
-                m.d.sync += li.eq(0)
-                for i in range(P):
-                    m.d.sync += yr[i].eq(0)
-                with m.If(c + 1 >= ins.nch):
-                    m.next = "NEXT"
-                with m.Else():
-                    m.d.sync += c.eq(c + 1)
-                    m.next = "C_COLLECT"
+                            m.next = "B_NEXT"
+            with m.State("B_NEXT"):
+                with m.If(feeder_may_start):
+                    m.next = "B_READ"
             with m.State("NEXT"):
                 m.d.sync += [n.eq(n + 1), rb.eq(rb + ins.nch), c.eq(0), changed.eq(0)]
                 with m.If(n + 1 >= ins.nvec):
-                    m.next = "DONE"
+                    m.next = "DRAIN"
                 with m.Else():
-                    m.next = "A"
+                    m.next = "NEXT_WAIT"
+            with m.State("DRAIN"):
+                with m.If(~queue.r_rdy):
+                    m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"

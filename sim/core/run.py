@@ -1,0 +1,195 @@
+"""Run images through the core under Verilator and compare each with the golden model.
+
+:func:`run_core` is what ``equispike core run`` and the end-to-end tests call: it compiles the
+artifact for a core of ``lanes`` lanes (:func:`~equispike.compiler.program.fit_params` unless
+``params`` is given), builds it once, runs the images in batches and compares every image with
+``ViTSNN.run(record=True)`` — every spike of every site of every step (padding lanes included),
+the logits, the settle step, the steps run and the SPEC §10 event counts — and summarises the
+cycles against the SPEC §11 ideal.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ...compiler.isa import CoreParams
+from ...compiler.program import Program, compile_artifact, fit_params, image_rows
+from ...model.artifact import ViTArtifact
+from ...model.vit import ViTSNN, qann_forward
+from ...rtl.core.core import CYCLE_CLASSES
+from .compare import compare_image
+from .harness import CoreSim
+
+__all__ = ["CoreReport", "run_core", "default_build_dir"]
+
+
+@dataclass
+class CoreReport:
+    """Summary of a core run over ``images`` images (counts of images unless named otherwise)."""
+
+    images: int
+    lanes: int
+    steps_compared: int
+    spikes_compared: int
+    rows_compared: int
+    mismatches: int
+    logits_equal: int
+    settle_equal: int
+    energy_equal: int
+    first_mismatch: str | None
+    accuracy: float | None  # core logits' argmax against the labels
+    qann_accuracy: float | None  # the integer QANN's, same images
+    cycles_per_image: float  # median, the core's own count (last input beat to first output beat)
+    ideal_cycles_per_image: float  # median, SPEC §11
+    utilization: float  # Σ ideal / Σ measured
+    cycles_by_unit: dict[str, float]  # mean per image
+    steps_per_image: float  # median
+    build_seconds: float
+    sim_seconds: float
+    golden_seconds: float
+    sim_cycles_per_second: float
+    params: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        n = self.images
+        return (
+            n > 0
+            and self.mismatches == 0
+            and self.logits_equal == n
+            and self.settle_equal == n
+            and self.energy_equal == n
+            and self.spikes_compared > 0
+        )
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_build_dir(art_path: str | Path, lanes: int, norm_units: int = 1) -> Path:
+    """``build/core/<artifact stem>-p<lanes>-n<norm_units>``: one Verilator build per core."""
+    return Path("build") / "core" / f"{Path(art_path).stem}-p{lanes}-n{norm_units}"
+
+
+def run_core(
+    art: ViTArtifact,
+    images: np.ndarray,
+    *,
+    lanes: int = 64,
+    norm_units: int = 1,
+    build_dir: str | Path,
+    labels: np.ndarray | None = None,
+    params: CoreParams | None = None,
+    program: Program | None = None,
+    batch: int = 20,
+    seed: int = 1,
+    idle_permille: int = 0,
+    stall_permille: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> CoreReport:
+    """Run ``images`` on the core and compare each with the golden SNN.
+
+    ``images``: integer codes ``(B, C, H, W)``, or ``(B, H, W)`` for one channel.
+
+    ``idle_permille`` / ``stall_permille`` make the harness leave the input idle / hold ``ready``
+    low on the output that often (per mille of cycles, from ``seed``).
+    """
+    images = np.asarray(images)
+    if images.ndim not in (3, 4) or images.shape[0] < 1:
+        raise ValueError(f"images must be (B >= 1, [C,] H, W), got shape {images.shape}")
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"{len(labels)} labels for {len(images)} images")
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    say = progress or (lambda _msg: None)
+    if program is None:
+        params = params or fit_params(art, lanes, norm_units=norm_units)
+        program = compile_artifact(art, params)
+    prog = program
+    sim = CoreSim(prog, Path(build_dir))
+    t0 = time.perf_counter()
+    say(f"building the core (P = {prog.params.lanes}) in {build_dir}")
+    sim.build()
+    build_s = time.perf_counter() - t0
+
+    snn = ViTSNN(art)
+    totals = dict(steps=0, spikes=0, rows=0, mism=0, logits=0, settle=0, energy=0)
+    first: str | None = None
+    cycles, ideal, steps, correct = [], [], [], 0
+    by_class = dict.fromkeys(CYCLE_CLASSES, 0)
+    sim_s = golden_s = 0.0
+    sim_cycles = 0
+    n = len(images)
+    for lo in range(0, n, batch):
+        xb = images[lo : lo + batch]
+        t1 = time.perf_counter()
+        golden = snn.run(xb, record=True)
+        golden_s += time.perf_counter() - t1
+        t1 = time.perf_counter()
+        runs = sim.run(
+            [image_rows(prog, art, im) for im in xb],
+            seed=seed + lo,
+            idle_permille=idle_permille,
+            stall_permille=stall_permille,
+        )
+        sim_s += time.perf_counter() - t1
+        for b, r in enumerate(runs):
+            c = compare_image(prog, golden, b, r.trace, r.logits, r.settle_step, r.steps, r.counts)
+            totals["steps"] += c.steps_compared
+            totals["spikes"] += c.spikes_compared
+            totals["rows"] += c.rows_compared
+            totals["mism"] += c.mismatches
+            totals["logits"] += c.logits_equal
+            totals["settle"] += c.settle_equal
+            totals["energy"] += c.energy_equal
+            if first is None and (c.first_mismatch or c.notes):
+                msg = c.first_mismatch or "; ".join(c.notes)
+                first = msg.replace(f"image {b}:", f"image {lo + b}:", 1)
+            cycles.append(r.cycles)
+            ideal.append(prog.ideal_cycles(r.counts))
+            steps.append(r.steps)
+            sim_cycles += r.wall_cycles
+            for k, v in r.cycles_by_class.items():
+                by_class[k] += v
+            if labels is not None:
+                correct += int(np.argmax(r.logits) == int(labels[lo + b]))
+        done = min(lo + batch, n)
+        say(
+            f"core run: {done}/{n} images, {totals['mism']} mismatches, "
+            f"median {statistics.median(cycles):.0f} cycles/image"
+        )
+    acc = qacc = None
+    if labels is not None:
+        acc = correct / n
+        q = qann_forward(art, images).logits
+        qacc = float(np.mean(np.argmax(q, axis=1) == np.asarray(labels)))
+    return CoreReport(
+        images=n,
+        lanes=prog.params.lanes,
+        steps_compared=totals["steps"],
+        spikes_compared=totals["spikes"],
+        rows_compared=totals["rows"],
+        mismatches=totals["mism"],
+        logits_equal=totals["logits"],
+        settle_equal=totals["settle"],
+        energy_equal=totals["energy"],
+        first_mismatch=first,
+        accuracy=acc,
+        qann_accuracy=qacc,
+        cycles_per_image=float(statistics.median(cycles)),
+        ideal_cycles_per_image=float(statistics.median(ideal)),
+        utilization=sum(ideal) / max(1, sum(cycles)),
+        cycles_by_unit={k: v / n for k, v in by_class.items()},
+        steps_per_image=float(statistics.median(steps)),
+        build_seconds=build_s,
+        sim_seconds=sim_s,
+        golden_seconds=golden_s,
+        sim_cycles_per_second=sim_cycles / max(sim_s, 1e-9),
+        params=asdict(prog.params),
+    )

@@ -10,6 +10,7 @@ the region or bound named, never truncated.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 
 import numpy as np
 
@@ -767,26 +768,66 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
 
 
 def fit_params(
-    art: ViTArtifact, lanes: int, t_max: int = 512, *, narrow: bool = False, **fixed
+    art: ViTArtifact, lanes: int, t_max: int = 512, *, narrow: bool = False, **fixed: int
 ) -> CoreParams:
-    """The smallest core of ``lanes`` lanes that runs ``art``: every memory depth the model's
-    rows rounded up to a power of two (at least 16), the program memory likewise, the norm units'
-    row lengths the model's. ``narrow=True`` also cuts the memory words ``vw``, ``tw``, ``pw``,
-    ``iw`` to the widths the analysis needs, and ``dw`` to that but at least ``count_width`` (the
-    output beats carry the event counters and cycle counts in ``dw``-bit lanes), so a run at the
-    analysis's worst case exercises the narrowest legal words. ``fixed`` sets any other
-    :class:`CoreParams` field (and overrides)."""
+    """The smallest core of ``lanes`` lanes that runs ``art``.
+
+    The model is compiled once onto a core with very deep memories; every memory depth is then
+    the rows the program uses (``Program.images``) rounded up to a power of two (at least 16), the
+    program memory likewise, the norm units' row lengths the model's.
+
+    Parameters
+    ----------
+    art : ViTArtifact
+        The model.
+    lanes : int
+        ``P``, a power of two.
+    t_max : int
+        The program's step limit (it does not change the core).
+    narrow : bool
+        Also cut the logic to the model: the memory words ``vw``, ``tw``, ``pw``, ``iw`` to the
+        widths the analysis needs, ``dw`` likewise but at least ``count_width`` (the output beats
+        carry the event counters and cycle counts in ``dw``-bit lanes), the norm units' ``cw`` and
+        ``ew`` to the model's constants, and the event counters to the program's (rounded up to a
+        power of two). A run at the analysis's worst case then exercises the narrowest legal words.
+    **fixed : int
+        Any other :class:`CoreParams` field; a field given here overrides the fitted one.
+
+    Returns
+    -------
+    CoreParams
+
+    Raises
+    ------
+    TypeError
+        ``lanes``, ``narrow`` or a ``fixed`` value of the wrong type.
+    ValueError
+        ``lanes`` not a power of two, or a ``fixed`` name that is no :class:`CoreParams` field.
+    """
     if not isinstance(lanes, int) or isinstance(lanes, bool):
         raise TypeError(f"lanes must be an int, got {type(lanes).__name__}")
     if lanes < 1 or lanes & (lanes - 1):
         raise ValueError(f"lanes must be a power of two, got {lanes}")
     if not isinstance(art, ViTArtifact):
         raise TypeError(f"art must be a ViTArtifact, got {type(art).__name__}")
+    if not isinstance(narrow, bool):
+        raise TypeError(f"narrow must be a bool, got {type(narrow).__name__}")
+    names = {f.name for f in dataclass_fields(CoreParams)} - {"lanes"}
+    for k, v in fixed.items():
+        if k not in names:
+            raise ValueError(f"{k!r} is not a CoreParams field (fields: {sorted(names)})")
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise TypeError(f"{k} must be an int, got {type(v).__name__}")
     big = 1 << 20
     probe = CoreParams(
         lanes=lanes,
-        **{**{attr: big for attr in set(MEMORIES.values())}, "prog_depth": big, "max_dim": big,
-           "max_n": big, **{k: v for k, v in fixed.items() if k not in MEMORIES.values()}},
+        **{
+            **{attr: big for attr in set(MEMORIES.values())},
+            "prog_depth": big,
+            "max_dim": big,
+            "max_n": big,
+            **{k: v for k, v in fixed.items() if k not in MEMORIES.values()},
+        },
     )
     prog = compile_artifact(art, probe, t_max)
 
@@ -808,8 +849,11 @@ def fit_params(
             # keys read "D (dw)": the memory and the CoreParams field of its word
             attr = word[word.index("(") + 1 : word.index(")")]
             fields[attr] = max(needed, CoreParams.count_width) if attr == "dw" else needed
+        fields["cw"] = max(1, max(sp.C for sp in art.softmax).bit_length())
+        fields["ew"] = max(1, max(art.ln_eps.values()).bit_length())
+        fields["counters"] = pow2(len(prog.counters))
     fields.update(fixed)
-    return CoreParams(lanes=lanes, **{k: v for k, v in fields.items() if k != "lanes"})
+    return CoreParams(lanes=lanes, **fields)
 
 
 def image_rows(prog: Program, art: ViTArtifact, image: np.ndarray) -> np.ndarray:

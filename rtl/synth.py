@@ -473,8 +473,7 @@ def late_endpoints(report: dict, period_ns: float, top: int = 8) -> dict:
 
 def _fmax_cell(r: dict) -> str:
     """Fmax of the first seed, and of the other seeds of the same netlist in parentheses."""
-    others = [f"{v} (seed {k})" for k, v in r.get("Fmax_by_seed", {}).items()
-              if k != str(r.get("seed"))]
+    others = [f"{v} (seed {k})" for k, v in r.get("Fmax_by_seed", {}).items() if k != str(r.get("seed"))]
     return f"{r['Fmax_MHz']}" + (f" ({', '.join(others)})" if others else "")
 
 
@@ -499,8 +498,7 @@ def _markdown(results: list[dict], versions: dict, cmdline: str) -> str:
         tname = _target_cell(r)
         if r.get("error"):
             lines.append(
-                f"| {r['block']} | {p} | {tname} | {r['error']} | | | | | | "
-                f"{r['target_MHz']:.0f} | no |"
+                f"| {r['block']} | {p} | {tname} | {r['error']} | | | | | | {r['target_MHz']:.0f} | no |"
             )
             continue
         lines.append(
@@ -537,8 +535,9 @@ def _merge_results(path: Path, results: list[dict]) -> list[dict]:
             old = []  # an unreadable old report is replaced, not merged
     fresh = {key(r) for r in results}
     merged = [r for r in old if isinstance(r, dict) and "block" in r and key(r) not in fresh] + results
-    return sorted(merged, key=lambda r: (r["block"], r["target"], _speed_of(r),
-                                         json.dumps(r["params"], sort_keys=True)))
+    return sorted(
+        merged, key=lambda r: (r["block"], r["target"], _speed_of(r), json.dumps(r["params"], sort_keys=True))
+    )
 
 
 def _parse_params(text: str | None) -> dict:
@@ -569,8 +568,17 @@ def cmd_synth(args: argparse.Namespace) -> int:
     results = []
     for i, (b, t, v) in enumerate(runs):
         log(f"[synth] run {i + 1}/{len(runs)}")
-        results.append(synthesize(b, t, v, seed=args.seed, log=log, more_seeds=args.more_seeds,
-                                  speed=args.speed if TARGETS[t].family == "ecp5" else None))
+        results.append(
+            synthesize(
+                b,
+                t,
+                v,
+                seed=args.seed,
+                log=log,
+                more_seeds=args.more_seeds,
+                speed=args.speed if TARGETS[t].family == "ecp5" else None,
+            )
+        )
     versions = tool_versions()
     cmdline = (
         "equispike " + " ".join(sys.argv[1:])

@@ -21,8 +21,7 @@ from equispike.rtl.synth import (
 
 def test_small_neuron_array_places_and_routes_on_ecp5(tmp_path):
     params = {"lanes": 2, "neurons": 4, "current_width": 8, "membrane_width": 10}
-    res = synthesize("neuron", "ecp5-25", params, log=lambda s: None, out_root=tmp_path,
-                     more_seeds=[2])
+    res = synthesize("neuron", "ecp5-25", params, log=lambda s: None, out_root=tmp_path, more_seeds=[2])
     assert res["LUT4"] > 0 and res["FF"] > 0
     args = res["nextpnr_args"]
     assert args[:5] == ["--25k", "--package", "CABGA256", "--speed", "6"], args
@@ -51,16 +50,28 @@ def test_small_neuron_array_places_and_routes_on_ecp5(tmp_path):
 def test_late_endpoints_groups_and_ranks():
     """Endpoints later than the period, grouped by cell name with numbers folded and by port,
     ranked by their latest arrival; earlier ones and the period itself are not late."""
+
     def net(cell, port, ns):
         return {"endpoints": [{"cell": cell, "port": port, "delay": [ns - 0.1, ns]}]}
 
-    rep = {"detailed_net_timings": [
-        net("h3[12]_TRELLIS_FF_Q", "DI", 5.5), net("h40[2]_TRELLIS_FF_Q", "DI", 5.2),
-        net("\\$signal$7_TRELLIS_FF_Q", "CE", 6.0), net("h1[0]_TRELLIS_FF_Q", "DI", 5.0),
-        net("h1[0]_TRELLIS_FF_Q", "M", 5.1), net("q_ok_TRELLIS_FF_Q", "DI", 4.9)]}
-    assert late_endpoints(rep, 5.0) == {"count": 4, "classes": [
-        ["$signal$#_TRELLIS_FF_Q:CE", 1, 6.0], ["h#[#]_TRELLIS_FF_Q:DI", 2, 5.5],
-        ["h#[#]_TRELLIS_FF_Q:M", 1, 5.1]]}
+    rep = {
+        "detailed_net_timings": [
+            net("h3[12]_TRELLIS_FF_Q", "DI", 5.5),
+            net("h40[2]_TRELLIS_FF_Q", "DI", 5.2),
+            net("\\$signal$7_TRELLIS_FF_Q", "CE", 6.0),
+            net("h1[0]_TRELLIS_FF_Q", "DI", 5.0),
+            net("h1[0]_TRELLIS_FF_Q", "M", 5.1),
+            net("q_ok_TRELLIS_FF_Q", "DI", 4.9),
+        ]
+    }
+    assert late_endpoints(rep, 5.0) == {
+        "count": 4,
+        "classes": [
+            ["$signal$#_TRELLIS_FF_Q:CE", 1, 6.0],
+            ["h#[#]_TRELLIS_FF_Q:DI", 2, 5.5],
+            ["h#[#]_TRELLIS_FF_Q:M", 1, 5.1],
+        ],
+    }
     assert late_endpoints(rep, 5.0, top=1)["classes"] == [["$signal$#_TRELLIS_FF_Q:CE", 1, 6.0]]
     assert late_endpoints({}, 5.0) == {"count": 0, "classes": []}
 
@@ -106,6 +117,7 @@ def test_speed_grade_requests_are_checked():
     with pytest.raises(ValueError, match="ECP5 targets only"):
         TARGETS["up5k"].with_speed(8)
     from equispike.rtl.synth import main
+
     with pytest.raises(ValueError, match="no ECP5 target"):
         main(["--target", "up5k", "--speed", "8", "--block", "neuron"])
 
@@ -183,8 +195,10 @@ def test_core_block_is_registered_and_fitted():
     the logic to the model, bad parameters are named. (Placing and routing even the smallest core
     takes minutes, beyond this smoke test: ``equispike synth --block core --params
     lanes=8,random=1,narrow=1`` does it.)"""
+    from equispike.compiler.program import fit_params
+    from equispike.model.factory import random_vit
     from equispike.rtl.core import Core
-    from equispike.rtl.core.synth import core_program, fit_depths
+    from equispike.rtl.core.synth import RANDOM_DIMS, core_program
     from equispike.rtl.synth import BLOCKS, _load_optional_blocks, _params_slug
 
     _load_optional_blocks()
@@ -193,7 +207,14 @@ def test_core_block_is_registered_and_fitted():
     assert defaults == {"lanes": 64} and {"lanes": 8, "random": 1, "narrow": 1} in sweep
     p = core_program({"lanes": 64, "family": "ecp5"}).params
     assert (p.d_depth, p.n_depth, p.s_depth, p.q_depth, p.w_depth, p.i_depth, p.prog_depth) == (
-        2048, 512, 1024, 64, 2048, 16, 128)
+        2048,
+        512,
+        1024,
+        64,
+        2048,
+        16,
+        128,
+    )
     tiny = core_program({"lanes": 8, "random": 1, "narrow": 1}).params
     assert tiny.max_dim == 16 and tiny.dw == tiny.count_width and tiny.vw < p.vw, tiny
     assert core_program({"lanes": 8, "random": 1, "d_depth": 4096}).params.d_depth == 4096
@@ -209,7 +230,7 @@ def test_core_block_is_registered_and_fitted():
     with pytest.raises(ValueError, match="narrow must be 0 or 1"):
         core_program({"random": 1, "narrow": 2})
     with pytest.raises(TypeError, match="d_depth must be an int"):
-        fit_depths(None, 8, d_depth="1")
+        fit_params(random_vit(1, **RANDOM_DIMS), 8, d_depth="1")
     # a path parameter does not nest build directories
     assert _params_slug({"artifact": "a/b c.esa", "lanes": 8}) == "artifacta-b-c.esa_lanes8"
 
@@ -217,8 +238,11 @@ def test_core_block_is_registered_and_fitted():
 def test_yosys_cells_reads_the_last_stat():
     from equispike.rtl.synth import yosys_cells
 
-    log = ("Printing statistics.\n  5 LUT4\n" "Printing statistics.\n\n  100 wires\n   12 cells\n"
-           "    2   $scopeinfo\n   7   LUT4\n   3   DP16KD\n   4 TRELLIS_FF\n")
+    log = (
+        "Printing statistics.\n  5 LUT4\n"
+        "Printing statistics.\n\n  100 wires\n   12 cells\n"
+        "    2   $scopeinfo\n   7   LUT4\n   3   DP16KD\n   4 TRELLIS_FF\n"
+    )
     assert yosys_cells(log) == {"LUT4": 7, "DP16KD": 3, "TRELLIS_FF": 4}
     with pytest.raises(TypeError, match="log_text"):
         yosys_cells(None)

@@ -193,7 +193,11 @@ class CoreParams:
     tw: int = 9  # tracers
     pw: int = 24  # parameters (Θ, Γ, B)
     iw: int = 8  # image codes
-    d_depth: int = 4096
+    d_depth: int = 4096  # D rows, both banks
+    # D's first bank, rows 0 … d_split − 1: the operands read through port B (biases, running sums,
+    # ΔU, softmax inputs); every instruction reads its two D rows of a cycle from different banks,
+    # so each bank needs one read and one write port and maps onto block RAM once
+    d_split: int = 2048
     n_depth: int = 4096  # V, T (and the site part of S)
     s_depth: int = 4096
     q_depth: int = 256

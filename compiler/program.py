@@ -79,6 +79,7 @@ class Program:
     classes: int
     t_max: int
     embed_dim: int = 1  # row width of the patch embedding (dims.dim)
+    d_bank_rows: tuple[int, int] = (0, 0)  # D rows the program uses in bank 0 and in bank 1
     widths: dict[str, tuple[int, int]] = field(default_factory=dict)  # word -> (needed, available)
 
     def listing(self) -> str:
@@ -227,7 +228,12 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
         if need > have:
             raise CompileError(f"word {k}: the model's worst case needs {need} bits, the core has {have}")
 
-    # ---- parameters in D: biases, the residual's t = 0 term, head bias ---------------------------
+    # ---- D bank 0 (rows below d_split): what units read through port B ----------------------------
+    # The units read two D rows in a cycle (port A: the row they update or stream; port B: a bias, a
+    # running-sum matrix, ΔU or ΔZ) and the core routes each read to its bank by address, so the two
+    # reads of every instruction must fall in different banks: biases vs. currents (NEURON), K/V/Q/A
+    # running sums vs. ΔZ and the attention output (AW msrc=1, SROW), ΔU vs. the LayerNorm inputs and
+    # softmax inputs vs. ΔZ (LN, SMX pass A). Bank 0 holds the first of each pair, bank 1 the rest.
     def bias_rows(b: np.ndarray) -> np.ndarray:
         return _rows(np.asarray(b).reshape(1, -1), P)
 
@@ -246,33 +252,41 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
         site_bias(p + "proj", T[p + "proj.bias"])
         site_bias(p + "fc1", T[p + "fc1.bias"])
         site_bias(p + "fc2", T[p + "fc2.bias"])
-    init = np.broadcast_to(T["pos"].astype(np.int64), (N, D)).copy()
-    init[0] += T["cls"]
-    init_base = al.take("D", "residual.init", N * Dch, "pos + cls, the residual's t = 0 input")
-    put("D", init_base, _rows(init, P))
-    hbias = al.take("D", "head.bias", Cch, "head bias (logits start value)")
-    put("D", hbias, bias_rows(T["head.bias"]))
+    # the running state starts here (cleared at every image, bank 1's with it)
     dyn_start = al.next["D"]
-
-    # ---- dynamic D regions ------------------------------------------------------------------------
-    logits = al.take("D", "logits", Cch, "Σ_t head outputs")
     du = al.take("D", "residual.delta", N * Dch, "ΔU of the current step")
-    cur: dict[str, int] = {}
-    cur["patch_embed"] = al.take("D", "cur.patch_embed", Np * Dch, "currents")
     blk: list[dict[str, int]] = []
     for i in range(d.depth):
         p = f"blocks.{i}."
-        r: dict[str, int] = {}
+        blk.append(
+            {
+                "Q": al.take("D", p + "sum.q", N * Dch, "Σ q spikes (SESA A(t−1))"),
+                "KT": al.take("D", p + "sum.kT", D * Nch, "Σ k spikes, transposed (SESA B(t)ᵀ)"),
+                "V": al.take("D", p + "sum.v", N * Dch, "Σ v spikes"),
+                "A": al.take("D", p + "sum.attn", H * N * Nch, "Σ attn spikes"),
+                "Z": al.take("D", p + "scores.x", H * N * Nch, "softmax running input"),
+            }
+        )
+    bank0_rows = al.next["D"]
+    if bank0_rows > params.d_split:
+        raise CompileError(
+            f"memory D: bank 0 (the operands read through port B) needs {bank0_rows} rows, the core "
+            f"has {params.d_split} (d_split)"
+        )
+
+    # ---- D bank 1 (rows from d_split): the running state, then the constants read through port A --
+    al.next["D"] = params.d_split
+    logits = al.take("D", "logits", Cch, "Σ_t head outputs")
+    cur: dict[str, int] = {}
+    cur["patch_embed"] = al.take("D", "cur.patch_embed", Np * Dch, "currents")
+    for i in range(d.depth):
+        p = f"blocks.{i}."
+        r = blk[i]
         r["ln1.x"] = al.take("D", p + "ln1.x", N * Dch, "LayerNorm running input")
         r["ln1.y"] = al.take("D", p + "ln1.y", N * Dch, "LayerNorm previous output")
         cur[p + "norm1"] = al.take("D", p + "cur.norm1", N * Dch, "currents")
         r["qkv"] = al.take("D", p + "cur.qkv", N * 3 * Dch, "currents of q, k, v (per token: q, k, v chunks)")
-        r["Q"] = al.take("D", p + "sum.q", N * Dch, "Σ q spikes (SESA A(t−1))")
-        r["KT"] = al.take("D", p + "sum.kT", D * Nch, "Σ k spikes, transposed (SESA B(t)ᵀ)")
-        r["V"] = al.take("D", p + "sum.v", N * Dch, "Σ v spikes")
-        r["A"] = al.take("D", p + "sum.attn", H * N * Nch, "Σ attn spikes")
         r["dZ"] = al.take("D", p + "scores.delta", H * N * Nch, "ΔZ of the current step")
-        r["Z"] = al.take("D", p + "scores.x", H * N * Nch, "softmax running input")
         r["Y"] = al.take("D", p + "softmax.y", H * N * Nch, "softmax previous output")
         cur[p + "attn"] = al.take("D", p + "cur.attn", H * N * Nch, "currents")
         cur[p + "after_attn"] = al.take("D", p + "cur.after_attn", N * Dch, "currents")
@@ -282,11 +296,16 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
         cur[p + "norm2"] = al.take("D", p + "cur.norm2", N * Dch, "currents")
         cur[p + "fc1"] = al.take("D", p + "cur.fc1", N * Fch, "currents")
         cur[p + "fc2"] = al.take("D", p + "cur.fc2", N * Dch, "currents")
-        blk.append(r)
     fin_x = al.take("D", "norm.x", N * Dch, "LayerNorm running input")
     fin_y = al.take("D", "norm.y", N * Dch, "LayerNorm previous output")
     cur["norm"] = al.take("D", "cur.norm", N * Dch, "currents")
     dyn_end = al.next["D"]
+    init = np.broadcast_to(T["pos"].astype(np.int64), (N, D)).copy()
+    init[0] += T["cls"]
+    init_base = al.take("D", "residual.init", N * Dch, "pos + cls, the residual's t = 0 input")
+    put("D", init_base, _rows(init, P))
+    hbias = al.take("D", "head.bias", Cch, "head bias (logits start value)")
+    put("D", hbias, bias_rows(T["head.bias"]))
 
     # ---- sites: V/T/S rows, Θ rows in Q -----------------------------------------------------------
     sites: dict[str, SiteMap] = {}
@@ -739,6 +758,18 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
             if getattr(ins, f) >= 1 << params.field_width(f):
                 raise CompileError(f"{ins.note}: {f} = {getattr(ins, f)} exceeds its field")
 
+    # the layout's promise to the core's D banks: the two D reads of a cycle go to different banks
+    for ins in prog:
+        pair = {
+            Op.NEURON: (ins.dbase, ins.bbase),
+            Op.AW: (ins.dbase, ins.mbase) if ins.msrc == 1 else None,
+            Op.SROW: (ins.dbase, ins.mbase),
+            Op.LN: (ins.xbase, ins.sbase),
+            Op.SMX: (ins.xbase, ins.sbase),
+        }.get(ins.op)
+        if pair is not None and (pair[0] < params.d_split) == (pair[1] < params.d_split):
+            raise AssertionError(f"{ins.note}: both D reads of a cycle in one bank")
+
     images = {}
     for mem, parts in img.items():
         rows = need_rows[mem]
@@ -759,6 +790,7 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
         fixed_macs=Np * pd * D,
         input_rows=Np * Pdch,
         logits_base=logits,
+        d_bank_rows=(bank0_rows, al.next["D"] - params.d_split),
         logits_rows=Cch,
         classes=d.classes,
         t_max=t_max,
@@ -773,8 +805,9 @@ def fit_params(
     """The smallest core of ``lanes`` lanes that runs ``art``.
 
     The model is compiled once onto a core with very deep memories; every memory depth is then
-    the rows the program uses (``Program.images``) rounded up to a power of two (at least 16), the
-    program memory likewise, the norm units' row lengths the model's.
+    the rows the program uses (``Program.images``; ``D``'s two banks each their own,
+    ``Program.d_bank_rows``), the program memory's its instruction count, the norm units' row
+    lengths the model's.
 
     Parameters
     ----------
@@ -785,11 +818,11 @@ def fit_params(
     t_max : int
         The program's step limit (it does not change the core).
     narrow : bool
-        Also cut the logic to the model: the memory words ``vw``, ``tw``, ``pw``, ``iw`` to the
-        widths the analysis needs, ``dw`` likewise but at least ``count_width`` (the output beats
-        carry the event counters and cycle counts in ``dw``-bit lanes), the norm units' ``cw`` and
-        ``ew`` to the model's constants, and the event counters to the program's (rounded up to a
-        power of two). A run at the analysis's worst case then exercises the narrowest legal words.
+        Also cut the logic to the model: the memory words ``dw``, ``vw``, ``tw``, ``pw``, ``iw``
+        to the widths the analysis needs (the output beats carry the ``count_width``-bit counts
+        over as many ``dw``-bit lanes as they need), the norm units' ``cw`` and ``ew`` to the
+        model's constants, and the event counters to the program's. A run at the analysis's
+        worst case then exercises the narrowest legal words.
     **fixed : int
         Any other :class:`CoreParams` field; a field given here overrides the fitted one.
 
@@ -823,35 +856,37 @@ def fit_params(
         lanes=lanes,
         **{
             **{attr: big for attr in set(MEMORIES.values())},
+            "d_split": big // 2,
             "prog_depth": big,
             "max_dim": big,
             "max_n": big,
-            **{k: v for k, v in fixed.items() if k not in MEMORIES.values()},
+            **{k: v for k, v in fixed.items() if k not in {*MEMORIES.values(), "d_split"}},
         },
     )
     prog = compile_artifact(art, probe, t_max)
 
-    def pow2(n: int) -> int:
-        return max(16, 1 << max(0, n - 1).bit_length())
-
-    depth = {attr: 0 for attr in set(MEMORIES.values())}
+    # every depth is the rows the program uses: a block RAM holds whole rows whatever the depth,
+    # and a memory in LUTs (Q, I, the program) costs per row
+    n0, n1 = prog.d_bank_rows
+    fields = {attr: 1 for attr in set(MEMORIES.values())}
     for mem, attr in MEMORIES.items():
-        depth[attr] = max(depth[attr], pow2(prog.images[mem].shape[0]))
+        fields[attr] = max(fields[attr], prog.images[mem].shape[0])
     d = art.dims
-    fields = {
-        **depth,
-        "prog_depth": pow2(len(prog.instrs)),
-        "max_dim": pow2(d.dim),
-        "max_n": pow2(d.tokens),
-    }
+    fields.update(
+        d_split=max(1, n0),
+        d_depth=max(1, n0) + max(1, n1),
+        prog_depth=len(prog.instrs),
+        max_dim=d.dim,
+        max_n=d.tokens,
+    )
     if narrow:
         for word, (needed, _have) in prog.widths.items():
             # keys read "D (dw)": the memory and the CoreParams field of its word
             attr = word[word.index("(") + 1 : word.index(")")]
-            fields[attr] = max(needed, CoreParams.count_width) if attr == "dw" else needed
+            fields[attr] = needed
         fields["cw"] = max(1, max(sp.C for sp in art.softmax).bit_length())
         fields["ew"] = max(1, max(art.ln_eps.values()).bit_length())
-        fields["counters"] = pow2(len(prog.counters))
+        fields["counters"] = len(prog.counters)
     fields.update(fixed)
     return CoreParams(lanes=lanes, **fields)
 

@@ -8,7 +8,7 @@ more logic.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -29,7 +29,7 @@ from .units import (
     instr_layout,
 )
 
-__all__ = ["Core", "CYCLE_CLASSES", "STATUS_FIELDS", "out_rows", "lane_bits"]
+__all__ = ["Core", "CYCLE_CLASSES", "STATUS_FIELDS", "out_rows", "count_lanes", "count_rows", "lane_bits"]
 
 #: cycle classes of the ``cycles_by_unit`` breakdown, in the order of the status rows
 CYCLE_CLASSES = ("engine", "attention", "softmax", "layernorm", "neurons", "residual", "control")
@@ -53,10 +53,27 @@ def lane_bits(params: CoreParams, mem: str) -> int:
     return {"D": p.dw, "Q": p.pw, "W": 8, "I": p.iw, "V": p.vw, "T": p.tw, "S": 2}[mem]
 
 
+def count_lanes(params: CoreParams) -> int:
+    """``dw``-bit lanes that carry one ``count_width``-bit count in the output beats."""
+    return -(-params.count_width // params.dw)
+
+
+def count_rows(params: CoreParams, n: int) -> int:
+    """Output beats of ``n`` counts: each count takes :func:`count_lanes` consecutive lanes, least
+    significant first, and the counts follow each other across beats (lane ``P − 1`` of one beat,
+    then lane 0 of the next)."""
+    return -(-n * count_lanes(params) // params.lanes)
+
+
 def out_rows(params: CoreParams, logits_rows: int) -> int:
-    """Output beats of one inference: logits rows, counter rows, cycle-class rows, the status row."""
-    P = params.lanes
-    return logits_rows + -(-params.counters // P) + -(-len(CYCLE_CLASSES) // P) + 1
+    """Output beats of one inference: logits rows, counter rows, cycle-class rows, status rows."""
+    p = params
+    return (
+        logits_rows
+        + count_rows(p, p.counters)
+        + count_rows(p, len(CYCLE_CLASSES))
+        + count_rows(p, len(STATUS_FIELDS))
+    )
 
 
 class Core(wiring.Component):
@@ -67,9 +84,18 @@ class Core(wiring.Component):
     ``i_stream``: the image, ``Program.input_rows`` beats of ``P`` lanes of ``iw``-bit codes
     (patch-major, ``compiler.program.image_rows``). ``o_stream``: per inference,
     :func:`out_rows` beats of ``P`` lanes of ``dw`` bits, ``last`` on the final one: the logits
-    rows, the event counters (``Program.counters``), the cycles per class
-    (:data:`CYCLE_CLASSES`), and a status row (:data:`STATUS_FIELDS`: settle step or −1, steps
-    run, cycles from the image's last input beat to the first output beat).
+    rows, then three sections of ``count_width``-bit counts, each count in :func:`count_lanes`
+    lanes (so ``dw`` follows the model's values, not the counts; :func:`count_rows`): the event
+    counters (``Program.counters``), the cycles per class (:data:`CYCLE_CLASSES`), and the status
+    (:data:`STATUS_FIELDS`: settle step or −1, steps run, cycles from the image's last input beat
+    to the first output beat).
+
+    Memories
+    --------
+    ``D`` is two memories, the banks of rows below and from ``d_split``; each of the core's two
+    ``D`` reads of a cycle (ports A and B) goes to the bank of its address and the compiler keeps
+    them in different banks, so each bank has one read and one write port (one block RAM copy
+    where two read ports would duplicate it).
     ``spike_trace`` (if ``trace=True``): every spike row of every ``NEURON`` instruction as it is
     written (``valid`` for one cycle, no back-pressure), with the step and the ``S`` row.
 
@@ -125,12 +151,12 @@ class Core(wiring.Component):
             self.memories[name] = mm  # for simulation testbenches that inspect the state
             return mm
 
-        init = {
-            k: _pack_rows(v, lane_bits(p, k))
-            for k, v in prog.images.items()
-            if v.size
-        }
-        dmem = mem("d", P * p.dw, p.d_depth, init.get("D"))
+        init = {k: _pack_rows(v, lane_bits(p, k)) for k, v in prog.images.items() if v.size}
+        d_init = init.get("D", [])
+        dbanks = (
+            mem("d0", P * p.dw, p.d_split, d_init[: p.d_split]),
+            mem("d1", P * p.dw, p.d_depth - p.d_split, d_init[p.d_split :]),
+        )
         vmem = mem("v", P * p.vw, p.n_depth)
         tmem = mem("t", P * p.tw, p.n_depth)
         smem = mem("s", P * 2, p.s_depth)
@@ -142,9 +168,10 @@ class Core(wiring.Component):
         for k in MEMORIES:
             assert prog.images.get(k) is None or prog.images[k].shape[0] <= getattr(p, MEMORIES[k])
 
-        d_wr = dmem.write_port()
-        d_ra = dmem.read_port(transparent_for=(d_wr,))
-        d_rb = dmem.read_port()
+        d_wr = _Port(aw, P * p.dw, "d_w")
+        d_ra = _Port(aw, P * p.dw, "d_a")
+        d_rb = _Port(aw, P * p.dw, "d_b")
+        _connect_banks(m, dbanks, p.d_split, (d_ra, d_rb), d_wr)
         v_wr, t_wr, s_wr = vmem.write_port(), tmem.write_port(), smem.write_port()
         v_rd, t_rd = vmem.read_port(), tmem.read_port()
         s_r1 = smem.read_port()
@@ -185,7 +212,8 @@ class Core(wiring.Component):
             m,
             active,
             d_ra,
-            {
+            read=True,
+            users={
                 uid["copy"]: U["copy"].d_rd,
                 uid["neuron"]: U["neuron"].d_rd,
                 uid["spkadd"]: U["spkadd"].d_rd,
@@ -195,12 +223,13 @@ class Core(wiring.Component):
                 uid["norm"]: U["norm"].d_rd,
             },
         )
-        seq_drb = _Port(aw, P * p.dw)
+        seq_drb = _Port(aw, P * p.dw, "seq")
         connect_ports(
             m,
             active,
             d_rb,
-            {
+            read=True,
+            users={
                 0: seq_drb,
                 uid["neuron"]: U["neuron"].d_rdb,
                 uid["aw"]: U["aw"].d_rdb,
@@ -212,7 +241,8 @@ class Core(wiring.Component):
             m,
             active,
             d_wr,
-            {
+            read=False,
+            users={
                 uid["copy"]: U["copy"].d_wr,
                 uid["neuron"]: U["neuron"].d_wr,
                 uid["spkadd"]: U["spkadd"].d_wr,
@@ -263,10 +293,10 @@ class Core(wiring.Component):
         fired = Signal()
         settle = Signal(16)
         settled = Signal()
-        cycles = Signal(p.dw)
+        cycles = Signal(p.count_width)
         counting = Signal()
         counters = Array(Signal(p.count_width, name=f"cnt{i}") for i in range(p.counters))
-        cls_cycles = Array(Signal(p.dw, name=f"cyc_{n}") for n in CYCLE_CLASSES)
+        cls_cycles = Array(Signal(p.count_width, name=f"cyc_{n}") for n in CYCLE_CLASSES)
         cls = Signal(range(len(CYCLE_CLASSES)))
         for u in units.values():
             m.d.comb += [u.ins.eq(ins), u.t_zero.eq(t_zero)]
@@ -291,8 +321,9 @@ class Core(wiring.Component):
                 m.d.comb += cls.eq(5)
         k = Signal(aw)  # LOADIN / OUT beat counter
         obeat = Signal(aw)
-        n_cnt_rows = -(-p.counters // P)
-        n_cls_rows = -(-len(CYCLE_CLASSES) // P)
+        n_cnt_rows = count_rows(p, p.counters)
+        n_cls_rows = count_rows(p, len(CYCLE_CLASSES))
+        n_st_rows = count_rows(p, len(STATUS_FIELDS))
 
         with m.FSM():
             with m.State("FETCH"):
@@ -359,29 +390,25 @@ class Core(wiring.Component):
                 m.d.comb += [seq_drb.addr.eq(ins.dbase + obeat), seq_drb.en.eq(1)]
                 m.next = "OUT_SEND"
             with m.State("OUT_SEND"):
-                total = ins.count + n_cnt_rows + n_cls_rows + 1
+                total = ins.count + n_cnt_rows + n_cls_rows + n_st_rows
                 row = Signal(P * p.dw)
+                steps = Signal(16)
+                settle_v = Signal(p.count_width)
+                m.d.comb += [steps.eq(t + 1), settle_v.eq(Mux(settled, settle, -1))]
+                sections = [
+                    list(counters),
+                    list(cls_cycles),
+                    [settle_v, steps, cycles],
+                ]
                 with m.If(obeat < ins.count):
                     m.d.comb += row.eq(seq_drb.data)
-                with m.Elif(obeat < ins.count + n_cnt_rows):
-                    for r in range(n_cnt_rows):
-                        with m.If(obeat == ins.count + r):
-                            vals = [counters[r * P + i] if r * P + i < p.counters else 0 for i in range(P)]
-                            m.d.comb += row.eq(_cat_lanes(vals, p.dw))
-                with m.Elif(obeat < ins.count + n_cnt_rows + n_cls_rows):
-                    for r in range(n_cls_rows):
-                        with m.If(obeat == ins.count + n_cnt_rows + r):
-                            n_cls = len(CYCLE_CLASSES)
-                            vals = [cls_cycles[r * P + i] if r * P + i < n_cls else 0 for i in range(P)]
-                            m.d.comb += row.eq(_cat_lanes(vals, p.dw))
-                with m.Else():
-                    steps = Signal(16)
-                    m.d.comb += steps.eq(t + 1)
-                    settle_v = Signal(p.dw)
-                    m.d.comb += settle_v.eq(settle)
-                    with m.If(~settled):
-                        m.d.comb += settle_v.eq(-1)
-                    m.d.comb += row.eq(_cat_lanes([settle_v, steps, cycles] + [0] * (P - 3), p.dw))
+                first = ins.count
+                for vals in sections:
+                    rows = _count_beats(vals, p)
+                    for r, beat in enumerate(rows):
+                        with m.If(obeat == first + r):
+                            m.d.comb += row.eq(beat)
+                    first = first + len(rows)
                 m.d.comb += [
                     self.o_stream.valid.eq(1),
                     self.o_stream.payload.data.eq(row),
@@ -407,23 +434,55 @@ class Core(wiring.Component):
 
 
 class _Port:
-    """The sequencer's own read-port member (same attributes as a unit's ReadPort member)."""
+    """A port's ``addr``, ``en`` and ``data`` signals: the sequencer's own read-port member, and the
+    core's ``D`` ports before they are routed to a bank (:func:`_connect_banks`)."""
 
-    def __init__(self, aw: int, dw: int):
-        self.addr = Signal(aw, name="seq_addr")
-        self.en = Signal(name="seq_en")
-        self.data = Signal(dw, name="seq_data")
+    def __init__(self, aw: int, dw: int, name: str):
+        self.addr = Signal(aw, name=f"{name}_addr")
+        self.en = Signal(name=f"{name}_en")
+        self.data = Signal(dw, name=f"{name}_data")
 
 
-def _cat_lanes(vals, width: int):
-    """Pack unsigned lane values (ints or Amaranth values, zero-extended or truncated) into a row."""
-    from amaranth.hdl import Cat, Const, Value
+def _connect_banks(m: Module, banks, split: int, reads, wr: _Port) -> None:
+    """Route the read ports ``reads`` and the write port ``wr`` of a memory of rows
+    ``0 … split − 1`` (``banks[0]``) and ``split …`` (``banks[1]``) to the banks.
 
-    parts = []
-    for v in vals:
-        if isinstance(v, int):
-            parts.append(Const(v & ((1 << width) - 1), width))
-            continue
-        vv = Value.cast(v).as_unsigned()
-        parts.append(vv[:width] if len(vv) >= width else Cat(vv, Const(0, width - len(vv))))
-    return Cat(*parts)
+    Each bank has one write port and one read port, transparent for it (port A's read-modify-write
+    needs that; port B never reads the row written in the same cycle, so it sees the same data). A
+    bank serves the first read port that addresses it in a cycle; the compiler keeps a cycle's
+    reads in different banks. A read port's data is the bank it addressed last, held while the
+    port is idle (its bank is read only by it or by no port meanwhile).
+    """
+    offsets = (0, split)
+    wports = [b.write_port() for b in banks]
+    rports = [b.read_port(transparent_for=(w,)) for b, w in zip(banks, wports, strict=True)]
+
+    def in_bank(addr, k: int):
+        return addr >= split if k else addr < split
+
+    for k, (w, off) in enumerate(zip(wports, offsets, strict=True)):
+        m.d.comb += [w.addr.eq(wr.addr - off), w.data.eq(wr.data), w.en.eq(wr.en & in_bank(wr.addr, k))]
+    for k, (rp, off) in enumerate(zip(rports, offsets, strict=True)):
+        m.d.comb += rp.en.eq(0)
+        # the last assignment wins: the first read port that addresses the bank drives it
+        for port in reversed(reads):
+            with m.If(port.en & in_bank(port.addr, k)):
+                m.d.comb += [rp.addr.eq(port.addr - off), rp.en.eq(1)]
+    for i, port in enumerate(reads):
+        high = Signal(name=f"rd{i}_bank")
+        with m.If(port.en):
+            m.d.sync += high.eq(in_bank(port.addr, 1))
+        m.d.comb += port.data.eq(Mux(high, rports[1].data, rports[0].data))
+
+
+def _count_beats(vals, p: CoreParams) -> list:
+    """The output beats of the counts ``vals``: each ``count_width`` bits, zero-extended to
+    :func:`count_lanes` lanes, the counts one after the other across the beats."""
+    from amaranth.hdl import Cat
+
+    from .ports import fit
+
+    width = count_lanes(p) * p.dw
+    bits = Cat(*(fit(Value.cast(v).as_unsigned(), width) for v in vals))
+    beat = p.lanes * p.dw
+    return [fit(bits[r * beat : (r + 1) * beat], beat) for r in range(count_rows(p, len(vals)))]

@@ -70,10 +70,11 @@ def pack(values, width: int) -> Value:
     return Cat(*(fit(v, width) for v in values))
 
 
-def connect_ports(m: Module, select: Signal, port, users: dict) -> None:
+def connect_ports(m: Module, select: Signal, port, users: dict, read: bool | None = None) -> None:
     """Drive a memory port from the unit member chosen by ``select`` (``{select value: member}``);
-    every user sees the port's read data. ``port`` is an Amaranth memory port."""
-    is_read = hasattr(port, "transparent_for")
+    every user sees the port's read data. ``port`` is an Amaranth memory port, or any object with
+    ``addr``, ``en`` and ``data`` signals if ``read`` says which kind it is."""
+    is_read = hasattr(port, "transparent_for") if read is None else read
     with m.Switch(select):
         for key, member in users.items():
             with m.Case(key):

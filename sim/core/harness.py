@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ...compiler.program import Program
-from ...rtl.core.core import CYCLE_CLASSES, Core, out_rows
+from ...rtl.core.core import CYCLE_CLASSES, STATUS_FIELDS, Core, count_lanes, count_rows, out_rows
 from ...rtl.core.units import addr_width
 from ..build import VERILATOR_WARN_ARGS, _with_verilator_path, to_verilog
 
@@ -192,8 +192,8 @@ class CoreSim:
                 spans[int(rest[0])] = (int(rest[1]), int(rest[2]))
                 img += 1
         runs = []
-        n_cnt = -(-p.counters // P)
-        n_cls = -(-len(CYCLE_CLASSES) // P)
+        sections = (p.counters, len(CYCLE_CLASSES), len(STATUS_FIELDS))
+        lr = self.program.logits_rows
         for b in range(n_images):
             beats = outs[b]
             if len(beats) != self.beats:
@@ -202,20 +202,29 @@ class CoreSim:
             if last != [0] * (self.beats - 1) + [1]:
                 raise HarnessError(f"image {b}: 'last' flags {last}, expected only on the final beat")
 
-            def lanes(w: int, signed: bool = True) -> np.ndarray:
+            def lanes(w: int) -> np.ndarray:
                 out = []
                 for i in range(P):
                     v = (w >> (i * p.dw)) & ((1 << p.dw) - 1)
-                    if signed and v >> (p.dw - 1):
+                    if v >> (p.dw - 1):
                         v -= 1 << p.dw
                     out.append(v)
                 return np.array(out, dtype=np.int64)
 
-            lr = self.program.logits_rows
             logits = np.concatenate([lanes(beats[i]) for i in range(lr)])[: self.program.classes]
-            counts = np.concatenate([lanes(beats[lr + i], False) for i in range(n_cnt)])[: p.counters]
-            cls = np.concatenate([lanes(beats[lr + n_cnt + i], False) for i in range(n_cls)])
-            status = lanes(beats[-1])
+            # the counts: count_lanes(p) lanes each, running on across the beats of a section
+            counts_of, at = [], lr
+            row_mask, step = (1 << (P * p.dw)) - 1, count_lanes(p) * p.dw
+            for n in sections:
+                rows = count_rows(p, n)
+                bits = sum((beats[at + r] & row_mask) << (r * P * p.dw) for r in range(rows))
+                counts_of.append([(bits >> (j * step)) & ((1 << p.count_width) - 1) for j in range(n)])
+                at += rows
+            counts = np.array(counts_of[0], dtype=np.int64)
+            cls = counts_of[1]
+            settle, steps, cycles = counts_of[2]
+            if settle >> (p.count_width - 1):  # −1: not settled
+                settle -= 1 << p.count_width
             first, lastc = spans[b]
             runs.append(
                 CoreRun(
@@ -223,9 +232,9 @@ class CoreSim:
                     logits=logits,
                     counts=counts,
                     cycles_by_class={k: int(cls[i]) for i, k in enumerate(CYCLE_CLASSES)},
-                    settle_step=int(status[0]),
-                    steps=int(status[1]),
-                    cycles=int(status[2]),
+                    settle_step=settle,
+                    steps=steps,
+                    cycles=cycles,
                     wall_cycles=lastc - first + 1,
                 )
             )

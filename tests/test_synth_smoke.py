@@ -191,10 +191,10 @@ def test_serial_harness_scans_struct_ports_in_and_out():
 
 
 def test_core_block_is_registered_and_fitted():
-    """The ``core`` block: the digits model's memories fitted to powers of two, ``narrow=1`` cuts
-    the logic to the model, bad parameters are named. (Placing and routing even the smallest core
-    takes minutes, beyond this smoke test: ``equispike synth --block core --params
-    lanes=8,random=1,narrow=1`` does it.)"""
+    """The ``core`` block: the digits model's memories as deep as its program's rows (``D`` per
+    bank), ``narrow=1`` cuts the logic to the model, bad parameters are named. (Placing and routing
+    even the smallest core takes minutes, beyond this smoke test: ``equispike synth --block core
+    --params lanes=8,random=1,narrow=1`` does it.)"""
     from equispike.compiler.program import fit_params
     from equispike.model.factory import random_vit
     from equispike.rtl.core import Core
@@ -205,18 +205,16 @@ def test_core_block_is_registered_and_fitted():
     assert {"core", "rowlayernorm", "rowsoftmax"} <= set(BLOCKS)
     factory, defaults, sweep = BLOCKS["core"]
     assert defaults == {"lanes": 64} and {"lanes": 8, "random": 1, "narrow": 1} in sweep
-    p = core_program({"lanes": 64, "family": "ecp5"}).params
-    assert (p.d_depth, p.n_depth, p.s_depth, p.q_depth, p.w_depth, p.i_depth, p.prog_depth) == (
-        2048,
-        512,
-        1024,
-        64,
-        2048,
-        16,
-        128,
-    )
-    tiny = core_program({"lanes": 8, "random": 1, "narrow": 1}).params
-    assert tiny.max_dim == 16 and tiny.dw == tiny.count_width and tiny.vw < p.vw, tiny
+    prog = core_program({"lanes": 64, "family": "ecp5"})
+    p = prog.params
+    depths = (p.d_split, p.d_depth, p.n_depth, p.s_depth, p.q_depth, p.w_depth, p.i_depth, p.prog_depth)
+    assert depths == (500, 1470, 509, 637, 34, 1092, 16, 118)
+    assert prog.d_bank_rows == (p.d_split, p.d_depth - p.d_split) and len(prog.instrs) == p.prog_depth
+    tiny_prog = core_program({"lanes": 8, "random": 1, "narrow": 1})
+    tiny = tiny_prog.params
+    # dw is the model's, below the counters' width: the counts take several lanes each
+    assert tiny.dw == tiny_prog.widths["D (dw)"][0] < tiny.count_width, tiny
+    assert tiny.max_dim == 8 and tiny.vw < p.vw and tiny.counters == len(tiny_prog.counters), tiny
     assert core_program({"lanes": 8, "random": 1, "d_depth": 4096}).params.d_depth == 4096
     assert isinstance(factory({"lanes": 8, "random": 1, "narrow": 1, "family": "ecp5"}), Core)
     with pytest.raises(ValueError, match="not both"):

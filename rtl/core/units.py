@@ -660,7 +660,11 @@ class SrowUnit(_Unit):
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"
-        with m.If(s1_probe & (mask(self.s_rd.data, s1_c) != 0)):
+        # the masked spikes as one signal: the expression itself, sliced per lane, would be
+        # copied into the netlist at every use (2·P + 1 copies of P lane masks)
+        spk = Signal(2 * P)
+        m.d.comb += spk.eq(mask(self.s_rd.data, s1_c))
+        with m.If(s1_probe & (spk != 0)):
             m.d.sync += active.eq(1)
         # scalar lane select
         a = Signal(signed(p.dw))
@@ -670,7 +674,6 @@ class SrowUnit(_Unit):
             for i in range(P):
                 with m.Case(i):
                     m.d.comb += a.eq(lane(self.d_rdb.data, i, p.dw))
-        spk = mask(self.s_rd.data, s1_c)
         out = []
         for i in range(P):
             pos, neg = _ternary(spk, i)

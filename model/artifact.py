@@ -524,6 +524,12 @@ def load_artifact(path: str | os.PathLike) -> ViTArtifact:
         raise ArtifactError(f"manifest.json: expected a JSON object, got {type(m).__name__}")
     if m.get("format") != FORMAT:
         raise ArtifactError(f"format: expected {FORMAT!r}, got {_short(m.get('format'))}")
+    if m.get("arch") == "sdt":
+        # checked before the schema version: sdt artifacts carry a later version of their own
+        raise ArtifactError(
+            "arch: 'sdt' is a spike-driven transformer artifact; read it with "
+            "equispike.model.sdt.load_sdt_artifact (equispike eval reads both), this reads 'vit'"
+        )
     sv = m.get("schema_version")
     if not _is_int(sv) or sv != SCHEMA_VERSION:
         raise ArtifactError(

@@ -77,8 +77,19 @@ SDT_SCHEMA_VERSION = 2
 ATTENTIONS = ("sdsa3", "sdsa1")
 MAX_TIMESTEPS = 1024
 MAX_SHIFT = 48
-_MANIFEST_KEYS = {"format", "schema_version", "arch", "dims", "attention", "timesteps", "input", "stem",
-                  "tensors", "widths", "meta"}
+_MANIFEST_KEYS = {
+    "format",
+    "schema_version",
+    "arch",
+    "dims",
+    "attention",
+    "timesteps",
+    "input",
+    "stem",
+    "tensors",
+    "widths",
+    "meta",
+}
 
 
 @dataclass(frozen=True)
@@ -175,13 +186,17 @@ class SDTArtifact:
         if not isinstance(self.dims, SDTDims):
             raise ArtifactError(f"dims: expected SDTDims, got {type(self.dims).__name__}")
         if self.attention not in ATTENTIONS:
-            raise ArtifactError(f"attention: expected one of {list(ATTENTIONS)}, got {_short(self.attention)}")
+            raise ArtifactError(
+                f"attention: expected one of {list(ATTENTIONS)}, got {_short(self.attention)}"
+            )
         if not _is_int(self.timesteps) or not 1 <= self.timesteps <= MAX_TIMESTEPS:
-            raise ArtifactError(f"timesteps must be an integer in [1, {MAX_TIMESTEPS}], got "
-                                f"{_short(self.timesteps)}")
+            raise ArtifactError(
+                f"timesteps must be an integer in [1, {MAX_TIMESTEPS}], got {_short(self.timesteps)}"
+            )
         if not _is_int(self.stem_shift) or not 0 <= self.stem_shift <= MAX_SHIFT:
-            raise ArtifactError(f"stem.shift must be an integer in [0, {MAX_SHIFT}], got "
-                                f"{_short(self.stem_shift)}")
+            raise ArtifactError(
+                f"stem.shift must be an integer in [0, {MAX_SHIFT}], got {_short(self.stem_shift)}"
+            )
         if self.attention == "sdsa3" and self.dims.dim % self.dims.heads:
             raise ArtifactError("dims.heads must divide dims.dim")
         want = sdt_expected_tensors(self.dims)
@@ -212,8 +227,10 @@ class SDTArtifact:
         for key in ("min", "max"):
             v = getattr(self, f"input_{key}")
             if not _is_int(v) or abs(v) > MAX_INPUT_MAGNITUDE:
-                raise ArtifactError(f"input.{key} must be an integer in [-{MAX_INPUT_MAGNITUDE}, "
-                                    f"{MAX_INPUT_MAGNITUDE}], got {_short(v)}")
+                raise ArtifactError(
+                    f"input.{key} must be an integer in [-{MAX_INPUT_MAGNITUDE}, "
+                    f"{MAX_INPUT_MAGNITUDE}], got {_short(v)}"
+                )
         if self.input_min > self.input_max:
             raise ArtifactError(f"input: need min <= max, got [{self.input_min}, {self.input_max}]")
         u = self.input_unit
@@ -222,7 +239,9 @@ class SDTArtifact:
         if not isinstance(self.widths, dict) or not all(
             isinstance(k, str) and _is_int(v) for k, v in self.widths.items()
         ):
-            raise ArtifactError(f"widths: expected an object of integer bit widths, got {_short(self.widths)}")
+            raise ArtifactError(
+                f"widths: expected an object of integer bit widths, got {_short(self.widths)}"
+            )
         if not isinstance(self.meta, dict):
             raise ArtifactError(f"meta: expected an object, got {type(self.meta).__name__}")
         if check_widths:
@@ -290,7 +309,9 @@ def load_sdt_artifact(path: str | os.PathLike) -> SDTArtifact:
         raise ArtifactError(f"arch: expected 'sdt', got {_short(m.get('arch'))}")
     sv = m.get("schema_version")
     if not _is_int(sv) or sv != SDT_SCHEMA_VERSION:
-        raise ArtifactError(f"schema_version: sdt artifacts are version {SDT_SCHEMA_VERSION}, got {_short(sv)}")
+        raise ArtifactError(
+            f"schema_version: sdt artifacts are version {SDT_SCHEMA_VERSION}, got {_short(sv)}"
+        )
     _no_unknown(m, _MANIFEST_KEYS, "manifest")
     dm = _field(m, "dims", "manifest", dict)
     _no_unknown(dm, SDTDims.__dataclass_fields__, "dims")
@@ -403,17 +424,19 @@ def run_sdt(art: SDTArtifact, images: np.ndarray, timesteps: int | None = None) 
     blocks = []
     for i in range(d.depth):
         p = f"blocks.{i}."
-        blocks.append({
-            "lif1": LIFArray((B, N, D), Tn[p + "lif1.theta"]),
-            "qkv": AWLinear(Tn[p + "qkv.weight"], Tn[p + "qkv.bias"]),
-            "lif_qkv": LIFArray((B, N, 3 * D), Tn[p + "qkv.theta"]),
-            "sdsa": SDSA3((B, N, D), H) if art.attention == "sdsa3" else None,
-            "proj": AWLinear(Tn[p + "proj.weight"], Tn[p + "proj.bias"]),
-            "lif2": LIFArray((B, N, D), Tn[p + "lif2.theta"]),
-            "fc1": AWLinear(Tn[p + "fc1.weight"], Tn[p + "fc1.bias"]),
-            "lif_fc1": LIFArray((B, N, F), Tn[p + "fc1.theta"]),
-            "fc2": AWLinear(Tn[p + "fc2.weight"], Tn[p + "fc2.bias"]),
-        })
+        blocks.append(
+            {
+                "lif1": LIFArray((B, N, D), Tn[p + "lif1.theta"]),
+                "qkv": AWLinear(Tn[p + "qkv.weight"], Tn[p + "qkv.bias"]),
+                "lif_qkv": LIFArray((B, N, 3 * D), Tn[p + "qkv.theta"]),
+                "sdsa": SDSA3((B, N, D), H) if art.attention == "sdsa3" else None,
+                "proj": AWLinear(Tn[p + "proj.weight"], Tn[p + "proj.bias"]),
+                "lif2": LIFArray((B, N, D), Tn[p + "lif2.theta"]),
+                "fc1": AWLinear(Tn[p + "fc1.weight"], Tn[p + "fc1.bias"]),
+                "lif_fc1": LIFArray((B, N, F), Tn[p + "fc1.theta"]),
+                "fc2": AWLinear(Tn[p + "fc2.weight"], Tn[p + "fc2.bias"]),
+            }
+        )
     head_lif = LIFArray((B, N, D), Tn["head.theta"])
     head = AWLinear(Tn["head.weight"], None, spike_max=N)
     head_bias = N * Tn["head.bias"].astype(np.int64)
@@ -433,7 +456,7 @@ def run_sdt(art: SDTArtifact, images: np.ndarray, timesteps: int | None = None) 
             acs += aw_acs(s, 3 * D)
             qkv = blk["lif_qkv"].step(blk["qkv"](s).astype(np.int64))
             count(p + "qkv", qkv)
-            q, k, v = qkv[..., :D], qkv[..., D:2 * D], qkv[..., 2 * D:]
+            q, k, v = qkv[..., :D], qkv[..., D : 2 * D], qkv[..., 2 * D :]
             if blk["sdsa"] is not None:
                 a = blk["sdsa"].step(q, k, v)
                 # event driven: each k spike adds a v row into M, each q spike adds an M row into Q·M
@@ -472,16 +495,27 @@ def sdt_dense_macs(dims: SDTDims, timesteps: int) -> int:
 # ------------------------------------------------------------------------------------------------
 # random models (tests, fuzzing)
 # ------------------------------------------------------------------------------------------------
-def random_sdt(seed: int, *, image: int = 8, patch: int = 2, dim: int = 16, heads: int = 2, depth: int = 1,
-               mlp_dim: int = 32, classes: int = 10, attention: str = "sdsa3", timesteps: int = 4
-               ) -> SDTArtifact:
+def random_sdt(
+    seed: int,
+    *,
+    image: int = 8,
+    patch: int = 2,
+    dim: int = 16,
+    heads: int = 2,
+    depth: int = 1,
+    mlp_dim: int = 32,
+    classes: int = 10,
+    attention: str = "sdsa3",
+    timesteps: int = 4,
+) -> SDTArtifact:
     """A random valid artifact whose neurons fire at a moderate rate (thresholds from weight scales).
 
     The same arguments give the same artifact.
     """
     rng = np.random.default_rng(seed)
-    dims = SDTDims(image=image, patch=patch, dim=dim, heads=heads, depth=depth, mlp_dim=mlp_dim,
-                   classes=classes)
+    dims = SDTDims(
+        image=image, patch=patch, dim=dim, heads=heads, depth=depth, mlp_dim=mlp_dim, classes=classes
+    )
     want = sdt_expected_tensors(dims)
     t: dict[str, np.ndarray] = {}
     for name, (shape, kind) in want.items():
@@ -493,5 +527,11 @@ def random_sdt(seed: int, *, image: int = 8, patch: int = 2, dim: int = 16, head
         else:
             t[name] = rng.integers(-200, 200, size=shape).astype(np.int64)
     t["stem.multiplier"] = rng.integers(0, 1 << 12, size=(dim,)).astype(np.int64)
-    return SDTArtifact(dims=dims, tensors=t, attention=attention, timesteps=timesteps, stem_shift=12,
-                       meta={"random_seed": seed}).validate()
+    return SDTArtifact(
+        dims=dims,
+        tensors=t,
+        attention=attention,
+        timesteps=timesteps,
+        stem_shift=12,
+        meta={"random_seed": seed},
+    ).validate()

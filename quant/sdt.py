@@ -34,7 +34,8 @@ __all__ = ["SDTConfig", "SDTNet", "STEM_SHIFT", "INPUT_MAX", "forward_int", "art
 
 STEM_SHIFT = 16
 INPUT_MAX = 16  # digits pixel codes 0..16, real value code / 16
-_EPS_SCALE = 1e-6  # floor of a weight scale: a channel of all-zero weights gets a huge threshold
+_EPS_SCALE = 1e-6
+BN_BIAS_INIT = 0.5  # floor of a weight scale: a channel of all-zero weights gets a huge threshold
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,16 @@ class SDTConfig(DerivedDims):
         return self.patches
 
     def dims(self) -> SDTDims:
-        return SDTDims(image=self.image, channels=self.channels, patch=self.patch, dim=self.dim,
-                       heads=self.heads, depth=self.depth, mlp_dim=self.mlp_dim, classes=self.classes)
+        return SDTDims(
+            image=self.image,
+            channels=self.channels,
+            patch=self.patch,
+            dim=self.dim,
+            heads=self.heads,
+            depth=self.depth,
+            mlp_dim=self.mlp_dim,
+            classes=self.classes,
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -122,8 +131,9 @@ def floor_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.floor(x) - x).detach()
 
 
-def lif_sequence(x: torch.Tensor, theta: torch.Tensor | float, integer: bool, alpha: float = 4.0
-                 ) -> torch.Tensor:
+def lif_sequence(
+    x: torch.Tensor, theta: torch.Tensor | float, integer: bool, alpha: float = 4.0
+) -> torch.Tensor:
     """LIF over time, ``x`` of shape ``(T, …)``: ``h = (v + x) / 2`` (floored when ``integer``),
     ``s = h >= θ``, ``v = 0`` on a spike else ``h``. The reset is detached (Meta-SpikeFormer)."""
     v = torch.zeros_like(x[0])
@@ -182,6 +192,11 @@ class SDTNet(nn.Module):
         self.pos = nn.Parameter(torch.randn(N, D) * 0.5)
         self.blocks = nn.ModuleList(SDTBlock(cfg) for _ in range(cfg.depth))
         self.head = nn.Linear(D, cfg.classes)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                # a LIF with τ = 2 and θ = 1 needs x >= 2 to fire at t = 0: with zero-mean inputs
+                # almost nothing fires and SDSA-3 (which needs Q·M >= 8) stays silent
+                nn.init.constant_(m.bias, BN_BIAS_INIT)
         self.integer = False
         self.alpha = 4.0
 
@@ -269,19 +284,22 @@ class SDTNet(nn.Module):
         it = self.integer_tensors()
         # acc·m reaches 2^30 and more: float64 keeps the stem's integers exact
         acc = patches.double() @ it["stem.weight"].double().T
-        u0 = (floor_ste(acc * it["stem.multiplier"].double() / 2.0**STEM_SHIFT)
-              + it["stem.bias"].double()).float()
+        u0 = (
+            floor_ste(acc * it["stem.multiplier"].double() / 2.0**STEM_SHIFT) + it["stem.bias"].double()
+        ).float()
         u = u0.unsqueeze(0).expand(T, *u0.shape)
         for i in range(len(self.blocks)):
             p = f"blocks.{i}."
             s = lif_sequence(u, it[p + "lif1.theta"], True, self.alpha)
-            qkv = lif_sequence(s @ it[p + "qkv.weight"].T + it[p + "qkv.bias"], it[p + "qkv.theta"], True,
-                               self.alpha)
+            qkv = lif_sequence(
+                s @ it[p + "qkv.weight"].T + it[p + "qkv.bias"], it[p + "qkv.theta"], True, self.alpha
+            )
             q, k, v = qkv.split(cfg.dim, dim=-1)
             u = u + self._attention(q, k, v) @ it[p + "proj.weight"].T + it[p + "proj.bias"]
             s = lif_sequence(u, it[p + "lif2.theta"], True, self.alpha)
-            h = lif_sequence(s @ it[p + "fc1.weight"].T + it[p + "fc1.bias"], it[p + "fc1.theta"], True,
-                             self.alpha)
+            h = lif_sequence(
+                s @ it[p + "fc1.weight"].T + it[p + "fc1.bias"], it[p + "fc1.theta"], True, self.alpha
+            )
             u = u + h @ it[p + "fc2.weight"].T + it[p + "fc2.bias"]
         s = lif_sequence(u, it["head.theta"], True, self.alpha)
         N = cfg.tokens
@@ -317,9 +335,17 @@ class SDTNet(nn.Module):
         for k, (_, kind) in sdt_expected_tensors(self.cfg.dims()).items():
             if kind == "weight":
                 tensors[k] = tensors[k].astype(np.int8)
-        art = SDTArtifact(dims=self.cfg.dims(), tensors=tensors, attention=self.cfg.attention,
-                          timesteps=self.cfg.timesteps, stem_shift=STEM_SHIFT, input_min=0,
-                          input_max=INPUT_MAX, input_unit=1.0 / INPUT_MAX, meta=dict(meta or {}))
+        art = SDTArtifact(
+            dims=self.cfg.dims(),
+            tensors=tensors,
+            attention=self.cfg.attention,
+            timesteps=self.cfg.timesteps,
+            stem_shift=STEM_SHIFT,
+            input_min=0,
+            input_max=INPUT_MAX,
+            input_unit=1.0 / INPUT_MAX,
+            meta=dict(meta or {}),
+        )
         from ..model.sdt_widths import analyze_sdt
 
         art.widths = dict(analyze_sdt(art).bits)
@@ -333,14 +359,20 @@ def artifact_tensors_torch(art: SDTArtifact) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.asarray(v, dtype=np.int64)) for k, v in art.tensors.items()}
 
 
-def _lif_int(v: torch.Tensor, x: torch.Tensor, theta: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
+def _lif_int(
+    v: torch.Tensor, x: torch.Tensor, theta: torch.Tensor | int
+) -> tuple[torch.Tensor, torch.Tensor]:
     h = (v + x) >> 1  # arithmetic shift: floor
     s = h >= theta
     return s.to(torch.int64), torch.where(s, torch.zeros_like(h), h)
 
 
-def forward_int(art: SDTArtifact, images: np.ndarray | torch.Tensor, timesteps: int | None = None,
-                tensors: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+def forward_int(
+    art: SDTArtifact,
+    images: np.ndarray | torch.Tensor,
+    timesteps: int | None = None,
+    tensors: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Integer logits ``(B, classes)`` of the artifact in int64 PyTorch, step by step (SPEC §8, §9).
 
     An implementation independent of the NumPy golden model; the two must agree exactly.
@@ -369,7 +401,7 @@ def forward_int(art: SDTArtifact, images: np.ndarray | torch.Tensor, timesteps: 
             p = f"blocks.{i}."
             s = lif(p + "lif1", u, t[p + "lif1.theta"])
             qkv = lif(p + "qkv", s @ t[p + "qkv.weight"].T + t[p + "qkv.bias"], t[p + "qkv.theta"])
-            q, k, v = qkv[..., :D], qkv[..., D:2 * D], qkv[..., 2 * D:]
+            q, k, v = qkv[..., :D], qkv[..., D : 2 * D], qkv[..., 2 * D :]
             if art.attention == "sdsa3":
                 qh, kh, vh = (z.reshape(B, N, H, dh).transpose(1, 2) for z in (q, k, v))
                 m = torch.clamp_max(kh.transpose(-1, -2) @ vh, SDSA_SATURATION)

@@ -522,8 +522,10 @@ def random_sdt(
         if kind == "weight":
             t[name] = rng.integers(-128, 128, size=shape).astype(np.int8)
         elif kind == "theta":
-            # a spike adds ~|W|·sqrt(fan-in) of charge; thresholds near it keep rates mid-range
-            t[name] = rng.integers(40, 400, size=shape).astype(np.int64)
+            # a spike adds ~|W|·sqrt(fan-in) of charge; thresholds near it keep rates mid-range, and
+            # q, k, v fire often enough for SDSA-3 (Q·M >= 8) to fire too
+            hi = 80 if name.endswith("qkv.theta") else 400
+            t[name] = rng.integers(1, hi, size=shape).astype(np.int64)
         else:
             t[name] = rng.integers(-200, 200, size=shape).astype(np.int64)
     t["stem.multiplier"] = rng.integers(0, 1 << 12, size=(dim,)).astype(np.int64)

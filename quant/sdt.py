@@ -45,8 +45,8 @@ class SDTConfig(DerivedDims):
     image: int = 8
     channels: int = 1
     patch: int = 2
-    dim: int = 32
-    heads: int = 2
+    dim: int = 64
+    heads: int = 4
     depth: int = 1
     mlp_ratio: int = 2
     classes: int = 10
@@ -356,7 +356,7 @@ class SDTNet(nn.Module):
 # the exported integers in int64 PyTorch
 # ------------------------------------------------------------------------------------------------
 def artifact_tensors_torch(art: SDTArtifact) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.asarray(v, dtype=np.int64)) for k, v in art.tensors.items()}
+    return {k: torch.from_numpy(np.array(v, dtype=np.int64)) for k, v in art.tensors.items()}
 
 
 def _lif_int(

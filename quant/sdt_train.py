@@ -34,8 +34,8 @@ class SDTTrainConfig:
     split_seed: int = 0
     test_fraction: float = 0.2
     batch_size: int = 64
-    float_epochs: int = 60
-    float_lr: float = 3e-3
+    float_epochs: int = 100
+    float_lr: float = 1e-2
     int_epochs: int = 20
     int_lr: float = 5e-4
     weight_decay: float = 0.01

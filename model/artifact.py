@@ -34,6 +34,7 @@ __all__ = [
     "load_artifact",
     "block_site_names",
     "atomic_write_bytes",
+    "artifact_arch",
     "MAX_TENSOR_MAGNITUDE",
     "MAX_INPUT_MAGNITUDE",
 ]
@@ -503,6 +504,20 @@ def _read_zip(path: Path) -> tuple[bytes, dict[str, bytes]]:
         raise ArtifactError(f"{path}: damaged zip ({type(exc).__name__}: {exc})") from None
     manifest = members.pop("manifest.json")
     return manifest, {n[:-4]: data for n, data in members.items()}
+
+
+def artifact_arch(path: str | os.PathLike) -> str | None:
+    """The ``arch`` an artifact's manifest declares, or None when it cannot be read (the full
+    loader then reports why, naming the field)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            info = zf.getinfo("manifest.json")
+            if info.file_size > MAX_UNPACKED_BYTES:
+                return None
+            arch = json.loads(zf.read(info)).get("arch")
+    except Exception:  # noqa: BLE001 - any damage is reported by the loader that follows
+        return None
+    return arch if isinstance(arch, str) else None
 
 
 def load_artifact(path: str | os.PathLike) -> ViTArtifact:

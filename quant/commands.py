@@ -283,25 +283,15 @@ def _write_json(r: dict, dest: str) -> None:
         atomic_write_bytes(dest, (text + "\n").encode())
 
 
-def _artifact_arch(path: str | Path) -> str | None:
-    """The ``arch`` a readable artifact declares; None when unreadable (its loader reports why)."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as zf:
-            arch = json.loads(zf.read("manifest.json")).get("arch")
-    except Exception:  # noqa: BLE001 - any damage is reported by the full loader
-        return None
-    return arch if isinstance(arch, str) else None
-
-
 def do_eval(args) -> int:
     for name in ("artifact", "arch", "timesteps"):
         if not hasattr(args, name):
             setattr(args, name, None)
     arch = args.arch
     if arch is None and args.artifact is not None:
-        arch = _artifact_arch(args.artifact)
+        from ..model.artifact import artifact_arch
+
+        arch = artifact_arch(args.artifact)
     if arch == "sdt":
         from .sdt_commands import do_eval_sdt
 

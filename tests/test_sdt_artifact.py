@@ -161,5 +161,8 @@ def test_cli_reports_bad_sdt_artifacts_in_one_line(saved, tmp_path, capsys):
     assert err.count("\n") == 0 and "attention" in err and "Traceback" not in err
     assert cli_main(["eval", "--arch", "sdt", "--artifact", str(tmp_path / "none.esa"), "--quiet"]) == 2
     assert "no such artifact" in capsys.readouterr().err
-    assert cli_main(["widths", str(saved[1])]) == 2  # the ViT tools refuse it by name
+    assert cli_main(["check", "--artifact", str(saved[1])]) == 2  # the ViT tools refuse it by name
     assert "arch: 'sdt'" in capsys.readouterr().err
+    assert cli_main(["widths", str(saved[1]), "--json"]) == 0
+    w = json.loads(capsys.readouterr().out)
+    assert w["logits"]["bits"] == saved[0].widths["logits"]

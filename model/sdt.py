@@ -197,8 +197,6 @@ class SDTArtifact:
             raise ArtifactError(
                 f"stem.shift must be an integer in [0, {MAX_SHIFT}], got {_short(self.stem_shift)}"
             )
-        if self.attention == "sdsa3" and self.dims.dim % self.dims.heads:
-            raise ArtifactError("dims.heads must divide dims.dim")
         want = sdt_expected_tensors(self.dims)
         missing = sorted(set(want) - set(self.tensors))
         extra = sorted(set(self.tensors) - set(want))
@@ -484,10 +482,15 @@ def run_sdt(art: SDTArtifact, images: np.ndarray, timesteps: int | None = None) 
     return SDTRun(logits=logits, step_logits=step_logits, macs=macs, acs=acs, spikes=spikes)
 
 
-def sdt_dense_macs(dims: SDTDims, timesteps: int) -> int:
-    """MACs of the same network run densely (every product a MAC) for ``timesteps`` steps, for scale."""
+def sdt_dense_macs(dims: SDTDims, timesteps: int, attention: str = "sdsa3") -> int:
+    """MACs of the same network run densely (every product a MAC) for ``timesteps`` steps, for scale.
+
+    Attention: SDSA-3 ``KᵀV`` and ``Q·M`` (``2·N·D·d_head``), SDSA-1 the two element-wise products
+    ``K ⊗ V`` and ``Q ⊗ ·`` (``2·N·D``).
+    """
     N, D, F, C = dims.tokens, dims.dim, dims.mlp_dim, dims.classes
-    per_step = dims.depth * (N * D * 3 * D + 2 * N * D * (D // dims.heads) + N * D * D + 2 * N * D * F)
+    attn = 2 * N * D * (D // dims.heads) if attention == "sdsa3" else 2 * N * D
+    per_step = dims.depth * (N * D * 3 * D + attn + N * D * D + 2 * N * D * F)
     per_step += N * D * C
     return N * D * dims.patch_dim + N * D + timesteps * per_step
 

@@ -117,7 +117,7 @@ def evaluate_sdt(
     sl = np.concatenate(step, axis=1)
     macs_a, acs_a = np.concatenate(macs), np.concatenate(acs)
     energy = MAC_PJ * macs_a + AC_PJ * acs_a
-    dense = sdt_dense_macs(art.dims, T)
+    dense = sdt_dense_macs(art.dims, T, art.attention)
     float_acc = art.meta.get("float_test_acc")
     return {
         "arch": "sdt",

@@ -46,7 +46,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     from .sdt import SDTConfig
 
     d = ViTConfig()
-    g = p.add_argument_group("model (ViT for 8x8 digits, SPEC section 7)")
+    g = p.add_argument_group("model (8x8 digits; --levels and --residual-bits apply to vit only)")
     g.add_argument("--patch", type=_positive, default=d.patch, help="patch size (default %(default)s: "
                    "16 patches + class token = 17 tokens)")
     g.add_argument("--dim", type=_positive, default=d.dim, help="embedding dimension (default %(default)s)")
@@ -108,8 +108,12 @@ def _add_arch_args(p: argparse.ArgumentParser, detect: bool = False) -> None:
 
 
 def _vit_defaults(args) -> None:
-    """Fill the options left unset with the ViT defaults."""
+    """Fill the options left unset with the ViT defaults; sdt-only options are an error."""
     from .train import TrainConfig
+
+    for name in ("timesteps", "attention"):
+        if getattr(args, name, None) is not None:
+            raise ValueError(f"--{name} applies to --arch sdt only")
 
     d = TrainConfig()
     for name, key in (("seed", "seed"), ("split_seed", "split_seed"), ("float_epochs", "float_epochs"),
@@ -171,7 +175,11 @@ def do_train(args) -> int:
         from .sdt_commands import do_train_sdt
 
         return do_train_sdt(args)
-    _vit_defaults(args)
+    try:
+        _vit_defaults(args)
+    except ValueError as exc:
+        print(f"equispike train: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     _threads(args)
     try:
         mc, tc = _configs(args)
@@ -296,7 +304,11 @@ def do_eval(args) -> int:
         from .sdt_commands import do_eval_sdt
 
         return do_eval_sdt(args)
-    _vit_defaults(args)
+    try:
+        _vit_defaults(args)
+    except ValueError as exc:
+        print(f"equispike eval: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     _threads(args)
     art = Path(args.artifact)
     ckpt = args.checkpoint or art.with_name("qat.pt")
@@ -320,7 +332,11 @@ def do_demo(args) -> int:
         from .sdt_commands import do_demo_sdt
 
         return do_demo_sdt(args)
-    _vit_defaults(args)
+    try:
+        _vit_defaults(args)
+    except ValueError as exc:
+        print(f"equispike demo: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     _threads(args)
     out_dir = Path(args.out_dir)
     try:

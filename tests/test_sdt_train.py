@@ -99,3 +99,5 @@ def test_bad_training_options_exit_2(tmp_path, capsys):
     argv = ["train", "--arch", "sdt", "--out-dir", str(tmp_path), "--dim", "10", "--heads", "3", "--quiet"]
     assert commands.main(argv) == 2
     assert "heads" in capsys.readouterr().err
+    assert commands.main(["train", "--timesteps", "2", "--out-dir", str(tmp_path), "--quiet"]) == 2
+    assert "--arch sdt only" in capsys.readouterr().err

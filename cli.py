@@ -101,10 +101,17 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_widths(args: argparse.Namespace) -> int:
-    from .model.artifact import load_artifact
-    from .model.widths import analyze
+    from .model.artifact import artifact_arch, load_artifact
 
-    report = analyze(load_artifact(args.artifact))
+    if artifact_arch(args.artifact) == "sdt":
+        from .model.sdt import load_sdt_artifact
+        from .model.sdt_widths import analyze_sdt
+
+        report = analyze_sdt(load_sdt_artifact(args.artifact))
+    else:
+        from .model.widths import analyze
+
+        report = analyze(load_artifact(args.artifact))
     if args.json:
         _emit({k: {"lo": lo, "hi": hi, "bits": b} for k, lo, hi, b in report.table()})
     else:
@@ -246,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser(
         "widths",
-        help="worst-case bounds and bit widths of an artifact (SPEC §9)",
+        help="worst-case bounds and bit widths of an artifact, vit or sdt (SPEC §9)",
         description="Every accumulator, membrane, tracer and operator intermediate of the "
         "artifact, with its worst-case range and the signed width that holds it.",
     )

@@ -34,6 +34,7 @@ __all__ = [
     "load_artifact",
     "block_site_names",
     "atomic_write_bytes",
+    "artifact_arch",
     "MAX_TENSOR_MAGNITUDE",
     "MAX_INPUT_MAGNITUDE",
 ]
@@ -505,6 +506,20 @@ def _read_zip(path: Path) -> tuple[bytes, dict[str, bytes]]:
     return manifest, {n[:-4]: data for n, data in members.items()}
 
 
+def artifact_arch(path: str | os.PathLike) -> str | None:
+    """The ``arch`` an artifact's manifest declares, or None when it cannot be read (the full
+    loader then reports why, naming the field)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            info = zf.getinfo("manifest.json")
+            if info.file_size > MAX_UNPACKED_BYTES:
+                return None
+            arch = json.loads(zf.read(info)).get("arch")
+    except Exception:  # noqa: BLE001 - any damage is reported by the loader that follows
+        return None
+    return arch if isinstance(arch, str) else None
+
+
 def load_artifact(path: str | os.PathLike) -> ViTArtifact:
     """Read and validate an artifact; :class:`ArtifactError` names any bad field.
 
@@ -524,6 +539,12 @@ def load_artifact(path: str | os.PathLike) -> ViTArtifact:
         raise ArtifactError(f"manifest.json: expected a JSON object, got {type(m).__name__}")
     if m.get("format") != FORMAT:
         raise ArtifactError(f"format: expected {FORMAT!r}, got {_short(m.get('format'))}")
+    if m.get("arch") == "sdt":
+        # checked before the schema version: sdt artifacts carry a later version of their own
+        raise ArtifactError(
+            "arch: 'sdt' is a spike-driven transformer artifact; read it with "
+            "equispike.model.sdt.load_sdt_artifact (equispike eval reads both), this reads 'vit'"
+        )
     sv = m.get("schema_version")
     if not _is_int(sv) or sv != SCHEMA_VERSION:
         raise ArtifactError(

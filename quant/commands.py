@@ -43,14 +43,15 @@ _nonnegative = _int_at_least(0)
 # --------------------------------------------------------------------------------------------------
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     from .qvit import ViTConfig
+    from .sdt import SDTConfig
 
     d = ViTConfig()
-    g = p.add_argument_group("model (ViT for 8x8 digits, SPEC section 7)")
+    g = p.add_argument_group("model (8x8 digits; --levels and --residual-bits apply to vit only)")
     g.add_argument("--patch", type=_positive, default=d.patch, help="patch size (default %(default)s: "
                    "16 patches + class token = 17 tokens)")
     g.add_argument("--dim", type=_positive, default=d.dim, help="embedding dimension (default %(default)s)")
-    g.add_argument("--depth", type=_positive, default=d.depth,
-                   help="transformer blocks (default %(default)s)")
+    g.add_argument("--depth", type=_positive, default=None,
+                   help=f"transformer blocks (default {d.depth}; sdt {SDTConfig().depth})")
     g.add_argument("--heads", type=_positive, default=d.heads, help="attention heads (default %(default)s)")
     g.add_argument("--mlp-ratio", type=_positive, default=d.mlp_ratio,
                    help="MLP hidden = dim * ratio (default %(default)s)")
@@ -63,27 +64,71 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from .sdt_train import SDTTrainConfig
     from .train import TrainConfig
 
-    d = TrainConfig()
-    g = p.add_argument_group("training")
-    g.add_argument("--seed", type=int, default=d.seed, help="training seed (default %(default)s)")
-    g.add_argument("--split-seed", type=int, default=d.split_seed,
-                   help="seed of the stratified 80/20 train/test split (default %(default)s)")
-    g.add_argument("--float-epochs", type=_nonnegative, default=d.float_epochs,
-                   help="float pre-training epochs (default %(default)s)")
-    g.add_argument("--qat-epochs", type=_nonnegative, default=d.qat_epochs,
-                   help="QAT fine-tuning epochs (default %(default)s)")
-    g.add_argument("--batch-size", type=_positive, default=d.batch_size,
-                   help="training images per optimizer step (default %(default)s)")
-    g.add_argument("--float-lr", type=float, default=d.float_lr,
-                   help="learning rate of float pre-training (default %(default)s)")
-    g.add_argument("--qat-lr", type=float, default=d.qat_lr,
-                   help="learning rate of QAT fine-tuning (default %(default)s)")
-    g.add_argument("--kd-weight", type=float, default=d.kd_weight,
-                   help="weight of distillation from the float model during QAT (default %(default)s)")
+    d, e = TrainConfig(), SDTTrainConfig()
+    g = p.add_argument_group("training (defaults: vit / sdt)")
+    g.add_argument("--seed", type=int, default=None, help=f"training seed (default {d.seed})")
+    g.add_argument("--split-seed", type=int, default=None,
+                   help=f"seed of the stratified 80/20 train/test split (default {d.split_seed})")
+    g.add_argument("--float-epochs", type=_nonnegative, default=None,
+                   help=f"float pre-training epochs (default {d.float_epochs} / {e.float_epochs})")
+    g.add_argument("--qat-epochs", type=_nonnegative, default=None,
+                   help=f"QAT (sdt: integer-aware) fine-tuning epochs (default {d.qat_epochs} / "
+                        f"{e.int_epochs})")
+    g.add_argument("--batch-size", type=_positive, default=None,
+                   help=f"training images per optimizer step (default {d.batch_size})")
+    g.add_argument("--float-lr", type=float, default=None,
+                   help=f"learning rate of float pre-training (default {d.float_lr} / {e.float_lr})")
+    g.add_argument("--qat-lr", type=float, default=None,
+                   help=f"learning rate of QAT fine-tuning (default {d.qat_lr} / {e.int_lr})")
+    g.add_argument("--kd-weight", type=float, default=None,
+                   help=f"weight of distillation from the float model during QAT (default {d.kd_weight})")
     g.add_argument("--no-reuse-float", action="store_true",
-                   help="retrain the float model even if a matching float.pt exists")
+                   help="retrain the float model even if a matching float.pt exists (vit)")
+
+
+def _add_arch_args(p: argparse.ArgumentParser, detect: bool = False) -> None:
+    from .sdt import SDTConfig
+
+    d = SDTConfig()
+    unset = argparse.SUPPRESS if detect else None  # eval's help formatter would print "None"
+    p.add_argument("--arch", choices=("vit", "sdt"), default=unset,
+                   help="vit: the converted ViT (SPEC section 7); sdt: the spike-driven transformer "
+                        "(SPEC section 8, default run directory runs/sdt) "
+                        + ("(default: the artifact's own)" if detect else "(default vit)"))
+    g = p.add_argument_group("spike-driven transformer (--arch sdt)")
+    g.add_argument("--timesteps", type=_positive, default=unset,
+                   help="time steps T" + (" (default: the artifact's)" if detect else
+                                          f" (default {d.timesteps})"))
+    if not detect:
+        g.add_argument("--attention", choices=("sdsa3", "sdsa1"), default=None,
+                       help=f"spike-driven self-attention variant (default {d.attention})")
+
+
+def _vit_defaults(args) -> None:
+    """Fill the options left unset with the ViT defaults; sdt-only options are an error."""
+    from .train import TrainConfig
+
+    for name in ("timesteps", "attention"):
+        if getattr(args, name, None) is not None:
+            raise ValueError(f"--{name} applies to --arch sdt only")
+
+    d = TrainConfig()
+    for name, key in (("seed", "seed"), ("split_seed", "split_seed"), ("float_epochs", "float_epochs"),
+                      ("qat_epochs", "qat_epochs"), ("batch_size", "batch_size"), ("float_lr", "float_lr"),
+                      ("qat_lr", "qat_lr"), ("kd_weight", "kd_weight")):
+        if getattr(args, name, None) is None:
+            setattr(args, name, getattr(d, key))
+    if getattr(args, "depth", None) is None:
+        from .qvit import ViTConfig
+
+        args.depth = ViTConfig().depth
+    if getattr(args, "out_dir", "") is None:
+        args.out_dir = str(DEFAULT_RUN)
+    if getattr(args, "artifact", "") is None:
+        args.artifact = str(DEFAULT_RUN / "model.esa")
 
 
 def _add_runtime_args(p: argparse.ArgumentParser) -> None:
@@ -126,6 +171,15 @@ def _errors():
 def do_train(args) -> int:
     from .train import train_all
 
+    if args.arch == "sdt":
+        from .sdt_commands import do_train_sdt
+
+        return do_train_sdt(args)
+    try:
+        _vit_defaults(args)
+    except ValueError as exc:
+        print(f"equispike train: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     _threads(args)
     try:
         mc, tc = _configs(args)
@@ -238,6 +292,23 @@ def _write_json(r: dict, dest: str) -> None:
 
 
 def do_eval(args) -> int:
+    for name in ("artifact", "arch", "timesteps"):
+        if not hasattr(args, name):
+            setattr(args, name, None)
+    arch = args.arch
+    if arch is None and args.artifact is not None:
+        from ..model.artifact import artifact_arch
+
+        arch = artifact_arch(args.artifact)
+    if arch == "sdt":
+        from .sdt_commands import do_eval_sdt
+
+        return do_eval_sdt(args)
+    try:
+        _vit_defaults(args)
+    except ValueError as exc:
+        print(f"equispike eval: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     _threads(args)
     art = Path(args.artifact)
     ckpt = args.checkpoint or art.with_name("qat.pt")
@@ -257,6 +328,15 @@ def do_eval(args) -> int:
 def do_demo(args) -> int:
     from .train import CheckpointError, TrainConfig, load_checkpoint, train_all
 
+    if args.arch == "sdt":
+        from .sdt_commands import do_demo_sdt
+
+        return do_demo_sdt(args)
+    try:
+        _vit_defaults(args)
+    except ValueError as exc:
+        print(f"equispike demo: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     _threads(args)
     out_dir = Path(args.out_dir)
     try:
@@ -293,12 +373,16 @@ def register(subparsers) -> None:
     """Add ``train``, ``export``, ``eval`` and ``demo`` to an argparse subparsers object."""
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = subparsers.add_parser(
-        "train", help="float pre-training + QAT of the digits ViT",
+        "train", help="float pre-training + QAT of the digits ViT (or --arch sdt)",
         description="Train the float ViT on sklearn digits (stratified 80/20 split), then QAT "
                     "fine-tune with LSQ sites and int8 weights. Writes OUT_DIR/float.pt and "
-                    "OUT_DIR/qat.pt. A float.pt with the same configuration is reused.",
+                    "OUT_DIR/qat.pt. A float.pt with the same configuration is reused. With --arch "
+                    "sdt: the spike-driven transformer, float then integer-aware training, written "
+                    "as the integer artifact OUT_DIR/model.esa (default runs/sdt).",
     )
-    p.add_argument("--out-dir", default=str(DEFAULT_RUN), help="run directory (default %(default)s)")
+    p.add_argument("--out-dir", default=None,
+                   help=f"run directory (default {DEFAULT_RUN}; sdt: runs/sdt)")
+    _add_arch_args(p)
     _add_model_args(p)
     _add_train_args(p)
     _add_runtime_args(p)
@@ -324,9 +408,15 @@ def register(subparsers) -> None:
                     "to quiescence (golden model), exact SNN == QANN check, settle steps, "
                     "ACs/MACs/energy, accuracy vs time step. Float and fake-quant accuracies come "
                     "from float.pt / qat.pt next to the artifact when present. Exit status 1 if any "
-                    "SNN logits differ from the QANN, 2 on bad input.", formatter_class=fmt,
+                    "SNN logits differ from the QANN, 2 on bad input. An sdt artifact (spike-driven "
+                    "transformer) reports the PyTorch integer and golden accuracies, their agreement "
+                    "(images with equal logits; exit 1 below 100 %%) and the float accuracy recorded "
+                    "at training.", formatter_class=fmt,
     )
-    p.add_argument("--artifact", default=str(DEFAULT_RUN / "model.esa"), help="artifact to evaluate")
+    p.add_argument("--artifact", default=argparse.SUPPRESS,
+                   help=f"artifact to evaluate (default {DEFAULT_RUN / 'model.esa'}; with --arch sdt "
+                        "runs/sdt/model.esa)")
+    _add_arch_args(p, detect=True)
     p.add_argument("--checkpoint", default=None, help="QAT checkpoint (default: qat.pt next to "
                    "the artifact)")
     p.add_argument("--float-checkpoint", default=None, help="float checkpoint (default: float.pt "
@@ -342,10 +432,13 @@ def register(subparsers) -> None:
         "demo", help="train (or reuse runs/) -> export -> eval -> summary",
         description="End to end on digits: train the default configuration unless OUT_DIR holds a "
                     "QAT checkpoint of the same configuration, export it, run the integer QANN and "
-                    "the SNN on the test split and print a summary (also OUT_DIR/eval.json).",
+                    "the SNN on the test split and print a summary (also OUT_DIR/eval.json). With "
+                    "--arch sdt: the spike-driven transformer in runs/sdt.",
     )
-    p.add_argument("--out-dir", default=str(DEFAULT_RUN), help="run directory (default %(default)s)")
+    p.add_argument("--out-dir", default=None,
+                   help=f"run directory (default {DEFAULT_RUN}; sdt: runs/sdt)")
     p.add_argument("--retrain", action="store_true", help="ignore a cached run")
+    _add_arch_args(p)
     p.add_argument("--t-max", type=_positive, default=2048, help="SNN step cap (default %(default)s)")
     p.add_argument("--limit", type=_positive, default=None, help="only the first N test images")
     _add_model_args(p)

@@ -561,9 +561,11 @@ class TransUnit(_Unit):
 class SrowUnit(_Unit):
     """``SROW``: scalar × spike vector (the second SESA term), one item per cycle.
 
-    For ``r < count``: a probe reads the spike vector's chunks ``c0 … c1−1`` (one per cycle, plus
-    one); an all-zero vector is skipped. Otherwise, for ``n < nvec`` and each chunk: ``a`` = lane
-    ``(r + joff) mod P`` of ``D[mbase + n·mstride + (r + joff) div P]`` (port B), and
+    For ``r < count``: a probe reads the spike vector's chunks ``c0 … c1−1`` (one per cycle; the
+    next row's probe is issued in the cycle that decides a row), so an all-zero vector costs
+    ``c1 − c0`` cycles. Otherwise (``nvec · (c1 − c0) + 2`` cycles with its probe), for
+    ``n < nvec`` and each chunk: ``a`` = lane ``(r + joff) mod P`` of
+    ``D[mbase + n·mstride + (r + joff) div P]`` (port B), and
     ``D[dbase + n·dstride + c] += a · spike`` on the lanes whose channel is in ``[lo, hi)``.
 
     Members: ``s_rd``, ``d_rdb`` (the scalar), ``d_rd`` (port A), ``d_wr``.
@@ -604,31 +606,51 @@ class SrowUnit(_Unit):
                 out.append(Mux(inside, word[2 * i : 2 * i + 2], 0))
             return Cat(*out)
 
+        # the masked spikes as one signal: the expression itself, sliced per lane, would be
+        # copied into the netlist at every use (2·P + 1 copies of P lane masks)
+        spk = Signal(2 * P)
+        m.d.comb += spk.eq(mask(self.s_rd.data, s1_c))
+        # The probe of row r + 1 is issued in the cycle that decides row r (or that writes back its
+        # last item), so an all-zero spike vector costs one cycle per chunk, not a probe round trip.
+        def probe_next():
+            """Advance to row r + 1 and issue the read of its first chunk (``r + 1 < count``)."""
+            m.d.comb += [self.s_rd.addr.eq(srow + ins.sstride + ins.c0), self.s_rd.en.eq(1)]
+            m.d.sync += [
+                r.eq(r + 1),
+                srow.eq(srow + ins.sstride),
+                col.eq(col + 1),
+                active.eq(0),
+                s1_probe.eq(1),
+                s1_c.eq(ins.c0),
+                c.eq(ins.c0 + 1),
+            ]
+            with m.If(ins.c0 + 1 >= ins.c1):
+                m.next = "DECIDE"
+            with m.Else():
+                m.next = "PROBE"
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [r.eq(0), srow.eq(ins.sbase), col.eq(ins.joff)]
+                    m.d.sync += [r.eq(0), srow.eq(ins.sbase), col.eq(ins.joff), c.eq(ins.c0), active.eq(0)]
                     with m.If((ins.count == 0) | (ins.nvec == 0) | (ins.c1 <= ins.c0)):
                         m.next = "DONE"
                     with m.Else():
-                        m.next = "PROBE_START"
-            with m.State("PROBE_START"):
-                m.d.sync += [c.eq(ins.c0), active.eq(0)]
-                m.next = "PROBE"
+                        m.next = "PROBE"
             with m.State("PROBE"):
                 m.d.comb += [self.s_rd.addr.eq(srow + c), self.s_rd.en.eq(1)]
                 m.d.sync += [s1_probe.eq(1), s1_c.eq(c), c.eq(c + 1)]
                 with m.If(c + 1 >= ins.c1):
                     m.next = "DECIDE"
             with m.State("DECIDE"):
-                # the last probe's data arrives in this cycle (accumulated below)
-                m.next = "DECIDE2"
-            with m.State("DECIDE2"):
-                m.d.sync += [n.eq(0), c.eq(ins.c0), arow.eq(ins.mbase), drow.eq(ins.dbase)]
-                with m.If(active):
+                # the last chunk's probe data arrives in this cycle
+                with m.If(active | (spk != 0)):
+                    m.d.sync += [n.eq(0), c.eq(ins.c0), arow.eq(ins.mbase), drow.eq(ins.dbase)]
                     m.next = "ITEMS"
+                with m.Elif(r + 1 >= ins.count):
+                    m.next = "DONE"
                 with m.Else():
-                    m.next = "NEXT"
+                    probe_next()
             with m.State("ITEMS"):
                 m.d.comb += [
                     self.s_rd.addr.eq(srow + c),
@@ -651,19 +673,15 @@ class SrowUnit(_Unit):
                 with m.Else():
                     m.d.sync += c.eq(c + 1)
             with m.State("NEXT"):
-                with m.If(~s1):
-                    m.d.sync += [r.eq(r + 1), srow.eq(srow + ins.sstride), col.eq(col + 1)]
-                    with m.If(r + 1 >= ins.count):
-                        m.next = "DONE"
-                    with m.Else():
-                        m.next = "PROBE_START"
+                # the last item is written back in this cycle (its spikes were read last cycle, so
+                # the next probe may use the spike port now)
+                with m.If(r + 1 >= ins.count):
+                    m.next = "DONE"
+                with m.Else():
+                    probe_next()
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"
-        # the masked spikes as one signal: the expression itself, sliced per lane, would be
-        # copied into the netlist at every use (2·P + 1 copies of P lane masks)
-        spk = Signal(2 * P)
-        m.d.comb += spk.eq(mask(self.s_rd.data, s1_c))
         with m.If(s1_probe & (spk != 0)):
             m.d.sync += active.eq(1)
         # scalar lane select

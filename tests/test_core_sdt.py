@@ -1,0 +1,140 @@
+"""The spike-driven transformer (``arch: "sdt"``) on the core: compiler, reference executor, RTL.
+
+Every comparison is :func:`equispike.sim.core.compare.compare_image` against ``run_sdt(record=True)``
+(:func:`~equispike.sim.core.compare.sdt_golden`): every spike of every LIF site of every step
+(padding lanes included), the logits, the steps run (exactly T, no settle step) and the SPEC §10
+event counts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from equispike.compiler.isa import CoreParams, Instr, Op
+from equispike.compiler.isasim import run_program
+from equispike.compiler.program import CompileError, image_rows
+from equispike.compiler.sdt_program import compile_sdt, fit_sdt_params
+from equispike.model.factory import random_images
+from equispike.model.sdt import random_sdt
+from equispike.sim.core.compare import compare_image, sdt_golden
+
+#: random sdt models: shapes, both attentions, T = 1 and 4
+SHAPES = {
+    "dim16-h2-d1-sdsa3-t4": dict(dim=16, heads=2, depth=1, mlp_dim=32, attention="sdsa3", timesteps=4),
+    "dim16-h2-d1-sdsa1-t4": dict(dim=16, heads=2, depth=1, mlp_dim=32, attention="sdsa1", timesteps=4),
+    "dim24-h3-d2-sdsa3-t1": dict(dim=24, heads=3, depth=2, mlp_dim=40, attention="sdsa3", timesteps=1),
+    "dim12-h1-d2-sdsa1-t1": dict(dim=12, heads=1, depth=2, mlp_dim=20, attention="sdsa1", timesteps=1),
+    "dim32-h4-d1-p4-sdsa3-t4": dict(
+        dim=32, heads=4, depth=1, mlp_dim=48, patch=4, attention="sdsa3", timesteps=4, classes=5
+    ),
+    "dim8-h2-d0-sdsa3-t4": dict(dim=8, heads=2, depth=0, mlp_dim=16, attention="sdsa3", timesteps=4),
+}
+
+
+def _model(name: str, seed: int = 5, batch: int = 3):
+    art = random_sdt(seed, **SHAPES[name])
+    images = random_images(3, art, batch)
+    return art, images
+
+
+def _expected_spikes(prog, steps: int) -> int:
+    """Spikes a full comparison of one image covers: every S row of every site, every step."""
+    return steps * sum(sm.nvec * sm.nch for sm in prog.sites.values()) * prog.params.lanes
+
+
+def _check_isa(art, images, lanes: int) -> int:
+    prog = compile_sdt(art, fit_sdt_params(art, lanes))
+    golden = sdt_golden(art, images)
+    fired = 0
+    for b in range(len(images)):
+        r = run_program(prog, image_rows(prog, art, images[b]))
+        c = compare_image(prog, golden, b, r.trace, r.logits, r.settle_step, r.steps, r.counts)
+        assert c.ok, c.first_mismatch or c.notes
+        assert r.steps == art.timesteps and r.settle_step == -1
+        assert c.steps_compared == art.timesteps
+        assert c.spikes_compared == _expected_spikes(prog, art.timesteps) > 0
+        fired += sum(int(np.count_nonzero(s)) for _, _, s in r.trace)
+    return fired
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+@pytest.mark.parametrize("lanes", [4, 16])
+def test_reference_executor_matches_run_sdt(name, lanes):
+    art, images = _model(name)
+    assert _check_isa(art, images, lanes) > 0  # spikes fired: the comparison is not all zeros
+
+
+def test_every_site_fires():
+    """The random models exercise every site (a site that never fires would compare only zeros)."""
+    for name in ("dim16-h2-d1-sdsa3-t4", "dim16-h2-d1-sdsa1-t4"):
+        art, images = _model(name)
+        rec = sdt_golden(art, images).records
+        silent = [k for k, v in rec.items() if not v["spikes"].any()]
+        assert not silent, f"{name}: sites that never fire: {silent}"
+
+
+def test_signed_input_and_narrow_words():
+    """Signed image codes (SRC_SCODES) and every word cut to the model's width."""
+    art = random_sdt(11, dim=16, heads=2, mlp_dim=32, attention="sdsa3", timesteps=2)
+    art.input_min, art.input_max = -8, 7
+    art.validate()
+    images = random_images(4, art, 2)
+    assert images.min() < 0
+    prog = compile_sdt(art, fit_sdt_params(art, 8, narrow=True))
+    golden = sdt_golden(art, images)
+    for b in range(2):
+        r = run_program(prog, image_rows(prog, art, images[b]))
+        c = compare_image(prog, golden, b, r.trace, r.logits, r.settle_step, r.steps, r.counts)
+        assert c.ok, c.first_mismatch or c.notes
+
+
+def test_corrupted_threshold_is_caught():
+    """One LIF threshold changed in the program's Q image: the comparison names the step and site."""
+    art, images = _model("dim16-h2-d1-sdsa3-t4", batch=1)
+    prog = compile_sdt(art, fit_sdt_params(art, 8))
+    golden = sdt_golden(art, images)
+    region = prog.regions["theta.blocks.0.fc1"]
+    prog.images["Q"][region.base : region.base + region.rows] += 1000
+    r = run_program(prog, image_rows(prog, art, images[0]))
+    c = compare_image(prog, golden, 0, r.trace, r.logits, r.settle_step, r.steps, r.counts)
+    assert not c.ok
+    assert c.first_mismatch.startswith("image 0: step ") and "blocks.0.fc1" in c.first_mismatch
+
+
+def test_step_fixed_runs_every_step():
+    """A silent step does not end an sdt run: STEP fixed takes exactly T steps."""
+    art, images = _model("dim16-h2-d1-sdsa3-t4", batch=1)
+    prog = compile_sdt(art, fit_sdt_params(art, 8), t_max=6)
+    step = [i for i in prog.instrs if i.op == Op.STEP]
+    assert len(step) == 1 and step[0].fixed == 1 and step[0].imm == 6
+    images = np.full_like(images, art.input_min)
+    r = run_program(prog, image_rows(prog, art, images[0]))
+    assert r.steps == 6 and r.settle_step == -1
+
+
+def test_compile_rejects():
+    art, _ = _model("dim16-h2-d1-sdsa3-t4")
+    with pytest.raises(TypeError, match="art"):
+        compile_sdt(object(), CoreParams())
+    with pytest.raises(TypeError, match="params"):
+        compile_sdt(art, object())
+    with pytest.raises(ValueError, match="t_max"):
+        compile_sdt(art, fit_sdt_params(art, 8), t_max=0)
+    with pytest.raises(CompileError, match="D"):
+        compile_sdt(art, fit_sdt_params(art, 8, dw=8))
+    with pytest.raises(CompileError, match="memory W"):
+        compile_sdt(art, fit_sdt_params(art, 8, w_depth=4))
+    with pytest.raises(ValueError, match="lanes"):
+        fit_sdt_params(art, 6)
+    with pytest.raises(TypeError, match="art"):
+        fit_sdt_params(object(), 8)
+
+
+def test_listing_names_the_new_modes():
+    art, _ = _model("dim16-h2-d1-sdsa1-t4")
+    prog = compile_sdt(art, fit_sdt_params(art, 8))
+    text = prog.listing()
+    assert "lif=1" in text and "keep=1" in text and "fixed=1" in text
+    assert "LIF blocks.0.kv" in text
+    assert Instr(Op.NEURON, lif=1).listing().startswith("NEURON")

@@ -138,3 +138,23 @@ def test_listing_names_the_new_modes():
     assert "lif=1" in text and "keep=1" in text and "fixed=1" in text
     assert "LIF blocks.0.kv" in text
     assert Instr(Op.NEURON, lif=1).listing().startswith("NEURON")
+
+
+# ---- the RTL under Verilator (one build per attention kind) --------------------------------------------
+@pytest.mark.parametrize("attention", ["sdsa3", "sdsa1"])
+def test_core_rtl_matches_run_sdt(attention, tmp_path_factory):
+    """Every spike of every LIF site of every step, the logits, T steps and the counts, on the RTL;
+    a second run of the same build with idle input cycles and output back-pressure."""
+    from equispike.sim.core.run import run_core
+
+    art = random_sdt(5, dim=16, heads=2, mlp_dim=32, attention=attention, timesteps=4)
+    images = random_images(3, art, 3)
+    build = tmp_path_factory.mktemp(f"sdt-core-{attention}")
+    prog = compile_sdt(art, fit_sdt_params(art, 8))
+    for idle, stall in ((0, 0), (300, 300)):
+        rep = run_core(art, images, lanes=8, build_dir=build, idle_permille=idle, stall_permille=stall)
+        assert rep.ok, rep.first_mismatch
+        assert rep.mismatches == 0 and rep.logits_equal == rep.settle_equal == rep.energy_equal == 3
+        assert rep.spikes_compared == 3 * _expected_spikes(prog, art.timesteps)
+        assert rep.steps_per_image == art.timesteps
+        assert rep.cycles_per_image > 0

@@ -6,9 +6,9 @@ Every memory of the core is a stack of *rows* of ``P`` lanes (``P`` = :attr:`Cor
 memory    lane contents                                 used for
 ========  ===========================================  =========================================
 ``D``     signed ``dw``-bit integers                    currents, biases, running sums, logits
-``V``     signed ``vw``-bit membranes                   ST-BIF membranes ``V`` of every site
+``V``     signed ``vw``-bit membranes                   ST-BIF or LIF membranes ``V`` of every site
 ``T``     signed ``tw``-bit tracers                     ST-BIF tracers ``S`` of every site
-``S``     ternary spikes (2 bits)                       spikes of the current step; ``kᵀ`` buffers
+``S``     ternary spikes (2 bits; binary for LIF)       spikes of the current step; ``kᵀ`` buffers
 ``Q``     unsigned ``pw``-bit parameters (``Γ`` and     per-channel Θ, LayerNorm Γ and B
           ``B`` stored as two's complement)
 ``W``     int8 weights                                  AW matrices, transposed: row = input

@@ -8,6 +8,8 @@ event counts.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -63,6 +65,19 @@ def _check_isa(art, images, lanes: int) -> int:
 def test_reference_executor_matches_run_sdt(name, lanes):
     art, images = _model(name)
     assert _check_isa(art, images, lanes) > 0  # spikes fired: the comparison is not all zeros
+
+
+TRAINED = Path(__file__).resolve().parents[1] / "runs" / "sdt" / "model.esa"
+
+
+@pytest.mark.skipif(not TRAINED.is_file(), reason="no trained sdt artifact (equispike train --arch sdt)")
+def test_reference_executor_trained_artifact():
+    """The trained model, when one was trained here (it is not committed): three digits images."""
+    from equispike.model.sdt import load_sdt_artifact
+    from equispike.quant.data import load_split
+
+    art = load_sdt_artifact(TRAINED)
+    assert _check_isa(art, load_split().x_test[:3], 64) > 0
 
 
 def test_every_site_fires():

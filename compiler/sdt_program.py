@@ -13,13 +13,15 @@ The same instruction set, :class:`~.program.Program` and :class:`~.isa.CoreParam
 * ``STEP fixed``: exactly ``T`` steps (no quiescence, SPEC §8 re-injects the stem every step).
 
 The branch biases of ``proj`` and ``fc2`` are not added into ``U``: every LIF that reads ``U`` adds
-the sum of the biases written before it, a per-channel constant (``bias.cum.*`` rows), so ``U``
+the sum of the biases written before it, a per-channel constant (the ``bias.<LIF>`` rows), so ``U``
 holds the engine's sums only. The head bias enters as ``T · N · b_head``, the logits' start value.
 
-SDSA-3: per step ``Kᵀ`` of the step's k spikes (``TRANS``), ``M = Kᵀ·V`` per head (``SROW``: k
-spikes as scalars times v spike rows), ``x = Q·M`` (the engine, ``M`` as its matrix) into the
-attention LIF (θ = 4). ``M`` and ``x`` are not saturated at 8: all terms are non-negative and
-``min(Q·M, 8)`` gives the same LIF spikes and state as ``Q·M`` (both fire and reset from 8 up).
+SDSA-3, two engine passes per head (SPEC §11's co-activation matrix): the step's k spikes
+transposed (``TRANS``: one spike row per channel, lanes = tokens), then ``M = Kᵀ·V`` (each k spike
+``(n, i)`` adds token ``n``'s v row, kept in ``D``, into ``M`` row ``i``) and ``x = Q·M`` (each q
+spike ``(n, i)`` adds ``M`` row ``i`` into ``x`` row ``n``) into the attention LIF (θ = 4). ``M``
+and ``x`` are not saturated at 8: all terms are non-negative and ``min(Q·M, 8)`` gives the same
+LIF spikes and state as ``Q·M`` (both fire and reset from 8 up).
 SDSA-1: ``kv = LIF(k + v)`` (V reset every step, θ = 1: fires on co-active pairs), the per-channel
 token count of ``kv`` (``SPKADD`` with a zero stride), then the attention LIF (V reset every step)
 on ``A·q + count`` with ``θ = ⌊N/2⌋ + 1``, ``A = 2θ − 1 ≥ N``: it fires exactly when ``q`` is set
@@ -146,6 +148,7 @@ def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) 
         (rep.lo["logits"] - abs(int(logits0.min(initial=0))), rep.hi["logits"] + int(np.abs(logits0).max())),
         (-int(np.abs(w_stem).max(initial=0)), int(np.abs(w_stem).max(initial=0))),
         (0, N * dh + N + 2),  # Q·M unsaturated; SDSA-1's A·q + count and k + v
+        (-steps, steps),  # TRANS's running Kᵀ (never cleared within an image: it is not read)
     ]
     for k in rep.bits:
         if k.endswith(".current"):
@@ -211,7 +214,12 @@ def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) 
     for i in range(d.depth):
         p = f"blocks.{i}."
         if sdsa3:
-            blk.append({"M": al.take("D", p + "attn.M", D * Dch, "M = Kᵀ·V of the step (row = k channel)")})
+            blk.append(
+                {
+                    "Vd": al.take("D", p + "attn.v", N * Dch, "v spikes of the step (the engine's matrix)"),
+                    "x": al.take("D", p + "cur.attn", N * Dch, "attention LIF input Q·M"),
+                }
+            )
         else:
             blk.append({"cnt": al.take("D", p + "attn.count", Dch, "token count of k AND v")})
     bank0_rows = al.next["D"]
@@ -231,10 +239,11 @@ def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) 
         p = f"blocks.{i}."
         r = blk[i]
         r["qkv"] = al.take("D", p + "cur.qkv", N * 3 * Dch, "currents of q, k, v (per token: q, k, v chunks)")
-        r["x"] = al.take("D", p + "cur.attn", N * Dch, "attention LIF input")
         if sdsa3:
-            r["KT"] = al.take("D", p + "attn.kT", D * Nch, "k spikes of the step, transposed")
+            r["M"] = al.take("D", p + "attn.M", D * Dch, "M = Kᵀ·V of the step (row = k channel)")
+            r["KT"] = al.take("D", p + "attn.kT", D * Nch, "Σ k spikes, transposed (TRANS's sum, unread)")
         else:
+            r["x"] = al.take("D", p + "cur.attn", N * Dch, "attention LIF input")
             r["kv"] = al.take("D", p + "cur.kv", N * Dch, "k + v")
         r["fc1"] = al.take("D", p + "cur.fc1", N * Fch, "currents")
     dyn1_end = al.next["D"]
@@ -393,8 +402,8 @@ def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) 
                 nch=sm.nch,
                 dbase=cbase,
                 dstride=cstride,
-                # no bias: any bank-0 row keeps the unit's two D reads in two banks
-                bbase=bias[bias_name] if has else 0,
+                # no bias: a row of the other bank keeps the unit's two D reads in two banks
+                bbase=bias[bias_name] if has else (params.d_split if cbase < params.d_split else 0),
                 has_bias=int(has),
                 vbase=sm.base,
                 tbase=sm.base,
@@ -443,8 +452,7 @@ def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) 
             neuron(p + s, r["qkv"] + k * Dch, 3 * Dch, counter(p + s, fan), p + s, False)
         sq, sk, sv, sa = (sites[p + s] for s in ("q", "k", "v", "attn"))
         if sdsa3:
-            emit(Instr(Op.COPY, dbase=r["KT"], count=D * Nch, zero=1, note="clear Kᵀ"))
-            emit(Instr(Op.COPY, dbase=r["M"], count=D * Dch, zero=1, note="clear M"))
+            emit(Instr(Op.COPY, dbase=kts[i], count=D * Nch, mem=1, zero=1, note="clear kᵀ spikes"))
             emit(
                 Instr(
                     Op.TRANS,
@@ -456,28 +464,47 @@ def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) 
                     dbase=r["KT"],
                     dstride=Nch,
                     obase=kts[i],
-                    note="Kᵀ = k(t)ᵀ",
+                    note="kᵀ spikes of the step",
                 )
             )
+            emit(Instr(Op.COPY, dbase=r["Vd"], count=N * Dch, zero=1, note="clear v rows"))
+            emit(
+                Instr(
+                    Op.SPKADD,
+                    nvec=N,
+                    nch=Dch,
+                    sbase=sv.base,
+                    dbase=r["Vd"],
+                    dstride=Dch,
+                    imm=1,
+                    note="v rows",
+                )
+            )
+            emit(Instr(Op.COPY, dbase=r["M"], count=D * Dch, zero=1, note="clear M"))
             for h in range(H):
                 lo, hi = h * dh, (h + 1) * dh
                 emit(
                     Instr(
-                        Op.SROW,
-                        count=N,
+                        Op.AW,
                         nvec=dh,
-                        sbase=sv.base,
-                        sstride=Dch,
-                        c0=lo // P,
-                        c1=_cdiv(hi, P),
-                        lo=lo,
-                        hi=hi,
-                        mbase=r["KT"] + lo * Nch,
-                        mstride=Nch,
+                        src=SRC_SPIKES,
+                        sbase=kts[i] + lo * Nch,
+                        sstride=Nch,
+                        c0=0,
+                        c1=Nch,
+                        lo=0,
+                        hi=N,
                         joff=0,
+                        msrc=1,
+                        mbase=r["Vd"],
+                        mstride=Dch,
                         dbase=r["M"] + lo * Dch,
                         dstride=Dch,
-                        note=f"M[{h}] = Kᵀ·V (k spikes × v spike rows)",
+                        d0=lo // P,
+                        d1=_cdiv(hi, P),
+                        dlo=lo,
+                        dhi=hi,
+                        note=f"M[{h}] = Kᵀ·V (each k spike adds its token's v row)",
                     )
                 )
                 emit(
@@ -501,7 +528,7 @@ def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) 
                         d1=_cdiv(hi, P),
                         dlo=lo,
                         dhi=hi,
-                        note=f"x[{h}] = Q·M",
+                        note=f"x[{h}] = Q·M (each q spike adds its channel's M row)",
                     )
                 )
             neuron(p + "attn", r["x"], Dch, counter(p + "attn", D), None, False)

@@ -173,3 +173,18 @@ def test_core_rtl_matches_run_sdt(attention, tmp_path_factory):
         assert rep.spikes_compared == 3 * _expected_spikes(prog, art.timesteps)
         assert rep.steps_per_image == art.timesteps
         assert rep.cycles_per_image > 0
+
+
+def test_core_build_reads_sdt_artifacts(tmp_path, capsys):
+    """``equispike core build`` dispatches on the artifact's arch: an sdt artifact gives its Verilog,
+    memory images and a listing with the LIF program."""
+    from equispike.cli import EXIT_OK, main
+    from equispike.model.sdt import save_sdt_artifact
+
+    art = random_sdt(5, dim=8, heads=2, mlp_dim=16, attention="sdsa1", timesteps=2)
+    path = save_sdt_artifact(art, tmp_path / "sdt.esa")
+    out = tmp_path / "build"
+    assert main(["core", "build", str(path), "--lanes", "4", "--out", str(out)]) == EXIT_OK
+    listing = (out / "program.lst").read_text()
+    assert "LIF blocks.0.kv" in listing and "STEP" in listing and "fixed=1" in listing
+    assert (out / "equispike_core.v").stat().st_size > 0

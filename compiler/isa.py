@@ -6,9 +6,9 @@ Every memory of the core is a stack of *rows* of ``P`` lanes (``P`` = :attr:`Cor
 memory    lane contents                                 used for
 ========  ===========================================  =========================================
 ``D``     signed ``dw``-bit integers                    currents, biases, running sums, logits
-``V``     signed ``vw``-bit membranes                   ST-BIF membranes ``V`` of every site
+``V``     signed ``vw``-bit membranes                   ST-BIF or LIF membranes ``V`` of every site
 ``T``     signed ``tw``-bit tracers                     ST-BIF tracers ``S`` of every site
-``S``     ternary spikes (2 bits)                       spikes of the current step; ``kᵀ`` buffers
+``S``     ternary spikes (2 bits; binary for LIF)       spikes of the current step; ``kᵀ`` buffers
 ``Q``     unsigned ``pw``-bit parameters (``Γ`` and     per-channel Θ, LayerNorm Γ and B
           ``B`` stored as two's complement)
 ``W``     int8 weights                                  AW matrices, transposed: row = input
@@ -76,18 +76,26 @@ class Instr:
         The inference is over: the core waits for the next image and restarts at instruction 0.
     ``LOADIN count``
         Take ``count`` beats from the input stream into ``I`` rows ``0 … count−1``; set ``t = 0``.
-    ``NRESET nvec, nch, vbase, tbase, pbase``
-        For every row ``r = n·nch + c``: ``V[vbase+r] = Θ >> 1`` and ``T[tbase+r] = 0``, with
-        ``Θ = Q[pbase + c]``.
-    ``COPY dbase, sbase, count, mem, zero, t0``
-        For ``i < count``: ``X[dbase+i] = D[sbase+i]`` if ``not zero and (not t0 or t == 0)``,
-        else 0; ``X`` is ``D`` (``mem = 0``) or ``S`` (``mem = 1``, zero only).
+    ``NRESET nvec, nch, vbase, tbase, pbase, lif``
+        For every row ``r = n·nch + c``: ``V[vbase+r] = Θ >> 1`` (``V = 0`` with ``lif``, the LIF
+        reset of SPEC §8) and ``T[tbase+r] = 0``, with ``Θ = Q[pbase + c]``.
+    ``COPY dbase, sbase, count, mem, zero, t0, imm, has_bias, bbase``
+        For ``i < count``: ``X[dbase+i] = (D[sbase+i] >> imm) + b`` (arithmetic shift; ``b`` is
+        ``D[bbase+i]`` if ``has_bias``, else 0) if ``not zero and (not t0 or t == 0)``, else 0;
+        ``X`` is ``D`` (``mem = 0``) or ``S`` (``mem = 1``, zero only). With ``imm = 0`` and no
+        bias it is a plain copy; the shift and the bias are the requantization
+        ``((acc · m) >> S) + B`` of the spike-driven transformer's analog stem (SPEC §8).
     ``NEURON nvec, nch, dbase, dstride, bbase, has_bias, vbase, tbase, pbase, sbase, qn, qp, tid``
         ST-BIF step of every row ``r = n·nch + c``: ``I = D[dbase + n·dstride + c]`` (plus
         ``D[bbase + c]`` at ``t = 0`` if ``has_bias``), ``Θ = Q[pbase + c]``; ``V, T`` at
         ``vbase + r``, ``tbase + r`` updated by SPEC §2; spikes to ``S[sbase + r]``; the current
         row is cleared to 0. Counter ``tid`` counts the nonzero spikes; every row goes out on the
         trace port.
+        With ``lif`` it is the binary LIF step of SPEC §8 instead (τ = 2, hard reset):
+        ``h = (V + I + b) >> 1`` with ``b = D[bbase + c]`` at *every* step if ``has_bias`` (the
+        BatchNorm shift of each step's pre-activation); spike ``+1`` if ``h ≥ Θ``; ``V = 0`` after
+        a spike, else ``h``; ``T``, ``qn``, ``qp`` unused. With ``keep`` the current row is left as
+        it is (a membrane-shortcut residual read by its LIF, SPEC §8), else cleared.
     ``AW nvec, src, sbase, sstride, c0, c1, lo, hi, joff, msrc, mbase, mstride,``
     ``dbase, dstride, d0, d1, dlo, dhi, t0``
         Event-driven accumulation (SPEC §3/§4). For vector ``n`` and source rows
@@ -123,7 +131,9 @@ class Instr:
         End of a time step: if no spike fired in it and ``t > 0`` the run has settled at ``t``;
         if it settled or ``t + 1 == imm`` (``t_max``) go on with the next instruction, else
         ``t += 1`` and jump back to the first instruction after the ``STEP``'s loop start
-        (:attr:`Program.step_start`).
+        (:attr:`Program.step_start`). With ``fixed`` there is no quiescence test: the run takes
+        exactly ``imm`` steps and reports no settle step (the spike-driven transformer re-injects
+        its stem every step, SPEC §8, so a silent step does not mean a settled network).
     ``OUT dbase, count``
         Send rows ``D[dbase … dbase+count−1]`` (the logits), then the counters and the run status
         on the output stream.
@@ -166,6 +176,9 @@ class Instr:
     mem: int = 0
     zero: int = 0
     t0: int = 0
+    lif: int = 0
+    keep: int = 0
+    fixed: int = 0
     note: str = field(default="", compare=False)
 
     def listing(self) -> str:
@@ -222,7 +235,9 @@ class CoreParams:
         """Bits of an instruction field in this core."""
         addr = max(self.d_depth, self.n_depth, self.s_depth, self.q_depth, self.w_depth, self.i_depth)
         wide = {"imm": max(self.cw, self.ew, 32), "qn": 10, "qp": 10}
-        one = {"src": 2, "msrc": 1, "has_bias": 1, "mem": 1, "zero": 1, "t0": 1}
+        one = {
+            "src": 2, "msrc": 1, "has_bias": 1, "mem": 1, "zero": 1, "t0": 1, "lif": 1, "keep": 1, "fixed": 1
+        }
         if name in wide:
             return wide[name]
         if name in one:

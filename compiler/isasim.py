@@ -76,29 +76,50 @@ def run_program(prog: Program, rows_in: np.ndarray) -> IsaResult:
             for n in range(ins.nvec):
                 for c in range(ins.nch):
                     r = n * ins.nch + c
-                    V[ins.vbase + r] = Q[ins.pbase + c] >> 1
+                    V[ins.vbase + r] = 0 if ins.lif else Q[ins.pbase + c] >> 1
                     Tm[ins.tbase + r] = 0
         elif op == Op.COPY:
             dst = Sm if ins.mem else Dm
             take = not ins.zero and (not ins.t0 or t == 0)
             for i in range(ins.count):
-                dst[ins.dbase + i] = Dm[ins.sbase + i] if take else 0
+                if not take:
+                    dst[ins.dbase + i] = 0
+                    continue
+                v = Dm[ins.sbase + i] >> ins.imm  # NumPy's >> on int64 is arithmetic, as the core's
+                if ins.has_bias:
+                    v = v + Dm[ins.bbase + i]
+                _check("copy", v, p.dw)
+                dst[ins.dbase + i] = v
         elif op == Op.NEURON:
             for n in range(ins.nvec):
                 for c in range(ins.nch):
                     r = n * ins.nch + c
                     ca = ins.dbase + n * ins.dstride + c
                     cur = Dm[ca].copy()
-                    if ins.has_bias and t == 0:
+                    if ins.has_bias and (t == 0 or ins.lif):
                         cur = cur + Dm[ins.bbase + c]
                     th = Q[ins.pbase + c]
+                    if ins.lif:
+                        # SPEC §8 LIF: τ = 2 halving with floor, hard reset; the tracer is unused
+                        h = (V[ins.vbase + r] + cur) >> 1
+                        s = (h >= th).astype(np.int64)
+                        V[ins.vbase + r] = np.where(s == 1, 0, h)
+                        Sm[ins.sbase + r] = s
+                        if not ins.keep:
+                            Dm[ca] = 0
+                        _check("membrane", V[ins.vbase + r], p.vw)
+                        counts[ins.tid] += int(np.count_nonzero(s))
+                        fired |= bool(np.any(s))
+                        trace.append((t, ins.sbase + r, s.astype(np.int8)))
+                        continue
                     h = V[ins.vbase + r] + cur
                     s_old = Tm[ins.tbase + r]
                     s = np.where((h >= th) & (s_old < ins.qp), 1, np.where((h < 0) & (s_old > ins.qn), -1, 0))
                     V[ins.vbase + r] = h - s * th
                     Tm[ins.tbase + r] = s_old + s
                     Sm[ins.sbase + r] = s
-                    Dm[ca] = 0
+                    if not ins.keep:
+                        Dm[ca] = 0
                     _check("membrane", V[ins.vbase + r], p.vw)
                     counts[ins.tid] += int(np.count_nonzero(s))
                     fired |= bool(np.any(s))
@@ -181,7 +202,7 @@ def run_program(prog: Program, rows_in: np.ndarray) -> IsaResult:
                     Dm[ya] = yfull[c * P : (c + 1) * P]
                     _check("normalized output", Dm[ya], p.dw)
         elif op == Op.STEP:
-            if not fired and t > 0 and settle < 0:
+            if not ins.fixed and not fired and t > 0 and settle < 0:
                 settle = t
             if settle >= 0 or t + 1 >= ins.imm:
                 continue

@@ -79,6 +79,8 @@ class Program:
     classes: int
     t_max: int
     embed_dim: int = 1  # row width of the patch embedding (dims.dim)
+    # engine events of the analog first layer (its codes); None: fixed_macs // embed_dim
+    embed_events: int | None = None
     d_bank_rows: tuple[int, int] = (0, 0)  # D rows the program uses in bank 0 and in bank 1
     widths: dict[str, tuple[int, int]] = field(default_factory=dict)  # word -> (needed, available)
 
@@ -115,7 +117,8 @@ class Program:
         once at ``t = 0``.
         """
         P = self.params.lanes
-        ideal = self.fixed_macs // self.embed_dim * _cdiv(self.embed_dim, P)
+        events = self.fixed_macs // self.embed_dim if self.embed_events is None else self.embed_events
+        ideal = events * _cdiv(self.embed_dim, P)
         for t, f in self.ac_fanout.items():
             ideal += int(counts[t]) * _cdiv(f, P)
         return ideal

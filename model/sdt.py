@@ -378,6 +378,9 @@ class SDTRun:
     macs: np.ndarray  # (B,) int64
     acs: np.ndarray  # (B,) int64
     spikes: dict[str, np.ndarray]  # site -> (B,) total spikes over the run
+    # with ``record=True``: site -> {"spikes": (T, B, *site shape) int8}, every LIF site of every step
+    # (``q``, ``k``, ``v`` apart; SDSA-1 also its ``kv``, the co-active pairs ``k AND v``)
+    records: dict[str, dict[str, np.ndarray]] | None = None
 
     @property
     def energy_pj(self) -> np.ndarray:
@@ -392,7 +395,9 @@ def stem_membrane(art: SDTArtifact, images: np.ndarray) -> np.ndarray:
     return ((acc * T["stem.multiplier"].astype(np.int64)) >> art.stem_shift) + T["stem.bias"]
 
 
-def run_sdt(art: SDTArtifact, images: np.ndarray, timesteps: int | None = None) -> SDTRun:
+def run_sdt(
+    art: SDTArtifact, images: np.ndarray, timesteps: int | None = None, record: bool = False
+) -> SDTRun:
     """Run the integer spike-driven transformer on integer images for ``timesteps`` steps.
 
     Parameters
@@ -403,12 +408,17 @@ def run_sdt(art: SDTArtifact, images: np.ndarray, timesteps: int | None = None) 
         ``(B, H, W)`` or ``(B, C, H, W)`` integer codes within the artifact's input range.
     timesteps:
         ``T``; the artifact's ``timesteps`` when None.
+    record:
+        Also keep every site's spikes of every step (:attr:`SDTRun.records`), for the core's
+        spike-by-spike comparison.
 
     Returns
     -------
     SDTRun
         Logits, per-step cumulative logits, MACs, ACs and spike totals per image.
     """
+    if not isinstance(record, bool):
+        raise TypeError(f"record must be a bool, got {type(record).__name__}")
     steps = art.timesteps if timesteps is None else timesteps
     if not _is_int(steps) or not 1 <= steps <= MAX_TIMESTEPS:
         raise ValueError(f"timesteps must be an integer in [1, {MAX_TIMESTEPS}], got {steps!r}")
@@ -439,8 +449,12 @@ def run_sdt(art: SDTArtifact, images: np.ndarray, timesteps: int | None = None) 
     head = AWLinear(Tn["head.weight"], None, spike_max=N)
     head_bias = N * Tn["head.bias"].astype(np.int64)
 
+    rec: dict[str, list[np.ndarray]] = {}
+
     def count(name: str, s: np.ndarray) -> None:
         spikes[name] = spikes.get(name, 0) + np.count_nonzero(s.reshape(B, -1), axis=1)
+        if record:
+            rec.setdefault(name, []).append(s.astype(np.int8))
 
     logits = np.zeros((B, C), dtype=np.int64)
     step_logits = np.zeros((steps, B, C), dtype=np.int64)
@@ -455,6 +469,9 @@ def run_sdt(art: SDTArtifact, images: np.ndarray, timesteps: int | None = None) 
             qkv = blk["lif_qkv"].step(blk["qkv"](s).astype(np.int64))
             count(p + "qkv", qkv)
             q, k, v = qkv[..., :D], qkv[..., D : 2 * D], qkv[..., 2 * D :]
+            if record:
+                for name, x in (("q", q), ("k", k), ("v", v)):
+                    rec.setdefault(p + name, []).append(x.astype(np.int8))
             if blk["sdsa"] is not None:
                 a = blk["sdsa"].step(q, k, v)
                 # event driven: each k spike adds a v row into M, each q spike adds an M row into Q·M
@@ -462,6 +479,8 @@ def run_sdt(art: SDTArtifact, images: np.ndarray, timesteps: int | None = None) 
                 acs += spike_acs(np.count_nonzero(q.reshape(B, -1), axis=1), dh)
             else:
                 a = sdsa1(q, k, v)
+                if record:
+                    rec.setdefault(p + "kv", []).append((k & v).astype(np.int8))
                 # the token sum of K AND V: one addition per co-active pair
                 acs += np.count_nonzero((k & v).reshape(B, -1), axis=1)
             count(p + "attn", a)
@@ -479,7 +498,12 @@ def run_sdt(art: SDTArtifact, images: np.ndarray, timesteps: int | None = None) 
         acs += aw_acs(s, C)
         logits += head(s.sum(axis=1, dtype=np.int64)).astype(np.int64) + head_bias
         step_logits[t] = logits
-    return SDTRun(logits=logits, step_logits=step_logits, macs=macs, acs=acs, spikes=spikes)
+    records = None
+    if record:
+        records = {name: {"spikes": np.stack(v)} for name, v in rec.items() if not name.endswith(".qkv")}
+    return SDTRun(
+        logits=logits, step_logits=step_logits, macs=macs, acs=acs, spikes=spikes, records=records
+    )
 
 
 def sdt_dense_macs(dims: SDTDims, timesteps: int, attention: str = "sdsa3") -> int:

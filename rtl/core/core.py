@@ -231,6 +231,7 @@ class Core(wiring.Component):
             read=True,
             users={
                 0: seq_drb,
+                uid["copy"]: U["copy"].d_rdb,
                 uid["neuron"]: U["neuron"].d_rdb,
                 uid["aw"]: U["aw"].d_rdb,
                 uid["srow"]: U["srow"].d_rdb,
@@ -379,9 +380,10 @@ class Core(wiring.Component):
                         m.d.sync += [pc.eq(pc + 1), counting.eq(1)]
                         m.next = "FETCH"
             with m.State("STEP"):
-                with m.If(~fired & (t != 0) & ~settled):
+                quiet = ~ins.fixed & ~fired & (t != 0)  # fixed: exactly imm steps, no settling
+                with m.If(quiet & ~settled):
                     m.d.sync += [settled.eq(1), settle.eq(t)]
-                with m.If((~fired & (t != 0)) | settled | (t + 1 >= ins.imm)):
+                with m.If(quiet | settled | (t + 1 >= ins.imm)):
                     m.d.sync += pc.eq(pc + 1)
                 with m.Else():
                     m.d.sync += [t.eq(t + 1), fired.eq(0), pc.eq(prog.step_start)]

@@ -61,9 +61,11 @@ class _Unit(wiring.Component):
 
 class CopyUnit(_Unit):
     """``COPY``: ``count`` rows of ``D`` (or zeros) into ``D`` or ``S``; one row per cycle,
-    ``count + 2`` cycles from ``start`` to ``done``.
+    ``count + 2`` cycles from ``start`` to ``done``. Each lane is shifted right (arithmetic) by
+    ``imm`` and, with ``has_bias``, the row ``D[bbase + i]`` (port B) is added: the requantization of
+    an analog first layer. A shift of ``dw − 1`` or more leaves the sign.
 
-    Members: ``d_rd`` (D port A), ``d_wr``, ``s_wr``.
+    Members: ``d_rd`` (D port A), ``d_rdb`` (D port B, the bias), ``d_wr``, ``s_wr``.
     """
 
     def __init__(self, params: CoreParams):
@@ -71,6 +73,7 @@ class CopyUnit(_Unit):
         super().__init__(
             params,
             d_rd=Out(ReadPort(aw, P * params.dw)),
+            d_rdb=Out(ReadPort(aw, P * params.dw)),
             d_wr=Out(WritePort(aw, P * params.dw)),
             s_wr=Out(WritePort(aw, P * 2)),
         )
@@ -88,11 +91,26 @@ class CopyUnit(_Unit):
             m.d.sync += [i.eq(0), run.eq(ins.count != 0)]
         m.d.sync += w_en.eq(0)
         with m.If(run):
-            m.d.comb += [self.d_rd.addr.eq(ins.sbase + i), self.d_rd.en.eq(1)]
+            m.d.comb += [
+                self.d_rd.addr.eq(ins.sbase + i),
+                self.d_rd.en.eq(1),
+                self.d_rdb.addr.eq(ins.bbase + i),
+                self.d_rdb.en.eq(ins.has_bias),
+            ]
             m.d.sync += [w_en.eq(1), w_addr.eq(ins.dbase + i), i.eq(i + 1)]
             with m.If(i + 1 >= ins.count):
                 m.d.sync += run.eq(0)
-        value = Mux(take, self.d_rd.data, 0)
+        p = self.p
+        # the shift saturates at dw − 1 (sign fill): a narrow shifter whatever the imm field's width
+        sb = max(1, (p.dw - 1).bit_length())
+        sh = Signal(sb)
+        m.d.comb += sh.eq(Mux(ins.imm >= p.dw - 1, p.dw - 1, ins.imm[:sb]))
+        lanes = []
+        for k in range(self.P):
+            x = lane(self.d_rd.data, k, p.dw) >> sh
+            b = Mux(ins.has_bias, lane(self.d_rdb.data, k, p.dw), 0)
+            lanes.append((x + b)[: p.dw])
+        value = Mux(take, pack(lanes, p.dw), 0)
         m.d.comb += [
             self.d_wr.addr.eq(w_addr),
             self.d_wr.data.eq(value),
@@ -146,7 +164,7 @@ def _done(m: Module, unit, running, pipe) -> None:
 
 
 class NResetUnit(_Unit):
-    """``NRESET``: ``V = Θ >> 1``, ``T = 0`` for every row; one row per cycle.
+    """``NRESET``: ``V = Θ >> 1`` (``V = 0`` with ``lif``), ``T = 0`` for every row; one row per cycle.
 
     Members: ``q_rd``, ``v_wr``, ``t_wr``.
     """
@@ -173,7 +191,7 @@ class NResetUnit(_Unit):
             m.d.comb += [self.q_rd.addr.eq(ins.pbase + lp.c), self.q_rd.en.eq(1)]
             m.d.sync += [w_en.eq(1), w_r.eq(lp.r)]
             lp.advance(ins.nvec, ins.nch, 0)
-        half = [(lane(self.q_rd.data, i, p.pw, signed=False) >> 1)[: p.vw] for i in range(P)]
+        half = [Mux(ins.lif, 0, lane(self.q_rd.data, i, p.pw, signed=False) >> 1)[: p.vw] for i in range(P)]
         m.d.comb += [
             self.v_wr.addr.eq(ins.vbase + w_r),
             self.v_wr.en.eq(w_en),
@@ -199,6 +217,9 @@ class NeuronUnit(_Unit):
     ``S < Qp``, ``−1`` if ``H < 0`` and ``S > Qn``; ``V = H − s·Θ``, ``S += s``; the current row is
     cleared. The row's spikes go to ``S``, the trace output (``trace_valid``, ``trace_row``) and the
     spike count (``count``, valid with ``done``); ``fired`` pulses for any nonzero spike.
+    With ``lif`` (SPEC §8): ``h = (V + I + b) >> 1`` with the bias at every step, spike ``+1`` if
+    ``h ≥ Θ``, ``V = 0`` after a spike else ``h``, ``T`` not written. With ``keep`` the current row
+    is not cleared.
 
     Members: ``d_rd`` (current, port A), ``d_rdb`` (bias, port B), ``d_wr``, ``q_rd``, ``v_rd``,
     ``v_wr``, ``t_rd``, ``t_wr``, ``s_wr``; outputs ``trace_valid``, ``trace_row``, ``trace_spikes``,
@@ -252,7 +273,7 @@ class NeuronUnit(_Unit):
             m.d.sync += [s1.eq(1), s1_r.eq(lp.r), s1_cur.eq(lp.vb + lp.c)]
             lp.advance(ins.nvec, ins.nch, ins.dstride)
         use_bias = Signal()
-        m.d.comb += use_bias.eq(ins.has_bias & self.t_zero)
+        m.d.comb += use_bias.eq(ins.has_bias & (self.t_zero | ins.lif))
         hw = max(p.vw, p.dw) + 2
         v_out, t_out, s_out, nz = [], [], [], []
         for i in range(P):
@@ -263,9 +284,14 @@ class NeuronUnit(_Unit):
             s = lane(self.t_rd.data, i, p.tw)
             h = Signal(signed(hw), name=f"h{i}")
             m.d.comb += h.eq(v + cur + b)
-            up = (h >= th) & (s < ins.qp)
-            dn = (h < 0) & (s > ins.qn)
-            v_out.append(Mux(up, h - th, Mux(dn, h + th, h))[: p.vw])
+            # LIF: τ = 2 halving, floor (arithmetic shift of the signed sum), hard reset to 0
+            hl = Signal(signed(hw), name=f"hl{i}")
+            m.d.comb += hl.eq(h >> 1)
+            fire = hl >= th
+            up = Mux(ins.lif, fire, (h >= th) & (s < ins.qp))
+            dn = ~ins.lif & (h < 0) & (s > ins.qn)
+            v_st = Mux(up, h - th, Mux(dn, h + th, h))
+            v_out.append(Mux(ins.lif, Mux(fire, 0, hl), v_st)[: p.vw])
             t_out.append(Mux(up, s + 1, Mux(dn, s - 1, s))[: p.tw])
             s_out.append(Mux(up, C(0b01, 2), Mux(dn, C(0b11, 2), C(0, 2))))
             nz.append(up | dn)
@@ -275,13 +301,13 @@ class NeuronUnit(_Unit):
             self.v_wr.en.eq(s1),
             self.v_wr.data.eq(pack(v_out, p.vw)),
             self.t_wr.addr.eq(ins.tbase + s1_r),
-            self.t_wr.en.eq(s1),
+            self.t_wr.en.eq(s1 & ~ins.lif),
             self.t_wr.data.eq(pack(t_out, p.tw)),
             self.s_wr.addr.eq(ins.sbase + s1_r),
             self.s_wr.en.eq(s1),
             self.s_wr.data.eq(spikes),
             self.d_wr.addr.eq(s1_cur),
-            self.d_wr.en.eq(s1),
+            self.d_wr.en.eq(s1 & ~ins.keep),
             self.d_wr.data.eq(0),
             self.trace_valid.eq(s1),
             self.trace_row.eq(ins.sbase + s1_r),

@@ -37,25 +37,41 @@ _permille = _int_in(0, 900, unit=" (per mille)")
 
 
 def _load(path: str):
-    from ...model.artifact import load_artifact
+    """The artifact at ``path``, ViT or spike-driven transformer by the ``arch`` it declares."""
+    from ...model.artifact import artifact_arch, load_artifact
 
     p = Path(path)
     if not p.exists():
         hint = " (run `equispike demo` to train and export it)" if p == DEFAULT_ARTIFACT else ""
         raise FileNotFoundError(f"artifact {path} does not exist{hint}")
+    if artifact_arch(p) == "sdt":
+        from ...model.sdt import load_sdt_artifact
+
+        return load_sdt_artifact(p)
     return load_artifact(p)
+
+
+def _compile(art, lanes: int, norm_units: int):
+    """``(params, program)`` of ``art`` on the smallest core of ``lanes`` lanes."""
+    from ...compiler.program import compile_artifact, fit_params
+    from ...compiler.sdt_program import compile_sdt, fit_sdt_params
+    from ...model.sdt import SDTArtifact
+
+    if isinstance(art, SDTArtifact):
+        params = fit_sdt_params(art, lanes, norm_units=norm_units)
+        return params, compile_sdt(art, params)
+    params = fit_params(art, lanes, norm_units=norm_units)
+    return params, compile_artifact(art, params)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     """Write the core's Verilog (no trace port), memory images, listing and parameters."""
-    from ...compiler.program import compile_artifact, fit_params
     from ...model.artifact import atomic_write_bytes
     from ...rtl.core.core import Core, lane_bits, out_rows
     from ..build import to_verilog
 
     art = _load(args.artifact)
-    params = fit_params(art, args.lanes, norm_units=args.norm_units)
-    prog = compile_artifact(art, params)
+    params, prog = _compile(art, args.lanes, args.norm_units)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     text = to_verilog(Core(prog, trace=False), name=args.name)

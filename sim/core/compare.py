@@ -14,7 +14,38 @@ import numpy as np
 from ...compiler.program import Program
 from ...model.vit import SNNResult
 
-__all__ = ["ImageComparison", "compare_image", "expected_rows"]
+__all__ = ["ImageComparison", "SDTGolden", "compare_image", "expected_rows", "sdt_golden"]
+
+
+@dataclass
+class SDTGolden:
+    """The spike-driven transformer's golden run (:func:`~equispike.model.sdt.run_sdt`) in the shape
+    :func:`compare_image` reads: every site's spikes per step, logits, counts; no settle step (a
+    run is exactly ``steps`` steps, SPEC §8 re-injects the stem every step)."""
+
+    records: dict[str, dict[str, np.ndarray]]
+    logits: np.ndarray
+    settle_step: np.ndarray  # (B,) all −1
+    steps: int
+    acs: np.ndarray
+    macs: np.ndarray
+
+
+def sdt_golden(art, images: np.ndarray, steps: int | None = None) -> SDTGolden:
+    """``run_sdt(art, images, steps, record=True)`` as an :class:`SDTGolden`."""
+    from ...model.sdt import run_sdt
+
+    run = run_sdt(art, images, steps, record=True)
+    T = next(iter(run.records.values()))["spikes"].shape[0]
+    B = run.logits.shape[0]
+    return SDTGolden(
+        records=run.records,
+        logits=run.logits,
+        settle_step=np.full(B, -1, dtype=np.int64),
+        steps=T,
+        acs=run.acs,
+        macs=run.macs,
+    )
 
 
 @dataclass

@@ -3,9 +3,10 @@
 :func:`run_core` is what ``equispike core run`` and the end-to-end tests call: it compiles the
 artifact for a core of ``lanes`` lanes (:func:`~equispike.compiler.program.fit_params` unless
 ``params`` is given), builds it once, runs the images in batches and compares every image with
-``ViTSNN.run(record=True)`` — every spike of every site of every step (padding lanes included),
-the logits, the settle step, the steps run and the SPEC §10 event counts — and summarises the
-cycles against the SPEC §11 ideal.
+``ViTSNN.run(record=True)`` (a spike-driven transformer, ``arch: "sdt"``: with
+``run_sdt(record=True)``, :func:`~.compare.sdt_golden`) — every spike of every site of every step
+(padding lanes included), the logits, the settle step, the steps run and the SPEC §10 event
+counts — and summarises the cycles against the SPEC §11 ideal.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ import numpy as np
 
 from ...compiler.isa import CoreParams
 from ...compiler.program import Program, compile_artifact, fit_params, image_rows
+from ...compiler.sdt_program import compile_sdt, fit_sdt_params
 from ...model.artifact import ViTArtifact
+from ...model.sdt import SDTArtifact
 from ...model.vit import ViTSNN, qann_forward
 from ...rtl.core.core import CYCLE_CLASSES
-from .compare import compare_image
+from .compare import compare_image, sdt_golden
 from .harness import CoreSim
 
 __all__ = ["CoreReport", "run_core", "default_build_dir"]
@@ -44,7 +47,7 @@ class CoreReport:
     energy_equal: int
     first_mismatch: str | None
     accuracy: float | None  # core logits' argmax against the labels
-    qann_accuracy: float | None  # the integer QANN's, same images
+    qann_accuracy: float | None  # the integer QANN's (sdt: the golden run's), same images
     cycles_per_image: float  # median, the core's own count (last input beat to first output beat)
     ideal_cycles_per_image: float  # median, SPEC §11
     utilization: float  # Σ ideal / Σ measured
@@ -78,7 +81,7 @@ def default_build_dir(art_path: str | Path, lanes: int, norm_units: int = 1) -> 
 
 
 def run_core(
-    art: ViTArtifact,
+    art: ViTArtifact | SDTArtifact,
     images: np.ndarray,
     *,
     lanes: int = 64,
@@ -107,10 +110,17 @@ def run_core(
         raise ValueError(f"{len(labels)} labels for {len(images)} images")
     if not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    if not isinstance(art, ViTArtifact | SDTArtifact):
+        raise TypeError(f"art must be a ViTArtifact or an SDTArtifact, got {type(art).__name__}")
+    sdt = isinstance(art, SDTArtifact)
     say = progress or (lambda _msg: None)
     if program is None:
-        params = params or fit_params(art, lanes, norm_units=norm_units)
-        program = compile_artifact(art, params)
+        if sdt:
+            params = params or fit_sdt_params(art, lanes, norm_units=norm_units)
+            program = compile_sdt(art, params)
+        else:
+            params = params or fit_params(art, lanes, norm_units=norm_units)
+            program = compile_artifact(art, params)
     prog = program
     sim = CoreSim(prog, Path(build_dir))
     t0 = time.perf_counter()
@@ -118,7 +128,8 @@ def run_core(
     sim.build()
     build_s = time.perf_counter() - t0
 
-    snn = ViTSNN(art)
+    snn = None if sdt else ViTSNN(art)
+    golden_logits = []
     totals = dict(steps=0, spikes=0, rows=0, mism=0, logits=0, settle=0, energy=0)
     first: str | None = None
     cycles, ideal, steps, correct = [], [], [], 0
@@ -129,7 +140,8 @@ def run_core(
     for lo in range(0, n, batch):
         xb = images[lo : lo + batch]
         t1 = time.perf_counter()
-        golden = snn.run(xb, record=True)
+        golden = sdt_golden(art, xb) if sdt else snn.run(xb, record=True)
+        golden_logits.append(golden.logits)
         golden_s += time.perf_counter() - t1
         t1 = time.perf_counter()
         runs = sim.run(
@@ -167,7 +179,7 @@ def run_core(
     acc = qacc = None
     if labels is not None:
         acc = correct / n
-        q = qann_forward(art, images).logits
+        q = np.concatenate(golden_logits) if sdt else qann_forward(art, images).logits
         qacc = float(np.mean(np.argmax(q, axis=1) == np.asarray(labels)))
     return CoreReport(
         images=n,

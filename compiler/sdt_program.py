@@ -1,0 +1,776 @@
+"""Compile a spike-driven transformer artifact (``arch: "sdt"``, SPEC §8) into a core program.
+
+The same instruction set, :class:`~.program.Program` and :class:`~.isa.CoreParams` as the ViT's
+(:mod:`.program`); the sdt uses the LIF mode of ``NEURON``/``NRESET``, the shift-and-bias mode of
+``COPY`` and the fixed step count of ``STEP`` (:class:`~.isa.Instr`). The program, per image:
+
+* before the step loop (the analog stem, once): ``U0 = patches · (W_stem · m)ᵀ`` by the engine on
+  the image codes (``m`` folded into the matrix, kept in ``D``), then ``U0 = (U0 >> S) + B_stem``;
+* every step: ``U = U0``; per block ``LIF(U)`` (the current row kept: the membrane shortcut),
+  ``qkv``, the q, k, v LIFs, the attention, ``U += proj(attn)``, ``LIF(U)``, ``fc1``, its LIF,
+  ``U += fc2(h)``; then the head LIF and ``logits += Σ_tokens s · W_headᵀ`` (the spike count's
+  product, summed per token by a zero destination stride);
+* ``STEP fixed``: exactly ``T`` steps (no quiescence, SPEC §8 re-injects the stem every step).
+
+The branch biases of ``proj`` and ``fc2`` are not added into ``U``: every LIF that reads ``U`` adds
+the sum of the biases written before it, a per-channel constant (the ``bias.<LIF>`` rows), so ``U``
+holds the engine's sums only. The head bias enters as ``T · N · b_head``, the logits' start value.
+
+SDSA-3, two engine passes per head (SPEC §11's co-activation matrix): the step's k spikes
+transposed (``TRANS``: one spike row per channel, lanes = tokens), then ``M = Kᵀ·V`` (each k spike
+``(n, i)`` adds token ``n``'s v row, kept in ``D``, into ``M`` row ``i``) and ``x = Q·M`` (each q
+spike ``(n, i)`` adds ``M`` row ``i`` into ``x`` row ``n``) into the attention LIF (θ = 4). ``M``
+and ``x`` are not saturated at 8: all terms are non-negative and ``min(Q·M, 8)`` gives the same
+LIF spikes and state as ``Q·M`` (both fire and reset from 8 up).
+SDSA-1: ``kv = LIF(k + v)`` (V reset every step, θ = 1: fires on co-active pairs), the per-channel
+token count of ``kv`` (``SPKADD`` with a zero stride), then the attention LIF (V reset every step)
+on ``A·q + count`` with ``θ = ⌊N/2⌋ + 1``, ``A = 2θ − 1 ≥ N``: it fires exactly when ``q`` is set
+and the count is at least 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields as dataclass_fields
+
+import numpy as np
+
+from ..model.sdsa import SDSA_THETA
+from ..model.sdt import SDTArtifact
+from ..model.sdt_widths import analyze_sdt
+from ..model.widths import signed_bits
+from .isa import SRC_CODES, SRC_SCODES, SRC_SPIKES, CoreParams, Instr, Op
+from .program import MEMORIES, CompileError, Program, Region, SiteMap, _Alloc, _cdiv, _rows
+
+__all__ = ["compile_sdt", "fit_sdt_params", "sdt_site_shapes"]
+
+
+def sdt_site_shapes(art: SDTArtifact) -> dict[str, tuple[int, int]]:
+    """Traced LIF sites of the sdt program in network order: name -> (vectors, channels).
+
+    The names are the keys of :attr:`~equispike.model.sdt.SDTRun.records`.
+    """
+    d = art.dims
+    N, D, F = d.tokens, d.dim, d.mlp_dim
+    out: dict[str, tuple[int, int]] = {}
+    for i in range(d.depth):
+        p = f"blocks.{i}."
+        out[p + "lif1"] = (N, D)
+        for s in "qkv":
+            out[p + s] = (N, D)
+        if art.attention == "sdsa1":
+            out[p + "kv"] = (N, D)
+        out[p + "attn"] = (N, D)
+        out[p + "lif2"] = (N, D)
+        out[p + "fc1"] = (N, F)
+    out["head"] = (N, D)
+    return out
+
+
+def _sdsa1_theta(tokens: int) -> int:
+    """θ of the SDSA-1 attention LIF: ``A = 2θ − 1 ≥ N`` separates ``q = 1`` from any count."""
+    return tokens // 2 + 1
+
+
+def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) -> Program:
+    """Layout, memory images and program of the sdt artifact ``art`` on a core with ``params``.
+
+    Parameters
+    ----------
+    art : SDTArtifact
+        A validated sdt artifact.
+    params : CoreParams
+        The core.
+    t_max : int or None
+        Time steps of a run; the artifact's ``timesteps`` when None.
+
+    Returns
+    -------
+    Program
+
+    Raises
+    ------
+    TypeError
+        ``art`` or ``params`` of the wrong type.
+    ValueError
+        ``t_max`` not a positive integer.
+    CompileError
+        The model does not fit the core (the memory, word or limit named).
+    """
+    if not isinstance(art, SDTArtifact):
+        raise TypeError(f"art must be an SDTArtifact, got {type(art).__name__}")
+    if not isinstance(params, CoreParams):
+        raise TypeError(f"params must be a CoreParams, got {type(params).__name__}")
+    steps = art.timesteps if t_max is None else t_max
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"t_max must be a positive integer, got {t_max!r}")
+    P = params.lanes
+    d, T = art.dims, art.tensors
+    rep = analyze_sdt(art)
+    N, D, F, H, C = d.tokens, d.dim, d.mlp_dim, d.heads, d.classes
+    dh = D // H
+    pd = d.patch_dim
+    Dch, Fch, Nch, Pdch, Cch = _cdiv(D, P), _cdiv(F, P), _cdiv(N, P), _cdiv(pd, P), _cdiv(C, P)
+    sdsa3 = art.attention == "sdsa3"
+    al = _Alloc(params)
+    img: dict[str, list[tuple[int, np.ndarray]]] = {m: [] for m in MEMORIES}
+
+    def put(mem: str, base: int, rows: np.ndarray) -> None:
+        img[mem].append((base, rows))
+
+    def vec_rows(v: np.ndarray) -> np.ndarray:
+        return _rows(np.asarray(v, dtype=np.int64).reshape(1, -1), P)
+
+    # ---- constants derived from the artifact ------------------------------------------------------
+    i64 = np.int64
+    w_stem = T["stem.weight"].astype(i64) * T["stem.multiplier"].astype(i64)[:, None]  # (D, pd)
+    cum: dict[str, np.ndarray] = {}  # the bias sum a LIF reading U adds (U holds no branch bias)
+    acc = np.zeros(D, dtype=i64)
+    for i in range(d.depth):
+        p = f"blocks.{i}."
+        cum[p + "lif1"] = acc.copy()
+        acc = acc + T[p + "proj.bias"].astype(i64)
+        cum[p + "lif2"] = acc.copy()
+        acc = acc + T[p + "fc2.bias"].astype(i64)
+    cum["head"] = acc.copy()
+    logits0 = steps * N * T["head.bias"].astype(i64)
+
+    # ---- widths ---------------------------------------------------------------------------------------
+    # D holds the engine's sums: U without the branch biases (so the analysis' residual bounds widen
+    # by the bias sums), the stem's product, currents, the unsaturated Q·M, the logits
+    bias_abs = sum(
+        int(np.abs(T[f"blocks.{i}.{n}.bias"].astype(object)).sum())
+        for i in range(d.depth)
+        for n in ("proj", "fc2")
+    )
+    ranges = [
+        (rep.lo["stem.product"], rep.hi["stem.product"]),
+        (rep.lo["stem.out"], rep.hi["stem.out"]),
+        (rep.lo["logits"] - abs(int(logits0.min(initial=0))), rep.hi["logits"] + int(np.abs(logits0).max())),
+        (-int(np.abs(w_stem).max(initial=0)), int(np.abs(w_stem).max(initial=0))),
+        (0, N * dh + N + 2),  # Q·M unsaturated; SDSA-1's A·q + count and k + v
+        (-steps, steps),  # TRANS's running Kᵀ (never cleared within an image: it is not read)
+    ]
+    for k in rep.bits:
+        if k.endswith(".current"):
+            widen = (
+                bias_abs
+                if (k.endswith("lif1.current") or k.endswith("lif2.current") or k == "head.current")
+                else 0
+            )
+            ranges.append((rep.lo[k] - widen, rep.hi[k] + widen))
+    for k, b in T.items():
+        if k.endswith(".bias"):
+            ranges.append((int(b.min()), int(b.max())))
+    for v in cum.values():
+        ranges.append((int(v.min(initial=0)), int(v.max(initial=0))))
+    need_d = max(signed_bits(lo, hi) for lo, hi in ranges)
+    mem_keys = [k for k in rep.bits if k.endswith(".membrane")]
+    need_v = max(
+        [rep.bits[k] for k in mem_keys] + [signed_bits(0, SDSA_THETA - 1 + N * dh), signed_bits(0, 2 * N + 2)]
+    )
+    thetas = [T[k] for k in T if k.endswith(".theta")]
+    theta_max = max([int(np.max(t)) for t in thetas] + [SDSA_THETA, _sdsa1_theta(N)])
+    need_q = theta_max.bit_length() + 1
+    need_i = (
+        max(1, int(art.input_max).bit_length())
+        if art.input_min >= 0
+        else signed_bits(art.input_min, art.input_max)
+    )
+    widths = {
+        "D (dw)": (need_d, params.dw),
+        "V (vw)": (need_v, params.vw),
+        "T (tw)": (1, params.tw),
+        "Q (pw)": (need_q, params.pw),
+        "I (iw)": (need_i, params.iw),
+    }
+    for k, (need, have) in widths.items():
+        if need > have:
+            raise CompileError(f"word {k}: the model's worst case needs {need} bits, the core has {have}")
+
+    # ---- D bank 0: what units read through port B (biases, the engine's D matrices) ----------------
+    stem_w = al.take("D", "stem.weight_m", pd * Dch, "W_stem · m, transposed (row = patch element)")
+    put("D", stem_w, _rows(w_stem.T, P))
+    stem_b = al.take("D", "stem.bias", N * Dch, "B_stem (BatchNorm bias + position), per token")
+    put("D", stem_b, _rows(T["stem.bias"].astype(i64), P))
+    bias: dict[str, int] = {}
+
+    def bias_rows(name: str, b: np.ndarray, note: str) -> None:
+        bias[name] = al.take("D", f"bias.{name}", _cdiv(b.size, P), note)
+        put("D", bias[name], vec_rows(b))
+
+    blk: list[dict[str, int]] = []
+    for i in range(d.depth):
+        p = f"blocks.{i}."
+        b = T[p + "qkv.bias"]
+        for k, s in enumerate("qkv"):
+            bias_rows(p + s, b[k * D : (k + 1) * D], "bias, every step")
+        bias_rows(p + "fc1", T[p + "fc1.bias"], "bias, every step")
+        for s in ("lif1", "lif2"):
+            if np.any(cum[p + s]):
+                bias_rows(p + s, cum[p + s], "bias sum of the branches before this LIF")
+    if np.any(cum["head"]):
+        bias_rows("head", cum["head"], "bias sum of the branches before this LIF")
+    dyn0 = al.next["D"]
+    for i in range(d.depth):
+        p = f"blocks.{i}."
+        if sdsa3:
+            blk.append(
+                {
+                    "Vd": al.take("D", p + "attn.v", N * Dch, "v spikes of the step (the engine's matrix)"),
+                    "x": al.take("D", p + "cur.attn", N * Dch, "attention LIF input Q·M"),
+                }
+            )
+        else:
+            blk.append({"cnt": al.take("D", p + "attn.count", Dch, "token count of k AND v")})
+    bank0_rows = al.next["D"]
+    if bank0_rows > params.d_split:
+        raise CompileError(
+            f"memory D: bank 0 (the operands read through port B) needs {bank0_rows} rows, the core "
+            f"has {params.d_split} (d_split)"
+        )
+
+    # ---- D bank 1: the running state, then the constants read through port A ------------------------
+    al.next["D"] = params.d_split
+    dyn1 = al.next["D"]
+    logits = al.take("D", "logits", Cch, "Σ_t head outputs")
+    u0 = al.take("D", "residual.init", N * Dch, "U0: the stem's output, every step's start")
+    u = al.take("D", "residual", N * Dch, "U without the branch biases")
+    for i in range(d.depth):
+        p = f"blocks.{i}."
+        r = blk[i]
+        r["qkv"] = al.take("D", p + "cur.qkv", N * 3 * Dch, "currents of q, k, v (per token: q, k, v chunks)")
+        if sdsa3:
+            r["M"] = al.take("D", p + "attn.M", D * Dch, "M = Kᵀ·V of the step (row = k channel)")
+            r["KT"] = al.take("D", p + "attn.kT", D * Nch, "Σ k spikes, transposed (TRANS's sum, unread)")
+        else:
+            r["x"] = al.take("D", p + "cur.attn", N * Dch, "attention LIF input")
+            r["kv"] = al.take("D", p + "cur.kv", N * Dch, "k + v")
+        r["fc1"] = al.take("D", p + "cur.fc1", N * Fch, "currents")
+    dyn1_end = al.next["D"]
+    linit = al.take("D", "logits.init", Cch, "T · N · head bias (logits start value)")
+    put("D", linit, vec_rows(logits0))
+
+    # ---- sites: V/T/S rows, Θ rows in Q -----------------------------------------------------------
+    sites: dict[str, SiteMap] = {}
+    theta: dict[str, int] = {}
+
+    def theta_of(name: str) -> np.ndarray:
+        short = name.split(".")[-1]
+        p = name[: -len(short)]
+        if short in ("q", "k", "v"):
+            k = "qkv".index(short)
+            return T[p + "qkv.theta"][k * D : (k + 1) * D]
+        if short == "attn":
+            return np.full(D, SDSA_THETA if sdsa3 else _sdsa1_theta(N), dtype=i64)
+        if short == "kv":
+            return np.ones(D, dtype=i64)
+        return T[name + ".theta"]
+
+    for name, (nvec, channels) in sdt_site_shapes(art).items():
+        nch = _cdiv(channels, P)
+        base = al.next["S"]
+        al.next["S"] += nvec * nch
+        al.regions[f"site.{name}"] = Region("S", base, nvec * nch, "spikes; V at the same rows")
+        sites[name] = SiteMap(name, base, nvec, nch, channels, (nvec, channels))
+        trow = vec_rows(theta_of(name))
+        # padding lanes: Θ = 1 with no input keeps V = 0 (h = 0 never fires)
+        trow[np.arange(nch * P).reshape(nch, P) >= channels] = 1
+        theta[name] = al.take("Q", f"theta.{name}", nch, "Θ per channel")
+        put("Q", theta[name], trow)
+    n_rows = al.next["S"]
+    kts = []
+    if sdsa3:
+        for i in range(d.depth):
+            kts.append(al.take("S", f"blocks.{i}.kT.spikes", D * Nch, "k spikes of the step, transposed"))
+
+    # ---- weights (W): transposed, row = input channel, chunks of outputs ---------------------------
+    wb: dict[str, int] = {}
+
+    def weights(name: str, w: np.ndarray, note: str) -> None:
+        rows = _rows(np.asarray(w, dtype=i64).T, P)
+        wb[name] = al.take("W", name, rows.shape[0], note)
+        put("W", wb[name], rows)
+
+    for i in range(d.depth):
+        p = f"blocks.{i}."
+        w = T[p + "qkv.weight"]
+        wq = np.zeros((D, 3 * Dch * P), dtype=i64)  # q, k, v outputs each from a chunk boundary
+        for k in range(3):
+            wq[:, k * Dch * P : k * Dch * P + D] = w[k * D : (k + 1) * D].T
+        wb[p + "qkv"] = al.take("W", p + "qkv", D * 3 * Dch, "qkv, q/k/v chunk-aligned")
+        put("W", wb[p + "qkv"], wq.reshape(D * 3 * Dch, P))
+        weights(p + "proj", T[p + "proj.weight"], "proj")
+        weights(p + "fc1", T[p + "fc1.weight"], "fc1")
+        weights(p + "fc2", T[p + "fc2.weight"], "fc2")
+    weights("head", T["head.weight"], "head")
+    al.regions["image"] = Region("I", 0, N * Pdch, "image codes: patch × patch_dim")
+    al.next["I"] = N * Pdch
+
+    need_rows = {
+        "D": al.next["D"],
+        "V": n_rows,
+        "T": n_rows,
+        "S": al.next["S"],
+        "Q": al.next["Q"],
+        "W": al.next["W"],
+        "I": al.next["I"],
+    }
+    for mem, rows in need_rows.items():
+        have = getattr(params, MEMORIES[mem])
+        if rows > have:
+            raise CompileError(
+                f"memory {mem}: the model needs {rows} rows, the core has {have} ({MEMORIES[mem]})"
+            )
+
+    # ---- counters (SPEC §10 as run_sdt counts: ACs per spike of each site) --------------------------
+    counters: dict[int, str] = {}
+    fanout: dict[int, int] = {}
+
+    def counter(name: str, ac_fanout: int) -> int:
+        tid = len(counters)
+        if tid >= params.counters:
+            raise CompileError(f"the model needs more than {params.counters} event counters")
+        counters[tid] = name
+        fanout[tid] = ac_fanout
+        return tid
+
+    # ---- program ------------------------------------------------------------------------------------
+    prog: list[Instr] = []
+    emit = prog.append
+    emit(Instr(Op.LOADIN, count=N * Pdch, note="image codes"))
+    for name, sm in sites.items():
+        emit(
+            Instr(
+                Op.NRESET,
+                nvec=sm.nvec,
+                nch=sm.nch,
+                vbase=sm.base,
+                tbase=sm.base,
+                pbase=theta[name],
+                lif=1,
+                note=f"reset {name} (V = 0)",
+            )
+        )
+    emit(Instr(Op.COPY, dbase=dyn0, count=bank0_rows - dyn0, zero=1, note="clear bank 0 state"))
+    emit(Instr(Op.COPY, dbase=dyn1, count=dyn1_end - dyn1, zero=1, note="clear running state"))
+    emit(Instr(Op.COPY, dbase=logits, sbase=linit, count=Cch, note="logits = T · N · head bias"))
+    emit(
+        Instr(
+            Op.AW,
+            nvec=N,
+            src=SRC_SCODES if art.input_min < 0 else SRC_CODES,
+            sbase=0,
+            sstride=Pdch,
+            c0=0,
+            c1=Pdch,
+            lo=0,
+            hi=pd,
+            msrc=1,
+            mbase=stem_w,
+            mstride=Dch,
+            dbase=u0,
+            dstride=Dch,
+            d0=0,
+            d1=Dch,
+            dlo=0,
+            dhi=D,
+            note="stem MACs: U0 = patches · (W · m)ᵀ (once)",
+        )
+    )
+    emit(
+        Instr(
+            Op.COPY,
+            dbase=u0,
+            sbase=u0,
+            count=N * Dch,
+            imm=art.stem_shift,
+            has_bias=1,
+            bbase=stem_b,
+            note="U0 = (U0 >> S) + B_stem",
+        )
+    )
+    step_start = len(prog)
+    emit(Instr(Op.COPY, dbase=u, sbase=u0, count=N * Dch, note="U = U0 (the stem, re-injected)"))
+
+    def neuron(name: str, cbase: int, cstride: int, tid: int, bias_name: str | None, keep: bool) -> None:
+        sm = sites[name]
+        has = bias_name is not None and bias_name in bias
+        emit(
+            Instr(
+                Op.NEURON,
+                nvec=sm.nvec,
+                nch=sm.nch,
+                dbase=cbase,
+                dstride=cstride,
+                # no bias: a row of the other bank keeps the unit's two D reads in two banks
+                bbase=bias[bias_name] if has else (params.d_split if cbase < params.d_split else 0),
+                has_bias=int(has),
+                vbase=sm.base,
+                tbase=sm.base,
+                pbase=theta[name],
+                sbase=sm.base,
+                tid=tid,
+                lif=1,
+                keep=int(keep),
+                note=f"LIF {name}" + (" (current kept)" if keep else ""),
+            )
+        )
+
+    def aw(src_site: str, wname: str, dst: int, dstride: int, d1: int, dhi: int, note: str) -> None:
+        sm = sites[src_site]
+        emit(
+            Instr(
+                Op.AW,
+                nvec=sm.nvec,
+                src=SRC_SPIKES,
+                sbase=sm.base,
+                sstride=sm.nch,
+                c0=0,
+                c1=sm.nch,
+                lo=0,
+                hi=sm.channels,
+                msrc=0,
+                mbase=wb[wname],
+                mstride=d1,
+                dbase=dst,
+                dstride=dstride,
+                d0=0,
+                d1=d1,
+                dlo=0,
+                dhi=dhi,
+                note=note,
+            )
+        )
+
+    for i in range(d.depth):
+        p = f"blocks.{i}."
+        r = blk[i]
+        neuron(p + "lif1", u, Dch, counter(p + "lif1", 3 * D), p + "lif1", True)
+        aw(p + "lif1", p + "qkv", r["qkv"], 3 * Dch, 3 * Dch, 3 * Dch * P, "qkv")
+        for k, s in enumerate("qkv"):
+            fan = dh if (sdsa3 and s in "qk") else 0
+            neuron(p + s, r["qkv"] + k * Dch, 3 * Dch, counter(p + s, fan), p + s, False)
+        sq, sk, sv, sa = (sites[p + s] for s in ("q", "k", "v", "attn"))
+        if sdsa3:
+            emit(Instr(Op.COPY, dbase=kts[i], count=D * Nch, mem=1, zero=1, note="clear kᵀ spikes"))
+            emit(
+                Instr(
+                    Op.TRANS,
+                    nvec=N,
+                    nch=Dch,
+                    sbase=sk.base,
+                    lo=0,
+                    hi=D,
+                    dbase=r["KT"],
+                    dstride=Nch,
+                    obase=kts[i],
+                    note="kᵀ spikes of the step",
+                )
+            )
+            emit(Instr(Op.COPY, dbase=r["Vd"], count=N * Dch, zero=1, note="clear v rows"))
+            emit(
+                Instr(
+                    Op.SPKADD,
+                    nvec=N,
+                    nch=Dch,
+                    sbase=sv.base,
+                    dbase=r["Vd"],
+                    dstride=Dch,
+                    imm=1,
+                    note="v rows",
+                )
+            )
+            emit(Instr(Op.COPY, dbase=r["M"], count=D * Dch, zero=1, note="clear M"))
+            for h in range(H):
+                lo, hi = h * dh, (h + 1) * dh
+                emit(
+                    Instr(
+                        Op.AW,
+                        nvec=dh,
+                        src=SRC_SPIKES,
+                        sbase=kts[i] + lo * Nch,
+                        sstride=Nch,
+                        c0=0,
+                        c1=Nch,
+                        lo=0,
+                        hi=N,
+                        joff=0,
+                        msrc=1,
+                        mbase=r["Vd"],
+                        mstride=Dch,
+                        dbase=r["M"] + lo * Dch,
+                        dstride=Dch,
+                        d0=lo // P,
+                        d1=_cdiv(hi, P),
+                        dlo=lo,
+                        dhi=hi,
+                        note=f"M[{h}] = Kᵀ·V (each k spike adds its token's v row)",
+                    )
+                )
+                emit(
+                    Instr(
+                        Op.AW,
+                        nvec=N,
+                        src=SRC_SPIKES,
+                        sbase=sq.base,
+                        sstride=Dch,
+                        c0=lo // P,
+                        c1=_cdiv(hi, P),
+                        lo=lo,
+                        hi=hi,
+                        joff=lo,
+                        msrc=1,
+                        mbase=r["M"] + lo * Dch,
+                        mstride=Dch,
+                        dbase=r["x"],
+                        dstride=Dch,
+                        d0=lo // P,
+                        d1=_cdiv(hi, P),
+                        dlo=lo,
+                        dhi=hi,
+                        note=f"x[{h}] = Q·M (each q spike adds its channel's M row)",
+                    )
+                )
+            neuron(p + "attn", r["x"], Dch, counter(p + "attn", D), None, False)
+        else:
+            skv = sites[p + "kv"]
+            A = 2 * _sdsa1_theta(N) - 1
+            emit(
+                Instr(
+                    Op.SPKADD,
+                    nvec=N,
+                    nch=Dch,
+                    sbase=sk.base,
+                    dbase=r["kv"],
+                    dstride=Dch,
+                    imm=1,
+                    note="kv = k",
+                )
+            )
+            emit(
+                Instr(
+                    Op.SPKADD,
+                    nvec=N,
+                    nch=Dch,
+                    sbase=sv.base,
+                    dbase=r["kv"],
+                    dstride=Dch,
+                    imm=1,
+                    note="kv += v",
+                )
+            )
+            emit(
+                Instr(
+                    Op.NRESET,
+                    nvec=N,
+                    nch=Dch,
+                    vbase=skv.base,
+                    tbase=skv.base,
+                    pbase=theta[p + "kv"],
+                    lif=1,
+                    note="kv: V = 0 (a function of this step only)",
+                )
+            )
+            neuron(p + "kv", r["kv"], Dch, counter(p + "kv", 1), None, False)
+            emit(Instr(Op.COPY, dbase=r["cnt"], count=Dch, zero=1, note="clear the count"))
+            emit(
+                Instr(
+                    Op.SPKADD,
+                    nvec=N,
+                    nch=Dch,
+                    sbase=skv.base,
+                    dbase=r["cnt"],
+                    dstride=0,
+                    imm=1,
+                    note="count = Σ_tokens k AND v",
+                )
+            )
+            emit(
+                Instr(
+                    Op.SPKADD,
+                    nvec=N,
+                    nch=Dch,
+                    sbase=sq.base,
+                    dbase=r["x"],
+                    dstride=Dch,
+                    imm=A,
+                    note=f"x = {A} · q",
+                )
+            )
+            emit(
+                Instr(
+                    Op.NRESET,
+                    nvec=N,
+                    nch=Dch,
+                    vbase=sa.base,
+                    tbase=sa.base,
+                    pbase=theta[p + "attn"],
+                    lif=1,
+                    note="attn: V = 0 (a function of this step only)",
+                )
+            )
+            emit(
+                Instr(
+                    Op.NEURON,
+                    nvec=N,
+                    nch=Dch,
+                    dbase=r["x"],
+                    dstride=Dch,
+                    bbase=r["cnt"],
+                    has_bias=1,
+                    vbase=sa.base,
+                    tbase=sa.base,
+                    pbase=theta[p + "attn"],
+                    sbase=sa.base,
+                    tid=counter(p + "attn", D),
+                    lif=1,
+                    note="LIF attn: q AND count >= 1",
+                )
+            )
+        aw(p + "attn", p + "proj", u, Dch, Dch, D, "U += proj(attn)")
+        neuron(p + "lif2", u, Dch, counter(p + "lif2", F), p + "lif2", True)
+        aw(p + "lif2", p + "fc1", r["fc1"], Fch, Fch, F, "fc1")
+        neuron(p + "fc1", r["fc1"], Fch, counter(p + "fc1", D), p + "fc1", False)
+        aw(p + "fc1", p + "fc2", u, Dch, Dch, D, "U += fc2(h)")
+    neuron("head", u, Dch, counter("head", C), "head", True)
+    sh = sites["head"]
+    emit(
+        Instr(
+            Op.AW,
+            nvec=N,
+            src=SRC_SPIKES,
+            sbase=sh.base,
+            sstride=Dch,
+            c0=0,
+            c1=Dch,
+            lo=0,
+            hi=D,
+            msrc=0,
+            mbase=wb["head"],
+            mstride=Cch,
+            dbase=logits,
+            dstride=0,
+            d0=0,
+            d1=Cch,
+            dlo=0,
+            dhi=C,
+            note="logits += count · W_headᵀ (every token into one row)",
+        )
+    )
+    emit(Instr(Op.STEP, imm=steps, fixed=1, note="exactly T steps"))
+    emit(Instr(Op.OUT, dbase=logits, count=Cch, note="logits, counters, status"))
+    emit(Instr(Op.END))
+    if len(prog) > params.prog_depth:
+        raise CompileError(f"the program has {len(prog)} instructions, the core holds {params.prog_depth}")
+    for ins in prog:
+        if ins.imm >= 1 << params.field_width("imm"):
+            raise CompileError(f"{ins.note}: imm = {ins.imm} exceeds its field")
+    # the layout's promise to the core's D banks: the two D reads of a cycle go to different banks
+    for ins in prog:
+        pair = {
+            Op.NEURON: (ins.dbase, ins.bbase),
+            Op.AW: (ins.dbase, ins.mbase) if ins.msrc == 1 else None,
+            Op.SROW: (ins.dbase, ins.mbase),
+            Op.COPY: (ins.sbase, ins.bbase) if ins.has_bias else None,
+        }.get(ins.op)
+        if pair is not None and (pair[0] < params.d_split) == (pair[1] < params.d_split):
+            raise AssertionError(f"{ins.note}: both D reads of a cycle in one bank")
+
+    images = {}
+    for mem, parts in img.items():
+        a = np.zeros((need_rows[mem], P), dtype=i64)
+        for base, rows in parts:
+            a[base : base + rows.shape[0]] = rows
+        images[mem] = a
+    return Program(
+        params=params,
+        instrs=prog,
+        step_start=step_start,
+        regions=al.regions,
+        images=images,
+        sites=sites,
+        counters=counters,
+        ac_fanout=fanout,
+        row_costs={},
+        fixed_macs=N * D * pd + N * D,
+        input_rows=N * Pdch,
+        logits_base=logits,
+        logits_rows=Cch,
+        classes=C,
+        t_max=steps,
+        embed_dim=D,
+        embed_events=N * pd,
+        d_bank_rows=(bank0_rows, al.next["D"] - params.d_split),
+        widths=widths,
+    )
+
+
+def fit_sdt_params(
+    art: SDTArtifact, lanes: int, t_max: int | None = None, *, narrow: bool = False, **fixed: int
+) -> CoreParams:
+    """The smallest core of ``lanes`` lanes that runs the sdt artifact ``art``.
+
+    As :func:`~.program.fit_params`: every memory depth is the rows the program uses; ``dw`` is at
+    least the model's ``D`` width (32 otherwise); with ``narrow`` every word is the model's. The
+    norm units, unused by the sdt, keep their smallest legal row length.
+
+    Parameters
+    ----------
+    art : SDTArtifact
+    lanes : int
+        ``P``, a power of two.
+    t_max : int or None
+        Time steps (the artifact's when None; it does not change the core).
+    narrow : bool
+        Cut the memory words to the widths the model needs.
+    **fixed : int
+        Any other :class:`CoreParams` field, overriding the fitted one.
+
+    Returns
+    -------
+    CoreParams
+    """
+    if not isinstance(lanes, int) or isinstance(lanes, bool):
+        raise TypeError(f"lanes must be an int, got {type(lanes).__name__}")
+    if lanes < 1 or lanes & (lanes - 1):
+        raise ValueError(f"lanes must be a power of two, got {lanes}")
+    if not isinstance(art, SDTArtifact):
+        raise TypeError(f"art must be an SDTArtifact, got {type(art).__name__}")
+    if not isinstance(narrow, bool):
+        raise TypeError(f"narrow must be a bool, got {type(narrow).__name__}")
+    names = {f.name for f in dataclass_fields(CoreParams)} - {"lanes"}
+    for k, v in fixed.items():
+        if k not in names:
+            raise ValueError(f"{k!r} is not a CoreParams field (fields: {sorted(names)})")
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise TypeError(f"{k} must be an int, got {type(v).__name__}")
+    big = 1 << 20
+    probe = CoreParams(
+        lanes=lanes,
+        **{
+            **{attr: big for attr in set(MEMORIES.values())},
+            "d_split": big // 2,
+            "prog_depth": big,
+            "dw": 64,
+            "vw": 64,
+            "pw": 64,
+            "iw": 32,
+            **{k: v for k, v in fixed.items() if k not in {*MEMORIES.values(), "d_split"}},
+        },
+    )
+    prog = compile_sdt(art, probe, t_max)
+    n0, n1 = prog.d_bank_rows
+    out: dict[str, int] = {attr: 1 for attr in set(MEMORIES.values())}
+    for mem, attr in MEMORIES.items():
+        out[attr] = max(out[attr], prog.images[mem].shape[0])
+    out.update(
+        d_split=max(1, n0), d_depth=max(1, n0) + max(1, n1), prog_depth=len(prog.instrs), max_dim=2, max_n=2
+    )
+    defaults = CoreParams()
+    for word, (needed, _have) in prog.widths.items():
+        attr = word[word.index("(") + 1 : word.index(")")]
+        out[attr] = needed if narrow else max(needed, getattr(defaults, attr))
+    if narrow:
+        out["counters"] = len(prog.counters)
+    out.update(fixed)
+    return CoreParams(lanes=lanes, **out)

@@ -98,12 +98,15 @@ def _safe_range(current: np.dtype, membrane: np.dtype) -> tuple[int, int] | None
 
 
 def _checked_sum_range(
-    V: np.ndarray, current: np.ndarray, v_lo: int, v_hi: int, dtype: np.dtype, what: str
+    V: np.ndarray, current: np.ndarray, v_lo: int, v_hi: int, dtype: np.dtype, what: str,
+    current_bound: int | None = None,
 ) -> tuple[int, int]:
     """An interval holding every ``V + I``; ``OverflowError`` if ``I`` or ``V + I`` leaves ``dtype``.
 
-    ``[v_lo, v_hi]`` must hold every element of ``V``. The check is exact: when the cheap interval
-    test fails, the element-wise sum decides.
+    ``[v_lo, v_hi]`` must hold every element of ``V``; ``current_bound``, when given, every ``|I|``
+    (a proven bound, e.g. an AW layer's :attr:`~equispike.model.linear.AWLinear.bound`: it spares the
+    two reductions of ``I``). The check is exact: when the cheap interval tests fail, the values and
+    then the element-wise sum decide.
     """
     if current.dtype.kind not in "iu":
         raise TypeError(f"{what} current must be integer, got dtype {current.dtype}")
@@ -117,6 +120,8 @@ def _checked_sum_range(
     if c_range is not None:
         if v_lo + c_range[0] >= i_min and v_hi + c_range[1] <= i_max:
             return v_lo + c_range[0], v_hi + c_range[1]
+    if current_bound is not None and v_lo - current_bound >= i_min and v_hi + current_bound <= i_max:
+        return v_lo - current_bound, v_hi + current_bound
     c_lo, c_hi = int(current.min()), int(current.max())
     if c_lo < i_min or c_hi > i_max:
         raise OverflowError(
@@ -182,14 +187,19 @@ class STBIFArray:
         # an interval holding every V: lets most steps prove "no wrap" from two reductions of I
         self._v_lo, self._v_hi = 0, self._theta_max // 2
 
-    def step(self, current: np.ndarray) -> np.ndarray:
+    def step(self, current: np.ndarray, current_bound: int | None = None) -> np.ndarray:
         """Advance one time step with integer ``current``; return the ternary spikes (int8).
 
-        Raises ``OverflowError`` (and leaves the state unchanged) when the current or ``H = V + I`` of
-        any neuron does not fit the membrane dtype: the model never wraps.
+        ``current_bound`` may state a proven bound on every ``|current|`` (it only makes the overflow
+        check cheaper). Raises ``OverflowError`` (and leaves the state unchanged) when the current or
+        ``H = V + I`` of any neuron does not fit the membrane dtype: the model never wraps.
         """
         current = np.asarray(current)
-        lo, hi = _checked_sum_range(self.V, current, self._v_lo, self._v_hi, self.v_dtype, "ST-BIF")
+        if current_bound is not None and (isinstance(current_bound, bool)
+                                          or not isinstance(current_bound, int) or current_bound < 0):
+            raise ValueError(f"current_bound must be a non-negative int, got {current_bound!r}")
+        lo, hi = _checked_sum_range(self.V, current, self._v_lo, self._v_hi, self.v_dtype, "ST-BIF",
+                                    current_bound)
         H = np.add(self.V, current, dtype=self.v_dtype, casting="unsafe")
         pos = H >= self._theta_full
         pos &= self.S < self.qp

@@ -34,6 +34,12 @@ set EQUISPIKE_TRACEBACK=1 to see the traceback of an error.
 """
 
 
+THREADS_HELP = (
+    "worker processes, one core each, that share {what}; the output is the same for every N "
+    "(default %(default)s)"
+)
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:
@@ -81,9 +87,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         from .model.factory import random_images
 
         art = load_artifact(args.artifact)
-        summary = check_artifact(art, random_images(args.seed, art, args.batch), t_max=args.t_max)
+        summary = check_artifact(art, random_images(args.seed, art, args.batch), t_max=args.t_max,
+                                 threads=args.threads)
     else:
-        summary = check_random(cases, batch=args.batch, seed=args.seed, t_max=args.t_max, progress=progress)
+        summary = check_random(cases, batch=args.batch, seed=args.seed, t_max=args.t_max, progress=progress,
+                               threads=args.threads)
     ok = summary["ok"]
     if args.json:
         _emit(summary)
@@ -248,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--t-max", type=positive_int, default=2048,
                    help="step cap of a run; an image not settled by then counts as unsettled "
                    "(default %(default)s)")
+    c.add_argument("--threads", type=positive_int, default=1, metavar="N",
+                   help=THREADS_HELP.format(what="the random models (or the artifact's batches)"))
     c.add_argument("--json", action="store_true", help="print the summary as JSON")
     c.set_defaults(func=cmd_check)
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from .artifact import ViTArtifact
 from .factory import random_images, random_vit
+from .parallel import check_threads, ordered_map
 from .vit import ViTSNN, qann_forward
 
 __all__ = ["CaseResult", "compare", "random_case_config", "check_random", "check_artifact"]
@@ -115,35 +116,52 @@ def _summary(results: list[CaseResult]) -> dict:
     }
 
 
+def _random_case(i: int, seed: int, batch: int, t_max: int) -> tuple[CaseResult, dict]:
+    """Case i of a random check: its model and images follow from (seed, i) alone, so it can run in
+    any process and in any order."""
+    cfg = random_case_config(i, seed)
+    art = random_vit(**cfg)
+    images = random_images(cfg["seed"] + 7, art, batch)
+    return compare(f"random[{i}]", art, images, t_max=t_max), cfg
+
+
 def check_random(
     cases: int,
     batch: int = 8,
     seed: int = 0,
     t_max: int = 2048,
     progress: Callable[[int, CaseResult, dict], None] | None = None,
+    threads: int = 1,
 ) -> dict:
-    """Build ``cases`` random models and inputs; compare SNN and QANN on each. Returns the summary."""
+    """Build ``cases`` random models and inputs; compare SNN and QANN on each. Returns the summary.
+
+    ``threads`` worker processes share the cases; the summary, and the order of the ``progress``
+    calls, do not depend on it."""
     _positive("cases", cases)
     _positive("batch", batch)
-    results = []
-    for i in range(cases):
-        cfg = random_case_config(i, seed)
-        art = random_vit(**cfg)
-        images = random_images(cfg["seed"] + 7, art, batch)
-        r = compare(f"random[{i}]", art, images, t_max=t_max)
-        results.append(r)
+    check_threads(threads)
+    tasks = [(i, seed, batch, t_max) for i in range(cases)]
+
+    def done(i: int, rc: tuple[CaseResult, dict]) -> None:
         if progress is not None:
-            progress(i, r, cfg)
-    return _summary(results)
+            progress(i, *rc)
+
+    pairs = ordered_map(_random_case, tasks, threads, done)
+    return _summary([r for r, _ in pairs])
 
 
-def check_artifact(art: ViTArtifact, images: np.ndarray, t_max: int = 2048, batch: int = 64) -> dict:
-    """Compare SNN and QANN of one artifact on ``images``, in batches."""
+def _artifact_batch(name: str, art: ViTArtifact, images: np.ndarray, t_max: int) -> CaseResult:
+    return compare(name, art, images, t_max=t_max)
+
+
+def check_artifact(art: ViTArtifact, images: np.ndarray, t_max: int = 2048, batch: int = 64,
+                   threads: int = 1) -> dict:
+    """Compare SNN and QANN of one artifact on ``images``, in batches (shared by ``threads`` worker
+    processes; the batches, hence the summary, do not depend on it)."""
     _positive("batch", batch)
+    check_threads(threads)
     if len(images) == 0:
         raise ValueError("images: need at least one image to compare")
-    results = [
-        compare(f"batch[{i // batch}]", art, images[i : i + batch], t_max=t_max)
-        for i in range(0, len(images), batch)
-    ]
-    return _summary(results)
+    tasks = [(f"batch[{i // batch}]", art, images[i : i + batch], t_max)
+             for i in range(0, len(images), batch)]
+    return _summary(ordered_map(_artifact_batch, tasks, threads))

@@ -6,6 +6,8 @@ RTL testbenches all call them.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 __all__ = [
@@ -80,13 +82,31 @@ def quantize(a: np.ndarray, theta, qn: int, qp: int) -> np.ndarray:
     return np.clip(n, qn, qp)
 
 
+@functools.cache
+def _limits(dtype: np.dtype) -> tuple[int, int]:
+    """``(min, max)`` of an integer dtype (cached: ``np.iinfo`` is slow to build, and the overflow
+    check asks at every step of every site)."""
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max)
+
+
+@functools.cache
+def _safe_range(current: np.dtype, membrane: np.dtype) -> tuple[int, int] | None:
+    """``(min, max)`` of the current's dtype when it casts safely to the membrane's, else None
+    (cached, as :func:`_limits`)."""
+    return _limits(current) if np.can_cast(current, membrane, "safe") else None
+
+
 def _checked_sum_range(
-    V: np.ndarray, current: np.ndarray, v_lo: int, v_hi: int, dtype: np.dtype, what: str
+    V: np.ndarray, current: np.ndarray, v_lo: int, v_hi: int, dtype: np.dtype, what: str,
+    current_bound: int | None = None,
 ) -> tuple[int, int]:
     """An interval holding every ``V + I``; ``OverflowError`` if ``I`` or ``V + I`` leaves ``dtype``.
 
-    ``[v_lo, v_hi]`` must hold every element of ``V``. The check is exact: when the cheap interval
-    test fails, the element-wise sum decides.
+    ``[v_lo, v_hi]`` must hold every element of ``V``; ``current_bound``, when given, every ``|I|``
+    (a proven bound, e.g. an AW layer's :attr:`~equispike.model.linear.AWLinear.bound`: it spares the
+    two reductions of ``I``). The check is exact: when the cheap interval tests fail, the values and
+    then the element-wise sum decide.
     """
     if current.dtype.kind not in "iu":
         raise TypeError(f"{what} current must be integer, got dtype {current.dtype}")
@@ -94,29 +114,31 @@ def _checked_sum_range(
         raise ValueError(f"{what} current of shape {current.shape} does not match the neurons {V.shape}")
     if not current.size:
         return v_lo, v_hi
-    info = np.iinfo(dtype)
+    i_min, i_max = _limits(np.dtype(dtype))
     # cheapest proofs first: the current's dtype range, then its values, then V's own extremes
-    if np.can_cast(current.dtype, dtype, "safe"):
-        ci = np.iinfo(current.dtype)
-        if v_lo + ci.min >= info.min and v_hi + ci.max <= info.max:
-            return v_lo + ci.min, v_hi + ci.max
+    c_range = _safe_range(current.dtype, np.dtype(dtype))
+    if c_range is not None:
+        if v_lo + c_range[0] >= i_min and v_hi + c_range[1] <= i_max:
+            return v_lo + c_range[0], v_hi + c_range[1]
+    if current_bound is not None and v_lo - current_bound >= i_min and v_hi + current_bound <= i_max:
+        return v_lo - current_bound, v_hi + current_bound
     c_lo, c_hi = int(current.min()), int(current.max())
-    if c_lo < info.min or c_hi > info.max:
+    if c_lo < i_min or c_hi > i_max:
         raise OverflowError(
             f"{what} current range [{c_lo}, {c_hi}] does not fit the membrane dtype {dtype} "
-            f"[{info.min}, {info.max}]"
+            f"[{i_min}, {i_max}]"
         )
     lo, hi = v_lo + c_lo, v_hi + c_hi
-    if lo < info.min or hi > info.max:
+    if lo < i_min or hi > i_max:
         lo, hi = int(V.min()) + c_lo, int(V.max()) + c_hi
-    if lo < info.min or hi > info.max:
+    if lo < i_min or hi > i_max:
         h = V.astype(np.int64) + current.astype(np.int64)
         lo, hi = int(h.min()), int(h.max())
-        if lo < info.min or hi > info.max:
-            bad = np.unravel_index(int(np.argmax((h < info.min) | (h > info.max))), h.shape)
+        if lo < i_min or hi > i_max:
+            bad = np.unravel_index(int(np.argmax((h < i_min) | (h > i_max))), h.shape)
             raise OverflowError(
                 f"{what} membrane V + I = {int(h[bad])} at index {tuple(int(i) for i in bad)} does not "
-                f"fit the membrane dtype {dtype} [{info.min}, {info.max}]: the width analysis "
+                f"fit the membrane dtype {dtype} [{i_min}, {i_max}]: the width analysis "
                 f"(model.widths) bounds it for inputs the artifact allows"
             )
     return lo, hi
@@ -165,14 +187,19 @@ class STBIFArray:
         # an interval holding every V: lets most steps prove "no wrap" from two reductions of I
         self._v_lo, self._v_hi = 0, self._theta_max // 2
 
-    def step(self, current: np.ndarray) -> np.ndarray:
+    def step(self, current: np.ndarray, current_bound: int | None = None) -> np.ndarray:
         """Advance one time step with integer ``current``; return the ternary spikes (int8).
 
-        Raises ``OverflowError`` (and leaves the state unchanged) when the current or ``H = V + I`` of
-        any neuron does not fit the membrane dtype: the model never wraps.
+        ``current_bound`` may state a proven bound on every ``|current|`` (it only makes the overflow
+        check cheaper). Raises ``OverflowError`` (and leaves the state unchanged) when the current or
+        ``H = V + I`` of any neuron does not fit the membrane dtype: the model never wraps.
         """
         current = np.asarray(current)
-        lo, hi = _checked_sum_range(self.V, current, self._v_lo, self._v_hi, self.v_dtype, "ST-BIF")
+        if current_bound is not None and (isinstance(current_bound, bool)
+                                          or not isinstance(current_bound, int) or current_bound < 0):
+            raise ValueError(f"current_bound must be a non-negative int, got {current_bound!r}")
+        lo, hi = _checked_sum_range(self.V, current, self._v_lo, self._v_hi, self.v_dtype, "ST-BIF",
+                                    current_bound)
         H = np.add(self.V, current, dtype=self.v_dtype, casting="unsafe")
         pos = H >= self._theta_full
         pos &= self.S < self.qp

@@ -405,6 +405,14 @@ class ViTSNN:
             k: smallest_int_dtype(-self.report.bound(f"{k}.current"), self.report.bound(f"{k}.current"))
             for k in sites
         }
+        # a site fed by an AW layer gets at most the layer's proven bound (ternary spikes × its
+        # weights, plus its bias): when the current dtype holds it, the neurons' overflow check needs
+        # no reductions of the current (no cast in between can have wrapped it)
+        fed_by = {p + s: p + lin for i in range(d.depth) for p in [f"blocks.{i}."]
+                  for s, lin in (("q", "qkv"), ("k", "qkv"), ("v", "qkv"), ("proj", "proj"),
+                                 ("fc1", "fc1"), ("fc2", "fc2"))}
+        cur_bound = {k: plan.snn[lin].bound for k, lin in fed_by.items()
+                     if plan.snn[lin].bound <= np.iinfo(cur_dtype[k]).max}
         silent = dict.fromkeys(sites, False)
         logits = np.zeros((B, d.classes), dtype=np.int64)
         spikes_total = {k: np.zeros(B, dtype=np.int64) for k in sites}
@@ -430,7 +438,7 @@ class ViTSNN:
                 current = np.zeros(n.shape, dtype=cur_dtype[name])
             elif current.dtype != cur_dtype[name]:
                 current = current.astype(cur_dtype[name])
-            s = n.step(current)
+            s = n.step(current, cur_bound.get(name))
             rec.site(name, current, s, n)
             nz = _count_spikes(s, B)
             spikes_total[name] += nz

@@ -131,12 +131,19 @@ def _vit_defaults(args) -> None:
         args.artifact = str(DEFAULT_RUN / "model.esa")
 
 
-def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+def _add_runtime_args(p: argparse.ArgumentParser, golden: bool = False) -> None:
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda (untested)")
-    g.add_argument("--threads", type=_positive, default=1,
-                   help="torch CPU threads (default %(default)s: fastest for this tiny model on a "
-                        "shared 2-core machine)")
+    if golden:  # the golden SNN over the test images is the long part: processes, one core each
+        g.add_argument("--threads", type=_positive, default=1, metavar="N",
+                       help="vit: N worker processes, one core each, share the golden SNN's test "
+                            "images (chunks of 64, merged in order: the results are the same for "
+                            "every N, only the timings differ); torch uses N threads. sdt: torch "
+                            "CPU threads (default %(default)s)")
+    else:
+        g.add_argument("--threads", type=_positive, default=1,
+                       help="torch CPU threads (default %(default)s: fastest for this tiny model on "
+                            "a shared 2-core machine)")
     g.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
@@ -223,7 +230,7 @@ def do_export(args) -> int:
 
 def evaluate_paths(artifact: str | Path, checkpoint: str | Path | None,
                    float_checkpoint: str | Path | None, t_max: int, limit: int | None,
-                   quiet: bool = False) -> dict:
+                   quiet: bool = False, threads: int = 1) -> dict:
     from ..model.artifact import load_artifact
     from .data import load_split
     from .evaluate import evaluate_artifact
@@ -243,7 +250,7 @@ def evaluate_paths(artifact: str | Path, checkpoint: str | Path | None,
         fm, _ = load_checkpoint(float_checkpoint, expect_stage="float")
     prog = Progress("snn", len(y), quiet=quiet)
     res = evaluate_artifact(art, x, y, t_max=t_max, float_model=fm, qat_model=qm,
-                            progress=lambda i, n: prog.update(i))
+                            progress=lambda i, n: prog.update(i), threads=threads)
     res["artifact"] = str(artifact)
     res["split"] = data.describe()
     res["residual_R"] = art.residual_R
@@ -314,7 +321,8 @@ def do_eval(args) -> int:
     ckpt = args.checkpoint or art.with_name("qat.pt")
     fck = args.float_checkpoint or art.with_name("float.pt")
     try:
-        r = evaluate_paths(art, ckpt, fck, args.t_max, args.limit, quiet=args.quiet)
+        r = evaluate_paths(art, ckpt, fck, args.t_max, args.limit, quiet=args.quiet,
+                           threads=args.threads)
     except _errors() as exc:
         print(f"equispike eval: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -357,7 +365,7 @@ def do_demo(args) -> int:
         art = export_checkpoint(qpath, out_dir / "model.esa")
         print(f"[demo] exported {art}", file=sys.stderr)
         r = evaluate_paths(art, qpath, out_dir / "float.pt", args.t_max, args.limit,
-                           quiet=args.quiet)
+                           quiet=args.quiet, threads=args.threads)
     except _errors() as exc:
         print(f"equispike demo: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -425,7 +433,7 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=_positive, default=None, help="only the first N test images")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
                    help="write the results as JSON to PATH (or stdout when PATH is omitted)")
-    _add_runtime_args(p)
+    _add_runtime_args(p, golden=True)
     p.set_defaults(func=do_eval)
 
     p = subparsers.add_parser(
@@ -443,7 +451,7 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=_positive, default=None, help="only the first N test images")
     _add_model_args(p)
     _add_train_args(p)
-    _add_runtime_args(p)
+    _add_runtime_args(p, golden=True)
     p.set_defaults(func=do_demo)
 
 

@@ -33,35 +33,48 @@ class SNNEval:
     seconds: float
 
 
-def run_snn(art: ViTArtifact, images: np.ndarray, t_max: int = 2048, chunk: int = 128,
-            progress=None) -> SNNEval:
-    """Run the golden SNN in chunks; keep per-step logits (from the recorded ``norm`` spikes)."""
-    snn = ViTSNN(art)
+def _snn_chunk(art: ViTArtifact, x: np.ndarray, t_max: int) -> tuple[np.ndarray, ...]:
+    """One chunk of images through the golden SNN: (logits, step_logits, settle_step, acs, macs,
+    energy_pj). A pure function of its arguments, so it can run in any worker process."""
+    r = ViTSNN(art).run(x, t_max=t_max, record={"norm"}, record_currents=False)
     W = art.tensors["head.weight"].astype(np.int64)
     b = art.tensors["head.bias"].astype(np.int64)
-    parts = []
-    t0 = time.perf_counter()
-    for i in range(0, len(images), chunk):
-        x = images[i : i + chunk]
-        r = snn.run(x, t_max=t_max, record={"norm"}, record_currents=False)
-        s = r.records["norm"]["spikes"][:, :, 0, :].astype(np.int64)  # (steps, B, D)
-        step_logits = np.cumsum(s, axis=0) @ W.T + b  # (steps, B, classes)
-        if not np.array_equal(step_logits[-1], r.logits):
-            raise AssertionError("per-step logits reconstruction disagrees with SNNResult.logits")
-        parts.append((r, step_logits))
+    s = r.records["norm"]["spikes"][:, :, 0, :].astype(np.int64)  # (steps, B, D)
+    step_logits = np.cumsum(s, axis=0) @ W.T + b  # (steps, B, classes)
+    if not np.array_equal(step_logits[-1], r.logits):
+        raise AssertionError("per-step logits reconstruction disagrees with SNNResult.logits")
+    return r.logits, step_logits, r.settle_step, r.acs, r.macs, r.energy_pj()
+
+
+def run_snn(art: ViTArtifact, images: np.ndarray, t_max: int = 2048, chunk: int = 64,
+            progress=None, threads: int = 1) -> SNNEval:
+    """Run the golden SNN in chunks of ``chunk`` images; keep per-step logits (from the recorded
+    ``norm`` spikes). ``threads`` worker processes share the chunks; the chunks do not depend on it
+    and the results are merged in order, so the outcome does not either."""
+    from ..model.parallel import check_threads, ordered_map
+
+    if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
+        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+    check_threads(threads)
+    n = len(images)
+    tasks = [(art, images[i : i + chunk], t_max) for i in range(0, n, chunk)]
+
+    def done(k: int, _) -> None:
         if progress is not None:
-            progress(min(i + chunk, len(images)), len(images))
-    steps = max(sl.shape[0] for _, sl in parts)
+            progress(min((k + 1) * chunk, n), n)
+
+    t0 = time.perf_counter()
+    parts = ordered_map(_snn_chunk, tasks, threads, done)
+    steps = max(p[1].shape[0] for p in parts)
     padded = [np.concatenate([sl, np.repeat(sl[-1:], steps - sl.shape[0], axis=0)], axis=0)
-              for _, sl in parts]
-    rs = [r for r, _ in parts]
+              for _, sl, *_ in parts]
     return SNNEval(
-        logits=np.concatenate([r.logits for r in rs]),
+        logits=np.concatenate([p[0] for p in parts]),
         step_logits=np.concatenate(padded, axis=1),
-        settle_step=np.concatenate([r.settle_step for r in rs]),
-        acs=np.concatenate([r.acs for r in rs]),
-        macs=np.concatenate([r.macs for r in rs]),
-        energy_pj=np.concatenate([r.energy_pj() for r in rs]),
+        settle_step=np.concatenate([p[2] for p in parts]),
+        acs=np.concatenate([p[3] for p in parts]),
+        macs=np.concatenate([p[4] for p in parts]),
+        energy_pj=np.concatenate([p[5] for p in parts]),
         seconds=time.perf_counter() - t0,
     )
 
@@ -93,8 +106,10 @@ def evaluate_artifact(
     qat_model=None,
     progress=None,
     curve_steps: list[int] | None = None,
+    threads: int = 1,
 ) -> dict[str, Any]:
-    """All accuracies and SNN statistics as a JSON-serializable dict."""
+    """All accuracies and SNN statistics as a JSON-serializable dict (the golden SNN over ``threads``
+    worker processes; only the ``*_seconds`` timings depend on it)."""
     from .train import accuracy
 
     out: dict[str, Any] = {"images": int(len(y)), "t_max": int(t_max)}
@@ -106,7 +121,7 @@ def evaluate_artifact(
     q = qann_forward(art, x)
     out["qann_seconds"] = time.perf_counter() - t0
     out["qann_acc"] = float((q.logits.argmax(-1) == y).mean())
-    ev = run_snn(art, x, t_max=t_max, progress=progress)
+    ev = run_snn(art, x, t_max=t_max, progress=progress, threads=threads)
     out["snn_seconds"] = ev.seconds
     out["snn_acc"] = float((ev.logits.argmax(-1) == y).mean())
     eq = np.all(ev.logits == q.logits, axis=1)

@@ -51,6 +51,24 @@ def test_stbif_check_is_exact_not_conservative():
     assert np.array_equal(wide.V, n.V.astype(np.int64))
 
 
+def test_stbif_current_bound_spares_work_but_not_the_check():
+    rng = np.random.default_rng(4)
+    plain = STBIFArray((50,), 5, -8, 7, v_dtype=np.int16)
+    hinted = STBIFArray((50,), 5, -8, 7, v_dtype=np.int16)
+    for _ in range(40):  # a true bound changes nothing: the same spikes and states at every step
+        c = rng.integers(-300, 301, 50).astype(np.int16)
+        assert np.array_equal(plain.step(c), hinted.step(c, current_bound=300))
+        assert np.array_equal(plain.V, hinted.V) and np.array_equal(plain.S, hinted.S)
+    # when the bound interval does not prove "no wrap", the values still decide
+    n = STBIFArray((3,), 5, -8, 7, v_dtype=np.int16)
+    n.step(np.array([0, 30000, 0], np.int16), current_bound=30000)
+    with pytest.raises(OverflowError, match=r"index \(1,\)"):
+        n.step(np.array([0, 5000, 0], np.int16), current_bound=5000)
+    for bad in (-1, 2.0, True):
+        with pytest.raises(ValueError, match="current_bound"):
+            n.step(np.zeros(3, np.int16), current_bound=bad)
+
+
 def test_stbif_rejects_non_integer_currents():
     with pytest.raises(TypeError, match="integer"):
         STBIFArray((1,), 5, -8, 7).step(np.array([1.5]))

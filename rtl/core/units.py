@@ -730,18 +730,20 @@ class SrowUnit(_Unit):
 class NormUnit(_Unit):
     """``LN`` and ``SMX``: the differential LayerNorm and softmax (SPEC §5) over rows of ``dim``.
 
-    Two processes share the unit. The *feeder* walks the rows: pass A adds ``ΔU`` into the running
-    input ``X`` (``nch`` cycles) and notes whether any ``ΔU`` lane is nonzero; a changed row (or
-    every row at ``t = 0``) then streams its ``dim`` elements (with ``Γ``, ``B`` from ``Q`` for the
-    LayerNorm), one per cycle, into the next of ``norm_units`` row units
-    (:class:`~equispike.rtl.rownorm.RowLayerNorm` or :class:`~equispike.rtl.rownorm.RowSoftmax`,
-    taken in turn) and queues the row's address. The *collector* takes the queued rows in order,
-    gathers each chunk of the row unit's outputs and writes ``y − Y_prev`` (the site's current)
-    and ``y`` (three cycles per chunk). Rows therefore overlap: up to ``norm_units + 1`` rows are
-    in flight, so the time per row tends to ``max(dim, row_interval / norm_units)`` cycles.
+    The *feeder* walks the rows: pass A adds ``ΔU`` into the running input ``X`` (``nch``
+    cycles) and notes whether any ``ΔU`` lane is nonzero; a changed row (or every row at
+    ``t = 0``) then hands its chunks (with ``Γ``, ``B`` from ``Q`` for the LayerNorm) to the next
+    of ``norm_units`` row units (:class:`~equispike.rtl.rownorm.RowLayerNorm` or
+    :class:`~equispike.rtl.rownorm.RowSoftmax`, taken in turn), two cycles per chunk into the
+    unit's own chunk buffer, and queues the row's address. Each unit streams its buffer one
+    element per cycle and collects its outputs into its own output chunk, so the units work on
+    their rows at the same time. The *collector* takes the queued rows in order and writes each
+    output chunk as ``y − Y_prev`` (the site's current) and ``y`` (three cycles per chunk). A
+    row costs the feeder about ``nch + 4`` cycles (``2·nch + 4`` more when recomputed), so with
+    enough units the time per recomputed row tends to ``max(2·nch + 8, row_interval / norm_units)``.
 
-    The two processes share the ``D`` ports: the collector's three write-back cycles go when the
-    feeder is between memory accesses (the feeder yields while the collector waits).
+    The feeder and the collector share the ``D`` ports: the collector's three write-back cycles
+    go when the feeder is between memory accesses (the feeder yields while the collector waits).
     ``count`` (valid with ``done``) is the recomputed rows.
 
     Members: ``d_rd`` (port A), ``d_rdb`` (port B), ``d_wr``, ``q_rd``, ``q_rd2``, ``count``.
@@ -795,31 +797,26 @@ class NormUnit(_Unit):
             m.d.comb += [rem.eq(ins.dim - (c << lg)), nl.eq(Mux(rem >= P, P, rem))]
             return nl
 
-        # ---- feeder ------------------------------------------------------------------------------
-        n = Signal(aw)
-        rb = Signal(aw)  # n·nch
-        c = Signal(aw)
-        li = Signal(range(P + 1))  # lane within the chunk
-        nl = chunk_lanes(c)
-        fu = Signal(range(R))  # row unit the next row goes to
-        changed = Signal()
-        s1 = Signal()
-        s1_a = Signal(aw)
-        xr = [Signal(signed(p.dw), name=f"x{i}") for i in range(P)]
-        gr = [Signal(signed(p.pw), name=f"g{i}") for i in range(P)]
-        br = [Signal(signed(p.pw), name=f"b{i}") for i in range(P)]
-        m.d.sync += s1.eq(0)
-        acc = [(lane(self.d_rd.data, i, p.dw) + lane(self.d_rdb.data, i, p.dw))[: p.dw] for i in range(P)]
-        ex, eg, eb = Signal(signed(p.dw)), Signal(signed(p.pw)), Signal(signed(p.pw))
-        with m.Switch(li):
-            for i in range(P):
-                with m.Case(i):
-                    m.d.comb += [ex.eq(xr[i]), eg.eq(gr[i]), eb.eq(br[i])]
-        last_el = Signal()
-        m.d.comb += last_el.eq((li + 1 >= nl) & (c + 1 >= ins.nch))
-        feed = Signal()
-        in_ready = Signal()
+        # ---- per-unit serializers ----------------------------------------------------------------
+        # Each row unit streams its chunk from its own buffer, so the feeder hands a chunk over in
+        # one cycle and moves on: rows overlap in the units instead of queueing behind one feeder.
+        ibuf = []  # per unit: (x lanes, Γ lanes, B lanes, full, lane, lanes in chunk, last chunk)
         for j in range(R):
+            xs = [Signal(signed(p.dw), name=f"u{j}_x{i}") for i in range(P)]
+            gs = [Signal(signed(p.pw), name=f"u{j}_g{i}") for i in range(P)]
+            bs = [Signal(signed(p.pw), name=f"u{j}_b{i}") for i in range(P)]
+            full = Signal(name=f"u{j}_in_full")
+            li = Signal(range(P + 1), name=f"u{j}_in_lane")
+            nl = Signal(range(P + 1), name=f"u{j}_in_lanes")
+            lastc = Signal(name=f"u{j}_in_lastc")
+            ex, eg, eb = (Signal(signed(p.dw), name=f"u{j}_ex"), Signal(signed(p.pw), name=f"u{j}_eg"),
+                          Signal(signed(p.pw), name=f"u{j}_eb"))
+            with m.Switch(li):
+                for i in range(P):
+                    with m.Case(i):
+                        m.d.comb += [ex.eq(xs[i]), eg.eq(gs[i]), eb.eq(bs[i])]
+            last_el = Signal(name=f"u{j}_last_el")
+            m.d.comb += last_el.eq((li + 1 >= nl) & lastc)
             ln, smx = lns[j], smxs[j]
             m.d.comb += [
                 ln.i_stream.payload.x.eq(ex),
@@ -830,32 +827,67 @@ class NormUnit(_Unit):
                 smx.i_stream.payload.z.eq(ex),
                 smx.i_stream.payload.c.eq(ins.imm),
                 smx.i_stream.payload.last.eq(last_el),
+                ln.i_stream.valid.eq(full & is_ln),
+                smx.i_stream.valid.eq(full & ~is_ln),
             ]
+            with m.If(full & Mux(is_ln, ln.i_stream.ready, smx.i_stream.ready)):
+                m.d.sync += li.eq(li + 1)
+                with m.If(li + 1 >= nl):
+                    m.d.sync += [full.eq(0), li.eq(0)]
+            ibuf.append((xs, gs, bs, full, li, nl, lastc))
+
+        # ---- per-unit deserializers --------------------------------------------------------------
+        obuf = []  # per unit: (y lanes, full, lane, chunk of the row)
+        for j in range(R):
+            ys = [Signal(signed(p.dw), name=f"u{j}_y{i}") for i in range(P)]
+            full = Signal(name=f"u{j}_out_full")
+            li = Signal(range(P + 1), name=f"u{j}_out_lane")
+            oc = Signal(aw, name=f"u{j}_out_chunk")
+            onl = chunk_lanes(oc)
+            ln, smx = lns[j], smxs[j]
+            ovalid = Signal(name=f"u{j}_ovalid")
+            oy = Signal(signed(p.dw), name=f"u{j}_oy")
+            m.d.comb += [
+                ln.o_stream.ready.eq(~full & is_ln),
+                smx.o_stream.ready.eq(~full & ~is_ln),
+                ovalid.eq(Mux(is_ln, ln.o_stream.valid, smx.o_stream.valid)),
+                oy.eq(Mux(is_ln, ln.o_stream.payload.y, smx.o_stream.payload.p)),
+            ]
+            with m.If(ovalid & ~full):
+                with m.Switch(li):
+                    for i in range(P):
+                        with m.Case(i):
+                            m.d.sync += ys[i].eq(oy)
+                m.d.sync += li.eq(li + 1)
+                with m.If(li + 1 >= onl):
+                    m.d.sync += [full.eq(1), li.eq(0)]
+            obuf.append((ys, full, li, oc))
+
+        # ---- feeder ------------------------------------------------------------------------------
+        n = Signal(aw)
+        rb = Signal(aw)  # n·nch
+        c = Signal(aw)
+        nl = chunk_lanes(c)
+        fu = Signal(range(R))  # row unit the next row goes to
+        fu_free = Signal()  # its input buffer is empty
+        changed = Signal()
+        s1 = Signal()
+        s1_a = Signal(aw)
+        m.d.sync += s1.eq(0)
+        acc = [(lane(self.d_rd.data, i, p.dw) + lane(self.d_rdb.data, i, p.dw))[: p.dw] for i in range(P)]
+        for j in range(R):
             with m.If(fu == j):
-                m.d.comb += [
-                    ln.i_stream.valid.eq(feed & is_ln),
-                    smx.i_stream.valid.eq(feed & ~is_ln),
-                    in_ready.eq(Mux(is_ln, ln.i_stream.ready, smx.i_stream.ready)),
-                ]
+                m.d.comb += fu_free.eq(~ibuf[j][3])
 
         # ---- collector ---------------------------------------------------------------------------
         cu = Signal(range(R))  # row unit the queue's head row comes from
         c2 = Signal(aw)
-        li2 = Signal(range(P + 1))
-        nl2 = chunk_lanes(c2)
         yr = [Signal(signed(p.dw), name=f"y{i}") for i in range(P)]
-        collect = Signal()
-        out_valid = Signal()
-        out_y = Signal(signed(p.dw))
+        cu_full = Signal()
         for j in range(R):
-            ln, smx = lns[j], smxs[j]
             with m.If(cu == j):
-                m.d.comb += [
-                    ln.o_stream.ready.eq(collect & is_ln),
-                    smx.o_stream.ready.eq(collect & ~is_ln),
-                    out_valid.eq(Mux(is_ln, ln.o_stream.valid, smx.o_stream.valid)),
-                    out_y.eq(Mux(is_ln, ln.o_stream.payload.y, smx.o_stream.payload.p)),
-                ]
+                m.d.comb += cu_full.eq(obuf[j][1])
+                m.d.comb += [yr[i].eq(obuf[j][0][i]) for i in range(P)]
         crb = queue.r_data  # the row being written back
         wb_wait = Signal()  # collector has a chunk to write back and waits for the ports
         wb_busy = Signal()  # collector owns the D ports this cycle
@@ -865,19 +897,8 @@ class NormUnit(_Unit):
 
         with m.FSM(name="collector"):
             with m.State("WAIT_ROW"):
-                m.d.sync += [c2.eq(0), li2.eq(0)] + [y.eq(0) for y in yr]
-                with m.If(queue.r_rdy):
-                    m.next = "COLLECT"
-            with m.State("COLLECT"):
-                m.d.comb += collect.eq(1)
-                with m.If(out_valid):
-                    with m.Switch(li2):
-                        for i in range(P):
-                            with m.Case(i):
-                                m.d.sync += yr[i].eq(out_y)
-                    m.d.sync += li2.eq(li2 + 1)
-                    with m.If(li2 + 1 >= nl2):
-                        m.next = "WB_WAIT"
+                with m.If(queue.r_rdy & cu_full):
+                    m.next = "WB_WAIT"
             with m.State("WB_WAIT"):
                 m.d.comb += wb_wait.eq(1)
                 with m.If(~feeder_on_ports):
@@ -901,15 +922,18 @@ class NormUnit(_Unit):
                     self.d_wr.en.eq(1),
                     self.d_wr.data.eq(pack(yr, p.dw)),
                 ]
-                m.d.sync += li2.eq(0)
-                m.d.sync += [y.eq(0) for y in yr]
-                with m.If(c2 + 1 >= ins.nch):
+                last_chunk = c2 + 1 >= ins.nch
+                for j in range(R):
+                    ys, full, _li, oc = obuf[j]
+                    with m.If(cu == j):
+                        # padding lanes of the next chunk must read 0
+                        m.d.sync += [full.eq(0), oc.eq(Mux(last_chunk, 0, oc + 1))] + [y.eq(0) for y in ys]
+                with m.If(last_chunk):
                     m.d.comb += queue.r_en.eq(1)
                     m.d.sync += [c2.eq(0), cu.eq(Mux(cu + 1 >= R, 0, cu + 1))]
-                    m.next = "WAIT_ROW"
                 with m.Else():
                     m.d.sync += c2.eq(c2 + 1)
-                    m.next = "COLLECT"
+                m.next = "WAIT_ROW"
 
         # pass A write stage (the feeder's only write)
         with m.If(s1):
@@ -948,7 +972,7 @@ class NormUnit(_Unit):
                 m.d.sync += c.eq(0)
                 with m.If(~(changed | self.t_zero)):
                     m.next = "NEXT"
-                with m.Elif(queue.w_rdy & feeder_may_start):
+                with m.Elif(queue.w_rdy & feeder_may_start & fu_free):
                     m.d.comb += queue.w_en.eq(1)
                     m.d.sync += self.count.eq(self.count + 1)
                     m.next = "B_READ"
@@ -964,27 +988,25 @@ class NormUnit(_Unit):
                 ]
                 m.next = "B_LATCH"
             with m.State("B_LATCH"):
-                for i in range(P):
-                    m.d.sync += [
-                        xr[i].eq(lane(self.d_rd.data, i, p.dw)),
-                        gr[i].eq(lane(self.q_rd.data, i, p.pw)),
-                        br[i].eq(lane(self.q_rd2.data, i, p.pw)),
-                    ]
-                m.d.sync += li.eq(0)
-                m.next = "B_FEED"
-            with m.State("B_FEED"):
-                m.d.comb += feed.eq(1)
-                with m.If(in_ready):
-                    m.d.sync += li.eq(li + 1)
-                    with m.If(li + 1 >= nl):
-                        with m.If(c + 1 >= ins.nch):
-                            m.d.sync += [c.eq(0), li.eq(0), fu.eq(Mux(fu + 1 >= R, 0, fu + 1))]
-                            m.next = "NEXT"
-                        with m.Else():
-                            m.d.sync += c.eq(c + 1)
-                            m.next = "B_NEXT"
+                for j in range(R):
+                    xs, gs, bs, full, li, lanes_, lastc = ibuf[j]
+                    with m.If(fu == j):
+                        m.d.sync += [full.eq(1), li.eq(0), lanes_.eq(nl), lastc.eq(c + 1 >= ins.nch)]
+                        for i in range(P):
+                            m.d.sync += [
+                                xs[i].eq(lane(self.d_rd.data, i, p.dw)),
+                                gs[i].eq(lane(self.q_rd.data, i, p.pw)),
+                                bs[i].eq(lane(self.q_rd2.data, i, p.pw)),
+                            ]
+                with m.If(c + 1 >= ins.nch):
+                    m.d.sync += [c.eq(0), fu.eq(Mux(fu + 1 >= R, 0, fu + 1))]
+                    m.next = "NEXT"
+                with m.Else():
+                    m.d.sync += c.eq(c + 1)
+                    m.next = "B_NEXT"
             with m.State("B_NEXT"):
-                with m.If(feeder_may_start):
+                # the row's next chunk waits for the unit to take the last one
+                with m.If(feeder_may_start & fu_free):
                     m.next = "B_READ"
             with m.State("NEXT"):
                 m.d.sync += [n.eq(n + 1), rb.eq(rb + ins.nch), c.eq(0), changed.eq(0)]

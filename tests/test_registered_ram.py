@@ -250,7 +250,7 @@ def test_registered_ram_verilator(name, target, request):
     # (addr_regs on ECP5: TRELLIS_FF address copies, Yosys' model in ecp5_cells.v)
     models = [*ECP5_RAM_MODELS, MODELS_DIR / "ecp5_cells.v"] if ecp5 else []
     run_cocotb(make_dut(cfg), test_module=MODULE, build_dir=build_dir_for(request.node.nodeid),
-               config=cfg, extra_sources=models,
+               config=cfg, test_filter="ram_random", extra_sources=models,
                extra_build_args=ecp5_carry_build_args() if ecp5 else ())
 
 

@@ -84,7 +84,9 @@ CONFIG_ENV = "EQUISPIKE_TB_CONFIG"
 #: Verilator build arguments that leave every value the Verilog does not initialize (vendor-model
 #: registers, RAM read registers, top-level inputs before the testbench drives them, ``'x``
 #: assignments) to be chosen at run time by ``+verilator+rand+reset+<mode>``: a design or a test
-#: that relies on a power-up value the hardware does not give fails under random values
+#: that relies on a power-up value the hardware does not give fails under random values. (The
+#: clock too starts random, in each instance's copy of its clock port: a testbench drives it low
+#: before the first evaluation, :mod:`equispike.sim.clock`.)
 X_INIT_BUILD_ARGS = ("--x-assign", "unique", "--x-initial", "unique")
 #: Environment variable: comma-separated seeds of the randomized-initial-value runs of every
 #: cocotb test (each seed is one more simulator run of the same build); ``zero`` runs with all

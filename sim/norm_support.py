@@ -158,10 +158,11 @@ def row_beats(beats, rows: int, n: int):
 # --------------------------------------------------------------------------------------------------
 async def start_clock_and_reset(dut, period_ns: int = 10, cycles: int = 3):
     """Start ``dut.clk`` and pulse ``dut.rst`` (Amaranth's default domain ports)."""
-    from cocotb.clock import Clock
     from cocotb.triggers import ClockCycles
 
-    Clock(dut.clk, period_ns, unit="ns").start()
+    from .clock import start_clock
+
+    start_clock(dut.clk, period_ns)
     dut.rst.value = 1
     await ClockCycles(dut.clk, cycles)
     dut.rst.value = 0

@@ -97,15 +97,16 @@ def test_fused_add_amaranth():
 
 
 if cocotb is not None:
-    from cocotb.clock import Clock
     from cocotb.triggers import ReadOnly, RisingEdge, Timer
 
+    from equispike.sim.clock import hold_clock_low, start_clock
     from equispike.sim.streams import as_int
 
     @cocotb.test()
     async def fused_random(dut):
         """Operands of each cycle written half a period before the edge that registers them (the
         first ones before the clock starts: no register loads an undriven input)."""
+        hold_clock_low(dut.clk)     # (before the first await: see sim/clock.py)
         ops = list(stimulus(2, 3000))
         dut.rst.value = 0
         n = 0
@@ -113,7 +114,7 @@ if cocotb is not None:
             dut.a.value, dut.b.value, dut.c.value, dut.d.value, dut.s.value = a, b, c, d, s
             if k == 0:
                 await Timer(1, unit="ns")
-                Clock(dut.clk, 10, unit="ns").start(start_high=False)
+                start_clock(dut.clk, start_high=False)
             await RisingEdge(dut.clk)
             await ReadOnly()
             got = (as_int(dut.o_pm.value), as_int(dut.o_mux.value), as_int(dut.o_kept.value))

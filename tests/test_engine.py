@@ -117,13 +117,13 @@ def padded(exp, eng):
 _TOTALS = {"currents": 0, "events": 0}
 
 if cocotb is not None:
-    from cocotb.clock import Clock
     from cocotb.triggers import ClockCycles, RisingEdge
 
+    from equispike.sim.clock import start_clock
     from equispike.sim.streams import as_int
 
     async def _reset(dut):
-        Clock(dut.clk, 10, unit="ns").start()
+        start_clock(dut.clk)
         dut.rst.value = 1
         dut.clear.value = 0
         dut.i_stream__valid.value = 0

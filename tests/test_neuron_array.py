@@ -104,13 +104,13 @@ def to_beats(vec, lanes):
 _TOTALS = {"compared": 0}
 
 if cocotb is not None:
-    from cocotb.clock import Clock
     from cocotb.triggers import ClockCycles, RisingEdge
 
+    from equispike.sim.clock import start_clock
     from equispike.sim.streams import as_int
 
     async def _reset(dut):
-        Clock(dut.clk, 10, unit="ns").start()   # tasks (the clock too) end with each test
+        start_clock(dut.clk)    # tasks (the clock too) end with each test
         dut.rst.value = 1
         dut.clear.value = 0
         dut.cfg__en.value = 0

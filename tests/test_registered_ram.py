@@ -141,9 +141,9 @@ def make_dut(cfg: dict) -> RegisteredRAM:
 
 
 if cocotb is not None:
-    from cocotb.clock import Clock
     from cocotb.triggers import ReadOnly, RisingEdge, Timer
 
+    from equispike.sim.clock import hold_clock_low, start_clock
     from equispike.sim.streams import as_int
 
     @cocotb.test()
@@ -152,6 +152,7 @@ if cocotb is not None:
         (a restarted clock would replay the last inputs); ``r_data`` compared after every edge."""
         from equispike.sim import tb_config
 
+        hold_clock_low(dut.clk)     # (before the first await: see sim/clock.py)
         cfg = tb_config()
         # every input driven before the first edge (an undriven w_en may write a random word
         # through the address registers)
@@ -163,7 +164,7 @@ if cocotb is not None:
         dut.w_data.value = 0
         dut.r_addr.value = 0
         await Timer(1, unit="ns")
-        Clock(dut.clk, 10, unit="ns").start(start_high=False)
+        start_clock(dut.clk, start_high=False)
         ref = ReferenceRAM(cfg["width"], cfg["depth"], cfg["init_words"], cfg.get("addr_regs", 0),
                        cfg.get("read_addr_regs"))
         for _ in range(3):              # idle edges: the address registers hold the idle values
@@ -192,6 +193,42 @@ if cocotb is not None:
         assert compared >= 2 * cfg["cycles"] - 50, f"{compared} reads compared"
         dut._log.info(f"{compared} reads compared, 0 mismatches")
 
+    @cocotb.test()
+    async def ram_contents_at_power_up(dut):
+        """No write: every word read back equals its initial contents. With ``hold_clock``
+        false the clock is left at its random initial value until the first await (the
+        testbench before the fix of sim/clock.py)."""
+        from equispike.sim import tb_config
+
+        cfg = tb_config("hold_clock", "init_words", "depth")
+        if cfg["hold_clock"]:
+            hold_clock_low(dut.clk)
+        dut.rst.value = 0
+        dut.w_en.value = 0
+        dut.r_en.value = 1
+        dut.r_oen.value = 1
+        dut.w_addr.value = 0
+        dut.w_data.value = 0
+        dut.r_addr.value = 0
+        await Timer(1, unit="ns")
+        start_clock(dut.clk, start_high=False)
+        # (edges from presenting r_addr to r_data holding its word: the address registers,
+        # the read register, the output register, less the edge of this iteration)
+        latency = 1 + cfg.get("read_addr_regs", cfg.get("addr_regs", 0))
+        words = cfg["init_words"]
+        compared = 0
+        for k in range(cfg["depth"] + latency):
+            dut.r_addr.value = k % cfg["depth"]
+            await RisingEdge(dut.clk)
+            await ReadOnly()
+            if k >= latency:
+                got = as_int(dut.r_data.value)
+                assert got == words[k - latency], (f"word {k - latency}: initial contents "
+                                                   f"{words[k - latency]:#x}, read {got:#x}")
+                compared += 1
+            await Timer(1, unit="ns")
+        assert compared == cfg["depth"], f"{compared} words compared"
+
 
 @pytest.mark.sim
 # the inferred form does not depend on the block-RAM mode: one build of it
@@ -213,8 +250,34 @@ def test_registered_ram_verilator(name, target, request):
     # (addr_regs on ECP5: TRELLIS_FF address copies, Yosys' model in ecp5_cells.v)
     models = [*ECP5_RAM_MODELS, MODELS_DIR / "ecp5_cells.v"] if ecp5 else []
     run_cocotb(make_dut(cfg), test_module=MODULE, build_dir=build_dir_for(request.node.nodeid),
-               config=cfg, extra_sources=models,
+               config=cfg, test_filter="ram_random", extra_sources=models,
                extra_build_args=ecp5_carry_build_args() if ecp5 else ())
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("mutant", [None, "clock_not_held"])
+def test_registered_ram_power_up(mutant, monkeypatch):
+    """The initial contents of the ECP5 form (``DP16KD``, read-address register) survive the
+    simulator's start under random initial values, seeds 1..6. The twin leaves the clock at its
+    random initial value until the first await: with seed 2 every instance whose clock-port copy
+    started at 0 sees a rising edge at time 0 with random inputs and writes a random word."""
+    from equispike.sim import build_dir_for, run_cocotb
+    from equispike.sim.build import (
+        ECP5_RAM_MODELS,
+        INIT_SEEDS_ENV,
+        MODELS_DIR,
+        ecp5_carry_build_args,
+    )
+    from equispike.sim.mutation import must_fail
+
+    cfg = dict(make_cfg("x18_read_regs", "ecp5"), hold_clock=mutant is None)
+    # (fixed seeds whatever EQUISPIKE_INIT_SEEDS says: the twin's phantom edge needs seed 2)
+    monkeypatch.setenv(INIT_SEEDS_ENV, "1,2,3,4,5,6")
+    with must_fail(mutant):
+        run_cocotb(make_dut(cfg), test_module=MODULE, test_filter="ram_contents_at_power_up",
+                   build_dir=build_dir_for("test_registered_ram.py::power_up"), config=cfg,
+                   extra_sources=[*ECP5_RAM_MODELS, MODELS_DIR / "ecp5_cells.v"],
+                   extra_build_args=ecp5_carry_build_args())
 
 
 @pytest.mark.sim

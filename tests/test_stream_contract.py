@@ -104,7 +104,7 @@ def test_amaranth_helpers_check_the_contract(mode):
 
 
 if cocotb is not None:
-    from cocotb.clock import Clock
+    from equispike.sim.clock import start_clock
 
     @cocotb.test()
     @cocotb.parametrize(mode=list(FAULTS))
@@ -116,7 +116,7 @@ if cocotb is not None:
         dut.mode.value = mode
         dut.rst.value = 1
         dut.o_stream__ready.value = 0
-        Clock(dut.clk, 10, unit="ns").start()
+        start_clock(dut.clk)
         await ClockCycles(dut.clk, 2)
         dut.rst.value = 0
         mon = StreamMonitor(dut, dut.clk, "o_stream", None, backpressure_prob=0.5, seed=3,

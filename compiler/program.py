@@ -885,6 +885,58 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
     )
 
 
+def _check_fit_args(
+    art: object, kind: type, kind_name: str, lanes: int, narrow: bool, fixed: dict[str, int]
+) -> None:
+    """Checks the arguments of a ``fit_*`` function: ``lanes`` a power of two, ``art`` a ``kind``
+    (``kind_name`` in the message), ``narrow`` a bool, every ``fixed`` name a :class:`CoreParams`
+    field with an int value."""
+    if not isinstance(lanes, int) or isinstance(lanes, bool):
+        raise TypeError(f"lanes must be an int, got {type(lanes).__name__}")
+    if lanes < 1 or lanes & (lanes - 1):
+        raise ValueError(f"lanes must be a power of two, got {lanes}")
+    if not isinstance(art, kind):
+        raise TypeError(f"art must be {kind_name}, got {type(art).__name__}")
+    if not isinstance(narrow, bool):
+        raise TypeError(f"narrow must be a bool, got {type(narrow).__name__}")
+    names = {f.name for f in dataclass_fields(CoreParams)} - {"lanes"}
+    for k, v in fixed.items():
+        if k not in names:
+            raise ValueError(f"{k!r} is not a CoreParams field (fields: {sorted(names)})")
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise TypeError(f"{k} must be an int, got {type(v).__name__}")
+
+
+def _probe_params(lanes: int, fixed: dict[str, int], **wide: int) -> CoreParams:
+    """The core a ``fit_*`` function compiles onto first: every memory very deep (so the program's
+    own rows show), ``wide`` the fields the compiler must not reject, ``fixed`` the user's others."""
+    big = 1 << 20
+    return CoreParams(
+        lanes=lanes,
+        **{
+            **{attr: big for attr in set(MEMORIES.values())},
+            "d_split": big // 2,
+            "prog_depth": big,
+            **wide,
+            **{k: v for k, v in fixed.items() if k not in {*MEMORIES.values(), "d_split"}},
+        },
+    )
+
+
+def _fitted_depths(prog: Program) -> dict[str, int]:
+    """Every memory depth, ``d_split`` and ``prog_depth`` of the smallest core that holds ``prog``.
+
+    Each depth is the rows the program uses: a block RAM holds whole rows whatever the depth, and
+    a memory in LUTs (Q, I, the program) costs per row.
+    """
+    n0, n1 = prog.d_bank_rows
+    fields = {attr: 1 for attr in set(MEMORIES.values())}
+    for mem, attr in MEMORIES.items():
+        fields[attr] = max(fields[attr], prog.images[mem].shape[0])
+    fields.update(d_split=max(1, n0), d_depth=max(1, n0) + max(1, n1), prog_depth=len(prog.instrs))
+    return fields
+
+
 def fit_params(
     art: ViTArtifact, lanes: int, t_max: int = 512, *, narrow: bool = False, **fixed: int
 ) -> CoreParams:
@@ -923,48 +975,12 @@ def fit_params(
     ValueError
         ``lanes`` not a power of two, or a ``fixed`` name that is no :class:`CoreParams` field.
     """
-    if not isinstance(lanes, int) or isinstance(lanes, bool):
-        raise TypeError(f"lanes must be an int, got {type(lanes).__name__}")
-    if lanes < 1 or lanes & (lanes - 1):
-        raise ValueError(f"lanes must be a power of two, got {lanes}")
-    if not isinstance(art, ViTArtifact):
-        raise TypeError(f"art must be a ViTArtifact, got {type(art).__name__}")
-    if not isinstance(narrow, bool):
-        raise TypeError(f"narrow must be a bool, got {type(narrow).__name__}")
-    names = {f.name for f in dataclass_fields(CoreParams)} - {"lanes"}
-    for k, v in fixed.items():
-        if k not in names:
-            raise ValueError(f"{k!r} is not a CoreParams field (fields: {sorted(names)})")
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise TypeError(f"{k} must be an int, got {type(v).__name__}")
+    _check_fit_args(art, ViTArtifact, "a ViTArtifact", lanes, narrow, fixed)
     big = 1 << 20
-    probe = CoreParams(
-        lanes=lanes,
-        **{
-            **{attr: big for attr in set(MEMORIES.values())},
-            "d_split": big // 2,
-            "prog_depth": big,
-            "max_dim": big,
-            "max_n": big,
-            **{k: v for k, v in fixed.items() if k not in {*MEMORIES.values(), "d_split"}},
-        },
-    )
-    prog = compile_artifact(art, probe, t_max)
-
-    # every depth is the rows the program uses: a block RAM holds whole rows whatever the depth,
-    # and a memory in LUTs (Q, I, the program) costs per row
-    n0, n1 = prog.d_bank_rows
-    fields = {attr: 1 for attr in set(MEMORIES.values())}
-    for mem, attr in MEMORIES.items():
-        fields[attr] = max(fields[attr], prog.images[mem].shape[0])
+    prog = compile_artifact(art, _probe_params(lanes, fixed, max_dim=big, max_n=big), t_max)
+    fields = _fitted_depths(prog)
     d = art.dims
-    fields.update(
-        d_split=max(1, n0),
-        d_depth=max(1, n0) + max(1, n1),
-        prog_depth=len(prog.instrs),
-        max_dim=d.dim,
-        max_n=d.tokens,
-    )
+    fields.update(max_dim=d.dim, max_n=d.tokens)
     if narrow:
         for word, (needed, _have) in prog.widths.items():
             # keys read "D (dw)": the memory and the CoreParams field of its word

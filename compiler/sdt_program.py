@@ -30,8 +30,6 @@ and the count is at least 1.
 
 from __future__ import annotations
 
-from dataclasses import fields as dataclass_fields
-
 import numpy as np
 
 from ..model.sdsa import SDSA_THETA
@@ -40,15 +38,17 @@ from ..model.sdt_widths import analyze_sdt
 from ..model.widths import signed_bits
 from .isa import SRC_CODES, SRC_SCODES, SRC_SPIKES, CoreParams, Instr, Op
 from .program import (
-    MEMORIES,
     CompileError,
     Program,
     SiteMap,
     _Alloc,
     _aw_weights,
     _cdiv,
+    _check_fit_args,
     _check_program,
     _Counters,
+    _fitted_depths,
+    _probe_params,
     _reset_sites,
     _rows,
 )
@@ -563,42 +563,10 @@ def fit_sdt_params(
     -------
     CoreParams
     """
-    if not isinstance(lanes, int) or isinstance(lanes, bool):
-        raise TypeError(f"lanes must be an int, got {type(lanes).__name__}")
-    if lanes < 1 or lanes & (lanes - 1):
-        raise ValueError(f"lanes must be a power of two, got {lanes}")
-    if not isinstance(art, SDTArtifact):
-        raise TypeError(f"art must be an SDTArtifact, got {type(art).__name__}")
-    if not isinstance(narrow, bool):
-        raise TypeError(f"narrow must be a bool, got {type(narrow).__name__}")
-    names = {f.name for f in dataclass_fields(CoreParams)} - {"lanes"}
-    for k, v in fixed.items():
-        if k not in names:
-            raise ValueError(f"{k!r} is not a CoreParams field (fields: {sorted(names)})")
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise TypeError(f"{k} must be an int, got {type(v).__name__}")
-    big = 1 << 20
-    probe = CoreParams(
-        lanes=lanes,
-        **{
-            **{attr: big for attr in set(MEMORIES.values())},
-            "d_split": big // 2,
-            "prog_depth": big,
-            "dw": 64,
-            "vw": 64,
-            "pw": 64,
-            "iw": 32,
-            **{k: v for k, v in fixed.items() if k not in {*MEMORIES.values(), "d_split"}},
-        },
-    )
-    prog = compile_sdt(art, probe, t_max)
-    n0, n1 = prog.d_bank_rows
-    out: dict[str, int] = {attr: 1 for attr in set(MEMORIES.values())}
-    for mem, attr in MEMORIES.items():
-        out[attr] = max(out[attr], prog.images[mem].shape[0])
-    out.update(
-        d_split=max(1, n0), d_depth=max(1, n0) + max(1, n1), prog_depth=len(prog.instrs), max_dim=2, max_n=2
-    )
+    _check_fit_args(art, SDTArtifact, "an SDTArtifact", lanes, narrow, fixed)
+    prog = compile_sdt(art, _probe_params(lanes, fixed, dw=64, vw=64, pw=64, iw=32), t_max)
+    out = _fitted_depths(prog)
+    out.update(max_dim=2, max_n=2)
     defaults = CoreParams()
     for word, (needed, _have) in prog.widths.items():
         attr = word[word.index("(") + 1 : word.index(")")]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
+from typing import Any
 
 import numpy as np
 
@@ -285,6 +286,40 @@ class _Counters:
         return tid
 
 
+def _src_slice(lo: int, hi: int, P: int) -> dict[str, int]:
+    """The source fields of an engine pass (``AW``/``SROW``) that read only channels ``lo … hi − 1``
+    of each spike row (one head's slice): the chunks that hold them and the lanes within."""
+    return {"c0": lo // P, "c1": _cdiv(hi, P), "lo": lo, "hi": hi}
+
+
+def _dst_slice(lo: int, hi: int, P: int) -> dict[str, int]:
+    """The destination fields of an ``AW`` that writes only channels ``lo … hi − 1`` of each row
+    (one head's slice): the chunks that hold them and the lanes within."""
+    return {"d0": lo // P, "d1": _cdiv(hi, P), "dlo": lo, "dhi": hi}
+
+
+def _transpose_k(sk: SiteMap, spikes: int, ksum: int, tokens: int, P: int, note: str) -> list[Instr]:
+    """Lays the step's k spikes out transposed (one spike row per channel, lanes = tokens) in the
+    ``S`` rows at ``spikes`` and adds them to the running sum at ``ksum`` in ``D``: the attention's
+    engine passes read k by channel. The spike rows are cleared first, as ``TRANS`` only sets."""
+    Nch = _cdiv(tokens, P)
+    return [
+        Instr(Op.COPY, dbase=spikes, count=sk.channels * Nch, mem=1, zero=1, note="clear kᵀ spikes"),
+        Instr(
+            Op.TRANS,
+            nvec=tokens,
+            nch=sk.nch,
+            sbase=sk.base,
+            lo=0,
+            hi=sk.channels,
+            dbase=ksum,
+            dstride=Nch,
+            obase=spikes,
+            note=note,
+        ),
+    ]
+
+
 def _reset_sites(sites: dict[str, SiteMap], theta: dict[str, int], lif: bool) -> list[Instr]:
     """The ``NRESET`` of every site, in site order (ST-BIF, or LIF with ``lif``), before a run."""
     return [
@@ -327,6 +362,38 @@ def _aw_weights(
         dlo=0,
         dhi=dhi,
         note=note,
+    )
+
+
+def _finish(
+    prog: list[Instr],
+    al: _Alloc,
+    need_rows: dict[str, int],
+    counter: _Counters,
+    *,
+    logits_base: int,
+    logits_rows: int,
+    bank0_rows: int,
+    **model: Any,
+) -> Program:
+    """Ends a program (send the logits, end), checks it (:func:`_check_program`) and returns it
+    with the layout's regions, images, counters and D bank rows; ``model`` the other fields."""
+    prog.append(Instr(Op.OUT, dbase=logits_base, count=logits_rows, note="logits, counters, status"))
+    prog.append(Instr(Op.END))
+    params = al.params
+    _check_program(prog, params)
+    return Program(
+        params=params,
+        instrs=prog,
+        regions=al.regions,
+        images=al.images(need_rows),
+        counters=counter.names,
+        ac_fanout=counter.fanout,
+        row_costs=counter.row_costs,
+        logits_base=logits_base,
+        logits_rows=logits_rows,
+        d_bank_rows=(bank0_rows, al.next["D"] - params.d_split),
+        **model,
     )
 
 
@@ -680,21 +747,7 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
         for k, s in enumerate("qkv"):
             neuron(p + s, r["qkv"] + k * Dch, 3 * Dch, counter(p + s, N), True)
         # SESA q·kᵀ: ΔZ = q(t)·K(t)ᵀ + Q(t−1)·k(t)ᵀ
-        emit(Instr(Op.COPY, dbase=kts[i], count=D * Nch, mem=1, zero=1, note="clear kᵀ spikes"))
-        emit(
-            Instr(
-                Op.TRANS,
-                nvec=N,
-                nch=Dch,
-                sbase=sk.base,
-                lo=0,
-                hi=D,
-                dbase=r["KT"],
-                dstride=Nch,
-                obase=kts[i],
-                note="Kᵀ += k(t)ᵀ; kᵀ spikes",
-            )
-        )
+        prog.extend(_transpose_k(sk, kts[i], r["KT"], N, P, "Kᵀ += k(t)ᵀ; kᵀ spikes"))
         for h in range(H):
             emit(
                 Instr(
@@ -723,10 +776,7 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
                     src=SRC_SPIKES,
                     sbase=sq.base,
                     sstride=Dch,
-                    c0=lo // P,
-                    c1=_cdiv(hi, P),
-                    lo=lo,
-                    hi=hi,
+                    **_src_slice(lo, hi, P),
                     joff=lo,
                     msrc=1,
                     mbase=r["KT"] + lo * Nch,
@@ -784,10 +834,7 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
                     mstride=Dch,
                     dbase=aa,
                     dstride=Dch,
-                    d0=lo // P,
-                    d1=_cdiv(hi, P),
-                    dlo=lo,
-                    dhi=hi,
+                    **_dst_slice(lo, hi, P),
                     note=f"O[{h}] += attn(t)·V(t)",
                 )
             )
@@ -798,10 +845,7 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
                     nvec=N,
                     sbase=sv.base,
                     sstride=Dch,
-                    c0=lo // P,
-                    c1=_cdiv(hi, P),
-                    lo=lo,
-                    hi=hi,
+                    **_src_slice(lo, hi, P),
                     mbase=r["A"] + h * N * Nch,
                     mstride=Nch,
                     joff=0,
@@ -860,24 +904,18 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
     neuron("norm", cur["norm"], Dch, counter("norm.patches"), False, 1, N - 1)
     aw("norm", "head", logits, Cch, Cch, d.classes, "head (class token)", nvec=1)
     emit(Instr(Op.STEP, imm=t_max, note="quiescence / t_max"))
-    emit(Instr(Op.OUT, dbase=logits, count=Cch, note="logits, counters, status"))
-    emit(Instr(Op.END))
-    _check_program(prog, params)
-    return Program(
-        params=params,
-        instrs=prog,
+    return _finish(
+        prog,
+        al,
+        need_rows,
+        counter,
         step_start=step_start,
-        regions=al.regions,
-        images=al.images(need_rows),
         sites=sites,
-        counters=counter.names,
-        ac_fanout=counter.fanout,
-        row_costs=counter.row_costs,
+        logits_base=logits,
+        logits_rows=Cch,
+        bank0_rows=bank0_rows,
         fixed_macs=Np * pd * D,
         input_rows=Np * Pdch,
-        logits_base=logits,
-        d_bank_rows=(bank0_rows, al.next["D"] - params.d_split),
-        logits_rows=Cch,
         classes=d.classes,
         t_max=t_max,
         embed_dim=D,

@@ -45,12 +45,15 @@ from .program import (
     _aw_weights,
     _cdiv,
     _check_fit_args,
-    _check_program,
     _Counters,
+    _dst_slice,
+    _finish,
     _fitted_depths,
     _probe_params,
     _reset_sites,
     _rows,
+    _src_slice,
+    _transpose_k,
 )
 
 __all__ = ["compile_sdt", "fit_sdt_params", "sdt_site_shapes"]
@@ -383,21 +386,7 @@ def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) 
             neuron(p + s, r["qkv"] + k * Dch, 3 * Dch, counter(p + s, fan), p + s, False)
         sq, sk, sv, sa = (sites[p + s] for s in ("q", "k", "v", "attn"))
         if sdsa3:
-            emit(Instr(Op.COPY, dbase=kts[i], count=D * Nch, mem=1, zero=1, note="clear kᵀ spikes"))
-            emit(
-                Instr(
-                    Op.TRANS,
-                    nvec=N,
-                    nch=Dch,
-                    sbase=sk.base,
-                    lo=0,
-                    hi=D,
-                    dbase=r["KT"],
-                    dstride=Nch,
-                    obase=kts[i],
-                    note="kᵀ spikes of the step",
-                )
-            )
+            prog.extend(_transpose_k(sk, kts[i], r["KT"], N, P, "kᵀ spikes of the step"))
             emit(Instr(Op.COPY, dbase=r["Vd"], count=N * Dch, zero=1, note="clear v rows"))
             spkadd(sv, r["Vd"], Dch, 1, "v rows")
             emit(Instr(Op.COPY, dbase=r["M"], count=D * Dch, zero=1, note="clear M"))
@@ -420,10 +409,7 @@ def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) 
                         mstride=Dch,
                         dbase=r["M"] + lo * Dch,
                         dstride=Dch,
-                        d0=lo // P,
-                        d1=_cdiv(hi, P),
-                        dlo=lo,
-                        dhi=hi,
+                        **_dst_slice(lo, hi, P),
                         note=f"M[{h}] = Kᵀ·V (each k spike adds its token's v row)",
                     )
                 )
@@ -434,20 +420,14 @@ def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) 
                         src=SRC_SPIKES,
                         sbase=sq.base,
                         sstride=Dch,
-                        c0=lo // P,
-                        c1=_cdiv(hi, P),
-                        lo=lo,
-                        hi=hi,
+                        **_src_slice(lo, hi, P),
                         joff=lo,
                         msrc=1,
                         mbase=r["M"] + lo * Dch,
                         mstride=Dch,
                         dbase=r["x"],
                         dstride=Dch,
-                        d0=lo // P,
-                        d1=_cdiv(hi, P),
-                        dlo=lo,
-                        dhi=hi,
+                        **_dst_slice(lo, hi, P),
                         note=f"x[{h}] = Q·M (each q spike adds its channel's M row)",
                     )
                 )
@@ -512,28 +492,22 @@ def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) 
         )
     )
     emit(Instr(Op.STEP, imm=steps, fixed=1, note="exactly T steps"))
-    emit(Instr(Op.OUT, dbase=logits, count=Cch, note="logits, counters, status"))
-    emit(Instr(Op.END))
-    _check_program(prog, params)
-    return Program(
-        params=params,
-        instrs=prog,
+    return _finish(
+        prog,
+        al,
+        need_rows,
+        counter,
         step_start=step_start,
-        regions=al.regions,
-        images=al.images(need_rows),
         sites=sites,
-        counters=counter.names,
-        ac_fanout=counter.fanout,
-        row_costs=counter.row_costs,
-        fixed_macs=N * D * pd + N * D,
-        input_rows=N * Pdch,
         logits_base=logits,
         logits_rows=Cch,
+        bank0_rows=bank0_rows,
+        fixed_macs=N * D * pd + N * D,
+        input_rows=N * Pdch,
         classes=C,
         t_max=steps,
         embed_dim=D,
         embed_events=N * pd,
-        d_bank_rows=(bank0_rows, al.next["D"] - params.d_split),
         widths=widths,
     )
 

@@ -162,6 +162,13 @@ class _Alloc:
         """Initial contents ``rows`` of ``mem`` from row ``base``."""
         self.parts[mem].append((base, rows))
 
+    def vector(self, mem: str, name: str, v: np.ndarray, note: str) -> int:
+        """Lays out a vector (a bias, a per-channel constant) in ``mem`` as one row of
+        ``ceil(size/P)`` chunks, zero-padded lanes; returns its base."""
+        base = self.take(mem, name, _cdiv(v.size, self.params.lanes), note)
+        self.put(mem, base, _rows(np.asarray(v).reshape(1, -1), self.params.lanes))
+        return base
+
     def weights(self, name: str, w: np.ndarray, note: str) -> int:
         """Lays out a ``(n_out, n_in)`` matrix in ``W``: transposed, row = input channel, chunks of
         outputs (the engine streams one input channel's outputs per spike); returns its base."""
@@ -511,14 +518,10 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
     # reads of every instruction must fall in different banks: biases vs. currents (NEURON), K/V/Q/A
     # running sums vs. ΔZ and the attention output (AW msrc=1, SROW), ΔU vs. the LayerNorm inputs and
     # softmax inputs vs. ΔZ (LN, SMX pass A). Bank 0 holds the first of each pair, bank 1 the rest.
-    def bias_rows(b: np.ndarray) -> np.ndarray:
-        return _rows(np.asarray(b).reshape(1, -1), P)
-
     bias: dict[str, int] = {}
 
     def site_bias(site: str, b: np.ndarray) -> None:
-        bias[site] = al.take("D", f"bias.{site}", _cdiv(b.size, P), "bias, added at t = 0")
-        put("D", bias[site], bias_rows(b))
+        bias[site] = al.vector("D", f"bias.{site}", b, "bias, added at t = 0")
 
     site_bias("patch_embed", T["patch_embed.bias"])
     for i in range(d.depth):
@@ -575,8 +578,7 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
     init[0] += T["cls"]
     init_base = al.take("D", "residual.init", N * Dch, "pos + cls, the residual's t = 0 input")
     put("D", init_base, _rows(init, P))
-    hbias = al.take("D", "head.bias", Cch, "head bias (logits start value)")
-    put("D", hbias, bias_rows(T["head.bias"]))
+    hbias = al.vector("D", "head.bias", T["head.bias"], "head bias (logits start value)")
 
     # ---- sites: V/T/S rows, Θ rows in Q -----------------------------------------------------------
     sites: dict[str, SiteMap] = {}
@@ -610,10 +612,8 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
         kts.append(al.take("S", f"blocks.{i}.kT.spikes", D * Nch, "k spikes of the step, transposed"))
     gamma: dict[str, tuple[int, int]] = {}
     for ln in art.ln_names():
-        g = al.take("Q", f"{ln}.gamma", Dch, "Γ")
-        b = al.take("Q", f"{ln}.beta", Dch, "B")
-        put("Q", g, bias_rows(T[ln + ".gamma"]))
-        put("Q", b, bias_rows(T[ln + ".beta"]))
+        g = al.vector("Q", f"{ln}.gamma", T[ln + ".gamma"], "Γ")
+        b = al.vector("Q", f"{ln}.beta", T[ln + ".beta"], "B")
         gamma[ln] = (g, b)
 
     # ---- weights (W): the patch embedding first, then the blocks' and the head's -------------------

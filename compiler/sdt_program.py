@@ -129,9 +129,6 @@ def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) 
     al = _Alloc(params)
     put = al.put
 
-    def vec_rows(v: np.ndarray) -> np.ndarray:
-        return _rows(np.asarray(v, dtype=np.int64).reshape(1, -1), P)
-
     # ---- constants derived from the artifact ------------------------------------------------------
     i64 = np.int64
     w_stem = T["stem.weight"].astype(i64) * T["stem.multiplier"].astype(i64)[:, None]  # (D, pd)
@@ -207,8 +204,7 @@ def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) 
     bias: dict[str, int] = {}
 
     def bias_rows(name: str, b: np.ndarray, note: str) -> None:
-        bias[name] = al.take("D", f"bias.{name}", _cdiv(b.size, P), note)
-        put("D", bias[name], vec_rows(b))
+        bias[name] = al.vector("D", f"bias.{name}", b, note)
 
     blk: list[dict[str, int]] = []
     for i in range(d.depth):
@@ -253,8 +249,7 @@ def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) 
             r["kv"] = al.take("D", p + "cur.kv", N * Dch, "k + v")
         r["fc1"] = al.take("D", p + "cur.fc1", N * Fch, "currents")
     dyn1_end = al.next["D"]
-    linit = al.take("D", "logits.init", Cch, "T · N · head bias (logits start value)")
-    put("D", linit, vec_rows(logits0))
+    linit = al.vector("D", "logits.init", logits0, "T · N · head bias (logits start value)")
 
     # ---- sites: V/T/S rows, Θ rows in Q -----------------------------------------------------------
     sites: dict[str, SiteMap] = {}

@@ -294,14 +294,15 @@ class _Counters:
 
 
 def _src_slice(lo: int, hi: int, P: int) -> dict[str, int]:
-    """The source fields of an engine pass (``AW``/``SROW``) that read only channels ``lo … hi − 1``
-    of each spike row (one head's slice): the chunks that hold them and the lanes within."""
+    """The source fields of an engine pass (``AW``/``SROW``) that reads channels ``lo … hi − 1`` of
+    each source row (one head's slice, or all ``hi`` from 0): the chunks that hold them and the
+    lanes within."""
     return {"c0": lo // P, "c1": _cdiv(hi, P), "lo": lo, "hi": hi}
 
 
 def _dst_slice(lo: int, hi: int, P: int) -> dict[str, int]:
-    """The destination fields of an ``AW`` that writes only channels ``lo … hi − 1`` of each row
-    (one head's slice): the chunks that hold them and the lanes within."""
+    """The destination fields of an ``AW`` that writes channels ``lo … hi − 1`` of each row (one
+    head's slice, or all ``hi`` from 0): the chunks that hold them and the lanes within."""
     return {"d0": lo // P, "d1": _cdiv(hi, P), "dlo": lo, "dhi": hi}
 
 
@@ -685,19 +686,13 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
             src=code_src,
             sbase=0,
             sstride=Pdch,
-            c0=0,
-            c1=Pdch,
-            lo=0,
-            hi=pd,
+            **_src_slice(0, pd, P),
             msrc=0,
             mbase=wb["patch_embed"],
             mstride=Dch,
             dbase=cur["patch_embed"],
             dstride=Dch,
-            d0=0,
-            d1=Dch,
-            dlo=0,
-            dhi=D,
+            **_dst_slice(0, D, P),
             t0=1,
             note="patch embedding MACs (t = 0 only)",
         )
@@ -756,10 +751,7 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
                     nvec=N,
                     sbase=kts[i] + h * dh * Nch,
                     sstride=Nch,
-                    c0=0,
-                    c1=Nch,
-                    lo=0,
-                    hi=N,
+                    **_src_slice(0, N, P),
                     mbase=r["Q"],
                     mstride=Dch,
                     joff=h * dh,
@@ -783,10 +775,7 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
                     mstride=Nch,
                     dbase=r["dZ"] + h * N * Nch,
                     dstride=Nch,
-                    d0=0,
-                    d1=Nch,
-                    dlo=0,
-                    dhi=N,
+                    **_dst_slice(0, N, P),
                     note=f"ΔZ[{h}] += q(t)·K(t)ᵀ",
                 )
             )
@@ -824,10 +813,7 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
                     src=SRC_SPIKES,
                     sbase=sa.base + h * N * Nch,
                     sstride=Nch,
-                    c0=0,
-                    c1=Nch,
-                    lo=0,
-                    hi=N,
+                    **_src_slice(0, N, P),
                     joff=0,
                     msrc=1,
                     mbase=r["V"],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
+from typing import Any
 
 import numpy as np
 
@@ -124,11 +125,30 @@ class Program:
         return ideal
 
 
+def _rows(a: np.ndarray, P: int) -> np.ndarray:
+    """``(n, C)`` -> ``(n·ceil(C/P), P)`` rows, zero-padded lanes."""
+    a = np.asarray(a, dtype=np.int64)
+    n, C = a.shape
+    ch = _cdiv(C, P)
+    out = np.zeros((n, ch * P), dtype=np.int64)
+    out[:, :C] = a
+    return out.reshape(n * ch, P)
+
+
 class _Alloc:
+    """The layout both compilers build: each memory's next free row, the regions and the images.
+
+    The ViT (:func:`compile_artifact`) and the sdt (:func:`~.sdt_program.compile_sdt`) programs
+    place their weights, their image region and their D banks the same way; the methods below are
+    those shared parts, so the two layouts cannot drift apart.
+    """
+
     def __init__(self, params: CoreParams):
         self.params = params
         self.next = dict.fromkeys(MEMORIES, 0)
         self.regions: dict[str, Region] = {}
+        # memory -> (base row, rows) parts of its initial contents, written by :meth:`images`
+        self.parts: dict[str, list[tuple[int, np.ndarray]]] = {m: [] for m in MEMORIES}
 
     def take(self, mem: str, name: str, rows: int, note: str = "") -> int:
         base = self.next[mem]
@@ -138,15 +158,280 @@ class _Alloc:
         self.regions[name] = Region(mem, base, rows, note)
         return base
 
+    def put(self, mem: str, base: int, rows: np.ndarray) -> None:
+        """Initial contents ``rows`` of ``mem`` from row ``base``."""
+        self.parts[mem].append((base, rows))
 
-def _rows(a: np.ndarray, P: int) -> np.ndarray:
-    """``(n, C)`` -> ``(n·ceil(C/P), P)`` rows, zero-padded lanes."""
-    a = np.asarray(a, dtype=np.int64)
-    n, C = a.shape
-    ch = _cdiv(C, P)
-    out = np.zeros((n, ch * P), dtype=np.int64)
-    out[:, :C] = a
-    return out.reshape(n * ch, P)
+    def vector(self, mem: str, name: str, v: np.ndarray, note: str) -> int:
+        """Lays out a vector (a bias, a per-channel constant) in ``mem`` as one row of
+        ``ceil(size/P)`` chunks, zero-padded lanes; returns its base."""
+        base = self.take(mem, name, _cdiv(v.size, self.params.lanes), note)
+        self.put(mem, base, _rows(np.asarray(v).reshape(1, -1), self.params.lanes))
+        return base
+
+    def weights(self, name: str, w: np.ndarray, note: str) -> int:
+        """Lays out a ``(n_out, n_in)`` matrix in ``W``: transposed, row = input channel, chunks of
+        outputs (the engine streams one input channel's outputs per spike); returns its base."""
+        rows = _rows(np.asarray(w, dtype=np.int64).T, self.params.lanes)
+        base = self.take("W", name, rows.shape[0], note)
+        self.put("W", base, rows)
+        return base
+
+    def block_weights(self, T: dict[str, np.ndarray], depth: int, dim: int) -> dict[str, int]:
+        """Lays out every block's ``qkv``, ``proj``, ``fc1``, ``fc2`` and then the ``head`` in ``W``.
+
+        ``qkv`` is chunk-aligned: the q, k and v outputs each start on a chunk boundary
+        (``(dim, 3·ceil(dim/P)·P)``), so the three LIF/ST-BIF sites read their currents as whole
+        chunks. Returns name -> base row (``blocks.<i>.qkv`` …, ``head``).
+        """
+        P = self.params.lanes
+        Dch = _cdiv(dim, P)
+        wb: dict[str, int] = {}
+        for i in range(depth):
+            p = f"blocks.{i}."
+            w = T[p + "qkv.weight"]  # (3D, D)
+            wq = np.zeros((dim, 3 * Dch * P), dtype=np.int64)
+            for k in range(3):
+                wq[:, k * Dch * P : k * Dch * P + dim] = w[k * dim : (k + 1) * dim].T
+            wb[p + "qkv"] = self.take("W", p + "qkv", dim * 3 * Dch, "qkv, q/k/v chunk-aligned")
+            self.put("W", wb[p + "qkv"], wq.reshape(dim * 3 * Dch, P))
+            for s in ("proj", "fc1", "fc2"):
+                wb[p + s] = self.weights(p + s, T[p + s + ".weight"], s)
+        wb["head"] = self.weights("head", T["head.weight"], "head")
+        return wb
+
+    def site(
+        self, name: str, nvec: int, channels: int, shape: tuple[int, ...], theta: np.ndarray, note: str
+    ) -> tuple[SiteMap, int]:
+        """Lays out a neuron site: ``nvec · ceil(channels/P)`` rows of ``S`` (``V`` and ``T`` at the
+        same rows) and its Θ row per channel in ``Q``; returns the site and the Θ rows' base."""
+        P = self.params.lanes
+        nch = _cdiv(channels, P)
+        base = self.next["S"]
+        self.next["S"] += nvec * nch
+        self.regions[f"site.{name}"] = Region("S", base, nvec * nch, note)
+        th = np.broadcast_to(np.asarray(theta, dtype=np.int64).reshape(-1), (channels,))
+        trow = _rows(th.reshape(1, -1), P)
+        # padding lanes: Θ = 1 with no input keeps V = 0 (an input-free neuron never fires)
+        trow[np.arange(nch * P).reshape(nch, P) >= channels] = 1
+        tbase = self.take("Q", f"theta.{name}", nch, "Θ per channel")
+        self.put("Q", tbase, trow)
+        return SiteMap(name, base, nvec, nch, channels, shape), tbase
+
+    def image_region(self, rows: int) -> None:
+        """Lays out the image codes in ``I``: ``rows`` rows (patch × ``ceil(patch_dim / P)``) from row 0."""
+        self.regions["image"] = Region("I", 0, rows, "image codes: patch × patch_dim")
+        self.next["I"] = rows
+
+    def close_bank0(self) -> int:
+        """Ends D bank 0 (the operands read through port B) and starts bank 1 at ``d_split``.
+
+        Returns the rows bank 0 uses; raises :class:`CompileError` when they pass ``d_split``.
+        """
+        bank0_rows = self.next["D"]
+        if bank0_rows > self.params.d_split:
+            raise CompileError(
+                f"memory D: bank 0 (the operands read through port B) needs {bank0_rows} rows, the core "
+                f"has {self.params.d_split} (d_split)"
+            )
+        self.next["D"] = self.params.d_split
+        return bank0_rows
+
+    def need_rows(self, site_rows: int) -> dict[str, int]:
+        """The rows each memory needs (``V`` and ``T`` the sites' ``site_rows``), checked against
+        the core's depths: raises :class:`CompileError` naming the memory that does not fit."""
+        need = {
+            "D": self.next["D"],
+            "V": site_rows,
+            "T": site_rows,
+            "S": self.next["S"],
+            "Q": self.next["Q"],
+            "W": self.next["W"],
+            "I": self.next["I"],
+        }
+        for mem, rows in need.items():
+            have = getattr(self.params, MEMORIES[mem])
+            if rows > have:
+                raise CompileError(
+                    f"memory {mem}: the model needs {rows} rows, the core has {have} ({MEMORIES[mem]})"
+                )
+        return need
+
+    def images(self, need_rows: dict[str, int]) -> dict[str, np.ndarray]:
+        """Every memory's initial contents: ``need_rows[mem]`` rows, zero where nothing was put."""
+        images = {}
+        for mem, parts in self.parts.items():
+            a = np.zeros((need_rows[mem], self.params.lanes), dtype=np.int64)
+            for base, rows in parts:
+                a[base : base + rows.shape[0]] = rows
+            images[mem] = a
+        return images
+
+
+class _Counters:
+    """The event counters of a program (SPEC §10): tid -> name, and what one count costs.
+
+    A counter either counts spikes that each drive ``ac_fanout`` ACs (:attr:`fanout`) or rows a
+    norm unit recomputes, each ``row_cost`` (MACs, ACs) (:attr:`row_costs`).
+    """
+
+    def __init__(self, params: CoreParams):
+        self.limit = params.counters
+        self.names: dict[int, str] = {}
+        self.fanout: dict[int, int] = {}
+        self.row_costs: dict[int, tuple[int, int]] = {}
+
+    def __call__(self, name: str, ac_fanout: int = 0, row_cost: tuple[int, int] | None = None) -> int:
+        tid = len(self.names)
+        if tid >= self.limit:
+            raise CompileError(f"the model needs more than {self.limit} event counters")
+        self.names[tid] = name
+        if row_cost is None:
+            self.fanout[tid] = ac_fanout
+        else:
+            self.row_costs[tid] = row_cost
+        return tid
+
+
+def _src_slice(lo: int, hi: int, P: int) -> dict[str, int]:
+    """The source fields of an engine pass (``AW``/``SROW``) that reads channels ``lo … hi − 1`` of
+    each source row (one head's slice, or all ``hi`` from 0): the chunks that hold them and the
+    lanes within."""
+    return {"c0": lo // P, "c1": _cdiv(hi, P), "lo": lo, "hi": hi}
+
+
+def _dst_slice(lo: int, hi: int, P: int) -> dict[str, int]:
+    """The destination fields of an ``AW`` that writes channels ``lo … hi − 1`` of each row (one
+    head's slice, or all ``hi`` from 0): the chunks that hold them and the lanes within."""
+    return {"d0": lo // P, "d1": _cdiv(hi, P), "dlo": lo, "dhi": hi}
+
+
+def _transpose_k(sk: SiteMap, spikes: int, ksum: int, tokens: int, P: int, note: str) -> list[Instr]:
+    """Lays the step's k spikes out transposed (one spike row per channel, lanes = tokens) in the
+    ``S`` rows at ``spikes`` and adds them to the running sum at ``ksum`` in ``D``: the attention's
+    engine passes read k by channel. The spike rows are cleared first, as ``TRANS`` only sets."""
+    Nch = _cdiv(tokens, P)
+    return [
+        Instr(Op.COPY, dbase=spikes, count=sk.channels * Nch, mem=1, zero=1, note="clear kᵀ spikes"),
+        Instr(
+            Op.TRANS,
+            nvec=tokens,
+            nch=sk.nch,
+            sbase=sk.base,
+            lo=0,
+            hi=sk.channels,
+            dbase=ksum,
+            dstride=Nch,
+            obase=spikes,
+            note=note,
+        ),
+    ]
+
+
+def _reset_sites(sites: dict[str, SiteMap], theta: dict[str, int], lif: bool) -> list[Instr]:
+    """The ``NRESET`` of every site, in site order (ST-BIF, or LIF with ``lif``), before a run."""
+    return [
+        Instr(
+            Op.NRESET,
+            nvec=sm.nvec,
+            nch=sm.nch,
+            vbase=sm.base,
+            tbase=sm.base,
+            pbase=theta[name],
+            lif=int(lif),
+            note=f"reset {name}" + (" (V = 0)" if lif else ""),
+        )
+        for name, sm in sites.items()
+    ]
+
+
+def _aw_weights(
+    sm: SiteMap, wbase: int, dst: int, dstride: int, d1: int, dhi: int, note: str, nvec: int | None = None
+) -> Instr:
+    """The engine pass ``dst += spikes(sm) · W`` of a weight matrix at ``wbase`` in ``W`` (laid out
+    by :meth:`_Alloc.weights`: ``d1`` chunks per input channel, ``dhi`` outputs)."""
+    return Instr(
+        Op.AW,
+        nvec=sm.nvec if nvec is None else nvec,
+        src=SRC_SPIKES,
+        sbase=sm.base,
+        sstride=sm.nch,
+        c0=0,
+        c1=sm.nch,
+        lo=0,
+        hi=sm.channels,
+        msrc=0,
+        mbase=wbase,
+        mstride=d1,
+        dbase=dst,
+        dstride=dstride,
+        d0=0,
+        d1=d1,
+        dlo=0,
+        dhi=dhi,
+        note=note,
+    )
+
+
+def _finish(
+    prog: list[Instr],
+    al: _Alloc,
+    need_rows: dict[str, int],
+    counter: _Counters,
+    *,
+    logits_base: int,
+    logits_rows: int,
+    bank0_rows: int,
+    **model: Any,
+) -> Program:
+    """Ends a program (send the logits, end), checks it (:func:`_check_program`) and returns it
+    with the layout's regions, images, counters and D bank rows; ``model`` the other fields."""
+    prog.append(Instr(Op.OUT, dbase=logits_base, count=logits_rows, note="logits, counters, status"))
+    prog.append(Instr(Op.END))
+    params = al.params
+    _check_program(prog, params)
+    return Program(
+        params=params,
+        instrs=prog,
+        regions=al.regions,
+        images=al.images(need_rows),
+        counters=counter.names,
+        ac_fanout=counter.fanout,
+        row_costs=counter.row_costs,
+        logits_base=logits_base,
+        logits_rows=logits_rows,
+        d_bank_rows=(bank0_rows, al.next["D"] - params.d_split),
+        **model,
+    )
+
+
+def _check_program(prog: list[Instr], params: CoreParams) -> None:
+    """Checks a finished program against the core: its length, its fields, its D bank promise.
+
+    Raises :class:`CompileError` for a program longer than ``prog_depth`` or a field value its
+    bits cannot hold; :class:`AssertionError` when an instruction's two D reads of one cycle fall
+    in one bank (a layout bug, not a model that does not fit).
+    """
+    if len(prog) > params.prog_depth:
+        raise CompileError(f"the program has {len(prog)} instructions, the core holds {params.prog_depth}")
+    for ins in prog:
+        for f in ("qn", "qp"):
+            if not -512 <= getattr(ins, f) < 512:
+                raise CompileError(f"{ins.note}: {f} = {getattr(ins, f)} outside the 10-bit field")
+        if ins.imm >= 1 << params.field_width("imm"):
+            raise CompileError(f"{ins.note}: imm = {ins.imm} exceeds its field")
+    # the layout's promise to the core's D banks: the two D reads of a cycle go to different banks
+    for ins in prog:
+        pair = {
+            Op.NEURON: (ins.dbase, ins.bbase),
+            Op.AW: (ins.dbase, ins.mbase) if ins.msrc == 1 else None,
+            Op.SROW: (ins.dbase, ins.mbase),
+            Op.LN: (ins.xbase, ins.sbase),
+            Op.SMX: (ins.xbase, ins.sbase),
+            Op.COPY: (ins.sbase, ins.bbase) if ins.has_bias else None,
+        }.get(ins.op)
+        if pair is not None and (pair[0] < params.d_split) == (pair[1] < params.d_split):
+            raise AssertionError(f"{ins.note}: both D reads of a cycle in one bank")
 
 
 def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> Program:
@@ -165,10 +450,7 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
     Dch, Fch, Nch, Pdch = _cdiv(D, P), _cdiv(F, P), _cdiv(N, P), _cdiv(pd, P)
     Cch = _cdiv(d.classes, P)
     al = _Alloc(params)
-    img: dict[str, list[tuple[int, np.ndarray]]] = {m: [] for m in MEMORIES}
-
-    def put(mem: str, base: int, rows: np.ndarray) -> None:
-        img[mem].append((base, rows))
+    put = al.put
 
     # ---- fixed checks against the core's fixed-point parameters -----------------------------------
     if (art.ln_K, art.ln_P) != (params.ln_K, params.ln_P):
@@ -237,14 +519,10 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
     # reads of every instruction must fall in different banks: biases vs. currents (NEURON), K/V/Q/A
     # running sums vs. ΔZ and the attention output (AW msrc=1, SROW), ΔU vs. the LayerNorm inputs and
     # softmax inputs vs. ΔZ (LN, SMX pass A). Bank 0 holds the first of each pair, bank 1 the rest.
-    def bias_rows(b: np.ndarray) -> np.ndarray:
-        return _rows(np.asarray(b).reshape(1, -1), P)
-
     bias: dict[str, int] = {}
 
     def site_bias(site: str, b: np.ndarray) -> None:
-        bias[site] = al.take("D", f"bias.{site}", _cdiv(b.size, P), "bias, added at t = 0")
-        put("D", bias[site], bias_rows(b))
+        bias[site] = al.vector("D", f"bias.{site}", b, "bias, added at t = 0")
 
     site_bias("patch_embed", T["patch_embed.bias"])
     for i in range(d.depth):
@@ -270,15 +548,9 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
                 "Z": al.take("D", p + "scores.x", H * N * Nch, "softmax running input"),
             }
         )
-    bank0_rows = al.next["D"]
-    if bank0_rows > params.d_split:
-        raise CompileError(
-            f"memory D: bank 0 (the operands read through port B) needs {bank0_rows} rows, the core "
-            f"has {params.d_split} (d_split)"
-        )
+    bank0_rows = al.close_bank0()
 
     # ---- D bank 1 (rows from d_split): the running state, then the constants read through port A --
-    al.next["D"] = params.d_split
     logits = al.take("D", "logits", Cch, "Σ_t head outputs")
     cur: dict[str, int] = {}
     cur["patch_embed"] = al.take("D", "cur.patch_embed", Np * Dch, "currents")
@@ -307,25 +579,16 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
     init[0] += T["cls"]
     init_base = al.take("D", "residual.init", N * Dch, "pos + cls, the residual's t = 0 input")
     put("D", init_base, _rows(init, P))
-    hbias = al.take("D", "head.bias", Cch, "head bias (logits start value)")
-    put("D", hbias, bias_rows(T["head.bias"]))
+    hbias = al.vector("D", "head.bias", T["head.bias"], "head bias (logits start value)")
 
     # ---- sites: V/T/S rows, Θ rows in Q -----------------------------------------------------------
     sites: dict[str, SiteMap] = {}
     theta: dict[str, int] = {}
 
     def site(name: str, nvec: int, channels: int, shape: tuple[int, ...]) -> None:
-        nch = _cdiv(channels, P)
-        base = al.next["S"]
-        al.next["S"] += nvec * nch
-        al.regions[f"site.{name}"] = Region("S", base, nvec * nch, "spikes; V and T at the same rows")
-        sites[name] = SiteMap(name, base, nvec, nch, channels, shape)
-        th = np.broadcast_to(np.asarray(S[name].theta, dtype=np.int64).reshape(-1), (channels,)).copy()
-        # padding lanes: Θ = 1 keeps an input-free neuron at V = 0 (it never fires)
-        trow = _rows(th.reshape(1, -1), P)
-        trow[:, :][np.arange(nch * P).reshape(nch, P) >= channels] = 1
-        theta[name] = al.take("Q", f"theta.{name}", nch, "Θ per channel")
-        put("Q", theta[name], trow)
+        sites[name], theta[name] = al.site(
+            name, nvec, channels, shape, S[name].theta, "spikes; V and T at the same rows"
+        )
 
     site("patch_embed", Np, D, (Np, D))
     for i in range(d.depth):
@@ -350,87 +613,26 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
         kts.append(al.take("S", f"blocks.{i}.kT.spikes", D * Nch, "k spikes of the step, transposed"))
     gamma: dict[str, tuple[int, int]] = {}
     for ln in art.ln_names():
-        g = al.take("Q", f"{ln}.gamma", Dch, "Γ")
-        b = al.take("Q", f"{ln}.beta", Dch, "B")
-        put("Q", g, bias_rows(T[ln + ".gamma"]))
-        put("Q", b, bias_rows(T[ln + ".beta"]))
+        g = al.vector("Q", f"{ln}.gamma", T[ln + ".gamma"], "Γ")
+        b = al.vector("Q", f"{ln}.beta", T[ln + ".beta"], "B")
         gamma[ln] = (g, b)
 
-    # ---- weights (W): transposed, row = input channel, chunks of outputs ---------------------------
-    wb: dict[str, int] = {}
-
-    def weights(name: str, w: np.ndarray, note: str) -> None:
-        wt = np.asarray(w, dtype=np.int64).T  # (n_in, n_out)
-        rows = _rows(wt, P)
-        wb[name] = al.take("W", name, rows.shape[0], note)
-        put("W", wb[name], rows)
-
-    weights("patch_embed", T["patch_embed.weight"], "patch embedding")
-    for i in range(d.depth):
-        p = f"blocks.{i}."
-        w = T[p + "qkv.weight"]  # (3D, D)
-        # q, k and v outputs each start on a chunk boundary: (D, 3·Dch·P)
-        wq = np.zeros((D, 3 * Dch * P), dtype=np.int64)
-        for k in range(3):
-            wq[:, k * Dch * P : k * Dch * P + D] = w[k * D : (k + 1) * D].T
-        wb[p + "qkv"] = al.take("W", p + "qkv", D * 3 * Dch, "qkv, q/k/v chunk-aligned")
-        put("W", wb[p + "qkv"], wq.reshape(D * 3 * Dch, P))
-        weights(p + "proj", T[p + "proj.weight"], "proj")
-        weights(p + "fc1", T[p + "fc1.weight"], "fc1")
-        weights(p + "fc2", T[p + "fc2.weight"], "fc2")
-    weights("head", T["head.weight"], "head")
-    al.regions["image"] = Region("I", 0, Np * Pdch, "image codes: patch × patch_dim")
-    al.next["I"] = Np * Pdch
+    # ---- weights (W): the patch embedding first, then the blocks' and the head's -------------------
+    wb = {"patch_embed": al.weights("patch_embed", T["patch_embed.weight"], "patch embedding")}
+    wb.update(al.block_weights(T, d.depth, D))
+    al.image_region(Np * Pdch)
 
     # ---- capacity -------------------------------------------------------------------------------------
-    need_rows = {
-        "D": al.next["D"],
-        "V": n_rows,
-        "T": n_rows,
-        "S": al.next["S"],
-        "Q": al.next["Q"],
-        "W": al.next["W"],
-        "I": al.next["I"],
-    }
-    for mem, rows in need_rows.items():
-        have = getattr(params, MEMORIES[mem])
-        if rows > have:
-            raise CompileError(
-                f"memory {mem}: the model needs {rows} rows, the core has {have} ({MEMORIES[mem]})"
-            )
+    need_rows = al.need_rows(n_rows)
 
     # ---- counters ---------------------------------------------------------------------------------------
-    counters: dict[int, str] = {}
-    fanout: dict[int, int] = {}
-    row_costs: dict[int, tuple[int, int]] = {}
-
-    def counter(name: str, ac_fanout: int = 0, row_cost: tuple[int, int] | None = None) -> int:
-        tid = len(counters)
-        if tid >= params.counters:
-            raise CompileError(f"the model needs more than {params.counters} event counters")
-        counters[tid] = name
-        if row_cost is None:
-            fanout[tid] = ac_fanout
-        else:
-            row_costs[tid] = row_cost
-        return tid
+    counter = _Counters(params)
 
     # ---- program --------------------------------------------------------------------------------------
     prog: list[Instr] = []
     emit = prog.append
     emit(Instr(Op.LOADIN, count=Np * Pdch, note="image codes"))
-    for name, sm in sites.items():
-        emit(
-            Instr(
-                Op.NRESET,
-                nvec=sm.nvec,
-                nch=sm.nch,
-                vbase=sm.base,
-                tbase=sm.base,
-                pbase=theta[name],
-                note=f"reset {name}",
-            )
-        )
+    prog.extend(_reset_sites(sites, theta, lif=False))
     emit(Instr(Op.COPY, dbase=dyn_start, count=dyn_end - dyn_start, zero=1, note="clear running state"))
     emit(Instr(Op.COPY, dbase=logits, sbase=hbias, count=Cch, note="logits = head bias"))
     step_start = len(prog)
@@ -470,30 +672,7 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
         note: str,
         nvec: int | None = None,
     ) -> None:
-        sm = sites[src_site]
-        emit(
-            Instr(
-                Op.AW,
-                nvec=sm.nvec if nvec is None else nvec,
-                src=SRC_SPIKES,
-                sbase=sm.base,
-                sstride=sm.nch,
-                c0=0,
-                c1=sm.nch,
-                lo=0,
-                hi=sm.channels,
-                msrc=0,
-                mbase=wb[wname],
-                mstride=d1,
-                dbase=dst,
-                dstride=dstride,
-                d0=0,
-                d1=d1,
-                dlo=0,
-                dhi=dhi,
-                note=note,
-            )
-        )
+        emit(_aw_weights(sites[src_site], wb[wname], dst, dstride, d1, dhi, note, nvec))
 
     # patch embedding: MACs once, at t = 0
     code_src = SRC_SCODES if art.input_min < 0 else SRC_CODES
@@ -507,19 +686,13 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
             src=code_src,
             sbase=0,
             sstride=Pdch,
-            c0=0,
-            c1=Pdch,
-            lo=0,
-            hi=pd,
+            **_src_slice(0, pd, P),
             msrc=0,
             mbase=wb["patch_embed"],
             mstride=Dch,
             dbase=cur["patch_embed"],
             dstride=Dch,
-            d0=0,
-            d1=Dch,
-            dlo=0,
-            dhi=D,
+            **_dst_slice(0, D, P),
             t0=1,
             note="patch embedding MACs (t = 0 only)",
         )
@@ -569,21 +742,7 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
         for k, s in enumerate("qkv"):
             neuron(p + s, r["qkv"] + k * Dch, 3 * Dch, counter(p + s, N), True)
         # SESA q·kᵀ: ΔZ = q(t)·K(t)ᵀ + Q(t−1)·k(t)ᵀ
-        emit(Instr(Op.COPY, dbase=kts[i], count=D * Nch, mem=1, zero=1, note="clear kᵀ spikes"))
-        emit(
-            Instr(
-                Op.TRANS,
-                nvec=N,
-                nch=Dch,
-                sbase=sk.base,
-                lo=0,
-                hi=D,
-                dbase=r["KT"],
-                dstride=Nch,
-                obase=kts[i],
-                note="Kᵀ += k(t)ᵀ; kᵀ spikes",
-            )
-        )
+        prog.extend(_transpose_k(sk, kts[i], r["KT"], N, P, "Kᵀ += k(t)ᵀ; kᵀ spikes"))
         for h in range(H):
             emit(
                 Instr(
@@ -592,10 +751,7 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
                     nvec=N,
                     sbase=kts[i] + h * dh * Nch,
                     sstride=Nch,
-                    c0=0,
-                    c1=Nch,
-                    lo=0,
-                    hi=N,
+                    **_src_slice(0, N, P),
                     mbase=r["Q"],
                     mstride=Dch,
                     joff=h * dh,
@@ -612,20 +768,14 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
                     src=SRC_SPIKES,
                     sbase=sq.base,
                     sstride=Dch,
-                    c0=lo // P,
-                    c1=_cdiv(hi, P),
-                    lo=lo,
-                    hi=hi,
+                    **_src_slice(lo, hi, P),
                     joff=lo,
                     msrc=1,
                     mbase=r["KT"] + lo * Nch,
                     mstride=Nch,
                     dbase=r["dZ"] + h * N * Nch,
                     dstride=Nch,
-                    d0=0,
-                    d1=Nch,
-                    dlo=0,
-                    dhi=N,
+                    **_dst_slice(0, N, P),
                     note=f"ΔZ[{h}] += q(t)·K(t)ᵀ",
                 )
             )
@@ -663,20 +813,14 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
                     src=SRC_SPIKES,
                     sbase=sa.base + h * N * Nch,
                     sstride=Nch,
-                    c0=0,
-                    c1=Nch,
-                    lo=0,
-                    hi=N,
+                    **_src_slice(0, N, P),
                     joff=0,
                     msrc=1,
                     mbase=r["V"],
                     mstride=Dch,
                     dbase=aa,
                     dstride=Dch,
-                    d0=lo // P,
-                    d1=_cdiv(hi, P),
-                    dlo=lo,
-                    dhi=hi,
+                    **_dst_slice(lo, hi, P),
                     note=f"O[{h}] += attn(t)·V(t)",
                 )
             )
@@ -687,10 +831,7 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
                     nvec=N,
                     sbase=sv.base,
                     sstride=Dch,
-                    c0=lo // P,
-                    c1=_cdiv(hi, P),
-                    lo=lo,
-                    hi=hi,
+                    **_src_slice(lo, hi, P),
                     mbase=r["A"] + h * N * Nch,
                     mstride=Nch,
                     joff=0,
@@ -749,57 +890,75 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
     neuron("norm", cur["norm"], Dch, counter("norm.patches"), False, 1, N - 1)
     aw("norm", "head", logits, Cch, Cch, d.classes, "head (class token)", nvec=1)
     emit(Instr(Op.STEP, imm=t_max, note="quiescence / t_max"))
-    emit(Instr(Op.OUT, dbase=logits, count=Cch, note="logits, counters, status"))
-    emit(Instr(Op.END))
-    if len(prog) > params.prog_depth:
-        raise CompileError(f"the program has {len(prog)} instructions, the core holds {params.prog_depth}")
-    for ins in prog:
-        for f in ("qn", "qp"):
-            if not -512 <= getattr(ins, f) < 512:
-                raise CompileError(f"{ins.note}: {f} = {getattr(ins, f)} outside the 10-bit field")
-        for f in ("imm",):
-            if getattr(ins, f) >= 1 << params.field_width(f):
-                raise CompileError(f"{ins.note}: {f} = {getattr(ins, f)} exceeds its field")
-
-    # the layout's promise to the core's D banks: the two D reads of a cycle go to different banks
-    for ins in prog:
-        pair = {
-            Op.NEURON: (ins.dbase, ins.bbase),
-            Op.AW: (ins.dbase, ins.mbase) if ins.msrc == 1 else None,
-            Op.SROW: (ins.dbase, ins.mbase),
-            Op.LN: (ins.xbase, ins.sbase),
-            Op.SMX: (ins.xbase, ins.sbase),
-        }.get(ins.op)
-        if pair is not None and (pair[0] < params.d_split) == (pair[1] < params.d_split):
-            raise AssertionError(f"{ins.note}: both D reads of a cycle in one bank")
-
-    images = {}
-    for mem, parts in img.items():
-        rows = need_rows[mem]
-        a = np.zeros((rows, P), dtype=np.int64)
-        for base, r in parts:
-            a[base : base + r.shape[0]] = r
-        images[mem] = a
-    return Program(
-        params=params,
-        instrs=prog,
+    return _finish(
+        prog,
+        al,
+        need_rows,
+        counter,
         step_start=step_start,
-        regions=al.regions,
-        images=images,
         sites=sites,
-        counters=counters,
-        ac_fanout=fanout,
-        row_costs=row_costs,
+        logits_base=logits,
+        logits_rows=Cch,
+        bank0_rows=bank0_rows,
         fixed_macs=Np * pd * D,
         input_rows=Np * Pdch,
-        logits_base=logits,
-        d_bank_rows=(bank0_rows, al.next["D"] - params.d_split),
-        logits_rows=Cch,
         classes=d.classes,
         t_max=t_max,
         embed_dim=D,
         widths=widths,
     )
+
+
+def _check_fit_args(
+    art: object, kind: type, kind_name: str, lanes: int, narrow: bool, fixed: dict[str, int]
+) -> None:
+    """Checks the arguments of a ``fit_*`` function: ``lanes`` a power of two, ``art`` a ``kind``
+    (``kind_name`` in the message), ``narrow`` a bool, every ``fixed`` name a :class:`CoreParams`
+    field with an int value."""
+    if not isinstance(lanes, int) or isinstance(lanes, bool):
+        raise TypeError(f"lanes must be an int, got {type(lanes).__name__}")
+    if lanes < 1 or lanes & (lanes - 1):
+        raise ValueError(f"lanes must be a power of two, got {lanes}")
+    if not isinstance(art, kind):
+        raise TypeError(f"art must be {kind_name}, got {type(art).__name__}")
+    if not isinstance(narrow, bool):
+        raise TypeError(f"narrow must be a bool, got {type(narrow).__name__}")
+    names = {f.name for f in dataclass_fields(CoreParams)} - {"lanes"}
+    for k, v in fixed.items():
+        if k not in names:
+            raise ValueError(f"{k!r} is not a CoreParams field (fields: {sorted(names)})")
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise TypeError(f"{k} must be an int, got {type(v).__name__}")
+
+
+def _probe_params(lanes: int, fixed: dict[str, int], **wide: int) -> CoreParams:
+    """The core a ``fit_*`` function compiles onto first: every memory very deep (so the program's
+    own rows show), ``wide`` the fields the compiler must not reject, ``fixed`` the user's others."""
+    big = 1 << 20
+    return CoreParams(
+        lanes=lanes,
+        **{
+            **{attr: big for attr in set(MEMORIES.values())},
+            "d_split": big // 2,
+            "prog_depth": big,
+            **wide,
+            **{k: v for k, v in fixed.items() if k not in {*MEMORIES.values(), "d_split"}},
+        },
+    )
+
+
+def _fitted_depths(prog: Program) -> dict[str, int]:
+    """Every memory depth, ``d_split`` and ``prog_depth`` of the smallest core that holds ``prog``.
+
+    Each depth is the rows the program uses: a block RAM holds whole rows whatever the depth, and
+    a memory in LUTs (Q, I, the program) costs per row.
+    """
+    n0, n1 = prog.d_bank_rows
+    fields = {attr: 1 for attr in set(MEMORIES.values())}
+    for mem, attr in MEMORIES.items():
+        fields[attr] = max(fields[attr], prog.images[mem].shape[0])
+    fields.update(d_split=max(1, n0), d_depth=max(1, n0) + max(1, n1), prog_depth=len(prog.instrs))
+    return fields
 
 
 def fit_params(
@@ -840,48 +999,12 @@ def fit_params(
     ValueError
         ``lanes`` not a power of two, or a ``fixed`` name that is no :class:`CoreParams` field.
     """
-    if not isinstance(lanes, int) or isinstance(lanes, bool):
-        raise TypeError(f"lanes must be an int, got {type(lanes).__name__}")
-    if lanes < 1 or lanes & (lanes - 1):
-        raise ValueError(f"lanes must be a power of two, got {lanes}")
-    if not isinstance(art, ViTArtifact):
-        raise TypeError(f"art must be a ViTArtifact, got {type(art).__name__}")
-    if not isinstance(narrow, bool):
-        raise TypeError(f"narrow must be a bool, got {type(narrow).__name__}")
-    names = {f.name for f in dataclass_fields(CoreParams)} - {"lanes"}
-    for k, v in fixed.items():
-        if k not in names:
-            raise ValueError(f"{k!r} is not a CoreParams field (fields: {sorted(names)})")
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise TypeError(f"{k} must be an int, got {type(v).__name__}")
+    _check_fit_args(art, ViTArtifact, "a ViTArtifact", lanes, narrow, fixed)
     big = 1 << 20
-    probe = CoreParams(
-        lanes=lanes,
-        **{
-            **{attr: big for attr in set(MEMORIES.values())},
-            "d_split": big // 2,
-            "prog_depth": big,
-            "max_dim": big,
-            "max_n": big,
-            **{k: v for k, v in fixed.items() if k not in {*MEMORIES.values(), "d_split"}},
-        },
-    )
-    prog = compile_artifact(art, probe, t_max)
-
-    # every depth is the rows the program uses: a block RAM holds whole rows whatever the depth,
-    # and a memory in LUTs (Q, I, the program) costs per row
-    n0, n1 = prog.d_bank_rows
-    fields = {attr: 1 for attr in set(MEMORIES.values())}
-    for mem, attr in MEMORIES.items():
-        fields[attr] = max(fields[attr], prog.images[mem].shape[0])
+    prog = compile_artifact(art, _probe_params(lanes, fixed, max_dim=big, max_n=big), t_max)
+    fields = _fitted_depths(prog)
     d = art.dims
-    fields.update(
-        d_split=max(1, n0),
-        d_depth=max(1, n0) + max(1, n1),
-        prog_depth=len(prog.instrs),
-        max_dim=d.dim,
-        max_n=d.tokens,
-    )
+    fields.update(max_dim=d.dim, max_n=d.tokens)
     if narrow:
         for word, (needed, _have) in prog.widths.items():
             # keys read "D (dw)": the memory and the CoreParams field of its word

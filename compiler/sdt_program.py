@@ -30,8 +30,6 @@ and the count is at least 1.
 
 from __future__ import annotations
 
-from dataclasses import fields as dataclass_fields
-
 import numpy as np
 
 from ..model.sdsa import SDSA_THETA
@@ -39,7 +37,24 @@ from ..model.sdt import SDTArtifact
 from ..model.sdt_widths import analyze_sdt
 from ..model.widths import signed_bits
 from .isa import SRC_CODES, SRC_SCODES, SRC_SPIKES, CoreParams, Instr, Op
-from .program import MEMORIES, CompileError, Program, Region, SiteMap, _Alloc, _cdiv, _rows
+from .program import (
+    CompileError,
+    Program,
+    SiteMap,
+    _Alloc,
+    _aw_weights,
+    _cdiv,
+    _check_fit_args,
+    _Counters,
+    _dst_slice,
+    _finish,
+    _fitted_depths,
+    _probe_params,
+    _reset_sites,
+    _rows,
+    _src_slice,
+    _transpose_k,
+)
 
 __all__ = ["compile_sdt", "fit_sdt_params", "sdt_site_shapes"]
 
@@ -112,13 +127,7 @@ def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) 
     Dch, Fch, Nch, Pdch, Cch = _cdiv(D, P), _cdiv(F, P), _cdiv(N, P), _cdiv(pd, P), _cdiv(C, P)
     sdsa3 = art.attention == "sdsa3"
     al = _Alloc(params)
-    img: dict[str, list[tuple[int, np.ndarray]]] = {m: [] for m in MEMORIES}
-
-    def put(mem: str, base: int, rows: np.ndarray) -> None:
-        img[mem].append((base, rows))
-
-    def vec_rows(v: np.ndarray) -> np.ndarray:
-        return _rows(np.asarray(v, dtype=np.int64).reshape(1, -1), P)
+    put = al.put
 
     # ---- constants derived from the artifact ------------------------------------------------------
     i64 = np.int64
@@ -195,8 +204,7 @@ def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) 
     bias: dict[str, int] = {}
 
     def bias_rows(name: str, b: np.ndarray, note: str) -> None:
-        bias[name] = al.take("D", f"bias.{name}", _cdiv(b.size, P), note)
-        put("D", bias[name], vec_rows(b))
+        bias[name] = al.vector("D", f"bias.{name}", b, note)
 
     blk: list[dict[str, int]] = []
     for i in range(d.depth):
@@ -222,15 +230,9 @@ def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) 
             )
         else:
             blk.append({"cnt": al.take("D", p + "attn.count", Dch, "token count of k AND v")})
-    bank0_rows = al.next["D"]
-    if bank0_rows > params.d_split:
-        raise CompileError(
-            f"memory D: bank 0 (the operands read through port B) needs {bank0_rows} rows, the core "
-            f"has {params.d_split} (d_split)"
-        )
+    bank0_rows = al.close_bank0()
 
     # ---- D bank 1: the running state, then the constants read through port A ------------------------
-    al.next["D"] = params.d_split
     dyn1 = al.next["D"]
     logits = al.take("D", "logits", Cch, "Σ_t head outputs")
     u0 = al.take("D", "residual.init", N * Dch, "U0: the stem's output, every step's start")
@@ -247,8 +249,7 @@ def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) 
             r["kv"] = al.take("D", p + "cur.kv", N * Dch, "k + v")
         r["fc1"] = al.take("D", p + "cur.fc1", N * Fch, "currents")
     dyn1_end = al.next["D"]
-    linit = al.take("D", "logits.init", Cch, "T · N · head bias (logits start value)")
-    put("D", linit, vec_rows(logits0))
+    linit = al.vector("D", "logits.init", logits0, "T · N · head bias (logits start value)")
 
     # ---- sites: V/T/S rows, Θ rows in Q -----------------------------------------------------------
     sites: dict[str, SiteMap] = {}
@@ -267,90 +268,28 @@ def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) 
         return T[name + ".theta"]
 
     for name, (nvec, channels) in sdt_site_shapes(art).items():
-        nch = _cdiv(channels, P)
-        base = al.next["S"]
-        al.next["S"] += nvec * nch
-        al.regions[f"site.{name}"] = Region("S", base, nvec * nch, "spikes; V at the same rows")
-        sites[name] = SiteMap(name, base, nvec, nch, channels, (nvec, channels))
-        trow = vec_rows(theta_of(name))
-        # padding lanes: Θ = 1 with no input keeps V = 0 (h = 0 never fires)
-        trow[np.arange(nch * P).reshape(nch, P) >= channels] = 1
-        theta[name] = al.take("Q", f"theta.{name}", nch, "Θ per channel")
-        put("Q", theta[name], trow)
+        sites[name], theta[name] = al.site(
+            name, nvec, channels, (nvec, channels), theta_of(name), "spikes; V at the same rows"
+        )
     n_rows = al.next["S"]
     kts = []
     if sdsa3:
         for i in range(d.depth):
             kts.append(al.take("S", f"blocks.{i}.kT.spikes", D * Nch, "k spikes of the step, transposed"))
 
-    # ---- weights (W): transposed, row = input channel, chunks of outputs ---------------------------
-    wb: dict[str, int] = {}
-
-    def weights(name: str, w: np.ndarray, note: str) -> None:
-        rows = _rows(np.asarray(w, dtype=i64).T, P)
-        wb[name] = al.take("W", name, rows.shape[0], note)
-        put("W", wb[name], rows)
-
-    for i in range(d.depth):
-        p = f"blocks.{i}."
-        w = T[p + "qkv.weight"]
-        wq = np.zeros((D, 3 * Dch * P), dtype=i64)  # q, k, v outputs each from a chunk boundary
-        for k in range(3):
-            wq[:, k * Dch * P : k * Dch * P + D] = w[k * D : (k + 1) * D].T
-        wb[p + "qkv"] = al.take("W", p + "qkv", D * 3 * Dch, "qkv, q/k/v chunk-aligned")
-        put("W", wb[p + "qkv"], wq.reshape(D * 3 * Dch, P))
-        weights(p + "proj", T[p + "proj.weight"], "proj")
-        weights(p + "fc1", T[p + "fc1.weight"], "fc1")
-        weights(p + "fc2", T[p + "fc2.weight"], "fc2")
-    weights("head", T["head.weight"], "head")
-    al.regions["image"] = Region("I", 0, N * Pdch, "image codes: patch × patch_dim")
-    al.next["I"] = N * Pdch
-
-    need_rows = {
-        "D": al.next["D"],
-        "V": n_rows,
-        "T": n_rows,
-        "S": al.next["S"],
-        "Q": al.next["Q"],
-        "W": al.next["W"],
-        "I": al.next["I"],
-    }
-    for mem, rows in need_rows.items():
-        have = getattr(params, MEMORIES[mem])
-        if rows > have:
-            raise CompileError(
-                f"memory {mem}: the model needs {rows} rows, the core has {have} ({MEMORIES[mem]})"
-            )
+    # ---- weights (W): the blocks' and the head's; the image codes (I) -----------------------------
+    wb = al.block_weights(T, d.depth, D)
+    al.image_region(N * Pdch)
+    need_rows = al.need_rows(n_rows)
 
     # ---- counters (SPEC §10 as run_sdt counts: ACs per spike of each site) --------------------------
-    counters: dict[int, str] = {}
-    fanout: dict[int, int] = {}
-
-    def counter(name: str, ac_fanout: int) -> int:
-        tid = len(counters)
-        if tid >= params.counters:
-            raise CompileError(f"the model needs more than {params.counters} event counters")
-        counters[tid] = name
-        fanout[tid] = ac_fanout
-        return tid
+    counter = _Counters(params)
 
     # ---- program ------------------------------------------------------------------------------------
     prog: list[Instr] = []
     emit = prog.append
     emit(Instr(Op.LOADIN, count=N * Pdch, note="image codes"))
-    for name, sm in sites.items():
-        emit(
-            Instr(
-                Op.NRESET,
-                nvec=sm.nvec,
-                nch=sm.nch,
-                vbase=sm.base,
-                tbase=sm.base,
-                pbase=theta[name],
-                lif=1,
-                note=f"reset {name} (V = 0)",
-            )
-        )
+    prog.extend(_reset_sites(sites, theta, lif=True))
     emit(Instr(Op.COPY, dbase=dyn0, count=bank0_rows - dyn0, zero=1, note="clear bank 0 state"))
     emit(Instr(Op.COPY, dbase=dyn1, count=dyn1_end - dyn1, zero=1, note="clear running state"))
     emit(Instr(Op.COPY, dbase=logits, sbase=linit, count=Cch, note="logits = T · N · head bias"))
@@ -361,19 +300,13 @@ def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) 
             src=SRC_SCODES if art.input_min < 0 else SRC_CODES,
             sbase=0,
             sstride=Pdch,
-            c0=0,
-            c1=Pdch,
-            lo=0,
-            hi=pd,
+            **_src_slice(0, pd, P),
             msrc=1,
             mbase=stem_w,
             mstride=Dch,
             dbase=u0,
             dstride=Dch,
-            d0=0,
-            d1=Dch,
-            dlo=0,
-            dhi=D,
+            **_dst_slice(0, D, P),
             note="stem MACs: U0 = patches · (W · m)ᵀ (once)",
         )
     )
@@ -417,28 +350,18 @@ def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) 
         )
 
     def aw(src_site: str, wname: str, dst: int, dstride: int, d1: int, dhi: int, note: str) -> None:
-        sm = sites[src_site]
+        emit(_aw_weights(sites[src_site], wb[wname], dst, dstride, d1, dhi, note))
+
+    def spkadd(src: SiteMap, dst: int, stride: int, imm: int, note: str) -> None:
+        # a per-token spike row of ``D`` channels, times ``imm``, into ``dst`` (stride 0: summed)
+        emit(Instr(Op.SPKADD, nvec=N, nch=Dch, sbase=src.base, dbase=dst, dstride=stride, imm=imm, note=note))
+
+    def lif_clear(name: str, note: str) -> None:
+        # V = 0 before a LIF whose output is a function of this step only (SDSA-1's kv and attn)
+        sm = sites[name]
         emit(
             Instr(
-                Op.AW,
-                nvec=sm.nvec,
-                src=SRC_SPIKES,
-                sbase=sm.base,
-                sstride=sm.nch,
-                c0=0,
-                c1=sm.nch,
-                lo=0,
-                hi=sm.channels,
-                msrc=0,
-                mbase=wb[wname],
-                mstride=d1,
-                dbase=dst,
-                dstride=dstride,
-                d0=0,
-                d1=d1,
-                dlo=0,
-                dhi=dhi,
-                note=note,
+                Op.NRESET, nvec=N, nch=Dch, vbase=sm.base, tbase=sm.base, pbase=theta[name], lif=1, note=note
             )
         )
 
@@ -452,34 +375,9 @@ def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) 
             neuron(p + s, r["qkv"] + k * Dch, 3 * Dch, counter(p + s, fan), p + s, False)
         sq, sk, sv, sa = (sites[p + s] for s in ("q", "k", "v", "attn"))
         if sdsa3:
-            emit(Instr(Op.COPY, dbase=kts[i], count=D * Nch, mem=1, zero=1, note="clear kᵀ spikes"))
-            emit(
-                Instr(
-                    Op.TRANS,
-                    nvec=N,
-                    nch=Dch,
-                    sbase=sk.base,
-                    lo=0,
-                    hi=D,
-                    dbase=r["KT"],
-                    dstride=Nch,
-                    obase=kts[i],
-                    note="kᵀ spikes of the step",
-                )
-            )
+            prog.extend(_transpose_k(sk, kts[i], r["KT"], N, P, "kᵀ spikes of the step"))
             emit(Instr(Op.COPY, dbase=r["Vd"], count=N * Dch, zero=1, note="clear v rows"))
-            emit(
-                Instr(
-                    Op.SPKADD,
-                    nvec=N,
-                    nch=Dch,
-                    sbase=sv.base,
-                    dbase=r["Vd"],
-                    dstride=Dch,
-                    imm=1,
-                    note="v rows",
-                )
-            )
+            spkadd(sv, r["Vd"], Dch, 1, "v rows")
             emit(Instr(Op.COPY, dbase=r["M"], count=D * Dch, zero=1, note="clear M"))
             for h in range(H):
                 lo, hi = h * dh, (h + 1) * dh
@@ -490,20 +388,14 @@ def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) 
                         src=SRC_SPIKES,
                         sbase=kts[i] + lo * Nch,
                         sstride=Nch,
-                        c0=0,
-                        c1=Nch,
-                        lo=0,
-                        hi=N,
+                        **_src_slice(0, N, P),
                         joff=0,
                         msrc=1,
                         mbase=r["Vd"],
                         mstride=Dch,
                         dbase=r["M"] + lo * Dch,
                         dstride=Dch,
-                        d0=lo // P,
-                        d1=_cdiv(hi, P),
-                        dlo=lo,
-                        dhi=hi,
+                        **_dst_slice(lo, hi, P),
                         note=f"M[{h}] = Kᵀ·V (each k spike adds its token's v row)",
                     )
                 )
@@ -514,20 +406,14 @@ def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) 
                         src=SRC_SPIKES,
                         sbase=sq.base,
                         sstride=Dch,
-                        c0=lo // P,
-                        c1=_cdiv(hi, P),
-                        lo=lo,
-                        hi=hi,
+                        **_src_slice(lo, hi, P),
                         joff=lo,
                         msrc=1,
                         mbase=r["M"] + lo * Dch,
                         mstride=Dch,
                         dbase=r["x"],
                         dstride=Dch,
-                        d0=lo // P,
-                        d1=_cdiv(hi, P),
-                        dlo=lo,
-                        dhi=hi,
+                        **_dst_slice(lo, hi, P),
                         note=f"x[{h}] = Q·M (each q spike adds its channel's M row)",
                     )
                 )
@@ -535,80 +421,14 @@ def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) 
         else:
             skv = sites[p + "kv"]
             A = 2 * _sdsa1_theta(N) - 1
-            emit(
-                Instr(
-                    Op.SPKADD,
-                    nvec=N,
-                    nch=Dch,
-                    sbase=sk.base,
-                    dbase=r["kv"],
-                    dstride=Dch,
-                    imm=1,
-                    note="kv = k",
-                )
-            )
-            emit(
-                Instr(
-                    Op.SPKADD,
-                    nvec=N,
-                    nch=Dch,
-                    sbase=sv.base,
-                    dbase=r["kv"],
-                    dstride=Dch,
-                    imm=1,
-                    note="kv += v",
-                )
-            )
-            emit(
-                Instr(
-                    Op.NRESET,
-                    nvec=N,
-                    nch=Dch,
-                    vbase=skv.base,
-                    tbase=skv.base,
-                    pbase=theta[p + "kv"],
-                    lif=1,
-                    note="kv: V = 0 (a function of this step only)",
-                )
-            )
+            spkadd(sk, r["kv"], Dch, 1, "kv = k")
+            spkadd(sv, r["kv"], Dch, 1, "kv += v")
+            lif_clear(p + "kv", "kv: V = 0 (a function of this step only)")
             neuron(p + "kv", r["kv"], Dch, counter(p + "kv", 1), None, False)
             emit(Instr(Op.COPY, dbase=r["cnt"], count=Dch, zero=1, note="clear the count"))
-            emit(
-                Instr(
-                    Op.SPKADD,
-                    nvec=N,
-                    nch=Dch,
-                    sbase=skv.base,
-                    dbase=r["cnt"],
-                    dstride=0,
-                    imm=1,
-                    note="count = Σ_tokens k AND v",
-                )
-            )
-            emit(
-                Instr(
-                    Op.SPKADD,
-                    nvec=N,
-                    nch=Dch,
-                    sbase=sq.base,
-                    dbase=r["x"],
-                    dstride=Dch,
-                    imm=A,
-                    note=f"x = {A} · q",
-                )
-            )
-            emit(
-                Instr(
-                    Op.NRESET,
-                    nvec=N,
-                    nch=Dch,
-                    vbase=sa.base,
-                    tbase=sa.base,
-                    pbase=theta[p + "attn"],
-                    lif=1,
-                    note="attn: V = 0 (a function of this step only)",
-                )
-            )
+            spkadd(skv, r["cnt"], 0, 1, "count = Σ_tokens k AND v")
+            spkadd(sq, r["x"], Dch, A, f"x = {A} · q")
+            lif_clear(p + "attn", "attn: V = 0 (a function of this step only)")
             emit(
                 Instr(
                     Op.NEURON,
@@ -641,66 +461,33 @@ def compile_sdt(art: SDTArtifact, params: CoreParams, t_max: int | None = None) 
             src=SRC_SPIKES,
             sbase=sh.base,
             sstride=Dch,
-            c0=0,
-            c1=Dch,
-            lo=0,
-            hi=D,
+            **_src_slice(0, D, P),
             msrc=0,
             mbase=wb["head"],
             mstride=Cch,
             dbase=logits,
             dstride=0,
-            d0=0,
-            d1=Cch,
-            dlo=0,
-            dhi=C,
+            **_dst_slice(0, C, P),
             note="logits += count · W_headᵀ (every token into one row)",
         )
     )
     emit(Instr(Op.STEP, imm=steps, fixed=1, note="exactly T steps"))
-    emit(Instr(Op.OUT, dbase=logits, count=Cch, note="logits, counters, status"))
-    emit(Instr(Op.END))
-    if len(prog) > params.prog_depth:
-        raise CompileError(f"the program has {len(prog)} instructions, the core holds {params.prog_depth}")
-    for ins in prog:
-        if ins.imm >= 1 << params.field_width("imm"):
-            raise CompileError(f"{ins.note}: imm = {ins.imm} exceeds its field")
-    # the layout's promise to the core's D banks: the two D reads of a cycle go to different banks
-    for ins in prog:
-        pair = {
-            Op.NEURON: (ins.dbase, ins.bbase),
-            Op.AW: (ins.dbase, ins.mbase) if ins.msrc == 1 else None,
-            Op.SROW: (ins.dbase, ins.mbase),
-            Op.COPY: (ins.sbase, ins.bbase) if ins.has_bias else None,
-        }.get(ins.op)
-        if pair is not None and (pair[0] < params.d_split) == (pair[1] < params.d_split):
-            raise AssertionError(f"{ins.note}: both D reads of a cycle in one bank")
-
-    images = {}
-    for mem, parts in img.items():
-        a = np.zeros((need_rows[mem], P), dtype=i64)
-        for base, rows in parts:
-            a[base : base + rows.shape[0]] = rows
-        images[mem] = a
-    return Program(
-        params=params,
-        instrs=prog,
+    return _finish(
+        prog,
+        al,
+        need_rows,
+        counter,
         step_start=step_start,
-        regions=al.regions,
-        images=images,
         sites=sites,
-        counters=counters,
-        ac_fanout=fanout,
-        row_costs={},
-        fixed_macs=N * D * pd + N * D,
-        input_rows=N * Pdch,
         logits_base=logits,
         logits_rows=Cch,
+        bank0_rows=bank0_rows,
+        fixed_macs=N * D * pd + N * D,
+        input_rows=N * Pdch,
         classes=C,
         t_max=steps,
         embed_dim=D,
         embed_events=N * pd,
-        d_bank_rows=(bank0_rows, al.next["D"] - params.d_split),
         widths=widths,
     )
 
@@ -730,42 +517,10 @@ def fit_sdt_params(
     -------
     CoreParams
     """
-    if not isinstance(lanes, int) or isinstance(lanes, bool):
-        raise TypeError(f"lanes must be an int, got {type(lanes).__name__}")
-    if lanes < 1 or lanes & (lanes - 1):
-        raise ValueError(f"lanes must be a power of two, got {lanes}")
-    if not isinstance(art, SDTArtifact):
-        raise TypeError(f"art must be an SDTArtifact, got {type(art).__name__}")
-    if not isinstance(narrow, bool):
-        raise TypeError(f"narrow must be a bool, got {type(narrow).__name__}")
-    names = {f.name for f in dataclass_fields(CoreParams)} - {"lanes"}
-    for k, v in fixed.items():
-        if k not in names:
-            raise ValueError(f"{k!r} is not a CoreParams field (fields: {sorted(names)})")
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise TypeError(f"{k} must be an int, got {type(v).__name__}")
-    big = 1 << 20
-    probe = CoreParams(
-        lanes=lanes,
-        **{
-            **{attr: big for attr in set(MEMORIES.values())},
-            "d_split": big // 2,
-            "prog_depth": big,
-            "dw": 64,
-            "vw": 64,
-            "pw": 64,
-            "iw": 32,
-            **{k: v for k, v in fixed.items() if k not in {*MEMORIES.values(), "d_split"}},
-        },
-    )
-    prog = compile_sdt(art, probe, t_max)
-    n0, n1 = prog.d_bank_rows
-    out: dict[str, int] = {attr: 1 for attr in set(MEMORIES.values())}
-    for mem, attr in MEMORIES.items():
-        out[attr] = max(out[attr], prog.images[mem].shape[0])
-    out.update(
-        d_split=max(1, n0), d_depth=max(1, n0) + max(1, n1), prog_depth=len(prog.instrs), max_dim=2, max_n=2
-    )
+    _check_fit_args(art, SDTArtifact, "an SDTArtifact", lanes, narrow, fixed)
+    prog = compile_sdt(art, _probe_params(lanes, fixed, dw=64, vw=64, pw=64, iw=32), t_max)
+    out = _fitted_depths(prog)
+    out.update(max_dim=2, max_n=2)
     defaults = CoreParams()
     for word, (needed, _have) in prog.widths.items():
         attr = word[word.index("(") + 1 : word.index(")")]

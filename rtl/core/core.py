@@ -101,8 +101,10 @@ class Core(wiring.Component):
 
     Timing
     ------
-    Each instruction costs two cycles of fetch and decode plus its unit's items (one row per
-    cycle, see :mod:`equispike.rtl.core.units`); ``o_stream`` holds each beat until ``ready``.
+    An instruction that follows a unit's instruction costs one dispatch cycle plus its unit's items
+    (one row per cycle, see :mod:`equispike.rtl.core.units`): the next instruction is fetched while
+    the unit runs. After a jump (``STEP``), ``LOADIN`` and ``OUT`` it takes two more cycles of fetch
+    and decode. ``o_stream`` holds each beat until ``ready``.
 
     Parameters
     ----------
@@ -334,6 +336,9 @@ class Core(wiring.Component):
                 m.d.sync += ins.eq(p_rd.data)
                 m.next = "DISPATCH"
             with m.State("DISPATCH"):
+                # prefetch: the next instruction is read while this one runs, so a unit's last
+                # cycle can hand over to the next instruction without a fetch round trip
+                m.d.comb += [p_rd.addr.eq(pc + 1), p_rd.en.eq(1)]
                 m.d.sync += k.eq(0)
                 with m.Switch(ins.op):
                     for op, name in op_unit.items():
@@ -364,13 +369,13 @@ class Core(wiring.Component):
                         m.d.sync += pc.eq(0)
                         m.next = "FETCH"
             with m.State("EXEC"):
-                m.d.comb += in_exec.eq(1)
+                m.d.comb += [in_exec.eq(1), p_rd.addr.eq(pc + 1), p_rd.en.eq(1)]
                 for name, u in units.items():
                     with m.If((active == uid[name]) & u.done):
-                        m.d.sync += [active.eq(0), pc.eq(pc + 1)]
+                        m.d.sync += [active.eq(0), pc.eq(pc + 1), ins.eq(p_rd.data)]
                         if name in ("neuron", "norm"):
                             m.d.sync += counters[ins.tid].eq(counters[ins.tid] + u.count)
-                        m.next = "FETCH"
+                        m.next = "DISPATCH"
             with m.State("LOAD"):
                 m.d.comb += [self.i_stream.ready.eq(1), i_wr.addr.eq(k), i_wr.data.eq(self.i_stream.payload)]
                 with m.If(self.i_stream.valid):

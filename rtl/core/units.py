@@ -739,8 +739,10 @@ class NormUnit(_Unit):
     element per cycle and collects its outputs into its own output chunk, so the units work on
     their rows at the same time. The *collector* takes the queued rows in order and writes each
     output chunk as ``y − Y_prev`` (the site's current) and ``y`` (three cycles per chunk). A
-    row costs the feeder about ``nch + 4`` cycles (``2·nch + 4`` more when recomputed), so with
-    enough units the time per recomputed row tends to ``max(2·nch + 8, row_interval / norm_units)``.
+    row costs the feeder ``nch + 1`` cycles; a recomputed one-chunk row goes to its unit from the
+    pass-A sum in the same cycles when the unit is free, a longer row (or one whose unit is busy)
+    then reads its chunks again (``2·nch + 1`` more cycles). With enough units the time per
+    recomputed one-chunk row tends to ``max(2 + 3, row_interval / norm_units)``.
 
     The feeder and the collector share the ``D`` ports: the collector's three write-back cycles
     go when the feeder is between memory accesses (the feeder yields while the collector waits).
@@ -942,6 +944,28 @@ class NormUnit(_Unit):
                 m.d.sync += changed.eq(1)
         m.d.comb += queue.w_data.eq(rb)
 
+        nl0 = chunk_lanes(0)
+
+        def latch(j: int, xs_src, lanes, last_chunk) -> list:
+            """Statements that fill unit ``j``'s input buffer with one chunk of ``lanes`` ``x`` lanes
+            and the ``Γ``, ``B`` lanes read from ``Q`` in the previous cycle."""
+            xs, gs, bs, full, li, lanes_, lastc = ibuf[j]
+            out = [full.eq(1), li.eq(0), lanes_.eq(lanes), lastc.eq(last_chunk)]
+            for i in range(P):
+                out += [
+                    xs[i].eq(xs_src[i]),
+                    gs[i].eq(lane(self.q_rd.data, i, p.pw)),
+                    bs[i].eq(lane(self.q_rd2.data, i, p.pw)),
+                ]
+            return out
+
+        def next_row():
+            m.d.sync += [n.eq(n + 1), rb.eq(rb + ins.nch), c.eq(0), changed.eq(0)]
+            with m.If(n + 1 >= ins.nvec):
+                m.next = "DRAIN"
+            with m.Else():
+                m.next = "A"
+
         with m.FSM(name="feeder"):
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -950,29 +974,43 @@ class NormUnit(_Unit):
                         m.next = "DONE"
                     with m.Else():
                         m.d.sync += [c.eq(0), changed.eq(0)]
-                        m.next = "NEXT_WAIT"
-            with m.State("NEXT_WAIT"):
-                with m.If(feeder_may_start):
-                    m.next = "A"
+                        m.next = "A"
             with m.State("A"):
-                m.d.comb += [
-                    feeder_on_ports.eq(1),
-                    self.d_rd.addr.eq(ins.xbase + rb + c),
-                    self.d_rd.en.eq(1),
-                    self.d_rdb.addr.eq(ins.sbase + rb + c),
-                    self.d_rdb.en.eq(1),
-                ]
-                m.d.sync += [s1.eq(1), s1_a.eq(ins.xbase + rb + c), c.eq(c + 1)]
-                with m.If(c + 1 >= ins.nch):
-                    m.next = "A_WAIT"
-            with m.State("A_WAIT"):
-                m.d.comb += feeder_on_ports.eq(1)  # the last pass-A write
-                m.next = "DECIDE"
+                # pass A of one chunk; Γ and B are read with it, so a one-chunk row that must be
+                # recomputed goes to its unit from the sum X + ΔU without reading X again
+                with m.If(feeder_may_start):
+                    m.d.comb += [
+                        feeder_on_ports.eq(1),
+                        self.d_rd.addr.eq(ins.xbase + rb + c),
+                        self.d_rd.en.eq(1),
+                        self.d_rdb.addr.eq(ins.sbase + rb + c),
+                        self.d_rdb.en.eq(1),
+                        self.q_rd.addr.eq(ins.pbase + c),
+                        self.q_rd.en.eq(1),
+                        self.q_rd2.addr.eq(ins.bbase + c),
+                        self.q_rd2.en.eq(1),
+                    ]
+                    m.d.sync += [s1.eq(1), s1_a.eq(ins.xbase + rb + c), c.eq(c + 1)]
+                    with m.If(c + 1 >= ins.nch):
+                        m.next = "DECIDE"
             with m.State("DECIDE"):
+                # the last chunk's X + ΔU is written in this cycle; its ΔU decides the row
+                m.d.comb += feeder_on_ports.eq(1)
+                redo = changed | (self.d_rdb.data != 0) | self.t_zero
                 m.d.sync += c.eq(0)
-                with m.If(~(changed | self.t_zero)):
-                    m.next = "NEXT"
-                with m.Elif(queue.w_rdy & feeder_may_start & fu_free):
+                with m.If(~redo):
+                    next_row()
+                with m.Elif((ins.nch == 1) & queue.w_rdy & fu_free):
+                    m.d.comb += queue.w_en.eq(1)
+                    m.d.sync += [self.count.eq(self.count + 1), fu.eq(Mux(fu + 1 >= R, 0, fu + 1))]
+                    for j in range(R):
+                        with m.If(fu == j):
+                            m.d.sync += latch(j, acc, nl0, 1)
+                    next_row()
+                with m.Else():
+                    m.next = "B_WAIT"
+            with m.State("B_WAIT"):
+                with m.If(queue.w_rdy & feeder_may_start & fu_free):
                     m.d.comb += queue.w_en.eq(1)
                     m.d.sync += self.count.eq(self.count + 1)
                     m.next = "B_READ"
@@ -988,19 +1026,13 @@ class NormUnit(_Unit):
                 ]
                 m.next = "B_LATCH"
             with m.State("B_LATCH"):
+                xs_rd = [lane(self.d_rd.data, i, p.dw) for i in range(P)]
                 for j in range(R):
-                    xs, gs, bs, full, li, lanes_, lastc = ibuf[j]
                     with m.If(fu == j):
-                        m.d.sync += [full.eq(1), li.eq(0), lanes_.eq(nl), lastc.eq(c + 1 >= ins.nch)]
-                        for i in range(P):
-                            m.d.sync += [
-                                xs[i].eq(lane(self.d_rd.data, i, p.dw)),
-                                gs[i].eq(lane(self.q_rd.data, i, p.pw)),
-                                bs[i].eq(lane(self.q_rd2.data, i, p.pw)),
-                            ]
+                        m.d.sync += latch(j, xs_rd, nl, c + 1 >= ins.nch)
                 with m.If(c + 1 >= ins.nch):
-                    m.d.sync += [c.eq(0), fu.eq(Mux(fu + 1 >= R, 0, fu + 1))]
-                    m.next = "NEXT"
+                    m.d.sync += fu.eq(Mux(fu + 1 >= R, 0, fu + 1))
+                    next_row()
                 with m.Else():
                     m.d.sync += c.eq(c + 1)
                     m.next = "B_NEXT"
@@ -1008,12 +1040,6 @@ class NormUnit(_Unit):
                 # the row's next chunk waits for the unit to take the last one
                 with m.If(feeder_may_start & fu_free):
                     m.next = "B_READ"
-            with m.State("NEXT"):
-                m.d.sync += [n.eq(n + 1), rb.eq(rb + ins.nch), c.eq(0), changed.eq(0)]
-                with m.If(n + 1 >= ins.nvec):
-                    m.next = "DRAIN"
-                with m.Else():
-                    m.next = "NEXT_WAIT"
             with m.State("DRAIN"):
                 with m.If(~queue.r_rdy):
                     m.next = "DONE"

@@ -270,7 +270,7 @@ class Core(wiring.Component):
                 uid["srow"]: U["srow"].s_rd,
             },
         )
-        connect_ports(m, active, s_r2, {uid["trans"]: U["trans"].s_rd2})
+        connect_ports(m, active, s_r2, {uid["trans"]: U["trans"].s_rd2, uid["srow"]: U["srow"].s_rd2})
         connect_ports(
             m,
             active,

@@ -587,96 +587,132 @@ class TransUnit(_Unit):
 class SrowUnit(_Unit):
     """``SROW``: scalar × spike vector (the second SESA term), one item per cycle.
 
-    For ``r < count``: a probe reads the spike vector's chunks ``c0 … c1−1`` (one per cycle; the
-    next row's probe is issued in the cycle that decides a row), so an all-zero vector costs
-    ``c1 − c0`` cycles. Otherwise (``nvec · (c1 − c0) + 2`` cycles with its probe), for
-    ``n < nvec`` and each chunk: ``a`` = lane ``(r + joff) mod P`` of
-    ``D[mbase + n·mstride + (r + joff) div P]`` (port B), and
-    ``D[dbase + n·dstride + c] += a · spike`` on the lanes whose channel is in ``[lo, hi)``.
+    A *scanner* reads the spike vectors ``S[sbase + r·sstride + c]`` (``c0 ≤ c < c1``, lanes of
+    channels in ``[lo, hi)``) through the second ``S`` port, one chunk per cycle, and queues every
+    row ``r`` that is not all zero. The *executor* takes the queued rows in order; for each, for
+    ``n < nvec`` and each chunk (one item per cycle): ``a`` = lane ``(r + joff) mod P`` of
+    ``D[mbase + n·mstride + (r + joff) div P]`` (port B), and ``D[dbase + n·dstride + c] += a · spike``
+    on the lanes whose channel is in ``[lo, hi)`` (port A and the write port). The scanner runs
+    ahead of the executor, so all-zero rows cost nothing while there are items to do: an instruction
+    takes about ``max(count · (c1 − c0), active rows · nvec · (c1 − c0)) + 4`` cycles.
 
-    Members: ``s_rd``, ``d_rdb`` (the scalar), ``d_rd`` (port A), ``d_wr``.
+    Members: ``s_rd`` (items), ``s_rd2`` (scanner), ``d_rdb`` (the scalar), ``d_rd`` (port A),
+    ``d_wr``.
     """
+
+    #: rows the scanner may queue ahead of the executor
+    QUEUE_DEPTH = 4
 
     def __init__(self, params: CoreParams):
         aw, P, p = addr_width(params), params.lanes, params
         super().__init__(
             params,
             s_rd=Out(ReadPort(aw, P * 2)),
+            s_rd2=Out(ReadPort(aw, P * 2)),
             d_rdb=Out(ReadPort(aw, P * p.dw)),
             d_rd=Out(ReadPort(aw, P * p.dw)),
             d_wr=Out(WritePort(aw, P * p.dw)),
         )
 
+    def _mask(self, word, chunk):
+        """The spikes of ``word`` (chunk ``chunk`` of a row) on the lanes of channels in ``[lo, hi)``."""
+        ins, P, lg = self.ins, self.P, self.lg
+        out = []
+        for i in range(P):
+            ch = (chunk << lg) | i
+            inside = (ch >= ins.lo) & (ch < ins.hi)
+            out.append(Mux(inside, word[2 * i : 2 * i + 2], 0))
+        return Cat(*out)
+
     def elaborate(self, platform):
+        from amaranth.lib.fifo import SyncFIFO
+
         m = Module()
         ins, P, p, aw, lg = self.ins, self.P, self.p, self.aw, self.lg
-        r = Signal(aw)
-        srow = Signal(aw)  # sbase + r·sstride
+        depth = self.QUEUE_DEPTH
+        # a queued row: its index r and its first spike row sbase + r·sstride
+        m.submodules.queue = queue = SyncFIFO(width=2 * aw, depth=depth)
+
+        # ---- scanner -------------------------------------------------------------------------------
+        sr = Signal(aw)  # row being scanned
+        s_srow = Signal(aw)
+        sc = Signal(aw)  # its next chunk
+        scanning = Signal()
+        p_valid = Signal()  # a probe's data arrives this cycle
+        p_c = Signal(aw)
+        p_r = Signal(aw)
+        p_srow = Signal(aw)
+        p_last = Signal()  # it is the row's last chunk
+        any_nz = Signal()  # a nonzero chunk of the row seen before this cycle's
+        probe_nz = Signal()
+        m.d.sync += p_valid.eq(0)
+        m.d.comb += probe_nz.eq(self._mask(self.s_rd2.data, p_c) != 0)
+        # one probe in flight at most when issuing, so its push finds room
+        with m.If(scanning & (queue.level <= depth - 2)):
+            m.d.comb += [self.s_rd2.addr.eq(s_srow + sc), self.s_rd2.en.eq(1)]
+            m.d.sync += [
+                p_valid.eq(1), p_c.eq(sc), p_r.eq(sr), p_srow.eq(s_srow), p_last.eq(sc + 1 >= ins.c1)
+            ]
+            with m.If(sc + 1 >= ins.c1):
+                m.d.sync += [sc.eq(ins.c0), sr.eq(sr + 1), s_srow.eq(s_srow + ins.sstride)]
+                with m.If(sr + 1 >= ins.count):
+                    m.d.sync += scanning.eq(0)
+            with m.Else():
+                m.d.sync += sc.eq(sc + 1)
+        m.d.comb += queue.w_data.eq(Cat(p_r, p_srow))
+        with m.If(p_valid):
+            with m.If(p_last):
+                m.d.sync += any_nz.eq(0)
+                m.d.comb += queue.w_en.eq(any_nz | probe_nz)
+            with m.Elif(probe_nz):
+                m.d.sync += any_nz.eq(1)
+
+        # ---- executor ------------------------------------------------------------------------------
         col = Signal(aw)  # r + joff
+        srow = Signal(aw)
         c = Signal(aw)
         n = Signal(aw)
         arow = Signal(aw)  # mbase + n·mstride
         drow = Signal(aw)  # dbase + n·dstride
-        active = Signal()
         s1 = Signal()
-        s1_probe = Signal()
         s1_a = Signal(aw)
         s1_c = Signal(aw)
-        m.d.sync += [s1.eq(0), s1_probe.eq(0)]
-
-        def mask(word, chunk):
-            out = []
-            for i in range(P):
-                ch = (chunk << lg) | i
-                inside = (ch >= ins.lo) & (ch < ins.hi)
-                out.append(Mux(inside, word[2 * i : 2 * i + 2], 0))
-            return Cat(*out)
-
+        m.d.sync += s1.eq(0)
         # the masked spikes as one signal: the expression itself, sliced per lane, would be
         # copied into the netlist at every use (2·P + 1 copies of P lane masks)
         spk = Signal(2 * P)
-        m.d.comb += spk.eq(mask(self.s_rd.data, s1_c))
-        # The probe of row r + 1 is issued in the cycle that decides row r (or that writes back its
-        # last item), so an all-zero spike vector costs one cycle per chunk, not a probe round trip.
-        def probe_next():
-            """Advance to row r + 1 and issue the read of its first chunk (``r + 1 < count``)."""
-            m.d.comb += [self.s_rd.addr.eq(srow + ins.sstride + ins.c0), self.s_rd.en.eq(1)]
+        m.d.comb += spk.eq(self._mask(self.s_rd.data, s1_c))
+        q_r, q_srow = queue.r_data[:aw], queue.r_data[aw:]
+        idle_done = Signal()  # nothing queued, nothing left to scan or in flight
+        m.d.comb += idle_done.eq(~scanning & ~p_valid & ~queue.r_rdy)
+
+        def take_row():
+            """Pop the next queued row and start its first item in the next cycle."""
+            m.d.comb += queue.r_en.eq(1)
             m.d.sync += [
-                r.eq(r + 1),
-                srow.eq(srow + ins.sstride),
-                col.eq(col + 1),
-                active.eq(0),
-                s1_probe.eq(1),
-                s1_c.eq(ins.c0),
-                c.eq(ins.c0 + 1),
+                col.eq(q_r + ins.joff),
+                srow.eq(q_srow),
+                n.eq(0),
+                c.eq(ins.c0),
+                arow.eq(ins.mbase),
+                drow.eq(ins.dbase),
             ]
-            with m.If(ins.c0 + 1 >= ins.c1):
-                m.next = "DECIDE"
-            with m.Else():
-                m.next = "PROBE"
+            m.next = "ITEMS"
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [r.eq(0), srow.eq(ins.sbase), col.eq(ins.joff), c.eq(ins.c0), active.eq(0)]
+                    m.d.sync += [sr.eq(0), s_srow.eq(ins.sbase), sc.eq(ins.c0), any_nz.eq(0)]
                     with m.If((ins.count == 0) | (ins.nvec == 0) | (ins.c1 <= ins.c0)):
                         m.next = "DONE"
                     with m.Else():
-                        m.next = "PROBE"
-            with m.State("PROBE"):
-                m.d.comb += [self.s_rd.addr.eq(srow + c), self.s_rd.en.eq(1)]
-                m.d.sync += [s1_probe.eq(1), s1_c.eq(c), c.eq(c + 1)]
-                with m.If(c + 1 >= ins.c1):
-                    m.next = "DECIDE"
-            with m.State("DECIDE"):
-                # the last chunk's probe data arrives in this cycle
-                with m.If(active | (spk != 0)):
-                    m.d.sync += [n.eq(0), c.eq(ins.c0), arow.eq(ins.mbase), drow.eq(ins.dbase)]
-                    m.next = "ITEMS"
-                with m.Elif(r + 1 >= ins.count):
+                        m.d.sync += scanning.eq(1)
+                        m.next = "WAIT"
+            with m.State("WAIT"):
+                with m.If(queue.r_rdy):
+                    take_row()
+                with m.Elif(idle_done):
                     m.next = "DONE"
-                with m.Else():
-                    probe_next()
             with m.State("ITEMS"):
                 m.d.comb += [
                     self.s_rd.addr.eq(srow + c),
@@ -695,21 +731,21 @@ class SrowUnit(_Unit):
                         drow.eq(drow + ins.dstride),
                     ]
                     with m.If(n + 1 >= ins.nvec):
-                        m.next = "NEXT"
+                        # the next row's first item follows at once (port A is transparent to the
+                        # write of this row's last item, should they meet on one row)
+                        with m.If(queue.r_rdy):
+                            take_row()
+                        with m.Elif(idle_done):
+                            m.next = "DONE"
+                        with m.Else():
+                            m.next = "WAIT"
                 with m.Else():
                     m.d.sync += c.eq(c + 1)
-            with m.State("NEXT"):
-                # the last item is written back in this cycle (its spikes were read last cycle, so
-                # the next probe may use the spike port now)
-                with m.If(r + 1 >= ins.count):
-                    m.next = "DONE"
-                with m.Else():
-                    probe_next()
             with m.State("DONE"):
+                # the last item is written back in this cycle
                 m.d.comb += self.done.eq(1)
+                m.d.sync += scanning.eq(0)
                 m.next = "IDLE"
-        with m.If(s1_probe & (spk != 0)):
-            m.d.sync += active.eq(1)
         # scalar lane select
         a = Signal(signed(p.dw))
         sel = Signal(max(1, lg))

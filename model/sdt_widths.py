@@ -46,10 +46,11 @@ def analyze_sdt(art: SDTArtifact) -> WidthReport:
     r.add("stem.acc", -int(acc.max()), int(acc.max()))
     prod = acc * t["stem.multiplier"].astype(object)
     r.add("stem.product", -int(prod.max()), int(prod.max()))
-    shifted = prod // (1 << art.stem_shift) + 1  # |floor(a / 2^S)| <= |a| / 2^S + 1
+    # the floor is monotone: acc·m ∈ [−P, P] gives floor(acc·m / 2^S) ∈ [−ceil(P / 2^S), floor(P / 2^S)]
+    unit = 1 << art.stem_shift
     bias = t["stem.bias"].astype(object)
-    u_lo = (-shifted + bias.min(axis=0)).astype(object)  # per channel
-    u_hi = (shifted + bias.max(axis=0)).astype(object)
+    u_lo = ((-prod) // unit + bias.min(axis=0)).astype(object)  # per channel
+    u_hi = (prod // unit + bias.max(axis=0)).astype(object)
     r.add("stem.out", int(u_lo.min()), int(u_hi.max()))
     for i in range(d.depth):
         p = f"blocks.{i}."

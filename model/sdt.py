@@ -75,6 +75,8 @@ __all__ = [
     "run_sdt",
     "sdt_dense_macs",
     "random_sdt",
+    "worst_case_sdt",
+    "worst_case_sdt_images",
 ]
 
 SDT_SCHEMA_VERSION = 2
@@ -650,3 +652,118 @@ def random_sdt(
         stem_shift=12,
         meta={"random_seed": seed},
     ).validate()
+
+
+#: tokens of the attention image of :func:`worst_case_sdt_images` that see the bright patches: one
+#: less than the SDSA saturation, so that ``Q·M`` is 7 at one step and 8 at the next
+_BRIGHT_TOKENS = 7
+
+
+def worst_case_sdt(
+    *,
+    image: int = 8,
+    patch: int = 2,
+    dim: int = 8,
+    heads: int = 2,
+    depth: int = 2,
+    mlp_dim: int = 16,
+    classes: int = 4,
+    attention: str = "sdsa3",
+    timesteps: int = 4,
+    stem_shift: int = 12,
+) -> SDTArtifact:
+    """An artifact whose run on :func:`worst_case_sdt_images` reaches the magnitude of every bound of
+    :func:`~equispike.model.sdt_widths.analyze_sdt` exactly.
+
+    The width analysis is symmetric in the weights (``b ± Σ|W|``) and a spike is 0 or 1, so a bound is
+    reached where a row of +127 weights sees every input spike: every threshold is 1 (the smallest,
+    so a neuron with a positive input fires at every step and ``V + x`` peaks at ``x``), every bias
+    that follows a linear is ``+Σ|W|`` of its row (so no lower bound outgrows the upper one), and the
+    stem's multiplier is as large as its shift allows. Channel 0 of the residual is the exception
+    that drives SDSA-3's attention membrane to ``θ − 1 + 8``: its stem multiplier makes it fire only
+    on bright patches, ``proj`` and ``fc2`` leave it alone (zero rows), and in every block head 0
+    has ``q₀`` and ``k₀`` firing from their bias alone and ``v₀`` firing at step 0 on the bright
+    tokens only (θ = 3) and on every token at step 1; with 7 bright tokens ``Q·M`` is 7 (no spike,
+    V = 3), then 8 (``V + x`` = 11). For SDSA-3 the other q rows of head 0 stay silent, so that only
+    ``q₀`` reads ``M``. The head's rows alternate in sign (with their bias), so both signs of the
+    logits reach their bound.
+    """
+    dims = SDTDims(
+        image=image, patch=patch, dim=dim, heads=heads, depth=depth, mlp_dim=mlp_dim, classes=classes
+    )
+    if dims.tokens <= _BRIGHT_TOKENS:
+        raise ValueError(f"the worst case needs more than {_BRIGHT_TOKENS} tokens, got {dims.tokens}")
+    D, F, dh = dims.dim, dims.mlp_dim, dims.dim // dims.heads
+    input_max = 16
+    t: dict[str, np.ndarray] = {}
+    full = 127 * dims.patch_dim * input_max  # the stem's accumulator on a full-scale patch
+    m_max = (1 << stem_shift) - 1
+    m_ctl = -(-(2 << stem_shift) // full)  # the smallest multiplier that fires channel 0 on a bright patch
+    t["stem.weight"] = np.full((D, dims.patch_dim), 127, np.int8)
+    t["stem.multiplier"] = np.full(D, m_max, np.int64)
+    t["stem.multiplier"][0] = m_ctl
+    t["stem.bias"] = np.full((dims.tokens, D), -(-(full * m_max) >> stem_shift), np.int64)
+    t["stem.bias"][:, 0] = 0
+    ones = np.ones
+    for i in range(depth):
+        p = f"blocks.{i}."
+        qkv_w = np.full((3 * D, D), 127, np.int8)
+        qkv_b = np.full(3 * D, 127 * D, np.int64)
+        qkv_theta = ones(3 * D, np.int64)
+        q0, k0, v0 = 0, D, 2 * D
+        qkv_w[[q0, k0, v0]] = 0
+        qkv_b[[q0, k0]] = 2  # (0 + 2) >> 1 = 1 >= θ = 1: fires at every step
+        if attention == "sdsa3":
+            qkv_w[1:dh] = 0
+            qkv_b[1:dh] = 0  # never fires
+        qkv_w[v0, 0] = 4
+        qkv_b[v0] = 4  # 8 on bright tokens: fires at once; 4 elsewhere: V = 2, then (2 + 4) >> 1 = 3
+        qkv_theta[v0] = 3
+        proj_w = np.full((D, D), 127, np.int8)
+        proj_b = np.full(D, 127 * D, np.int64)
+        fc2_w = np.full((D, F), 127, np.int8)
+        fc2_b = np.full(D, 127 * F, np.int64)
+        for w, b in ((proj_w, proj_b), (fc2_w, fc2_b)):
+            w[0], b[0] = 0, 0
+        t |= {
+            p + "lif1.theta": ones(D, np.int64),
+            p + "qkv.weight": qkv_w,
+            p + "qkv.bias": qkv_b,
+            p + "qkv.theta": qkv_theta,
+            p + "proj.weight": proj_w,
+            p + "proj.bias": proj_b,
+            p + "lif2.theta": ones(D, np.int64),
+            p + "fc1.weight": np.full((F, D), 127, np.int8),
+            p + "fc1.bias": np.full(F, 127 * D, np.int64),
+            p + "fc1.theta": ones(F, np.int64),
+            p + "fc2.weight": fc2_w,
+            p + "fc2.bias": fc2_b,
+        }
+    sign = np.where(np.arange(classes) % 2 == 0, 1, -1)
+    t["head.theta"] = ones(D, np.int64)
+    t["head.weight"] = np.broadcast_to(127 * sign[:, None], (classes, D)).astype(np.int8)
+    t["head.bias"] = (127 * D * sign).astype(np.int64)
+    return SDTArtifact(
+        dims=dims,
+        tensors=t,
+        attention=attention,
+        timesteps=timesteps,
+        stem_shift=stem_shift,
+        input_min=0,
+        input_max=input_max,
+        input_unit=1.0 / input_max,
+        meta={"source": "worst_case_sdt"},
+    ).validate()
+
+
+def worst_case_sdt_images(art: SDTArtifact) -> np.ndarray:
+    """The two images of :func:`worst_case_sdt`: full scale (every bound but the attention
+    membrane), and the first 7 patches full scale, the rest 0 (the attention membrane)."""
+    d = art.dims
+    x = np.full((2, d.channels, d.image, d.image), art.input_max, np.int64)
+    x[1] = art.input_min
+    side = d.image // d.patch
+    for n in range(_BRIGHT_TOKENS):
+        r, c = divmod(n, side)
+        x[1, :, r * d.patch : (r + 1) * d.patch, c * d.patch : (c + 1) * d.patch] = art.input_max
+    return x

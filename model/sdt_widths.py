@@ -4,7 +4,13 @@ Bounds come from the exported weights, biases, thresholds and fan-in only (spike
 image lies in the artifact's input range). Keys: ``stem.acc`` (patch products), ``stem.product``
 (``acc · m``), ``stem.out`` (``U0``), ``residual`` (``U`` after any branch), ``<lif>.current`` and
 ``<lif>.membrane`` (``V + x``, the widest LIF quantity) per LIF site, ``blocks.i.attn.coactivation``
-and ``blocks.i.attn.input`` (saturated at 8, SPEC §8), ``head.count``, ``head.step`` and ``logits``.
+and ``blocks.i.attn.input`` (saturated at 8, SPEC §8) and ``blocks.i.attn.membrane`` (SDSA-3's
+quantities; an SDSA-1 model keeps the keys, but its attention is a mask and none of them occurs),
+``head.count``, ``head.step`` and ``logits``.
+
+The golden model (:func:`~equispike.model.sdt.run_sdt`) checks every one of these quantities against
+its range when it is produced; ``tests/test_sdt_widths.py`` drives each bound exactly
+(:func:`~equispike.model.sdt.worst_case_sdt`).
 
 LIF membrane bound: with input ``x ∈ [lo, hi]`` and threshold θ, the state ``V`` stays in
 ``[min(0, lo), max(0, θ − 1)]`` (by induction: ``h = (V + x) >> 1 >= min(0, lo)``; a neuron that does

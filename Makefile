@@ -41,6 +41,7 @@ demo: $(STAMP)
 
 check: $(STAMP)
 	$(BIN)/equispike check --random 50 --json
+	$(BIN)/equispike check --arch sdt --random 50 --json
 
 bench: $(STAMP)
 	$(BIN)/equispike bench golden

@@ -67,6 +67,16 @@ def _emit(obj: dict) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    arch = args.arch
+    if args.artifact:
+        from .model.artifact import ArtifactError, artifact_arch
+
+        found = artifact_arch(args.artifact)
+        if arch is not None and found is not None and found != arch:
+            raise ArtifactError(f"arch: --arch {arch}, but {args.artifact} is an {found!r} artifact")
+        arch = found if found == "sdt" else arch
+    if arch == "sdt":
+        return _check_sdt(args)
     from .model.check import check_artifact, check_random
 
     cases = args.random if args.random is not None else 50
@@ -106,6 +116,48 @@ def cmd_check(args: argparse.Namespace) -> int:
     if summary["elements_compared"] == 0:
         print("equispike check: nothing was compared", file=sys.stderr)
     return EXIT_OK if ok else EXIT_MISMATCH
+
+
+def _check_sdt(args: argparse.Namespace) -> int:
+    """``check`` of the spike-driven transformer: golden model == int64 PyTorch forward, after every
+    step, with every bounded intermediate inside its width."""
+    from .quant.sdt_check import check_sdt_artifact, check_sdt_random
+
+    cases = args.random if args.random is not None else 50
+
+    def progress(i: int, r, cfg: dict) -> None:
+        status = "ok" if r.mismatches == 0 and r.width_violations == 0 else (
+            "WIDTH" if r.width_violations else "MISMATCH")
+        print(
+            f"[{i + 1}/{cases}] depth {cfg['depth']} dim {cfg['dim']} heads {cfg['heads']} "
+            f"{cfg['attention']} T {cfg['timesteps']}: {r.elements} elements, {r.mismatches} "
+            f"mismatches, {r.quantities_checked} quantities within their widths {status}",
+            file=sys.stderr,
+        )
+
+    if args.artifact:
+        from .model.factory import random_images
+        from .model.sdt import load_sdt_artifact
+
+        art = load_sdt_artifact(args.artifact)
+        summary = check_sdt_artifact(art, random_images(args.seed, art, args.batch), threads=args.threads)
+    else:
+        summary = check_sdt_random(cases, batch=args.batch, seed=args.seed, progress=progress,
+                                   threads=args.threads)
+    if args.json:
+        _emit(summary)
+    else:
+        print(
+            f"sdt: {summary['cases']} cases, {summary['images']} images, {summary['elements_compared']} "
+            f"elements compared (spikes and logits, every step), {summary['mismatches']} mismatches, "
+            f"{summary['width_violations']} width violations ({summary['quantities_checked']} bounded "
+            f"quantities checked); steps {summary['steps']['min']}-{summary['steps']['max']}"
+        )
+        if summary["first_mismatch"]:
+            print(f"first mismatch: {summary['first_mismatch']}")
+    if summary["elements_compared"] == 0:
+        print("equispike check: nothing was compared", file=sys.stderr)
+    return EXIT_OK if summary["ok"] else EXIT_MISMATCH
 
 
 def cmd_widths(args: argparse.Namespace) -> int:
@@ -235,11 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser(
         "check",
-        help="prove the SNN (summed over time) equals the integer QANN",
+        help="prove the SNN (summed over time) equals the integer QANN; sdt: golden == PyTorch",
         description="Build random models (or load an artifact), run the integer QANN and "
         "the time-stepped SNN to quiescence, and compare every site's settled codes and "
-        "every logit. Exit 1 on any mismatch, unsettled image or when nothing was compared; "
-        "2 on bad input.",
+        "every logit. For the spike-driven transformer (--arch sdt, or an sdt artifact): run "
+        "the NumPy golden model and the int64 PyTorch forward, compare the logits after every "
+        "step, and check every bounded intermediate of the golden run against its width. "
+        "Exit 1 on any mismatch, unsettled image, width violation or when nothing was "
+        "compared; 2 on bad input.",
     )
     src = c.add_mutually_exclusive_group()
     src.add_argument(
@@ -250,12 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="number of random models (depth 1-4, levels 4-32, several dims); default 50",
     )
     src.add_argument("--artifact", metavar="PATH", help="check this artifact (.esa) on random images instead")
+    c.add_argument("--arch", choices=("vit", "sdt"), default=None,
+                   help="model family of the random models (default vit); with --artifact, the "
+                   "artifact's own arch, which this must match when given")
     c.add_argument("--batch", type=positive_int, default=8, help="images per model (default %(default)s)")
     c.add_argument("--seed", type=nonnegative_int, default=0,
                    help="seed of models and images (default %(default)s)")
     c.add_argument("--t-max", type=positive_int, default=2048,
-                   help="step cap of a run; an image not settled by then counts as unsettled "
-                   "(default %(default)s)")
+                   help="step cap of a vit run; an image not settled by then counts as unsettled "
+                   "(an sdt run takes its T steps; default %(default)s)")
     c.add_argument("--threads", type=positive_int, default=1, metavar="N",
                    help=THREADS_HELP.format(what="the random models (or the artifact's batches)"))
     c.add_argument("--json", action="store_true", help="print the summary as JSON")

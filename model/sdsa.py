@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .neurons import LIFArray
@@ -54,7 +56,15 @@ class SDSA3:
     def reset(self) -> None:
         self.lif.reset()
 
-    def step(self, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    def step(
+        self,
+        q: np.ndarray,
+        k: np.ndarray,
+        v: np.ndarray,
+        check: Callable[[str, np.ndarray], None] | None = None,
+    ) -> np.ndarray:
+        """One step; ``check(quantity, values)``, when given, sees every intermediate a width bounds:
+        ``"coactivation"`` (M), ``"input"`` (``min(Q·M, 8)``) and ``"membrane"`` (``V + x``)."""
         for name, x in (("q", q), ("k", k), ("v", v)):
             _check_binary(name, x)
         m = coactivation(k, v, self.heads)
@@ -63,4 +73,8 @@ class SDSA3:
         qh = q.reshape(*lead, n, self.heads, dh).swapaxes(-3, -2).astype(np.int32)
         x = np.minimum(np.matmul(qh, m), SDSA_SATURATION)
         x = x.swapaxes(-3, -2).reshape(q.shape).astype(np.int8)
+        if check is not None:
+            check("coactivation", m)
+            check("input", x)
+            check("membrane", self.lif.V.astype(np.int16) + x)
         return self.lif.step(x)

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ from .linear import AWLinear, aw_acs
 from .neurons import LIFArray
 from .sdsa import SDSA3, sdsa1
 from .vit import patchify
+from .widths import WidthReport
 
 __all__ = [
     "SDT_SCHEMA_VERSION",
@@ -68,9 +70,13 @@ __all__ = [
     "save_sdt_artifact",
     "load_sdt_artifact",
     "SDTRun",
+    "RangeCheck",
+    "stem_membrane",
     "run_sdt",
     "sdt_dense_macs",
     "random_sdt",
+    "worst_case_sdt",
+    "worst_case_sdt_images",
 ]
 
 SDT_SCHEMA_VERSION = 2
@@ -381,22 +387,70 @@ class SDTRun:
     # with ``record=True``: site -> {"spikes": (T, B, *site shape) int8}, every LIF site of every step
     # (``q``, ``k``, ``v`` apart; SDSA-1 also its ``kv``, the co-active pairs ``k AND v``)
     records: dict[str, dict[str, np.ndarray]] | None = None
+    # with ``probe=True``: width key -> (smallest, largest) value the run produced (model/sdt_widths.py)
+    extremes: dict[str, tuple[int, int]] | None = None
 
     @property
     def energy_pj(self) -> np.ndarray:
         return energy_pj(self.macs, self.acs)
 
 
-def stem_membrane(art: SDTArtifact, images: np.ndarray) -> np.ndarray:
-    """``U0 = ((patches · W_stemᵀ · m) >> S) + B_stem``, int64 ``(B, N, D)``: the analog first layer."""
+class RangeCheck:
+    """The narrowing check of the golden model: every intermediate that the width analysis bounds
+    (:func:`~equispike.model.sdt_widths.analyze_sdt`, the widths the core is built with) is compared
+    with its proven range when it is produced; a value outside raises ``OverflowError`` naming the
+    quantity, the value and its index, so a wrong bound cannot pass silently.
+
+    ``probe=True`` also keeps the extremes seen per quantity (:attr:`extremes`), for the tests that
+    drive each bound.
+    """
+
+    def __init__(self, report: WidthReport, probe: bool = False):
+        self.lo, self.hi = report.lo, report.hi
+        self.extremes: dict[str, tuple[int, int]] | None = {} if probe else None
+
+    def __call__(self, key: str, a: np.ndarray) -> None:
+        if not a.size:
+            return
+        lo, hi = int(a.min()), int(a.max())
+        b_lo, b_hi = self.lo[key], self.hi[key]
+        if lo < b_lo or hi > b_hi:
+            bad = np.unravel_index(int(np.argmax((a < b_lo) | (a > b_hi))), a.shape)
+            raise OverflowError(
+                f"{key}: value {int(a[bad])} at index {tuple(int(i) for i in bad)} lies outside its "
+                f"proven range [{b_lo}, {b_hi}] (model/sdt_widths.py)"
+            )
+        if self.extremes is not None:
+            old = self.extremes.get(key, (lo, hi))
+            self.extremes[key] = (min(old[0], lo), max(old[1], hi))
+
+
+def stem_membrane(
+    art: SDTArtifact, images: np.ndarray, check: Callable[[str, np.ndarray], None] | None = None
+) -> np.ndarray:
+    """``U0 = ((patches · W_stemᵀ · m) >> S) + B_stem``, int64 ``(B, N, D)``: the analog first layer.
+
+    ``check(key, values)``, when given, sees ``stem.acc``, ``stem.product`` and ``stem.out``.
+    """
     T = art.tensors
     x = patchify(art, images)
     acc = x @ T["stem.weight"].astype(np.int64).T
-    return ((acc * T["stem.multiplier"].astype(np.int64)) >> art.stem_shift) + T["stem.bias"]
+    prod = acc * T["stem.multiplier"].astype(np.int64)
+    u0 = (prod >> art.stem_shift) + T["stem.bias"]
+    if check is not None:
+        check("stem.acc", acc)
+        check("stem.product", prod)
+        check("stem.out", u0)
+    return u0
 
 
 def run_sdt(
-    art: SDTArtifact, images: np.ndarray, timesteps: int | None = None, record: bool = False
+    art: SDTArtifact,
+    images: np.ndarray,
+    timesteps: int | None = None,
+    record: bool = False,
+    probe: bool = False,
+    bounds: WidthReport | None = None,
 ) -> SDTRun:
     """Run the integer spike-driven transformer on integer images for ``timesteps`` steps.
 
@@ -411,19 +465,35 @@ def run_sdt(
     record:
         Also keep every site's spikes of every step (:attr:`SDTRun.records`), for the core's
         spike-by-spike comparison.
+    probe:
+        Also keep the extremes of every bounded intermediate (:attr:`SDTRun.extremes`).
+    bounds:
+        The ranges checked at every narrowing point (:class:`RangeCheck`); the artifact's own
+        analysis (:func:`~equispike.model.sdt_widths.analyze_sdt`) when None.
 
     Returns
     -------
     SDTRun
         Logits, per-step cumulative logits, MACs, ACs and spike totals per image.
+
+    Raises
+    ------
+    OverflowError
+        An intermediate left its proven range (names the quantity, the value and its index).
     """
-    if not isinstance(record, bool):
-        raise TypeError(f"record must be a bool, got {type(record).__name__}")
+    for name, flag in (("record", record), ("probe", probe)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
     steps = art.timesteps if timesteps is None else timesteps
     if not _is_int(steps) or not 1 <= steps <= MAX_TIMESTEPS:
         raise ValueError(f"timesteps must be an integer in [1, {MAX_TIMESTEPS}], got {steps!r}")
     d, Tn = art.dims, art.tensors
-    u0 = stem_membrane(art, images)
+    if bounds is None:
+        from .sdt_widths import analyze_sdt  # (sdt_widths imports this module)
+
+        bounds = analyze_sdt(art)
+    check = RangeCheck(bounds, probe)
+    u0 = stem_membrane(art, images, check)
     B, N, D = u0.shape
     F, H, C = d.mlp_dim, d.heads, d.classes
     macs = np.full(B, N * D * d.patch_dim + N * D, dtype=np.int64)  # products, then the requantization
@@ -451,6 +521,12 @@ def run_sdt(
 
     rec: dict[str, list[np.ndarray]] = {}
 
+    def lif(name: str, n: LIFArray, x: np.ndarray) -> np.ndarray:
+        # the LIF's two bounded quantities: its input current and V + x, the widest sum it forms
+        check(name + ".current", x)
+        check(name + ".membrane", n.V + x)
+        return n.step(x)
+
     def count(name: str, s: np.ndarray) -> None:
         spikes[name] = spikes.get(name, 0) + np.count_nonzero(s.reshape(B, -1), axis=1)
         if record:
@@ -463,17 +539,17 @@ def run_sdt(
         u = u0.copy()  # the stem's result, re-injected every step
         for i, blk in enumerate(blocks):
             p = f"blocks.{i}."
-            s = blk["lif1"].step(u)
+            s = lif(p + "lif1", blk["lif1"], u)
             count(p + "lif1", s)
             acs += aw_acs(s, 3 * D)
-            qkv = blk["lif_qkv"].step(blk["qkv"](s).astype(np.int64))
+            qkv = lif(p + "qkv", blk["lif_qkv"], blk["qkv"](s).astype(np.int64))
             count(p + "qkv", qkv)
             q, k, v = qkv[..., :D], qkv[..., D : 2 * D], qkv[..., 2 * D :]
             if record:
                 for name, x in (("q", q), ("k", k), ("v", v)):
                     rec.setdefault(p + name, []).append(x.astype(np.int8))
             if blk["sdsa"] is not None:
-                a = blk["sdsa"].step(q, k, v)
+                a = blk["sdsa"].step(q, k, v, lambda key, x, p=p: check(p + "attn." + key, x))
                 # event driven: each k spike adds a v row into M, each q spike adds an M row into Q·M
                 acs += spike_acs(np.count_nonzero(k.reshape(B, -1), axis=1), dh)
                 acs += spike_acs(np.count_nonzero(q.reshape(B, -1), axis=1), dh)
@@ -486,23 +562,35 @@ def run_sdt(
             count(p + "attn", a)
             acs += aw_acs(a, D)
             u = u + blk["proj"](a).astype(np.int64)
-            s = blk["lif2"].step(u)
+            s = lif(p + "lif2", blk["lif2"], u)
             count(p + "lif2", s)
             acs += aw_acs(s, F)
-            h = blk["lif_fc1"].step(blk["fc1"](s).astype(np.int64))
+            h = lif(p + "fc1", blk["lif_fc1"], blk["fc1"](s).astype(np.int64))
             count(p + "fc1", h)
             acs += aw_acs(h, D)
             u = u + blk["fc2"](h).astype(np.int64)
-        s = head_lif.step(u)
+            check(p + "residual", u)
+        s = lif("head", head_lif, u)
         count("head", s)
         acs += aw_acs(s, C)
-        logits += head(s.sum(axis=1, dtype=np.int64)).astype(np.int64) + head_bias
+        n_fired = s.sum(axis=1, dtype=np.int64)
+        check("head.count", n_fired)
+        step_out = head(n_fired).astype(np.int64) + head_bias
+        check("head.step", step_out)
+        logits += step_out
+        check("logits", logits)
         step_logits[t] = logits
     records = None
     if record:
         records = {name: {"spikes": np.stack(v)} for name, v in rec.items() if not name.endswith(".qkv")}
     return SDTRun(
-        logits=logits, step_logits=step_logits, macs=macs, acs=acs, spikes=spikes, records=records
+        logits=logits,
+        step_logits=step_logits,
+        macs=macs,
+        acs=acs,
+        spikes=spikes,
+        records=records,
+        extremes=check.extremes,
     )
 
 
@@ -564,3 +652,118 @@ def random_sdt(
         stem_shift=12,
         meta={"random_seed": seed},
     ).validate()
+
+
+#: tokens of the attention image of :func:`worst_case_sdt_images` that see the bright patches: one
+#: less than the SDSA saturation, so that ``Q·M`` is 7 at one step and 8 at the next
+_BRIGHT_TOKENS = 7
+
+
+def worst_case_sdt(
+    *,
+    image: int = 8,
+    patch: int = 2,
+    dim: int = 8,
+    heads: int = 2,
+    depth: int = 2,
+    mlp_dim: int = 16,
+    classes: int = 4,
+    attention: str = "sdsa3",
+    timesteps: int = 4,
+    stem_shift: int = 12,
+) -> SDTArtifact:
+    """An artifact whose run on :func:`worst_case_sdt_images` reaches the magnitude of every bound of
+    :func:`~equispike.model.sdt_widths.analyze_sdt` exactly.
+
+    The width analysis is symmetric in the weights (``b ± Σ|W|``) and a spike is 0 or 1, so a bound is
+    reached where a row of +127 weights sees every input spike: every threshold is 1 (the smallest,
+    so a neuron with a positive input fires at every step and ``V + x`` peaks at ``x``), every bias
+    that follows a linear is ``+Σ|W|`` of its row (so no lower bound outgrows the upper one), and the
+    stem's multiplier is as large as its shift allows. Channel 0 of the residual is the exception
+    that drives SDSA-3's attention membrane to ``θ − 1 + 8``: its stem multiplier makes it fire only
+    on bright patches, ``proj`` and ``fc2`` leave it alone (zero rows), and in every block head 0
+    has ``q₀`` and ``k₀`` firing from their bias alone and ``v₀`` firing at step 0 on the bright
+    tokens only (θ = 3) and on every token at step 1; with 7 bright tokens ``Q·M`` is 7 (no spike,
+    V = 3), then 8 (``V + x`` = 11). For SDSA-3 the other q rows of head 0 stay silent, so that only
+    ``q₀`` reads ``M``. The head's rows alternate in sign (with their bias), so both signs of the
+    logits reach their bound.
+    """
+    dims = SDTDims(
+        image=image, patch=patch, dim=dim, heads=heads, depth=depth, mlp_dim=mlp_dim, classes=classes
+    )
+    if dims.tokens <= _BRIGHT_TOKENS:
+        raise ValueError(f"the worst case needs more than {_BRIGHT_TOKENS} tokens, got {dims.tokens}")
+    D, F, dh = dims.dim, dims.mlp_dim, dims.dim // dims.heads
+    input_max = 16
+    t: dict[str, np.ndarray] = {}
+    full = 127 * dims.patch_dim * input_max  # the stem's accumulator on a full-scale patch
+    m_max = (1 << stem_shift) - 1
+    m_ctl = -(-(2 << stem_shift) // full)  # the smallest multiplier that fires channel 0 on a bright patch
+    t["stem.weight"] = np.full((D, dims.patch_dim), 127, np.int8)
+    t["stem.multiplier"] = np.full(D, m_max, np.int64)
+    t["stem.multiplier"][0] = m_ctl
+    t["stem.bias"] = np.full((dims.tokens, D), -(-(full * m_max) >> stem_shift), np.int64)
+    t["stem.bias"][:, 0] = 0
+    ones = np.ones
+    for i in range(depth):
+        p = f"blocks.{i}."
+        qkv_w = np.full((3 * D, D), 127, np.int8)
+        qkv_b = np.full(3 * D, 127 * D, np.int64)
+        qkv_theta = ones(3 * D, np.int64)
+        q0, k0, v0 = 0, D, 2 * D
+        qkv_w[[q0, k0, v0]] = 0
+        qkv_b[[q0, k0]] = 2  # (0 + 2) >> 1 = 1 >= θ = 1: fires at every step
+        if attention == "sdsa3":
+            qkv_w[1:dh] = 0
+            qkv_b[1:dh] = 0  # never fires
+        qkv_w[v0, 0] = 4
+        qkv_b[v0] = 4  # 8 on bright tokens: fires at once; 4 elsewhere: V = 2, then (2 + 4) >> 1 = 3
+        qkv_theta[v0] = 3
+        proj_w = np.full((D, D), 127, np.int8)
+        proj_b = np.full(D, 127 * D, np.int64)
+        fc2_w = np.full((D, F), 127, np.int8)
+        fc2_b = np.full(D, 127 * F, np.int64)
+        for w, b in ((proj_w, proj_b), (fc2_w, fc2_b)):
+            w[0], b[0] = 0, 0
+        t |= {
+            p + "lif1.theta": ones(D, np.int64),
+            p + "qkv.weight": qkv_w,
+            p + "qkv.bias": qkv_b,
+            p + "qkv.theta": qkv_theta,
+            p + "proj.weight": proj_w,
+            p + "proj.bias": proj_b,
+            p + "lif2.theta": ones(D, np.int64),
+            p + "fc1.weight": np.full((F, D), 127, np.int8),
+            p + "fc1.bias": np.full(F, 127 * D, np.int64),
+            p + "fc1.theta": ones(F, np.int64),
+            p + "fc2.weight": fc2_w,
+            p + "fc2.bias": fc2_b,
+        }
+    sign = np.where(np.arange(classes) % 2 == 0, 1, -1)
+    t["head.theta"] = ones(D, np.int64)
+    t["head.weight"] = np.broadcast_to(127 * sign[:, None], (classes, D)).astype(np.int8)
+    t["head.bias"] = (127 * D * sign).astype(np.int64)
+    return SDTArtifact(
+        dims=dims,
+        tensors=t,
+        attention=attention,
+        timesteps=timesteps,
+        stem_shift=stem_shift,
+        input_min=0,
+        input_max=input_max,
+        input_unit=1.0 / input_max,
+        meta={"source": "worst_case_sdt"},
+    ).validate()
+
+
+def worst_case_sdt_images(art: SDTArtifact) -> np.ndarray:
+    """The two images of :func:`worst_case_sdt`: full scale (every bound but the attention
+    membrane), and the first 7 patches full scale, the rest 0 (the attention membrane)."""
+    d = art.dims
+    x = np.full((2, d.channels, d.image, d.image), art.input_max, np.int64)
+    x[1] = art.input_min
+    side = d.image // d.patch
+    for n in range(_BRIGHT_TOKENS):
+        r, c = divmod(n, side)
+        x[1, :, r * d.patch : (r + 1) * d.patch, c * d.patch : (c + 1) * d.patch] = art.input_max
+    return x

@@ -4,7 +4,13 @@ Bounds come from the exported weights, biases, thresholds and fan-in only (spike
 image lies in the artifact's input range). Keys: ``stem.acc`` (patch products), ``stem.product``
 (``acc · m``), ``stem.out`` (``U0``), ``residual`` (``U`` after any branch), ``<lif>.current`` and
 ``<lif>.membrane`` (``V + x``, the widest LIF quantity) per LIF site, ``blocks.i.attn.coactivation``
-and ``blocks.i.attn.input`` (saturated at 8, SPEC §8), ``head.count``, ``head.step`` and ``logits``.
+and ``blocks.i.attn.input`` (saturated at 8, SPEC §8) and ``blocks.i.attn.membrane`` (SDSA-3's
+quantities; an SDSA-1 model keeps the keys, but its attention is a mask and none of them occurs),
+``head.count``, ``head.step`` and ``logits``.
+
+The golden model (:func:`~equispike.model.sdt.run_sdt`) checks every one of these quantities against
+its range when it is produced; ``tests/test_sdt_widths.py`` drives each bound exactly
+(:func:`~equispike.model.sdt.worst_case_sdt`).
 
 LIF membrane bound: with input ``x ∈ [lo, hi]`` and threshold θ, the state ``V`` stays in
 ``[min(0, lo), max(0, θ − 1)]`` (by induction: ``h = (V + x) >> 1 >= min(0, lo)``; a neuron that does
@@ -46,10 +52,11 @@ def analyze_sdt(art: SDTArtifact) -> WidthReport:
     r.add("stem.acc", -int(acc.max()), int(acc.max()))
     prod = acc * t["stem.multiplier"].astype(object)
     r.add("stem.product", -int(prod.max()), int(prod.max()))
-    shifted = prod // (1 << art.stem_shift) + 1  # |floor(a / 2^S)| <= |a| / 2^S + 1
+    # the floor is monotone: acc·m ∈ [−P, P] gives floor(acc·m / 2^S) ∈ [−ceil(P / 2^S), floor(P / 2^S)]
+    unit = 1 << art.stem_shift
     bias = t["stem.bias"].astype(object)
-    u_lo = (-shifted + bias.min(axis=0)).astype(object)  # per channel
-    u_hi = (shifted + bias.max(axis=0)).astype(object)
+    u_lo = ((-prod) // unit + bias.min(axis=0)).astype(object)  # per channel
+    u_hi = (prod // unit + bias.max(axis=0)).astype(object)
     r.add("stem.out", int(u_lo.min()), int(u_hi.max()))
     for i in range(d.depth):
         p = f"blocks.{i}."

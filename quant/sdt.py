@@ -372,10 +372,14 @@ def forward_int(
     images: np.ndarray | torch.Tensor,
     timesteps: int | None = None,
     tensors: dict[str, torch.Tensor] | None = None,
+    spikes: dict[str, list[torch.Tensor]] | None = None,
 ) -> torch.Tensor:
     """Integer logits ``(B, classes)`` of the artifact in int64 PyTorch, step by step (SPEC §8, §9).
 
     An implementation independent of the NumPy golden model; the two must agree exactly.
+    ``spikes``, when given, receives every LIF site's spikes of every step, one list entry per step,
+    under the names of the golden model's records (``blocks.i.lif1``, ``.q``, ``.k``, ``.v``, ``.attn``,
+    ``.lif2``, ``.fc1``, SDSA-1's co-active pairs ``.kv``, ``head``).
     """
     d = art.dims
     T = art.timesteps if timesteps is None else int(timesteps)
@@ -390,8 +394,14 @@ def forward_int(
     H, dh = d.heads, D // d.heads
     state: dict[str, torch.Tensor] = {}
 
+    def keep(name: str, s: torch.Tensor) -> None:
+        if spikes is not None:
+            spikes.setdefault(name, []).append(s)
+
     def lif(name: str, x: torch.Tensor, theta) -> torch.Tensor:
         s, state[name] = _lif_int(state.get(name, torch.zeros_like(x)), x, theta)
+        if not name.endswith(".qkv"):  # q, k and v are kept apart below
+            keep(name, s)
         return s
 
     logits = torch.zeros(B, d.classes, dtype=torch.int64)
@@ -402,13 +412,17 @@ def forward_int(
             s = lif(p + "lif1", u, t[p + "lif1.theta"])
             qkv = lif(p + "qkv", s @ t[p + "qkv.weight"].T + t[p + "qkv.bias"], t[p + "qkv.theta"])
             q, k, v = qkv[..., :D], qkv[..., D : 2 * D], qkv[..., 2 * D :]
+            for name, z in (("q", q), ("k", k), ("v", v)):
+                keep(p + name, z)
             if art.attention == "sdsa3":
                 qh, kh, vh = (z.reshape(B, N, H, dh).transpose(1, 2) for z in (q, k, v))
                 m = torch.clamp_max(kh.transpose(-1, -2) @ vh, SDSA_SATURATION)
                 xa = torch.clamp_max(qh @ m, SDSA_SATURATION).transpose(1, 2).reshape(B, N, D)
                 a = lif(p + "attn", xa, SDSA_THETA)
             else:
+                keep(p + "kv", k * v)
                 a = q * ((k * v).sum(dim=1, keepdim=True) >= 1).to(torch.int64)
+                keep(p + "attn", a)
             u = u + a @ t[p + "proj.weight"].T + t[p + "proj.bias"]
             s = lif(p + "lif2", u, t[p + "lif2.theta"])
             h = lif(p + "fc1", s @ t[p + "fc1.weight"].T + t[p + "fc1.bias"], t[p + "fc1.theta"])

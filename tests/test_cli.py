@@ -209,3 +209,107 @@ def test_level_range_has_one_definition(tmp_path):
         for a in p._actions:
             if "--levels" in a.option_strings:
                 assert tuple(a.choices) == LEVEL_CHOICES, parser_name
+
+
+# ---- check --arch sdt: golden model == int64 PyTorch forward, every width held ------------------------
+SDT_DATA = ROOT / "tests" / "data" / "sdt.esa"
+
+
+def test_check_sdt_random_models_for_real():
+    r = run_cli("check", "--arch", "sdt", "--random", "6", "--batch", "3", "--json")
+    assert r.returncode == EXIT_OK, r.stderr
+    out = json.loads(r.stdout)
+    assert out["ok"] is True and out["arch"] == "sdt" and out["cases"] == 6 and out["images"] == 18
+    assert out["mismatches"] == 0 and out["width_violations"] == 0 and out["first_mismatch"] is None
+    assert out["elements_compared"] > 10_000 and out["quantities_checked"] >= 6 * 8
+    assert len([ln for ln in r.stderr.splitlines() if ln.startswith("[")]) == 6
+
+
+def test_check_sdt_artifact_dispatches_on_its_arch(tmp_path):
+    """The committed sdt model, no --arch needed: every spike of every site and every step's logits."""
+    from equispike.model.sdt import load_sdt_artifact
+    from equispike.model.sdt_widths import analyze_sdt
+    from equispike.quant.sdt_check import check_sdt_artifact
+
+    r = run_cli("check", "--artifact", str(SDT_DATA), "--batch", "5", "--seed", "3", "--json")
+    assert r.returncode == EXIT_OK, r.stderr
+    out = json.loads(r.stdout)
+    art = load_sdt_artifact(SDT_DATA)
+    d, T = art.dims, art.timesteps
+    N, D, F = d.tokens, d.dim, d.mlp_dim
+    # per image and step: lif1, q, k, v, attn, lif2 (D each), fc1 (F), head (D) spikes, and the logits
+    per_step = N * (7 * D + F) + d.classes
+    assert out["elements_compared"] == 5 * T * per_step
+    # SDSA-3: every quantity the width analysis bounds was checked
+    assert out["ok"] is True and out["images"] == 5
+    assert out["quantities_checked"] == len(analyze_sdt(art).bits)
+    r = run_cli("check", "--artifact", str(SDT_DATA), "--arch", "sdt", "--batch", "1")
+    assert r.returncode == EXIT_OK, r.stderr
+    with pytest.raises(ValueError, match="at least one image"):
+        check_sdt_artifact(art, np.zeros((0, 1, 8, 8), np.int64))
+
+
+def test_check_sdt_mismatch_and_width_violation_exit_1(monkeypatch, capsys):
+    import torch
+
+    from equispike.model import sdt_widths
+    from equispike.quant import sdt as qsdt
+
+    real_forward = qsdt.forward_int
+
+    def off_by_one(art, images, timesteps=None, tensors=None, spikes=None):
+        return real_forward(art, images, timesteps, tensors, spikes) + torch.ones(1, dtype=torch.int64)
+
+    monkeypatch.setattr(qsdt, "forward_int", off_by_one)
+    assert main(["check", "--arch", "sdt", "--random", "2", "--batch", "2", "--json"]) == EXIT_MISMATCH
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] is False and out["mismatches"] > 0
+    assert out["first_mismatch"]["what"] == "logits after step 0"
+    monkeypatch.setattr(qsdt, "forward_int", real_forward)
+
+    real_analyze = sdt_widths.analyze_sdt
+
+    def too_narrow(art):
+        rep = real_analyze(art)
+        rep.hi["stem.acc"] = 0  # every random model has a positive patch product
+        return rep
+
+    monkeypatch.setattr(sdt_widths, "analyze_sdt", too_narrow)
+    assert main(["check", "--arch", "sdt", "--random", "2", "--batch", "2"]) == EXIT_MISMATCH
+    text = capsys.readouterr().out
+    assert "2 width violations" in text and "stem.acc: value" in text and "outside its proven range" in text
+
+
+def test_check_sdt_bad_input_exit_2(tmp_path):
+    from equispike.model.sdt import load_sdt_artifact, save_sdt_artifact
+
+    vit = save_artifact(random_vit(0, dim=16), tmp_path / "vit.esa")
+    art = load_sdt_artifact(SDT_DATA)
+    art.tensors["head.theta"] = art.tensors["head.theta"] * 0  # thresholds must be >= 1
+    bad = tmp_path / "bad-sdt.esa"
+    import io
+    import zipfile
+
+    # write the damaged tensor into a copy of the file (save_sdt_artifact refuses invalid artifacts)
+    with zipfile.ZipFile(SDT_DATA) as src, zipfile.ZipFile(bad, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "head.theta.npy":
+                buf = io.BytesIO()
+                np.save(buf, art.tensors["head.theta"])
+                data = buf.getvalue()
+            dst.writestr(info, data)
+    with pytest.raises(ArtifactError):
+        save_sdt_artifact(art, tmp_path / "refused.esa")
+    for argv, needle in (
+        (["check", "--arch", "sdt", "--artifact", str(vit)], "arch"),
+        (["check", "--arch", "vit", "--artifact", str(SDT_DATA)], "arch"),
+        (["check", "--artifact", str(bad)], "tensors.head.theta"),
+        (["check", "--arch", "sdt", "--artifact", str(tmp_path / "absent.esa")], "no such artifact"),
+    ):
+        r = run_cli(*argv)
+        assert r.returncode == EXIT_BAD_INPUT, (argv, r)
+        lines = [x for x in r.stderr.splitlines() if x.strip()]
+        assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr, (argv, r.stderr)
+    for argv in (["check", "--arch", "snn"], ["check", "--arch", "sdt", "--random", "0"]):
+        assert main(argv) == EXIT_BAD_INPUT

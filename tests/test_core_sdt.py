@@ -67,16 +67,16 @@ def test_reference_executor_matches_run_sdt(name, lanes):
     assert _check_isa(art, images, lanes) > 0  # spikes fired: the comparison is not all zeros
 
 
-TRAINED = Path(__file__).resolve().parents[1] / "runs" / "sdt" / "model.esa"
+TRAINED = Path(__file__).resolve().parent / "data" / "sdt.esa"
 
 
-@pytest.mark.skipif(not TRAINED.is_file(), reason="no trained sdt artifact (equispike train --arch sdt)")
 def test_reference_executor_trained_artifact():
-    """The trained model, when one was trained here (it is not committed): three digits images."""
+    """The trained model (``tests/data/sdt.esa``, T = 4, SDSA-3): three digits test images."""
     from equispike.model.sdt import load_sdt_artifact
     from equispike.quant.data import load_split
 
     art = load_sdt_artifact(TRAINED)
+    assert art.attention == "sdsa3" and art.timesteps == 4
     assert _check_isa(art, load_split().x_test[:3], 64) > 0
 
 

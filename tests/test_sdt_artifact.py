@@ -161,8 +161,14 @@ def test_cli_reports_bad_sdt_artifacts_in_one_line(saved, tmp_path, capsys):
     assert err.count("\n") == 0 and "attention" in err and "Traceback" not in err
     assert cli_main(["eval", "--arch", "sdt", "--artifact", str(tmp_path / "none.esa"), "--quiet"]) == 2
     assert "no such artifact" in capsys.readouterr().err
-    assert cli_main(["check", "--artifact", str(saved[1])]) == 2  # the ViT tools refuse it by name
-    assert "arch: 'sdt'" in capsys.readouterr().err
+    # check reads the artifact's arch; a vit check of it is refused by name
+    assert cli_main(["check", "--artifact", str(saved[1])]) == 0
+    assert "0 mismatches, 0 width violations" in capsys.readouterr().out
+    assert cli_main(["check", "--arch", "vit", "--artifact", str(saved[1])]) == 2
+    assert "'sdt' artifact" in capsys.readouterr().err
+    assert cli_main(["check", "--artifact", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "attention" in err and "Traceback" not in err
     assert cli_main(["widths", str(saved[1]), "--json"]) == 0
     w = json.loads(capsys.readouterr().out)
     assert w["logits"]["bits"] == saved[0].widths["logits"]

@@ -35,6 +35,17 @@ def test_check_random_json_is_the_same_bytes_for_any_threads(capsys):
     assert summary["cases"] == 3 and summary["elements_compared"] > 0
 
 
+def test_check_sdt_json_is_the_same_bytes_for_any_threads(capsys):
+    """The sdt check's workers run torch too (one thread each): same stdout and progress lines."""
+    argv = ["check", "--arch", "sdt", "--random", "3", "--batch", "2", "--json"]
+    rc1, out1, err1 = _run(argv + ["--threads", "1"], capsys)
+    rc2, out2, err2 = _run(argv + ["--threads", "2"], capsys)
+    assert rc1 == rc2 == 0
+    assert out1 == out2 and err1 == err2
+    summary = json.loads(out1)
+    assert summary["arch"] == "sdt" and summary["cases"] == 3 and summary["elements_compared"] > 0
+
+
 def test_eval_golden_snn_is_the_same_for_any_threads():
     art = load_artifact(DIGITS)
     x = random_images(5, art, 10)

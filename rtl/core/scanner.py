@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import C, Module, Mux, Signal, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -33,8 +33,10 @@ class EventScanner(wiring.Component):
     one event per set bit ``b`` (``shift = b``; with ``src = SRC_SCODES`` the top bit of the
     ``iw``-bit code is negative).
 
-    Timing: a row costs two cycles (read, latch) plus one cycle per event, and events wait on
-    ``o_stream.ready``. ``done`` pulses once the last row is scanned and its last event taken.
+    Timing: the first row is read two cycles after ``start``; every row then costs one cycle per
+    event, or one cycle if it has none (the next row is read while the current one emits), and
+    events wait on ``o_stream.ready``. ``done`` pulses in the cycle after the last event is taken
+    (or the last row is found empty).
 
     Members
     -------
@@ -76,7 +78,6 @@ class EventScanner(wiring.Component):
         P, iw, aw = self.lanes, self.iw, self.aw
         n = Signal(aw)
         c = Signal(aw)
-        rowbase = Signal(aw)  # sbase + n·sstride
         pend = [Signal(iw, name=f"pend{i}") for i in range(P)]  # remaining bits per lane
         neg = [Signal(name=f"neg{i}") for i in range(P)]  # spike sign per lane
         spikes = Signal()
@@ -106,49 +107,63 @@ class EventScanner(wiring.Component):
             ev.shift.eq(Mux(spikes, 0, bit)),
             ev.neg.eq(Mux(spikes, sel_neg, (self.src == SRC_SCODES) & (bit == iw - 1))),
         ]
-        last_chunk = Signal()
-        last_vec = Signal()
-        m.d.comb += [last_chunk.eq(c + 1 >= self.c1), last_vec.eq(n + 1 >= self.nvec)]
+        # The next row is read while the current one emits (the read port holds its data until the
+        # next read), so a row costs one cycle per event and one cycle when it has none.
+        pend_nz = Signal(P)
+        m.d.comb += pend_nz.eq(Cat(*(pend[i] != 0 for i in range(P))))
+        rest = Signal()  # events left after the one offered now
+        m.d.comb += rest.eq(((pend_nz & (pend_nz - 1)) != 0) | ((sel_bits & (sel_bits - 1)) != 0))
+        adv = Signal()  # the current row has no events left after this cycle
+        m.d.comb += adv.eq(~any_pend | (self.o_stream.ready & ~rest))
+        nn = Signal(aw)  # next row to read: vector, chunk, first row
+        cn = Signal(aw)
+        rbn = Signal(aw)
+        exhausted = Signal()  # every row has been read
+        pf = Signal()  # rd.data holds the row (n_p, c_p), read and not yet taken
+        n_p = Signal(aw)
+        c_p = Signal(aw)
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [n.eq(0), c.eq(self.c0), rowbase.eq(self.sbase)]
+                    m.d.sync += [nn.eq(0), cn.eq(self.c0), rbn.eq(self.sbase), exhausted.eq(0), pf.eq(0)]
+                    m.d.sync += [p.eq(0) for p in pend]
                     with m.If((self.nvec == 0) | (self.c1 <= self.c0)):
                         m.next = "DONE"
                     with m.Else():
-                        m.next = "READ"
-            with m.State("READ"):
-                m.d.comb += [self.rd.addr.eq(rowbase + c), self.rd.en.eq(1)]
-                m.next = "LATCH"
-            with m.State("LATCH"):
-                for i in range(P):
-                    v = lane(self.rd.data, i, iw)
-                    ch = (c << self.lg) | i
-                    inside = (ch >= self.lo) & (ch < self.hi) & (v != 0)
-                    m.d.sync += [
-                        pend[i].eq(Mux(inside, Mux(spikes, 1, v.as_unsigned()), 0)),
-                        neg[i].eq(v < 0),
-                    ]
-                m.next = "EMIT"
-            with m.State("EMIT"):
+                        m.next = "RUN"
+            with m.State("RUN"):
                 m.d.comb += self.o_stream.valid.eq(any_pend)
                 with m.If(any_pend & self.o_stream.ready):
                     with m.Switch(sel):
                         for i in range(P):
                             with m.Case(i):
                                 m.d.sync += pend[i].eq(Mux(spikes, 0, pend[i] & ~(C(1, iw) << bit)[:iw]))
-                with m.If(~any_pend):
-                    with m.If(last_chunk):
-                        m.d.sync += c.eq(self.c0)
-                        with m.If(last_vec):
-                            m.next = "DONE"
+                with m.If(adv):
+                    with m.If(pf):
+                        # take the prefetched row (after the assignments above: they are moot)
+                        m.d.sync += [n.eq(n_p), c.eq(c_p), pf.eq(0)]
+                        for i in range(P):
+                            v = lane(self.rd.data, i, iw)
+                            ch = (c_p << self.lg) | i
+                            inside = (ch >= self.lo) & (ch < self.hi) & (v != 0)
+                            m.d.sync += [
+                                pend[i].eq(Mux(inside, Mux(spikes, 1, v.as_unsigned()), 0)),
+                                neg[i].eq(v < 0),
+                            ]
+                    with m.Elif(exhausted):
+                        m.next = "DONE"
+                with m.If(~exhausted & (~pf | adv)):
+                    m.d.comb += [self.rd.addr.eq(rbn + cn), self.rd.en.eq(1)]
+                    m.d.sync += [pf.eq(1), n_p.eq(nn), c_p.eq(cn)]
+                    with m.If(cn + 1 >= self.c1):
+                        m.d.sync += cn.eq(self.c0)
+                        with m.If(nn + 1 >= self.nvec):
+                            m.d.sync += exhausted.eq(1)
                         with m.Else():
-                            m.d.sync += [n.eq(n + 1), rowbase.eq(rowbase + self.sstride)]
-                            m.next = "READ"
+                            m.d.sync += [nn.eq(nn + 1), rbn.eq(rbn + self.sstride)]
                     with m.Else():
-                        m.d.sync += c.eq(c + 1)
-                        m.next = "READ"
+                        m.d.sync += cn.eq(cn + 1)
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"

@@ -216,7 +216,8 @@ class NeuronUnit(_Unit):
     Item ``r = n·nch + c``: ``H = V + I (+ bias at t = 0)``; spike ``+1`` if ``H ≥ Θ`` and
     ``S < Qp``, ``−1`` if ``H < 0`` and ``S > Qn``; ``V = H − s·Θ``, ``S += s``; the current row is
     cleared. The row's spikes go to ``S``, the trace output (``trace_valid``, ``trace_row``) and the
-    spike count (``count``, valid with ``done``); ``fired`` pulses for any nonzero spike.
+    spike count (``count``, valid with ``done``); ``fired`` pulses for any nonzero spike, a cycle
+    after the row is written (so ``done`` comes a cycle after the last write).
     With ``lif`` (SPEC §8): ``h = (V + I + b) >> 1`` with the bias at every step, spike ``+1`` if
     ``h ≥ Θ``, ``V = 0`` after a spike else ``h``, ``T`` not written. With ``keep`` the current row
     is not cleared.
@@ -313,11 +314,17 @@ class NeuronUnit(_Unit):
             self.trace_row.eq(ins.sbase + s1_r),
             self.trace_spikes.eq(spikes),
         ]
-        nzv = Cat(*nz)
+        # the spike flags are registered before they are counted: the count and ``fired`` would
+        # otherwise end the longest path of the core (read data, sum, compare, P-input popcount)
+        s2 = Signal()
+        nzv = Signal(P)
+        m.d.sync += s2.eq(s1)
         with m.If(s1):
+            m.d.sync += nzv.eq(Cat(*nz))
+        with m.If(s2):
             m.d.sync += self.count.eq(self.count + sum(nzv[i] for i in range(P)))
             m.d.comb += self.fired.eq(nzv.any())
-        _done(m, self, lp.run, s1)
+        _done(m, self, lp.run, s1 | s2)
         return m
 
 

@@ -7,6 +7,7 @@ over time equals the QANN, element for element, once it has settled.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -129,6 +130,29 @@ class _Plan:
         return layernorm_exact(x, g, b, params, self.umax, gmax)
 
 
+def _plan_key(art: ViTArtifact) -> tuple:
+    """Every artifact field a :class:`_Plan` reads (the tensors by content): equal keys, equal plans."""
+    head = repr((art.dims, art.input_min, art.input_max, art.ln_K, art.ln_P, sorted(art.ln_eps.items()),
+                 [(n, s.levels, s.signed, s.M) for n, s in art.sites.items()]))
+    return (head, *((n, t.dtype.str, t.shape, t.tobytes()) for n, t in art.tensors.items()))
+
+
+_PLANS: dict[int, tuple[tuple, _Plan]] = {}
+
+
+def _plan_for(art: ViTArtifact) -> _Plan:
+    """The plan of ``art``, built once while its fields stay the same (building one costs about as
+    much as 3 % of a batch-64 QANN inference); an artifact changed in place gets a new one."""
+    key = _plan_key(art)
+    hit = _PLANS.get(id(art))
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    if hit is None:  # drop the entry with the artifact (a reused id is caught by the key anyway)
+        weakref.finalize(art, _PLANS.pop, id(art), None)
+    plan = _PLANS[id(art)] = (key, _Plan(art))
+    return plan[1]
+
+
 # --------------------------------------------------------------------------------------------------
 # integer QANN
 # --------------------------------------------------------------------------------------------------
@@ -152,7 +176,7 @@ def qann_forward(art: ViTArtifact, images: np.ndarray, calibrate: SiteHook | Non
     """
     keep_freed_memory()
     d = art.dims
-    plan = _Plan(art)
+    plan = _plan_for(art)
     codes: dict[str, np.ndarray] = {}
     S = art.sites
 

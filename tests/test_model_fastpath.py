@@ -293,6 +293,46 @@ def test_sesa_float_path_equals_int64(seed, steps, transpose, qmax):
     assert compared >= (2 * qmax + steps) * 2 * 3 * 5
 
 
+@pytest.mark.parametrize("transpose", [True, False])
+@pytest.mark.parametrize("qmax", [2047, 2048])
+def test_sesa_running_product_at_its_bound(transpose, qmax):
+    """Every ΔP(t) equals the two-term rule a(t)·op(B(t)) + A(t−1)·op(b(t)), computed here in int64,
+    while the running sums reach ±qmax with one sign per row, so the kept product A·op(B) reaches its
+    bound inner·qmax² (4·2047² < 2^24 runs on float32; 4·2048² = 2^24 must take float64). Silent
+    operands (None) are mixed in."""
+    rng = np.random.default_rng(qmax)
+    a_shape, b_shape = (2, 3, 5, 4), ((2, 3, 6, 4) if transpose else (2, 3, 4, 6))
+    fast = SpikeProduct(a_shape, b_shape, transpose_b=transpose, a_max=qmax, b_max=qmax)
+    assert fast.bound == 4 * qmax * qmax
+    assert fast.dtype == (np.float32 if qmax == 2047 else np.float64)
+    op = (lambda m: np.swapaxes(m, -1, -2)) if transpose else (lambda m: m)
+    # one sign per row of A (its last axis summed) and per column of op(B)
+    sign_a = rng.choice([-1, 1], a_shape[:-1] + (1,)) * np.ones(a_shape, np.int64)
+    sign_b = rng.choice([-1, 1], (b_shape[:-1] + (1,)) if transpose else
+                        (b_shape[:-2] + (1, b_shape[-1])))
+    sign_b = sign_b * np.ones(b_shape, np.int64)
+    A, B = np.zeros(a_shape, np.int64), np.zeros(b_shape, np.int64)
+    t = 0
+    while int(np.abs(A).min()) < qmax or int(np.abs(B).min()) < qmax:
+        a = sign_a if t % 5 != 1 and int(np.abs(A).min()) < qmax else None
+        b = sign_b if t % 7 != 3 and int(np.abs(B).min()) < qmax else None
+        want = np.zeros(a_shape[:-1] + (op(B).shape[-1],), np.int64)
+        if b is not None:
+            B = B + b
+            want += A @ op(b)
+        if a is not None:
+            want += a @ op(B)
+            A = A + a
+        got, _ = fast.step(None if a is None else a.astype(np.int8), None if b is None else b.astype(np.int8),
+                           np.zeros(2, np.int64), np.zeros(2, np.int64))
+        if a is None and b is None:
+            assert got is None
+        else:
+            assert_same(want, got.astype(np.int64), f"step {t}")
+        t += 1
+    assert int(np.abs(A @ op(B)).max()) == fast.bound
+
+
 @FAST
 @given(seed=st.integers(0, 2**31 - 1), steps=st.integers(1, 12), sparse=st.floats(0.0, 1.0))
 def test_differential_float64_equals_int64(seed, steps, sparse):

@@ -131,8 +131,12 @@ class _Plan:
 
 
 def _plan_key(art: ViTArtifact) -> tuple:
-    """Every artifact field a :class:`_Plan` reads (the tensors by content): equal keys, equal plans."""
-    head = repr((art.dims, art.input_min, art.input_max, art.ln_K, art.ln_P, sorted(art.ln_eps.items()),
+    """Every artifact field a :class:`_Plan` reads (the tensors by content), and the mantissa limits
+    that pick its paths: equal keys, equal plans."""
+    from . import fastmath
+
+    head = repr((fastmath.F32_LIMIT, fastmath.F64_LIMIT, art.dims, art.input_min, art.input_max,
+                 art.ln_K, art.ln_P, sorted(art.ln_eps.items()),
                  [(n, s.levels, s.signed, s.M) for n, s in art.sites.items()]))
     return (head, *((n, t.dtype.str, t.shape, t.tobytes()) for n, t in art.tensors.items()))
 

@@ -216,7 +216,9 @@ def layernorm_exact(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, params, 
     if max(D * D * xb * xb + params.E, 2 * D * xb * gmax) >= F64_LIMIT:
         return int_layernorm(np.asarray(x).astype(np.int64), gamma, beta, params)
     xf = np.asarray(x, dtype=np.float64)
-    s1 = xf.sum(axis=-1, keepdims=True)
+    # row sums on BLAS, 3x faster than a reduction over a short last axis (every partial sum is
+    # within D·x_bound < 2^53: exact in any order)
+    s1 = (xf.reshape(-1, D) @ np.ones((D, 1))).reshape(xf.shape[:-1] + (1,))
     s2 = np.einsum("...i,...i->...", xf, xf)[..., None]
     c = np.multiply(xf, float(D))
     c -= s1

@@ -86,13 +86,14 @@ def dense_macs(art: ViTArtifact) -> int:
     return sum(m for m, _ in dense_counts(art).values())
 
 
-_RANK = {"float32": 0, "float64": 1, "int64": 2}
+# keyed by dtype objects: ``dtype.name`` is a slow Python-level property, asked at every quantizer
+_RANK = {np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.int64): 2}
 
 
 def _fit(a: np.ndarray, bound: int) -> np.ndarray:
     """``a`` in a dtype exact for magnitudes up to ``bound`` (widened only when needed)."""
     dt = exact_dtype(bound)
-    return a.astype(dt) if _RANK.get(a.dtype.name, 2) < _RANK[dt.name] else a
+    return a.astype(dt) if _RANK.get(a.dtype, 2) < _RANK[dt] else a
 
 
 class _Plan:
@@ -335,6 +336,12 @@ class ViTSNN:
         self.report = analyze(art)
         self.narrow = narrow
         self.plan = _Plan(art)
+        # currents enter the membranes in the narrowest integer dtype that holds their proven bound
+        # (every site's current is bounded by the width analysis: AW layers by their weights, the
+        # differential units by their operators' output ranges, SESA by its tracers); stating the
+        # bound spares the neurons' overflow check two reductions of the current per step
+        self._cur_bound = {k: self.report.bound(f"{k}.current") for k in art.sites}
+        self._cur_dtype = {k: smallest_int_dtype(-b, b) for k, b in self._cur_bound.items()}
         keep_freed_memory()
 
     def _neurons(self, name: str, shape: tuple[int, ...]) -> STBIFArray:
@@ -382,7 +389,9 @@ class ViTSNN:
         qk: list[SpikeProduct] = []
         av: list[SpikeProduct] = []
 
-        def ln_op(name: str) -> DifferentialOp:
+        cur_dtype, cur_bound = self._cur_dtype, self._cur_bound
+
+        def ln_op(name: str, site: str) -> DifferentialOp:
             def op(rows: np.ndarray) -> np.ndarray:
                 rec.value("residual", rows)
                 if rec.probe:  # the int64 definition, which shows its intermediates
@@ -391,7 +400,8 @@ class ViTSNN:
                                          lambda k, v: rec.value(f"{name}.{k}", v))
                 return plan.layernorm(name, rows)
 
-            return DifferentialOp(op, (B, N, D), dtype=plan.u_dtype)
+            # the deltas are written in the fed site's current dtype (its bound holds them)
+            return DifferentialOp(op, (B, N, D), dtype=plan.u_dtype, out_dtype=cur_dtype[site])
 
         for i in range(d.depth):
             p = f"blocks.{i}."
@@ -408,8 +418,8 @@ class ViTSNN:
                 ("fc2", (B, N, D)),
             ):
                 sites[p + s] = self._neurons(p + s, shape)
-            lns[p + "ln1"] = ln_op(p + "ln1")
-            lns[p + "ln2"] = ln_op(p + "ln2")
+            lns[p + "ln1"] = ln_op(p + "ln1", p + "norm1")
+            lns[p + "ln2"] = ln_op(p + "ln2", p + "norm2")
             params = art.softmax[i]
             zmax = dh * S[p + "q"].smax * S[p + "k"].smax
 
@@ -420,27 +430,15 @@ class ViTSNN:
                                        lambda k, v: rec.value(f"{key[:-6]}softmax.{k}", v))
                 return softmax_exact(rows, params, zmax)
 
-            sm.append(DifferentialOp(sm_op, (B, H, N, N), dtype=wide_dtype(zmax)))
+            sm.append(DifferentialOp(sm_op, (B, H, N, N), dtype=wide_dtype(zmax),
+                                     out_dtype=cur_dtype[p + "attn"]))
             qk.append(SpikeProduct((B, H, N, dh), (B, H, N, dh), transpose_b=True,
                                    a_max=S[p + "q"].smax, b_max=S[p + "k"].smax))
             av.append(SpikeProduct((B, H, N, N), (B, H, N, dh), transpose_b=False,
                                    a_max=S[p + "attn"].smax, b_max=S[p + "v"].smax))
-        lns["norm"] = ln_op("norm")
+        lns["norm"] = ln_op("norm", "norm")
         sites["norm"] = self._neurons("norm", (B, N, D))
 
-        # currents enter the membranes in the narrowest integer dtype that holds their bound
-        cur_dtype = {
-            k: smallest_int_dtype(-self.report.bound(f"{k}.current"), self.report.bound(f"{k}.current"))
-            for k in sites
-        }
-        # a site fed by an AW layer gets at most the layer's proven bound (ternary spikes × its
-        # weights, plus its bias): when the current dtype holds it, the neurons' overflow check needs
-        # no reductions of the current (no cast in between can have wrapped it)
-        fed_by = {p + s: p + lin for i in range(d.depth) for p in [f"blocks.{i}."]
-                  for s, lin in (("q", "qkv"), ("k", "qkv"), ("v", "qkv"), ("proj", "proj"),
-                                 ("fc1", "fc1"), ("fc2", "fc2"))}
-        cur_bound = {k: plan.snn[lin].bound for k, lin in fed_by.items()
-                     if plan.snn[lin].bound <= np.iinfo(cur_dtype[k]).max}
         silent = dict.fromkeys(sites, False)
         logits = np.zeros((B, d.classes), dtype=np.int64)
         spikes_total = {k: np.zeros(B, dtype=np.int64) for k in sites}
@@ -466,7 +464,7 @@ class ViTSNN:
                 current = np.zeros(n.shape, dtype=cur_dtype[name])
             elif current.dtype != cur_dtype[name]:
                 current = current.astype(cur_dtype[name])
-            s = n.step(current, cur_bound.get(name))
+            s = n.step(current, cur_bound[name])
             rec.site(name, current, s, n)
             nz = _count_spikes(s, B)
             spikes_total[name] += nz

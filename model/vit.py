@@ -126,6 +126,11 @@ class _Plan:
             ymax = layernorm_output_bound(d.dim, gmax, int(np.abs(T[b]).max()), params)
             self.ln[name] = (T[g], T[b], params, gmax, ymax)
 
+    def increment(self, codes: np.ndarray, M: int) -> np.ndarray:
+        """A branch's residual increment ``codes·M`` in :attr:`du_dtype`, in one pass (exact: the
+        residual bound covers every branch's ``M·smax``)."""
+        return np.multiply(codes, M, dtype=self.du_dtype, casting="unsafe")
+
     def layernorm(self, name: str, x: np.ndarray) -> np.ndarray:
         g, b, params, gmax, _ = self.ln[name]
         return layernorm_exact(x, g, b, params, self.umax, gmax)
@@ -201,7 +206,7 @@ def qann_forward(art: ViTArtifact, images: np.ndarray, calibrate: SiteHook | Non
     x = patchify(art, images)
     n = q("patch_embed", *lin("patch_embed", x))
     u = _initial_residual(art, x.shape[0]).astype(plan.u_dtype)
-    u[:, 1:, :] += n.astype(plan.u_dtype) * S["patch_embed"].M
+    u[:, 1:, :] += plan.increment(n, S["patch_embed"].M)
     D, N, H, dh = d.dim, d.tokens, d.heads, d.head_dim
     for i in range(d.depth):
         p = f"blocks.{i}."
@@ -220,11 +225,11 @@ def qann_forward(art: ViTArtifact, images: np.ndarray, calibrate: SiteHook | Non
         o = _merge(matmul_exact(na, _heads(nv, H), omax))
         naa = q(p + "after_attn", o, omax)
         npj = q(p + "proj", *lin(p + "proj", naa))
-        u = u + npj.astype(plan.u_dtype) * S[p + "proj"].M
+        u += plan.increment(npj, S[p + "proj"].M)
         n2 = q(p + "norm2", plan.layernorm(p + "ln2", u), plan.ln[p + "ln2"][4])
         h = q(p + "fc1", *lin(p + "fc1", n2))
         f2 = q(p + "fc2", *lin(p + "fc2", h))
-        u = u + f2.astype(plan.u_dtype) * S[p + "fc2"].M
+        u += plan.increment(f2, S[p + "fc2"].M)
     nf = q("norm", plan.layernorm("norm", u), plan.ln["norm"][4])
     logits = plan.qann["head"](nf[:, 0, :]).astype(np.int64)
     return QANNResult(codes=codes, logits=logits)
@@ -504,12 +509,12 @@ class ViTSNN:
             if t == 0:
                 du = _initial_residual(art, B).astype(plan.u_dtype)
                 if s_pe is not None:
-                    du[:, 1:, :] += s_pe.astype(plan.du_dtype) * S["patch_embed"].M
+                    du[:, 1:, :] += plan.increment(s_pe, S["patch_embed"].M)
             else:
                 du = None
                 if s_pe is not None:
                     du = np.zeros((B, N, D), dtype=plan.du_dtype)
-                    du[:, 1:, :] = s_pe.astype(plan.du_dtype) * S["patch_embed"].M
+                    du[:, 1:, :] = plan.increment(s_pe, S["patch_embed"].M)
             for i in range(d.depth):
                 p = f"blocks.{i}."
                 s1, nz1 = fire(p + "norm1", lns[p + "ln1"].step(du), t)
@@ -534,14 +539,15 @@ class ViTSNN:
                 saa, nzaa = fire(p + "after_attn", None if do is None else _merge(do), t)
                 spj, nzpj = fire(p + "proj", aw(p + "proj", saa, nzaa, t), t)
                 if spj is not None:
-                    inc = spj.astype(plan.du_dtype) * S[p + "proj"].M
-                    du = inc if du is None else du + inc
+                    # du is this step's own array (the LayerNorm above has consumed it): add in place
+                    inc = plan.increment(spj, S[p + "proj"].M)
+                    du = inc if du is None else np.add(du, inc, out=du)
                 s2, nz2 = fire(p + "norm2", lns[p + "ln2"].step(du), t)
                 sf1, nzf1 = fire(p + "fc1", aw(p + "fc1", s2, nz2, t), t)
                 sf2, _ = fire(p + "fc2", aw(p + "fc2", sf1, nzf1, t), t)
                 if sf2 is not None:
-                    inc = sf2.astype(plan.du_dtype) * S[p + "fc2"].M
-                    du = inc if du is None else du + inc
+                    inc = plan.increment(sf2, S[p + "fc2"].M)
+                    du = inc if du is None else np.add(du, inc, out=du)
             sfn, _ = fire("norm", lns["norm"].step(du), t)
             cls = None if sfn is None else sfn[:, 0, :]
             nzc = zero_count if cls is None else _count_spikes(cls, B)

@@ -173,7 +173,8 @@ def softmax_exact(z: np.ndarray, params, z_bound: int) -> np.ndarray:
     The exponent depends only on the distance ``d = max(Z) − Z_j <= 2·z_bound``, so it is read from a
     table of every ``d`` (:func:`_exp_by_distance`); the row sum and the division run in float64. This
     path needs ``2^(F+P)`` and ``n·2^F`` below ``2^53`` and a table of at most ``2^20`` entries;
-    otherwise the int64 definition runs. Returns float64 (fast path) or int64 values.
+    otherwise the int64 definition runs. Returns int64 values, or on the fast path float32 when
+    ``2^P < 2^24`` (every output is within ``[0, 2^P]``), else float64.
     """
     from .intops import int_softmax
 
@@ -194,19 +195,23 @@ def softmax_exact(z: np.ndarray, params, z_bound: int) -> np.ndarray:
     total *= 1.0 / (1 << P)
     np.divide(e, total, out=e)
     np.floor(e, out=e)
-    out = np.empty(z.shape, dtype=np.float64)
+    # the transposing copy back writes the output's dtype (the cast is free)
+    out = np.empty(z.shape, dtype=exact_dtype(1 << P))
     out.reshape(-1, n).T[...] = e
     return out
 
 
 def layernorm_exact(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, params, x_bound: int,
-                    gamma_max: int | None = None) -> np.ndarray:
+                    gamma_max: int | None = None, y_bound: int | None = None) -> np.ndarray:
     """:func:`~equispike.model.intops.int_layernorm` of integer-valued ``x`` with ``|x| <= x_bound``.
 
     Runs in float64 when the radicand bound ``D²·x_bound² + E`` and the product bound
     ``2·D·x_bound·max|Γ|`` are below ``2^53``; otherwise calls the int64 definition. The two floors
     ``((c·Γ) // σ) >> (K − P)`` are one floor division by ``σ·2^(K−P)`` (nested floor divisions by
-    positive integers compose), exact as a float division. Returns float64 (fast path) or int64 values.
+    positive integers compose), exact as a float division. Returns float64 (fast path) or int64 values;
+    given a proven bound ``y_bound`` of every ``|y|`` below ``2^24`` (e.g.
+    :func:`~equispike.model.widths.layernorm_output_bound`), the fast path returns float32 (the last
+    addition writes it: half the memory for whatever reads the output).
     """
     from .intops import int_layernorm
 
@@ -227,5 +232,8 @@ def layernorm_exact(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, params, 
     c *= np.asarray(gamma, dtype=np.float64)
     c /= sigma
     np.floor(c, out=c)
-    c += np.asarray(beta, dtype=np.float64)
+    b = np.asarray(beta, dtype=np.float64)
+    if y_bound is not None and exact_dtype(y_bound) == np.float32:
+        return np.add(c, b, out=np.empty(c.shape, dtype=np.float32))
+    c += b
     return c

@@ -132,8 +132,8 @@ class _Plan:
         return np.multiply(codes, M, dtype=self.du_dtype, casting="unsafe")
 
     def layernorm(self, name: str, x: np.ndarray) -> np.ndarray:
-        g, b, params, gmax, _ = self.ln[name]
-        return layernorm_exact(x, g, b, params, self.umax, gmax)
+        g, b, params, gmax, ymax = self.ln[name]
+        return layernorm_exact(x, g, b, params, self.umax, gmax, ymax)
 
 
 def _plan_key(art: ViTArtifact) -> tuple:

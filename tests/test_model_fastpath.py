@@ -207,8 +207,24 @@ def test_softmax_fast_equals_int(seed, n, z_bound, C):
     z[1, :] = -z_bound
     z[1, 0] = z_bound  # the widest distance 2·z_bound
     got = softmax_exact(z.astype(np.float32 if z_bound < F32_LIMIT else np.float64), params, z_bound)
-    assert got.dtype == np.float64
+    assert got.dtype == np.float32  # outputs within [0, 2^P], P = 12
     assert_same(int_softmax(z, params), got.astype(np.int64), "softmax")
+
+
+@pytest.mark.parametrize("P, dtype", [(23, np.float32), (24, np.float64)])
+def test_softmax_output_dtype_at_its_bound(P, dtype):
+    """Outputs reach 2^P (one score far above the rest of its row): float32 holds them up to
+    2^23; from 2^24 on the output must be float64."""
+    rng = np.random.default_rng(P)
+    params = SoftmaxParams(C=2**20, F=15, P=P)
+    z = rng.integers(-500, 501, (7, 12))
+    z[0] = -500
+    z[0, 3] = 500  # every other exponent underflows to 0: p = 2^P exactly
+    got = softmax_exact(z.astype(np.float32), params, 500)
+    assert got.dtype == dtype
+    want = int_softmax(z, params)
+    assert int(want.max()) == 1 << P
+    assert_same(want, got.astype(np.int64), f"softmax P={P}")
 
 
 def test_softmax_past_its_bounds_takes_int64():
@@ -242,6 +258,28 @@ def test_layernorm_fast_equals_int(seed, D, x_bound, E):
     got = layernorm_exact(x.astype(np.float64), gamma, beta, params, x_bound)
     assert got.dtype == np.float64
     assert_same(int_layernorm(x, gamma, beta, params), got.astype(np.int64), "layernorm")
+
+
+@pytest.mark.parametrize("below", [True, False])
+def test_layernorm_output_float32_at_its_bound(below):
+    """A proven output bound below 2^24 gives float32 outputs, equal to the int64 definition with
+    outputs at that bound (B near ±(2^24 − 1)); a bound at 2^24 keeps float64."""
+    from equispike.model.widths import layernorm_output_bound
+
+    rng = np.random.default_rng(5)
+    D, x_bound, params = 16, 3000, LayerNormParams(E=9)
+    gamma = rng.integers(2**15, 2**16, D)
+    y_top = layernorm_output_bound(D, int(gamma.max()), 0, params)
+    bmax = F32_LIMIT - y_top - (1 if below else 0)
+    beta = np.where(np.arange(D) % 2 == 0, bmax, -bmax)
+    y_bound = layernorm_output_bound(D, int(gamma.max()), bmax, params)
+    assert (y_bound < F32_LIMIT) == below
+    x = rng.integers(-x_bound, x_bound + 1, (64, D))
+    got = layernorm_exact(x.astype(np.float64), gamma, beta, params, x_bound, y_bound=y_bound)
+    assert got.dtype == (np.float32 if below else np.float64)
+    want = int_layernorm(x, gamma, beta, params)
+    assert int(np.abs(want).max()) > F32_LIMIT - 2 * y_top
+    assert_same(want, got.astype(np.int64), "layernorm")
 
 
 def test_layernorm_past_the_mantissa_takes_int64():

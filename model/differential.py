@@ -32,8 +32,9 @@ class DifferentialOp:
     shape:
         Shape of the operand; the operator acts on its last axis.
     dtype:
-        Dtype of the running sums: int64 (default), or float64 when a bound below ``2^53`` on
-        ``|X|`` and ``|Y|`` is proven (every sum and difference is then exact).
+        Dtype of the running sums: int64 (default), or float32 / float64 when a bound below
+        ``2^24`` / ``2^53`` on ``|X|`` and ``|Y|`` is proven (every sum and difference is then exact;
+        :func:`~equispike.model.fastmath.exact_dtype` of the bound).
     out_dtype:
         Integer dtype of the returned deltas, written by the subtraction itself (it spares the
         caller a cast of every output); the caller must prove that every ``|Y(t) − Y(t−1)|`` fits
@@ -50,8 +51,8 @@ class DifferentialOp:
         self.op = op
         self.shape = tuple(shape)
         self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.dtype(np.int64), np.dtype(np.float64)):
-            raise TypeError(f"dtype must be int64 or float64, got {self.dtype}")
+        if self.dtype not in (np.dtype(np.int64), np.dtype(np.float64), np.dtype(np.float32)):
+            raise TypeError(f"dtype must be int64, float64 or float32, got {self.dtype}")
         self.out_dtype = None if out_dtype is None else np.dtype(out_dtype)
         if self.out_dtype is not None and self.out_dtype.kind != "i":
             raise TypeError(f"out_dtype must be a signed integer dtype, got {self.out_dtype}")

@@ -406,7 +406,9 @@ class ViTSNN:
                 return plan.layernorm(name, rows)
 
             # the deltas are written in the fed site's current dtype (its bound holds them)
-            return DifferentialOp(op, (B, N, D), dtype=plan.u_dtype, out_dtype=cur_dtype[site])
+            # running sums of the residual in the dtype its bound allows (float32 below 2^24: half
+            # the state to stream at every step; the LayerNorm widens its own copy)
+            return DifferentialOp(op, (B, N, D), dtype=exact_dtype(plan.umax), out_dtype=cur_dtype[site])
 
         for i in range(d.depth):
             p = f"blocks.{i}."
@@ -435,7 +437,7 @@ class ViTSNN:
                                        lambda k, v: rec.value(f"{key[:-6]}softmax.{k}", v))
                 return softmax_exact(rows, params, zmax)
 
-            sm.append(DifferentialOp(sm_op, (B, H, N, N), dtype=wide_dtype(zmax),
+            sm.append(DifferentialOp(sm_op, (B, H, N, N), dtype=exact_dtype(zmax),
                                      out_dtype=cur_dtype[p + "attn"]))
             qk.append(SpikeProduct((B, H, N, dh), (B, H, N, dh), transpose_b=True,
                                    a_max=S[p + "q"].smax, b_max=S[p + "k"].smax))

@@ -388,6 +388,35 @@ def test_differential_float64_equals_int64(seed, steps, sparse):
     assert_same(ops[0].rows_computed, ops[1].rows_computed, "rows computed")
 
 
+@FAST
+@given(seed=st.integers(0, 2**31 - 1), steps=st.integers(1, 12))
+def test_differential_float32_sums_at_their_bound(seed, steps):
+    """float32 running sums equal int64 ones while every |X| stays within 2^24 − 1 and reaches it:
+    same outputs, same recomputed rows."""
+    rng = np.random.default_rng(seed)
+    params = LayerNormParams(E=77)
+    D = 8
+    gamma, beta = rng.integers(1, 2**16, D), rng.integers(-50, 50, D)
+    shape = (3, 4, D)
+    top = F32_LIMIT - 1
+    ops = [DifferentialOp(lambda r: int_layernorm(r.astype(np.int64), gamma, beta, params), shape, dtype=dt)
+           for dt in (np.int64, np.float32)]
+    X = np.zeros(shape, np.int64)
+    for t in range(steps + 1):
+        if t == 0:  # start at the bound, one sign per element
+            d = rng.choice([-top, top], shape)
+        else:  # then move towards zero and back to the bound, rows at random
+            back = rng.integers(0, 1000, shape) * (rng.random(shape[:2] + (1,)) < 0.5)
+            d = np.where(t % 2, -np.sign(X) * back, np.sign(X) * (top - np.abs(X)))
+        X += d
+        assert int(np.abs(X).max()) <= top
+        outs = [op.step(d if i == 0 else d.astype(np.float32)) for i, op in enumerate(ops)]
+        assert_same(outs[0], outs[1].astype(np.int64), f"step {t}")
+    assert int(np.abs(ops[1].X).max()) == top or steps % 2 == 1
+    assert_same(X, ops[1].X.astype(np.int64), "running sums")
+    assert_same(ops[0].rows_computed, ops[1].rows_computed, "rows computed")
+
+
 # ---------------------------------------------------------------- the whole model
 def _force_int64(monkeypatch) -> None:
     """Every bound test fails: every kernel takes its int64 path."""

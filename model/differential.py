@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -13,8 +14,16 @@ def _changed_rows(d: np.ndarray) -> np.ndarray:
     """Boolean mask of the rows of ``d`` that hold a nonzero value."""
     if d.dtype.kind == "f":
         # Σ|d| over a row is 0 exactly when every entry is 0 (no cancellation); BLAS does it fast
-        return (np.abs(d) @ np.ones(d.shape[1], dtype=d.dtype)) != 0
+        return (np.abs(d) @ _ones(d.shape[1], d.dtype)) != 0
     return d.any(axis=1)
+
+
+@functools.cache
+def _ones(n: int, dtype: np.dtype) -> np.ndarray:
+    """A read-only ones vector (cached: asked for at every step of every unit)."""
+    v = np.ones(n, dtype=dtype)
+    v.flags.writeable = False
+    return v
 
 
 class DifferentialOp:

@@ -209,9 +209,10 @@ def layernorm_exact(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, params, 
     ``2·D·x_bound·max|Γ|`` are below ``2^53``; otherwise calls the int64 definition. The two floors
     ``((c·Γ) // σ) >> (K − P)`` are one floor division by ``σ·2^(K−P)`` (nested floor divisions by
     positive integers compose), exact as a float division. Returns float64 (fast path) or int64 values;
-    given a proven bound ``y_bound`` of every ``|y|`` below ``2^24`` (e.g.
-    :func:`~equispike.model.widths.layernorm_output_bound`), the fast path returns float32 (the last
-    addition writes it: half the memory for whatever reads the output).
+    given ``y_bound``, a proven bound of ``|floor(c·Γ / (σ·2^(K−P)))| + |B|`` (hence of ``|y|``;
+    :func:`~equispike.model.widths.layernorm_output_bound` is one) below ``2^24``, the fast path
+    returns float32, with ``B`` added in float32 (exact: every operand and sum is below ``2^24``),
+    half the memory for whatever reads the output.
     """
     from .intops import int_layernorm
 
@@ -232,8 +233,10 @@ def layernorm_exact(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, params, 
     c *= np.asarray(gamma, dtype=np.float64)
     c /= sigma
     np.floor(c, out=c)
-    b = np.asarray(beta, dtype=np.float64)
     if y_bound is not None and exact_dtype(y_bound) == np.float32:
-        return np.add(c, b, out=np.empty(c.shape, dtype=np.float32))
-    c += b
+        # cast, then add B in float32: faster than an addition writing float32 from float64
+        y = c.astype(np.float32)
+        y += np.asarray(beta, dtype=np.float32)
+        return y
+    c += np.asarray(beta, dtype=np.float64)
     return c

@@ -475,11 +475,13 @@ class ViTSNN:
             rec.site(name, current, s, n)
             nz = _count_spikes(s, B)
             spikes_total[name] += nz
-            if not nz.any():
+            # count_nonzero and a single logical_or: numpy's reductions cost more per call on
+            # these batch-sized vectors than the work itself
+            if not np.count_nonzero(nz):
                 silent[name] = True
                 return None, nz
             silent[name] = False
-            active_any[:] |= nz > 0
+            np.logical_or(active_any, nz, out=active_any)
             return s, nz
 
         zero_count = np.zeros(B, dtype=np.int64)
@@ -553,7 +555,7 @@ class ViTSNN:
             sfn, _ = fire("norm", lns["norm"].step(du), t)
             cls = None if sfn is None else sfn[:, 0, :]
             nzc = zero_count if cls is None else _count_spikes(cls, B)
-            if cls is not None and not nzc.any():
+            if cls is not None and not np.count_nonzero(nzc):
                 cls = None
             lg = aw("head", cls, nzc, t)
             if lg is not None:

@@ -115,15 +115,32 @@ def quantize_exact(a: np.ndarray, theta: np.ndarray, qn: int, qp: int, overwrite
     Float input requires ``|A| + Θ < 2^p``; ``theta`` holds integers ``>= 1`` (scalar or per channel).
     ``overwrite=True`` lets the result reuse ``a``'s memory.
     """
-    th_int = np.asarray(theta, dtype=np.int64)
-    th = th_int.astype(a.dtype)
-    n = np.add(a, (th_int // 2).astype(a.dtype), out=a if overwrite else None)
+    th, half = _theta_constants(theta, a.dtype)
+    n = np.add(a, half, out=a if overwrite else None)
     if n.dtype.kind == "f":
         np.divide(n, th, out=n)
         np.floor(n, out=n)
     else:
         np.floor_divide(n, th, out=n)
-    return np.clip(n, qn, qp, out=n)
+    return n.clip(qn, qp, out=n)
+
+
+_THETA_CONSTANTS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _theta_constants(theta, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """``Θ`` and ``floor(Θ/2)`` in ``dtype``, read-only, cached by ``Θ``'s content (a quantizer's
+    thresholds are asked for at every call; converting them cost more than a small site's work)."""
+    th_int = np.asarray(theta, dtype=np.int64)
+    key = (th_int.tobytes(), th_int.shape, np.dtype(dtype))
+    hit = _THETA_CONSTANTS.get(key)
+    if hit is None:
+        if len(_THETA_CONSTANTS) >= 1024:  # many models in one process (the random checks)
+            _THETA_CONSTANTS.clear()
+        th, half = th_int.astype(dtype), (th_int // 2).astype(dtype)
+        th.flags.writeable = half.flags.writeable = False
+        hit = _THETA_CONSTANTS[key] = (th, half)
+    return hit
 
 
 def isqrt_float(x: np.ndarray) -> np.ndarray:

@@ -141,9 +141,10 @@ def _plan_key(art: ViTArtifact) -> tuple:
     that pick its paths: equal keys, equal plans."""
     from . import fastmath
 
-    head = repr((fastmath.F32_LIMIT, fastmath.F64_LIMIT, art.dims, art.input_min, art.input_max,
-                 art.ln_K, art.ln_P, sorted(art.ln_eps.items()),
-                 [(n, s.levels, s.signed, s.M) for n, s in art.sites.items()]))
+    head = (fastmath.F32_LIMIT, fastmath.F64_LIMIT, art.dims, art.input_min, art.input_max,
+            art.ln_K, art.ln_P, tuple(sorted(art.ln_eps.items())),
+            tuple((n, int(s.levels), bool(s.signed), None if s.M is None else int(s.M))
+                  for n, s in art.sites.items()))
     return (head, *((n, t.dtype.str, t.shape, t.tobytes()) for n, t in art.tensors.items()))
 
 
@@ -194,7 +195,7 @@ def qann_forward(art: ViTArtifact, images: np.ndarray, calibrate: SiteHook | Non
         if calibrate is not None:
             calibrate(name, a.astype(np.int64))
         s = S[name]
-        fit = _fit(a, bound + int(np.max(s.theta)))
+        fit = _fit(a, bound + int(s.theta.max()))
         n = quantize_exact(fit, s.theta, s.qn, s.qp, overwrite=fit is not a or owned)
         codes[name] = n.astype(np.int64)
         return n

@@ -21,9 +21,9 @@ class SpikeProduct:
     The model computes the same integers as ``P(t) − P(t−1)`` with ``P(t) = A(t)·op(B(t))`` kept from
     the previous step: one stacked product per step instead of two (at attention sizes numpy's
     per-matrix overhead dominates). Given the tracer bounds ``a_max >= |A|`` and ``b_max >= |B|``,
-    every partial sum of ``P`` is within ``inner·a_max·b_max``, and so is every ``|ΔP|``; the products
-    run on the float path that bound allows (:func:`~equispike.model.fastmath.exact_dtype`); without
-    them, in int64.
+    every partial sum of ``P`` is within ``inner·a_max·b_max`` and every ``|ΔP|`` (by the two-term
+    rule) within ``inner·(a_max + b_max)``; the products and differences run on the float path the
+    larger of the two allows (:func:`~equispike.model.fastmath.exact_dtype`); without them, in int64.
 
     Attributes
     ----------
@@ -50,7 +50,7 @@ class SpikeProduct:
         else:
             if min(a_max, b_max) < 0:
                 raise ValueError(f"a_max and b_max must be non-negative, got {a_max}, {b_max}")
-            self.bound = int(inner_a) * int(a_max) * int(b_max)
+            self.bound = int(inner_a) * max(int(a_max) * int(b_max), int(a_max) + int(b_max))
             self.dtype = exact_dtype(self.bound)
         self.fan_a = self.b_shape[-2] if transpose_b else self.b_shape[-1]
         self.fan_b = self.a_shape[-2]

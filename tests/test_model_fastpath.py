@@ -343,6 +343,10 @@ def test_sesa_running_product_at_its_bound(transpose, qmax):
     fast = SpikeProduct(a_shape, b_shape, transpose_b=transpose, a_max=qmax, b_max=qmax)
     assert fast.bound == 4 * qmax * qmax
     assert fast.dtype == (np.float32 if qmax == 2047 else np.float64)
+    # with a tracer bound of 1 the steps' differences, inner·(a_max + b_max), set the path
+    for b_max, dtype in ((2**22 - 2, np.float32), (2**22 - 1, np.float64)):
+        thin = SpikeProduct(a_shape, b_shape, transpose_b=transpose, a_max=1, b_max=b_max)
+        assert thin.bound == 4 * (1 + b_max) and thin.dtype == dtype
     op = (lambda m: np.swapaxes(m, -1, -2)) if transpose else (lambda m: m)
     # one sign per row of A (its last axis summed) and per column of op(B)
     sign_a = rng.choice([-1, 1], a_shape[:-1] + (1,)) * np.ones(a_shape, np.int64)

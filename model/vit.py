@@ -469,7 +469,8 @@ class ViTSNN:
                 if silent[name]:
                     rec.silent(name, n.shape)
                     return None, zero_count
-                current = np.zeros(n.shape, dtype=cur_dtype[name])
+                # a zero current as a broadcast view: the neurons read one value, not an array
+                current = np.broadcast_to(np.zeros((), dtype=cur_dtype[name]), n.shape)
             elif current.dtype != cur_dtype[name]:
                 current = current.astype(cur_dtype[name])
             s = n.step(current, cur_bound[name])

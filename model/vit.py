@@ -406,9 +406,9 @@ class ViTSNN:
                                          lambda k, v: rec.value(f"{name}.{k}", v))
                 return plan.layernorm(name, rows)
 
-            # the deltas are written in the fed site's current dtype (its bound holds them)
             # running sums of the residual in the dtype its bound allows (float32 below 2^24: half
-            # the state to stream at every step; the LayerNorm widens its own copy)
+            # the state to stream at every step; the LayerNorm widens its own copy); the deltas are
+            # written in the fed site's current dtype (its proven bound holds them)
             return DifferentialOp(op, (B, N, D), dtype=exact_dtype(plan.umax), out_dtype=cur_dtype[site])
 
         for i in range(d.depth):

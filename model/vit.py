@@ -453,7 +453,9 @@ class ViTSNN:
         units: dict[str, dict[str, np.ndarray]] = {}
 
         def count(unit: str, acs=None, macs=None) -> None:
-            u = units.setdefault(unit, {"acs": np.zeros(B, np.int64), "macs": np.zeros(B, np.int64)})
+            u = units.get(unit)
+            if u is None:  # (a setdefault would build two arrays at every call)
+                u = units[unit] = {"acs": np.zeros(B, np.int64), "macs": np.zeros(B, np.int64)}
             if acs is not None:
                 u["acs"] += acs
             if macs is not None:

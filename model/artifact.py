@@ -8,6 +8,7 @@ field; :func:`save_artifact` writes atomically and byte-reproducibly.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -72,15 +73,16 @@ class Site:
     theta: np.ndarray
     M: int | None = None
 
-    @property
+    # cached: the golden model asks for them at every quantizer and step, and the fields are frozen
+    @functools.cached_property
     def qn(self) -> int:
         return site_bounds(self.levels, self.signed)[0]
 
-    @property
+    @functools.cached_property
     def qp(self) -> int:
         return site_bounds(self.levels, self.signed)[1]
 
-    @property
+    @functools.cached_property
     def smax(self) -> int:
         """Largest tracer magnitude."""
         return max(-self.qn, self.qp)

@@ -115,15 +115,32 @@ def quantize_exact(a: np.ndarray, theta: np.ndarray, qn: int, qp: int, overwrite
     Float input requires ``|A| + Θ < 2^p``; ``theta`` holds integers ``>= 1`` (scalar or per channel).
     ``overwrite=True`` lets the result reuse ``a``'s memory.
     """
-    th_int = np.asarray(theta, dtype=np.int64)
-    th = th_int.astype(a.dtype)
-    n = np.add(a, (th_int // 2).astype(a.dtype), out=a if overwrite else None)
+    th, half = _theta_constants(theta, a.dtype)
+    n = np.add(a, half, out=a if overwrite else None)
     if n.dtype.kind == "f":
         np.divide(n, th, out=n)
         np.floor(n, out=n)
     else:
         np.floor_divide(n, th, out=n)
-    return np.clip(n, qn, qp, out=n)
+    return n.clip(qn, qp, out=n)
+
+
+_THETA_CONSTANTS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _theta_constants(theta, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """``Θ`` and ``floor(Θ/2)`` in ``dtype``, read-only, cached by ``Θ``'s content (a quantizer's
+    thresholds are asked for at every call; converting them cost more than a small site's work)."""
+    th_int = np.asarray(theta, dtype=np.int64)
+    key = (th_int.tobytes(), th_int.shape, np.dtype(dtype))
+    hit = _THETA_CONSTANTS.get(key)
+    if hit is None:
+        if len(_THETA_CONSTANTS) >= 1024:  # many models in one process (the random checks)
+            _THETA_CONSTANTS.clear()
+        th, half = th_int.astype(dtype), (th_int // 2).astype(dtype)
+        th.flags.writeable = half.flags.writeable = False
+        hit = _THETA_CONSTANTS[key] = (th, half)
+    return hit
 
 
 def isqrt_float(x: np.ndarray) -> np.ndarray:
@@ -173,7 +190,8 @@ def softmax_exact(z: np.ndarray, params, z_bound: int) -> np.ndarray:
     The exponent depends only on the distance ``d = max(Z) − Z_j <= 2·z_bound``, so it is read from a
     table of every ``d`` (:func:`_exp_by_distance`); the row sum and the division run in float64. This
     path needs ``2^(F+P)`` and ``n·2^F`` below ``2^53`` and a table of at most ``2^20`` entries;
-    otherwise the int64 definition runs. Returns float64 (fast path) or int64 values.
+    otherwise the int64 definition runs. Returns int64 values, or on the fast path float32 when
+    ``2^P < 2^24`` (every output is within ``[0, 2^P]``), else float64.
     """
     from .intops import int_softmax
 
@@ -182,22 +200,36 @@ def softmax_exact(z: np.ndarray, params, z_bound: int) -> np.ndarray:
     d_max = 2 * int(z_bound)
     if max(1 << (F + P), n << F) >= F64_LIMIT or d_max >= SOFTMAX_TABLE_MAX:
         return int_softmax(np.asarray(z).astype(np.int64), params)
-    d = np.subtract(z.max(axis=-1, keepdims=True), z)
-    e = _exp_by_distance(params, d_max)[d.astype(np.intp)]
-    # row sums on BLAS (every partial sum <= n·2^(F+P) < 2^53: exact in any order)
-    total = (e @ np.full((n, 1), 1.0 / (1 << P)))
+    # Work on the transpose (n, rows): the row max, the distance and the division by the row sum
+    # then broadcast along contiguous memory (per-row operations on a short last axis cost numpy an
+    # inner-loop call per row, 3-4x slower). The copy casts to integer indices in the same pass.
+    zt = np.empty((n, z.size // n), dtype=np.intp)
+    zt[...] = z.reshape(-1, n).T
+    d = np.subtract(zt.max(axis=0), zt, out=zt)
+    e = np.take(_exp_by_distance(params, d_max), d)
+    # row sums (every partial sum <= n·2^(F+P) < 2^53: exact in any order), scaled back by 2^-P
+    total = e.sum(axis=0)
+    total *= 1.0 / (1 << P)
     np.divide(e, total, out=e)
-    return np.floor(e, out=e)
+    np.floor(e, out=e)
+    # the transposing copy back writes the output's dtype (the cast is free)
+    out = np.empty(z.shape, dtype=exact_dtype(1 << P))
+    out.reshape(-1, n).T[...] = e
+    return out
 
 
 def layernorm_exact(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, params, x_bound: int,
-                    gamma_max: int | None = None) -> np.ndarray:
+                    gamma_max: int | None = None, y_bound: int | None = None) -> np.ndarray:
     """:func:`~equispike.model.intops.int_layernorm` of integer-valued ``x`` with ``|x| <= x_bound``.
 
     Runs in float64 when the radicand bound ``D²·x_bound² + E`` and the product bound
     ``2·D·x_bound·max|Γ|`` are below ``2^53``; otherwise calls the int64 definition. The two floors
     ``((c·Γ) // σ) >> (K − P)`` are one floor division by ``σ·2^(K−P)`` (nested floor divisions by
-    positive integers compose), exact as a float division. Returns float64 (fast path) or int64 values.
+    positive integers compose), exact as a float division. Returns float64 (fast path) or int64 values;
+    given ``y_bound``, a proven bound of ``|floor(c·Γ / (σ·2^(K−P)))| + |B|`` (hence of ``|y|``;
+    :func:`~equispike.model.widths.layernorm_output_bound` is one) below ``2^24``, the fast path
+    returns float32, with ``B`` added in float32 (exact: every operand and sum is below ``2^24``),
+    half the memory for whatever reads the output.
     """
     from .intops import int_layernorm
 
@@ -207,7 +239,9 @@ def layernorm_exact(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, params, 
     if max(D * D * xb * xb + params.E, 2 * D * xb * gmax) >= F64_LIMIT:
         return int_layernorm(np.asarray(x).astype(np.int64), gamma, beta, params)
     xf = np.asarray(x, dtype=np.float64)
-    s1 = xf.sum(axis=-1, keepdims=True)
+    # row sums on BLAS, 3x faster than a reduction over a short last axis (every partial sum is
+    # within D·x_bound < 2^53: exact in any order)
+    s1 = (xf.reshape(-1, D) @ np.ones((D, 1))).reshape(xf.shape[:-1] + (1,))
     s2 = np.einsum("...i,...i->...", xf, xf)[..., None]
     c = np.multiply(xf, float(D))
     c -= s1
@@ -216,5 +250,10 @@ def layernorm_exact(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, params, 
     c *= np.asarray(gamma, dtype=np.float64)
     c /= sigma
     np.floor(c, out=c)
+    if y_bound is not None and exact_dtype(y_bound) == np.float32:
+        # cast, then add B in float32: faster than an addition writing float32 from float64
+        y = c.astype(np.float32)
+        y += np.asarray(beta, dtype=np.float32)
+        return y
     c += np.asarray(beta, dtype=np.float64)
     return c

@@ -180,9 +180,17 @@ class STBIFArray:
 
     def reset(self) -> None:
         """Reset every neuron: ``V = floor(Θ/2)``, ``S = 0``."""
-        # Θ materialized at full shape: same-shape integer ops vectorize far better than broadcasts
-        self._theta_full = np.broadcast_to(self.theta, self.shape).astype(self.v_dtype)
-        self.V = self._theta_full // 2
+        if self.theta.size == 1:
+            # one threshold: a scalar operand, no array to stream through the cache at every step
+            self._theta_op = self.v_dtype.type(self.theta.reshape(-1)[0])
+            self.V = np.full(self.shape, self._theta_op // 2, dtype=self.v_dtype)
+        else:
+            # Θ materialized at full shape and C order: same-shape contiguous integer ops vectorize
+            # far better than broadcasts, and astype of a broadcast view would keep its transposed
+            # strides (every op on Θ, V and H then walks memory out of order, about 5x slower)
+            self._theta_op = np.array(np.broadcast_to(self.theta, self.shape), dtype=self.v_dtype,
+                                        order="C")
+            self.V = self._theta_op // 2
         self.S = np.zeros(self.shape, dtype=self.s_dtype)
         # an interval holding every V: lets most steps prove "no wrap" from two reductions of I
         self._v_lo, self._v_hi = 0, self._theta_max // 2
@@ -201,13 +209,13 @@ class STBIFArray:
         lo, hi = _checked_sum_range(self.V, current, self._v_lo, self._v_hi, self.v_dtype, "ST-BIF",
                                     current_bound)
         H = np.add(self.V, current, dtype=self.v_dtype, casting="unsafe")
-        pos = H >= self._theta_full
+        pos = H >= self._theta_op
         pos &= self.S < self.qp
         neg = H < 0
         neg &= self.S > self.qn
         spikes = pos.view(np.int8) - neg.view(np.int8)
         # branch-free V = H − s·Θ: masked (where=) updates are ~50x slower on random spike patterns
-        H -= spikes * self._theta_full
+        H -= spikes * self._theta_op
         self.V = H
         self.S += spikes
         # V = H - s·Θ: a +1 spike leaves V >= 0, a -1 spike V <= Θ - 1, no spike V = H

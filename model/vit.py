@@ -7,6 +7,7 @@ over time equals the QANN, element for element, once it has settled.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -85,13 +86,14 @@ def dense_macs(art: ViTArtifact) -> int:
     return sum(m for m, _ in dense_counts(art).values())
 
 
-_RANK = {"float32": 0, "float64": 1, "int64": 2}
+# keyed by dtype objects: ``dtype.name`` is a slow Python-level property, asked at every quantizer
+_RANK = {np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.int64): 2}
 
 
 def _fit(a: np.ndarray, bound: int) -> np.ndarray:
     """``a`` in a dtype exact for magnitudes up to ``bound`` (widened only when needed)."""
     dt = exact_dtype(bound)
-    return a.astype(dt) if _RANK.get(a.dtype.name, 2) < _RANK[dt.name] else a
+    return a.astype(dt) if _RANK.get(a.dtype, 2) < _RANK[dt] else a
 
 
 class _Plan:
@@ -124,9 +126,42 @@ class _Plan:
             ymax = layernorm_output_bound(d.dim, gmax, int(np.abs(T[b]).max()), params)
             self.ln[name] = (T[g], T[b], params, gmax, ymax)
 
+    def increment(self, codes: np.ndarray, M: int) -> np.ndarray:
+        """A branch's residual increment ``codes·M`` in :attr:`du_dtype`, in one pass (exact: the
+        residual bound covers every branch's ``M·smax``)."""
+        return np.multiply(codes, M, dtype=self.du_dtype, casting="unsafe")
+
     def layernorm(self, name: str, x: np.ndarray) -> np.ndarray:
-        g, b, params, gmax, _ = self.ln[name]
-        return layernorm_exact(x, g, b, params, self.umax, gmax)
+        g, b, params, gmax, ymax = self.ln[name]
+        return layernorm_exact(x, g, b, params, self.umax, gmax, ymax)
+
+
+def _plan_key(art: ViTArtifact) -> tuple:
+    """Every artifact field a :class:`_Plan` reads (the tensors by content), and the mantissa limits
+    that pick its paths: equal keys, equal plans."""
+    from . import fastmath
+
+    head = (fastmath.F32_LIMIT, fastmath.F64_LIMIT, art.dims, art.input_min, art.input_max,
+            art.ln_K, art.ln_P, tuple(sorted(art.ln_eps.items())),
+            tuple((n, int(s.levels), bool(s.signed), None if s.M is None else int(s.M))
+                  for n, s in art.sites.items()))
+    return (head, *((n, t.dtype.str, t.shape, t.tobytes()) for n, t in art.tensors.items()))
+
+
+_PLANS: dict[int, tuple[tuple, _Plan]] = {}
+
+
+def _plan_for(art: ViTArtifact) -> _Plan:
+    """The plan of ``art``, built once while its fields stay the same (building one costs about as
+    much as 3 % of a batch-64 QANN inference); an artifact changed in place gets a new one."""
+    key = _plan_key(art)
+    hit = _PLANS.get(id(art))
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    if hit is None:  # drop the entry with the artifact (a reused id is caught by the key anyway)
+        weakref.finalize(art, _PLANS.pop, id(art), None)
+    plan = _PLANS[id(art)] = (key, _Plan(art))
+    return plan[1]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -152,7 +187,7 @@ def qann_forward(art: ViTArtifact, images: np.ndarray, calibrate: SiteHook | Non
     """
     keep_freed_memory()
     d = art.dims
-    plan = _Plan(art)
+    plan = _plan_for(art)
     codes: dict[str, np.ndarray] = {}
     S = art.sites
 
@@ -160,7 +195,7 @@ def qann_forward(art: ViTArtifact, images: np.ndarray, calibrate: SiteHook | Non
         if calibrate is not None:
             calibrate(name, a.astype(np.int64))
         s = S[name]
-        fit = _fit(a, bound + int(np.max(s.theta)))
+        fit = _fit(a, bound + int(s.theta.max()))
         n = quantize_exact(fit, s.theta, s.qn, s.qp, overwrite=fit is not a or owned)
         codes[name] = n.astype(np.int64)
         return n
@@ -172,7 +207,7 @@ def qann_forward(art: ViTArtifact, images: np.ndarray, calibrate: SiteHook | Non
     x = patchify(art, images)
     n = q("patch_embed", *lin("patch_embed", x))
     u = _initial_residual(art, x.shape[0]).astype(plan.u_dtype)
-    u[:, 1:, :] += n.astype(plan.u_dtype) * S["patch_embed"].M
+    u[:, 1:, :] += plan.increment(n, S["patch_embed"].M)
     D, N, H, dh = d.dim, d.tokens, d.heads, d.head_dim
     for i in range(d.depth):
         p = f"blocks.{i}."
@@ -191,11 +226,11 @@ def qann_forward(art: ViTArtifact, images: np.ndarray, calibrate: SiteHook | Non
         o = _merge(matmul_exact(na, _heads(nv, H), omax))
         naa = q(p + "after_attn", o, omax)
         npj = q(p + "proj", *lin(p + "proj", naa))
-        u = u + npj.astype(plan.u_dtype) * S[p + "proj"].M
+        u += plan.increment(npj, S[p + "proj"].M)
         n2 = q(p + "norm2", plan.layernorm(p + "ln2", u), plan.ln[p + "ln2"][4])
         h = q(p + "fc1", *lin(p + "fc1", n2))
         f2 = q(p + "fc2", *lin(p + "fc2", h))
-        u = u + f2.astype(plan.u_dtype) * S[p + "fc2"].M
+        u += plan.increment(f2, S[p + "fc2"].M)
     nf = q("norm", plan.layernorm("norm", u), plan.ln["norm"][4])
     logits = plan.qann["head"](nf[:, 0, :]).astype(np.int64)
     return QANNResult(codes=codes, logits=logits)
@@ -307,6 +342,12 @@ class ViTSNN:
         self.report = analyze(art)
         self.narrow = narrow
         self.plan = _Plan(art)
+        # currents enter the membranes in the narrowest integer dtype that holds their proven bound
+        # (every site's current is bounded by the width analysis: AW layers by their weights, the
+        # differential units by their operators' output ranges, SESA by its tracers); stating the
+        # bound spares the neurons' overflow check two reductions of the current per step
+        self._cur_bound = {k: self.report.bound(f"{k}.current") for k in art.sites}
+        self._cur_dtype = {k: smallest_int_dtype(-b, b) for k, b in self._cur_bound.items()}
         keep_freed_memory()
 
     def _neurons(self, name: str, shape: tuple[int, ...]) -> STBIFArray:
@@ -354,7 +395,9 @@ class ViTSNN:
         qk: list[SpikeProduct] = []
         av: list[SpikeProduct] = []
 
-        def ln_op(name: str) -> DifferentialOp:
+        cur_dtype, cur_bound = self._cur_dtype, self._cur_bound
+
+        def ln_op(name: str, site: str) -> DifferentialOp:
             def op(rows: np.ndarray) -> np.ndarray:
                 rec.value("residual", rows)
                 if rec.probe:  # the int64 definition, which shows its intermediates
@@ -363,7 +406,10 @@ class ViTSNN:
                                          lambda k, v: rec.value(f"{name}.{k}", v))
                 return plan.layernorm(name, rows)
 
-            return DifferentialOp(op, (B, N, D), dtype=plan.u_dtype)
+            # running sums of the residual in the dtype its bound allows (float32 below 2^24: half
+            # the state to stream at every step; the LayerNorm widens its own copy); the deltas are
+            # written in the fed site's current dtype (its proven bound holds them)
+            return DifferentialOp(op, (B, N, D), dtype=exact_dtype(plan.umax), out_dtype=cur_dtype[site])
 
         for i in range(d.depth):
             p = f"blocks.{i}."
@@ -380,8 +426,8 @@ class ViTSNN:
                 ("fc2", (B, N, D)),
             ):
                 sites[p + s] = self._neurons(p + s, shape)
-            lns[p + "ln1"] = ln_op(p + "ln1")
-            lns[p + "ln2"] = ln_op(p + "ln2")
+            lns[p + "ln1"] = ln_op(p + "ln1", p + "norm1")
+            lns[p + "ln2"] = ln_op(p + "ln2", p + "norm2")
             params = art.softmax[i]
             zmax = dh * S[p + "q"].smax * S[p + "k"].smax
 
@@ -392,34 +438,24 @@ class ViTSNN:
                                        lambda k, v: rec.value(f"{key[:-6]}softmax.{k}", v))
                 return softmax_exact(rows, params, zmax)
 
-            sm.append(DifferentialOp(sm_op, (B, H, N, N), dtype=wide_dtype(zmax)))
+            sm.append(DifferentialOp(sm_op, (B, H, N, N), dtype=exact_dtype(zmax),
+                                     out_dtype=cur_dtype[p + "attn"]))
             qk.append(SpikeProduct((B, H, N, dh), (B, H, N, dh), transpose_b=True,
                                    a_max=S[p + "q"].smax, b_max=S[p + "k"].smax))
             av.append(SpikeProduct((B, H, N, N), (B, H, N, dh), transpose_b=False,
                                    a_max=S[p + "attn"].smax, b_max=S[p + "v"].smax))
-        lns["norm"] = ln_op("norm")
+        lns["norm"] = ln_op("norm", "norm")
         sites["norm"] = self._neurons("norm", (B, N, D))
 
-        # currents enter the membranes in the narrowest integer dtype that holds their bound
-        cur_dtype = {
-            k: smallest_int_dtype(-self.report.bound(f"{k}.current"), self.report.bound(f"{k}.current"))
-            for k in sites
-        }
-        # a site fed by an AW layer gets at most the layer's proven bound (ternary spikes × its
-        # weights, plus its bias): when the current dtype holds it, the neurons' overflow check needs
-        # no reductions of the current (no cast in between can have wrapped it)
-        fed_by = {p + s: p + lin for i in range(d.depth) for p in [f"blocks.{i}."]
-                  for s, lin in (("q", "qkv"), ("k", "qkv"), ("v", "qkv"), ("proj", "proj"),
-                                 ("fc1", "fc1"), ("fc2", "fc2"))}
-        cur_bound = {k: plan.snn[lin].bound for k, lin in fed_by.items()
-                     if plan.snn[lin].bound <= np.iinfo(cur_dtype[k]).max}
         silent = dict.fromkeys(sites, False)
         logits = np.zeros((B, d.classes), dtype=np.int64)
         spikes_total = {k: np.zeros(B, dtype=np.int64) for k in sites}
         units: dict[str, dict[str, np.ndarray]] = {}
 
         def count(unit: str, acs=None, macs=None) -> None:
-            u = units.setdefault(unit, {"acs": np.zeros(B, np.int64), "macs": np.zeros(B, np.int64)})
+            u = units.get(unit)
+            if u is None:  # (a setdefault would build two arrays at every call)
+                u = units[unit] = {"acs": np.zeros(B, np.int64), "macs": np.zeros(B, np.int64)}
             if acs is not None:
                 u["acs"] += acs
             if macs is not None:
@@ -435,18 +471,21 @@ class ViTSNN:
                 if silent[name]:
                     rec.silent(name, n.shape)
                     return None, zero_count
-                current = np.zeros(n.shape, dtype=cur_dtype[name])
+                # a zero current as a broadcast view: the neurons read one value, not an array
+                current = np.broadcast_to(np.zeros((), dtype=cur_dtype[name]), n.shape)
             elif current.dtype != cur_dtype[name]:
                 current = current.astype(cur_dtype[name])
-            s = n.step(current, cur_bound.get(name))
+            s = n.step(current, cur_bound[name])
             rec.site(name, current, s, n)
             nz = _count_spikes(s, B)
             spikes_total[name] += nz
-            if not nz.any():
+            # count_nonzero and a single logical_or: numpy's reductions cost more per call on
+            # these batch-sized vectors than the work itself
+            if not np.count_nonzero(nz):
                 silent[name] = True
                 return None, nz
             silent[name] = False
-            active_any[:] |= nz > 0
+            np.logical_or(active_any, nz, out=active_any)
             return s, nz
 
         zero_count = np.zeros(B, dtype=np.int64)
@@ -478,12 +517,12 @@ class ViTSNN:
             if t == 0:
                 du = _initial_residual(art, B).astype(plan.u_dtype)
                 if s_pe is not None:
-                    du[:, 1:, :] += s_pe.astype(plan.du_dtype) * S["patch_embed"].M
+                    du[:, 1:, :] += plan.increment(s_pe, S["patch_embed"].M)
             else:
                 du = None
                 if s_pe is not None:
                     du = np.zeros((B, N, D), dtype=plan.du_dtype)
-                    du[:, 1:, :] = s_pe.astype(plan.du_dtype) * S["patch_embed"].M
+                    du[:, 1:, :] = plan.increment(s_pe, S["patch_embed"].M)
             for i in range(d.depth):
                 p = f"blocks.{i}."
                 s1, nz1 = fire(p + "norm1", lns[p + "ln1"].step(du), t)
@@ -508,18 +547,19 @@ class ViTSNN:
                 saa, nzaa = fire(p + "after_attn", None if do is None else _merge(do), t)
                 spj, nzpj = fire(p + "proj", aw(p + "proj", saa, nzaa, t), t)
                 if spj is not None:
-                    inc = spj.astype(plan.du_dtype) * S[p + "proj"].M
-                    du = inc if du is None else du + inc
+                    # du is this step's own array (the LayerNorm above has consumed it): add in place
+                    inc = plan.increment(spj, S[p + "proj"].M)
+                    du = inc if du is None else np.add(du, inc, out=du)
                 s2, nz2 = fire(p + "norm2", lns[p + "ln2"].step(du), t)
                 sf1, nzf1 = fire(p + "fc1", aw(p + "fc1", s2, nz2, t), t)
                 sf2, _ = fire(p + "fc2", aw(p + "fc2", sf1, nzf1, t), t)
                 if sf2 is not None:
-                    inc = sf2.astype(plan.du_dtype) * S[p + "fc2"].M
-                    du = inc if du is None else du + inc
+                    inc = plan.increment(sf2, S[p + "fc2"].M)
+                    du = inc if du is None else np.add(du, inc, out=du)
             sfn, _ = fire("norm", lns["norm"].step(du), t)
             cls = None if sfn is None else sfn[:, 0, :]
             nzc = zero_count if cls is None else _count_spikes(cls, B)
-            if cls is not None and not nzc.any():
+            if cls is not None and not np.count_nonzero(nzc):
                 cls = None
             lg = aw("head", cls, nzc, t)
             if lg is not None:

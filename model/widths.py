@@ -185,8 +185,9 @@ def fast_paths(art: ViTArtifact) -> dict[str, dict[str, int | str]]:
             put(f"snn.{p}{lin}", AWLinear(w, b, 1).bound)
             put(f"qann.{p}{lin}", AWLinear(w, b, S[p + src].smax).bound)
         sq, sk, sv, sa = (S[p + s].smax for s in ("q", "k", "v", "attn"))
-        put(f"snn.{p}qk", dh * (sq + sk))
-        put(f"snn.{p}av", N * (sa + sv))
+        # the SNN keeps the running product A(t)·op(B(t)) and emits its differences (model.sesa)
+        put(f"snn.{p}qk", dh * max(sq * sk, sq + sk))
+        put(f"snn.{p}av", N * max(sa * sv, sa + sv))
         put(f"qann.{p}qk", dh * sq * sk)
         put(f"qann.{p}av", N * sa * sv)
         sp = art.softmax[i]

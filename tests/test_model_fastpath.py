@@ -207,8 +207,24 @@ def test_softmax_fast_equals_int(seed, n, z_bound, C):
     z[1, :] = -z_bound
     z[1, 0] = z_bound  # the widest distance 2·z_bound
     got = softmax_exact(z.astype(np.float32 if z_bound < F32_LIMIT else np.float64), params, z_bound)
-    assert got.dtype == np.float64
+    assert got.dtype == np.float32  # outputs within [0, 2^P], P = 12
     assert_same(int_softmax(z, params), got.astype(np.int64), "softmax")
+
+
+@pytest.mark.parametrize("P, dtype", [(23, np.float32), (24, np.float64)])
+def test_softmax_output_dtype_at_its_bound(P, dtype):
+    """Outputs reach 2^P (one score far above the rest of its row): float32 holds them up to
+    2^23; from 2^24 on the output must be float64."""
+    rng = np.random.default_rng(P)
+    params = SoftmaxParams(C=2**20, F=15, P=P)
+    z = rng.integers(-500, 501, (7, 12))
+    z[0] = -500
+    z[0, 3] = 500  # every other exponent underflows to 0: p = 2^P exactly
+    got = softmax_exact(z.astype(np.float32), params, 500)
+    assert got.dtype == dtype
+    want = int_softmax(z, params)
+    assert int(want.max()) == 1 << P
+    assert_same(want, got.astype(np.int64), f"softmax P={P}")
 
 
 def test_softmax_past_its_bounds_takes_int64():
@@ -242,6 +258,28 @@ def test_layernorm_fast_equals_int(seed, D, x_bound, E):
     got = layernorm_exact(x.astype(np.float64), gamma, beta, params, x_bound)
     assert got.dtype == np.float64
     assert_same(int_layernorm(x, gamma, beta, params), got.astype(np.int64), "layernorm")
+
+
+@pytest.mark.parametrize("below", [True, False])
+def test_layernorm_output_float32_at_its_bound(below):
+    """A proven output bound below 2^24 gives float32 outputs, equal to the int64 definition with
+    outputs at that bound (B near ±(2^24 − 1)); a bound at 2^24 keeps float64."""
+    from equispike.model.widths import layernorm_output_bound
+
+    rng = np.random.default_rng(5)
+    D, x_bound, params = 16, 3000, LayerNormParams(E=9)
+    gamma = rng.integers(2**15, 2**16, D)
+    y_top = layernorm_output_bound(D, int(gamma.max()), 0, params)
+    bmax = F32_LIMIT - y_top - (1 if below else 0)
+    beta = np.where(np.arange(D) % 2 == 0, bmax, -bmax)
+    y_bound = layernorm_output_bound(D, int(gamma.max()), bmax, params)
+    assert (y_bound < F32_LIMIT) == below
+    x = rng.integers(-x_bound, x_bound + 1, (64, D))
+    got = layernorm_exact(x.astype(np.float64), gamma, beta, params, x_bound, y_bound=y_bound)
+    assert got.dtype == (np.float32 if below else np.float64)
+    want = int_layernorm(x, gamma, beta, params)
+    assert int(np.abs(want).max()) > F32_LIMIT - 2 * y_top
+    assert_same(want, got.astype(np.int64), "layernorm")
 
 
 def test_layernorm_past_the_mantissa_takes_int64():
@@ -293,6 +331,50 @@ def test_sesa_float_path_equals_int64(seed, steps, transpose, qmax):
     assert compared >= (2 * qmax + steps) * 2 * 3 * 5
 
 
+@pytest.mark.parametrize("transpose", [True, False])
+@pytest.mark.parametrize("qmax", [2047, 2048])
+def test_sesa_running_product_at_its_bound(transpose, qmax):
+    """Every ΔP(t) equals the two-term rule a(t)·op(B(t)) + A(t−1)·op(b(t)), computed here in int64,
+    while the running sums reach ±qmax with one sign per row, so the kept product A·op(B) reaches its
+    bound inner·qmax² (4·2047² < 2^24 runs on float32; 4·2048² = 2^24 must take float64). Silent
+    operands (None) are mixed in."""
+    rng = np.random.default_rng(qmax)
+    a_shape, b_shape = (2, 3, 5, 4), ((2, 3, 6, 4) if transpose else (2, 3, 4, 6))
+    fast = SpikeProduct(a_shape, b_shape, transpose_b=transpose, a_max=qmax, b_max=qmax)
+    assert fast.bound == 4 * qmax * qmax
+    assert fast.dtype == (np.float32 if qmax == 2047 else np.float64)
+    # with a tracer bound of 1 the steps' differences, inner·(a_max + b_max), set the path
+    for b_max, dtype in ((2**22 - 2, np.float32), (2**22 - 1, np.float64)):
+        thin = SpikeProduct(a_shape, b_shape, transpose_b=transpose, a_max=1, b_max=b_max)
+        assert thin.bound == 4 * (1 + b_max) and thin.dtype == dtype
+    op = (lambda m: np.swapaxes(m, -1, -2)) if transpose else (lambda m: m)
+    # one sign per row of A (its last axis summed) and per column of op(B)
+    sign_a = rng.choice([-1, 1], a_shape[:-1] + (1,)) * np.ones(a_shape, np.int64)
+    sign_b = rng.choice([-1, 1], (b_shape[:-1] + (1,)) if transpose else
+                        (b_shape[:-2] + (1, b_shape[-1])))
+    sign_b = sign_b * np.ones(b_shape, np.int64)
+    A, B = np.zeros(a_shape, np.int64), np.zeros(b_shape, np.int64)
+    t = 0
+    while int(np.abs(A).min()) < qmax or int(np.abs(B).min()) < qmax:
+        a = sign_a if t % 5 != 1 and int(np.abs(A).min()) < qmax else None
+        b = sign_b if t % 7 != 3 and int(np.abs(B).min()) < qmax else None
+        want = np.zeros(a_shape[:-1] + (op(B).shape[-1],), np.int64)
+        if b is not None:
+            B = B + b
+            want += A @ op(b)
+        if a is not None:
+            want += a @ op(B)
+            A = A + a
+        got, _ = fast.step(None if a is None else a.astype(np.int8), None if b is None else b.astype(np.int8),
+                           np.zeros(2, np.int64), np.zeros(2, np.int64))
+        if a is None and b is None:
+            assert got is None
+        else:
+            assert_same(want, got.astype(np.int64), f"step {t}")
+        t += 1
+    assert int(np.abs(A @ op(B)).max()) == fast.bound
+
+
 @FAST
 @given(seed=st.integers(0, 2**31 - 1), steps=st.integers(1, 12), sparse=st.floats(0.0, 1.0))
 def test_differential_float64_equals_int64(seed, steps, sparse):
@@ -307,6 +389,35 @@ def test_differential_float64_equals_int64(seed, steps, sparse):
         d = rng.integers(-200, 201, shape) * (rng.random(shape[:2] + (1,)) < sparse)
         outs = [op.step(d if i == 0 else d.astype(np.float32)) for i, op in enumerate(ops)]
         assert_same(outs[0], outs[1].astype(np.int64), f"step {t}")
+    assert_same(ops[0].rows_computed, ops[1].rows_computed, "rows computed")
+
+
+@FAST
+@given(seed=st.integers(0, 2**31 - 1), steps=st.integers(1, 12))
+def test_differential_float32_sums_at_their_bound(seed, steps):
+    """float32 running sums equal int64 ones while every |X| stays within 2^24 − 1 and reaches it:
+    same outputs, same recomputed rows."""
+    rng = np.random.default_rng(seed)
+    params = LayerNormParams(E=77)
+    D = 8
+    gamma, beta = rng.integers(1, 2**16, D), rng.integers(-50, 50, D)
+    shape = (3, 4, D)
+    top = F32_LIMIT - 1
+    ops = [DifferentialOp(lambda r: int_layernorm(r.astype(np.int64), gamma, beta, params), shape, dtype=dt)
+           for dt in (np.int64, np.float32)]
+    X = np.zeros(shape, np.int64)
+    for t in range(steps + 1):
+        if t == 0:  # start at the bound, one sign per element
+            d = rng.choice([-top, top], shape)
+        else:  # then move towards zero and back to the bound, rows at random
+            back = rng.integers(0, 1000, shape) * (rng.random(shape[:2] + (1,)) < 0.5)
+            d = np.where(t % 2, -np.sign(X) * back, np.sign(X) * (top - np.abs(X)))
+        X += d
+        assert int(np.abs(X).max()) <= top
+        outs = [op.step(d if i == 0 else d.astype(np.float32)) for i, op in enumerate(ops)]
+        assert_same(outs[0], outs[1].astype(np.int64), f"step {t}")
+    assert int(np.abs(ops[1].X).max()) == top or steps % 2 == 1
+    assert_same(X, ops[1].X.astype(np.int64), "running sums")
     assert_same(ops[0].rows_computed, ops[1].rows_computed, "rows computed")
 
 

@@ -831,8 +831,9 @@ class NormUnit(_Unit):
             m.submodules[f"ln{j}"], m.submodules[f"smx{j}"] = ln, smx
             lns.append(ln)
             smxs.append(smx)
-        # rows fed, not yet written back (in feeding order)
-        m.submodules.queue = queue = SyncFIFO(width=aw, depth=R + 1)
+        # rows fed, not yet written back (in feeding order): per unit one in its input buffer, one
+        # inside it and one in its output buffer, so the queue never stops the feeder first
+        m.submodules.queue = queue = SyncFIFO(width=aw, depth=3 * R + 1)
         is_ln = Signal()
         m.d.comb += is_ln.eq(ins.op == Op.LN)
 

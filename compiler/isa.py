@@ -125,8 +125,11 @@ class Instr:
         all zero, or every row at ``t = 0``, is recomputed with ``Γ = Q[pbase + c]``,
         ``B = Q[bbase + c]``, ``E = imm``: ``y − Y_prev`` goes to ``D[obase + …]`` and ``y`` to
         ``Y_prev`` (``ybase``). Counter ``tid`` counts recomputed rows.
-    ``SMX nvec, nch, dim, xbase, sbase, ybase, obase, imm, tid``
-        Differential softmax, the same with ``int_softmax`` and ``C = imm``.
+    ``SMX nvec, nch, dim, xbase, sbase, ybase, obase, imm, tid, running``
+        Differential softmax, the same with ``int_softmax`` and ``C = imm``. With ``running`` (LN
+        too) the rows at ``sbase`` are the running input itself, not its change: ``X = S``, and a
+        row is recomputed when ``S ≠ X`` before the copy (the same rows as ``ΔU = S − X ≠ 0``), so
+        the passes that accumulate the input never have to clear it.
     ``STEP imm``
         End of a time step: if no spike fired in it and ``t > 0`` the run has settled at ``t``;
         if it settled or ``t + 1 == imm`` (``t_max``) go on with the next instruction, else
@@ -178,6 +181,7 @@ class Instr:
     t0: int = 0
     lif: int = 0
     keep: int = 0
+    running: int = 0
     fixed: int = 0
     note: str = field(default="", compare=False)
 
@@ -236,7 +240,8 @@ class CoreParams:
         addr = max(self.d_depth, self.n_depth, self.s_depth, self.q_depth, self.w_depth, self.i_depth)
         wide = {"imm": max(self.cw, self.ew, 32), "qn": 10, "qp": 10}
         one = {
-            "src": 2, "msrc": 1, "has_bias": 1, "mem": 1, "zero": 1, "t0": 1, "lif": 1, "keep": 1, "fixed": 1
+            "src": 2, "msrc": 1, "has_bias": 1, "mem": 1, "zero": 1, "t0": 1, "lif": 1, "keep": 1, "fixed": 1,
+            "running": 1,
         }
         if name in wide:
             return wide[name]

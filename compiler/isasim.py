@@ -180,9 +180,12 @@ def run_program(prog: Program, rows_in: np.ndarray) -> IsaResult:
             for n in range(ins.nvec):
                 rows = [ins.xbase + n * ins.nch + c for c in range(ins.nch)]
                 drows = [ins.sbase + n * ins.nch + c for c in range(ins.nch)]
-                delta = np.concatenate([Dm[a] for a in drows])
+                if ins.running:  # S is the running input: changed where it differs from X
+                    delta = np.concatenate([Dm[b] - Dm[a] for a, b in zip(rows, drows, strict=True)])
+                else:
+                    delta = np.concatenate([Dm[a] for a in drows])
                 for a, b in zip(rows, drows, strict=True):
-                    Dm[a] = Dm[a] + Dm[b]
+                    Dm[a] = Dm[b].copy() if ins.running else Dm[a] + Dm[b]
                     _check("running sum", Dm[a], p.dw)
                 if t != 0 and not delta.any():
                     continue

@@ -545,7 +545,7 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
                 "KT": al.take("D", p + "sum.kT", D * Nch, "Σ k spikes, transposed (SESA B(t)ᵀ)"),
                 "V": al.take("D", p + "sum.v", N * Dch, "Σ v spikes"),
                 "A": al.take("D", p + "sum.attn", H * N * Nch, "Σ attn spikes"),
-                "Z": al.take("D", p + "scores.x", H * N * Nch, "softmax running input"),
+                "Z": al.take("D", p + "scores.prev", H * N * Nch, "softmax input of the last step"),
             }
         )
     bank0_rows = al.close_bank0()
@@ -561,7 +561,7 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
         r["ln1.y"] = al.take("D", p + "ln1.y", N * Dch, "LayerNorm previous output")
         cur[p + "norm1"] = al.take("D", p + "cur.norm1", N * Dch, "currents")
         r["qkv"] = al.take("D", p + "cur.qkv", N * 3 * Dch, "currents of q, k, v (per token: q, k, v chunks)")
-        r["dZ"] = al.take("D", p + "scores.delta", H * N * Nch, "ΔZ of the current step")
+        r["dZ"] = al.take("D", p + "scores", H * N * Nch, "scores Z, the SESA passes add ΔZ")
         r["Y"] = al.take("D", p + "softmax.y", H * N * Nch, "softmax previous output")
         cur[p + "attn"] = al.take("D", p + "cur.attn", H * N * Nch, "currents")
         cur[p + "after_attn"] = al.take("D", p + "cur.after_attn", N * Dch, "currents")
@@ -757,7 +757,7 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
                     joff=h * dh,
                     dbase=r["dZ"] + h * N * Nch,
                     dstride=Nch,
-                    note=f"ΔZ[{h}] += Q(t−1)·k(t)ᵀ",
+                    note=f"Z[{h}] += Q(t−1)·k(t)ᵀ",
                 )
             )
             lo, hi = h * dh, (h + 1) * dh
@@ -776,7 +776,7 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
                     dbase=r["dZ"] + h * N * Nch,
                     dstride=Nch,
                     **_dst_slice(0, N, P),
-                    note=f"ΔZ[{h}] += q(t)·K(t)ᵀ",
+                    note=f"Z[{h}] += q(t)·K(t)ᵀ",
                 )
             )
         emit(
@@ -794,10 +794,10 @@ def compile_artifact(art: ViTArtifact, params: CoreParams, t_max: int = 512) -> 
                 obase=cur[p + "attn"],
                 imm=art.softmax[i].C,
                 tid=counter(p + "softmax", row_cost=softmax_row_cost(N, True)),
-                note="differential softmax",
+                running=1,
+                note="differential softmax of the rows whose Z changed",
             )
         )
-        emit(Instr(Op.COPY, dbase=r["dZ"], count=H * N * Nch, zero=1, note="clear ΔZ"))
         neuron(p + "attn", cur[p + "attn"], Nch, counter(p + "attn", dh), False)
         # SESA attn·v: ΔO = attn(t)·V(t) + A(t−1)·v(t)
         emit(

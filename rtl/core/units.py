@@ -380,7 +380,8 @@ class AwUnit(_Unit):
     the previous one issues, then issues one item per chunk ``d0 ≤ e < d1``: read the matrix row
     (``W`` or ``D`` port B) and the destination row (``D`` port A), write ``dst ± (M << b)`` on the
     lanes whose channel is in ``[dlo, dhi)``. Throughput: one item per cycle while events are
-    ready; the scanner adds two cycles per source row and one per event.
+    ready; the scanner gives one event per cycle and spends one cycle on a source row without
+    events (:class:`EventScanner` timing).
 
     Members: ``s_rd``, ``i_rd`` (source rows), ``w_rd``, ``d_rdb`` (matrix), ``d_rd`` (port A), ``d_wr``.
     """
@@ -782,10 +783,12 @@ class NormUnit(_Unit):
     element per cycle and collects its outputs into its own output chunk, so the units work on
     their rows at the same time. The *collector* takes the queued rows in order and writes each
     output chunk as ``y − Y_prev`` (the site's current) and ``y`` (three cycles per chunk). A
-    row costs the feeder ``nch + 1`` cycles; a recomputed one-chunk row goes to its unit from the
-    pass-A sum in the same cycles when the unit is free, a longer row (or one whose unit is busy)
-    then reads its chunks again (``2·nch + 1`` more cycles). With enough units the time per
-    recomputed one-chunk row tends to ``max(2 + 3, row_interval / norm_units)``.
+    row costs the feeder ``nch`` cycles (the next row's first read goes with a row's decision; one
+    more when the collector takes the ports in between); a recomputed one-chunk row goes to its unit
+    from the pass-A value in the same cycles when the unit is free, a longer row (or one whose unit
+    is busy) then reads its chunks again (``2·nch + 1`` more cycles). With enough units the time per
+    recomputed one-chunk row tends to ``max(1 + 4, row_interval / norm_units)`` (the collector's
+    write-back takes the ports for three cycles and waits one).
 
     The feeder and the collector share the ``D`` ports: the collector's three write-back cycles
     go when the feeder is between memory accesses (the feeder yields while the collector waits).
@@ -920,7 +923,15 @@ class NormUnit(_Unit):
         s1 = Signal()
         s1_a = Signal(aw)
         m.d.sync += s1.eq(0)
-        acc = [(lane(self.d_rd.data, i, p.dw) + lane(self.d_rdb.data, i, p.dw))[: p.dw] for i in range(P)]
+        # pass A: X += ΔU, or with ``running`` X = S (S is the running input itself); the row
+        # changed where ΔU ≠ 0, or S ≠ X
+        acc = [
+            Mux(ins.running, lane(self.d_rdb.data, i, p.dw),
+                lane(self.d_rd.data, i, p.dw) + lane(self.d_rdb.data, i, p.dw))[: p.dw]
+            for i in range(P)
+        ]
+        nz = Signal()
+        m.d.comb += nz.eq(Mux(ins.running, self.d_rdb.data != self.d_rd.data, self.d_rdb.data != 0))
         for j in range(R):
             with m.If(fu == j):
                 m.d.comb += fu_free.eq(~ibuf[j][3])
@@ -984,7 +995,7 @@ class NormUnit(_Unit):
         # pass A write stage (the feeder's only write)
         with m.If(s1):
             m.d.comb += [self.d_wr.addr.eq(s1_a), self.d_wr.en.eq(1), self.d_wr.data.eq(pack(acc, p.dw))]
-            with m.If(self.d_rdb.data != 0):
+            with m.If(nz):
                 m.d.sync += changed.eq(1)
         m.d.comb += queue.w_data.eq(rb)
 
@@ -1003,10 +1014,36 @@ class NormUnit(_Unit):
                 ]
             return out
 
-        def next_row():
+        def issue_a(row, chunk) -> None:
+            """Pass A reads of chunk ``chunk`` of the row at offset ``row``: X (port A), ΔU or S
+            (port B), and ``Γ``, ``B``; its write follows in the next cycle. Γ and B are read with
+            it, so a one-chunk row that must be recomputed goes to its unit from the pass-A value
+            without reading X again."""
+            m.d.comb += [
+                feeder_on_ports.eq(1),
+                self.d_rd.addr.eq(ins.xbase + row + chunk),
+                self.d_rd.en.eq(1),
+                self.d_rdb.addr.eq(ins.sbase + row + chunk),
+                self.d_rdb.en.eq(1),
+                self.q_rd.addr.eq(ins.pbase + chunk),
+                self.q_rd.en.eq(1),
+                self.q_rd2.addr.eq(ins.bbase + chunk),
+                self.q_rd2.en.eq(1),
+            ]
+            m.d.sync += [s1.eq(1), s1_a.eq(ins.xbase + row + chunk), c.eq(chunk + 1)]
+
+        def next_row(overlap: bool = False):
+            """Go on with row ``n + 1``; with ``overlap`` its first chunk is read in this cycle if the
+            collector does not need the ports (one cycle per row that is not recomputed)."""
             m.d.sync += [n.eq(n + 1), rb.eq(rb + ins.nch), c.eq(0), changed.eq(0)]
             with m.If(n + 1 >= ins.nvec):
                 m.next = "DRAIN"
+            with m.Elif(overlap & feeder_may_start):
+                issue_a(rb + ins.nch, 0)
+                with m.If(ins.nch == 1):
+                    m.next = "DECIDE"
+                with m.Else():
+                    m.next = "A"
             with m.Else():
                 m.next = "A"
 
@@ -1020,38 +1057,25 @@ class NormUnit(_Unit):
                         m.d.sync += [c.eq(0), changed.eq(0)]
                         m.next = "A"
             with m.State("A"):
-                # pass A of one chunk; Γ and B are read with it, so a one-chunk row that must be
-                # recomputed goes to its unit from the sum X + ΔU without reading X again
                 with m.If(feeder_may_start):
-                    m.d.comb += [
-                        feeder_on_ports.eq(1),
-                        self.d_rd.addr.eq(ins.xbase + rb + c),
-                        self.d_rd.en.eq(1),
-                        self.d_rdb.addr.eq(ins.sbase + rb + c),
-                        self.d_rdb.en.eq(1),
-                        self.q_rd.addr.eq(ins.pbase + c),
-                        self.q_rd.en.eq(1),
-                        self.q_rd2.addr.eq(ins.bbase + c),
-                        self.q_rd2.en.eq(1),
-                    ]
-                    m.d.sync += [s1.eq(1), s1_a.eq(ins.xbase + rb + c), c.eq(c + 1)]
+                    issue_a(rb, c)
                     with m.If(c + 1 >= ins.nch):
                         m.next = "DECIDE"
             with m.State("DECIDE"):
                 # the last chunk's X + ΔU is written in this cycle; its ΔU decides the row
                 m.d.comb += feeder_on_ports.eq(1)
-                redo = changed | (self.d_rdb.data != 0) | self.t_zero
-                m.d.sync += c.eq(0)
+                redo = changed | nz | self.t_zero
                 with m.If(~redo):
-                    next_row()
+                    next_row(overlap=True)
                 with m.Elif((ins.nch == 1) & queue.w_rdy & fu_free):
                     m.d.comb += queue.w_en.eq(1)
                     m.d.sync += [self.count.eq(self.count + 1), fu.eq(Mux(fu + 1 >= R, 0, fu + 1))]
                     for j in range(R):
                         with m.If(fu == j):
                             m.d.sync += latch(j, acc, nl0, 1)
-                    next_row()
+                    next_row(overlap=True)
                 with m.Else():
+                    m.d.sync += c.eq(0)
                     m.next = "B_WAIT"
             with m.State("B_WAIT"):
                 with m.If(queue.w_rdy & feeder_may_start & fu_free):

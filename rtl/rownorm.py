@@ -1,6 +1,6 @@
 """Row-serial integer LayerNorm and softmax units with per-row run-time parameters (SPEC §5).
 
-Both units compute one operator on one row at a time, bit-exact with the one definition in
+Both units compute one operator row by row, bit-exact with the one definition in
 :mod:`equispike.model.intops` (:func:`~equispike.model.intops.int_layernorm`,
 :func:`~equispike.model.intops.int_softmax`). Unlike the differential units
 (:mod:`~equispike.rtl.layernorm_unit`, :mod:`~equispike.rtl.softmax_unit`) they keep no running
@@ -11,9 +11,12 @@ the row's outputs back in input order.
 Stream contract (Amaranth RFC 61): input beats are taken only with ``i_stream.ready``; the output
 beats come from a FIFO's output register (``o_stream.valid`` stays high, payload stable, until
 ``ready``). A row ends with the beat whose ``last`` is set; the first beat of a row carries its
-scalar parameter (``e`` / ``c``). Rows are processed one at a time: the unit accepts a row's first
-beat only after the previous row's last result has entered the output FIFO (no overlap between
-rows; :meth:`RowLayerNorm.row_interval`, :meth:`RowSoftmax.row_interval`).
+scalar parameter (``e`` / ``c``). Consecutive rows overlap: each unit is a chain of stages (its
+passes over a row), each working on its own row, the row buffers double-buffered (two rows, one
+half each); a stage hands its row on, with the row's parameters in the next stage's registers,
+when the next stage is free, and a row's results leave in input order. Back-to-back rows of one
+length are accepted :meth:`RowLayerNorm.row_interval` / :meth:`RowSoftmax.row_interval` cycles
+apart: the slowest stage, not the sum of the passes.
 
 Every register-to-register path holds at most one carry chain, one multiplier (18 × 18 limbs of
 :func:`~equispike.rtl._dsp.registered_mul`) or a few LUT levels; the divisions are
@@ -48,20 +51,25 @@ def _abs(v):
 
 
 class RowLayerNorm(wiring.Component):
-    """Integer LayerNorm of one row at a time, ``Γ``, ``B`` and ``E`` given per row.
+    """Integer LayerNorm row by row (three rows in flight), ``Γ``, ``B`` and ``E`` given per row.
 
     For a row ``x`` of ``D`` beats (``1 <= D <= max_dim``) the output beats are
     ``y == int_layernorm(x, Γ, B, LayerNormParams(E, K, P))``, in input order:
     ``S1 = Σx``, ``S2 = Σx²``, ``σ = isqrt(D·S2 − S1² + E)``, ``c_i = D·x_i − S1``,
     ``y_i = ((c_i·Γ_i) // σ) >> (K − P) + B_i`` (floor division, arithmetic shift).
 
-    Passes: (1) load, one beat per cycle: ``(x, Γ, B)`` into a ``max_dim``-entry row buffer,
-    ``S1`` accumulated, ``|x|²`` by a registered multiplier into ``S2``; (2) radicand:
-    ``D·S2`` and ``S1²`` (registered multipliers), ``+ E``, ``− S1²``; (3) ``σ`` by
-    :class:`~equispike.rtl._arith.SequentialIsqrt` (one root bit per cycle); (4) normalise, one
-    element per cycle: ``D·|x|``, sign, ``− S1``, ``|c|·|Γ|`` (registered multiplier), the
-    pipelined divider by ``σ`` on the magnitude, corrected to floor (``−(q + (r ≠ 0))`` for a
-    negative product), ``>> (K − P)``, ``+ B``, into the credit-managed output FIFO.
+    Stages, each on its own row: (1) front: load, one beat per cycle: ``(x, Γ, B)`` into one half
+    of a ``2·max_dim``-entry row buffer, ``S1`` accumulated, ``|x|²`` by a registered multiplier
+    into ``S2``; then the radicand from the front's held sums: ``D·S2`` and ``S1²`` (registered
+    multipliers), ``+ E``, ``− S1²``; (2) middle: ``σ`` by
+    :class:`~equispike.rtl._arith.SequentialIsqrt` (one root bit per cycle); (3) normalise, one
+    element per cycle from the row's half: ``D·|x|``, sign, ``− S1``, ``|c|·|Γ|`` (registered
+    multiplier), the pipelined divider by ``σ`` on the magnitude, corrected to floor
+    (``−(q + (r ≠ 0))`` for a negative product), ``>> (K − P)``, ``+ B`` (B waits in a small
+    delay RAM from the row buffer read to the end of the pipeline), into the credit-managed
+    output FIFO. The front loads a row into the half of the row two back while the normalise
+    pass still issues that one, one element behind it. The divider holds one ``σ``: a row's
+    first element enters it after the previous row's last has left (:attr:`norm_gap`).
 
     Widths (worst case over every legal input: ``|x| <= 2^(x_width−1)``, ``D <= max_dim``,
     ``|Γ| <= 2^(gamma_width−1)``, ``E < 2^e_width``):
@@ -76,18 +84,22 @@ class RowLayerNorm(wiring.Component):
       2^(beta_width−1), (K, P))``.
 
     Latency and throughput (input valid every cycle, output always ready): ``row_cycles(D) = 2·D
-    + Ll + Lr + Ls + Ln + 3`` cycles from a row's first input beat to its last output beat, with
-    ``Ll = 2 + Lm(|x|²)`` (load pipeline), ``Lr = 2 + max(Lm(S1²), Lm(D·S2))`` (radicand),
-    ``Ls = ceil(Wr/2) + 1`` (square root of the ``Wr``-bit radicand), ``Ln`` =
-    :attr:`norm_latency` and ``Lm(·)`` the :func:`~equispike.rtl._dsp.registered_mul_latency` of a
-    product. One row at a time: the next row's first beat is accepted ``row_interval(D) =
-    row_cycles(D) − 3`` cycles after this row's first beat at the earliest; the input is not
-    ready from a row's last beat until then.
+    + Ll + Lr + Ls + Ln + 4`` cycles from a row's first input beat to its last output beat when
+    it enters an idle unit, with ``Ll = 2 + Lm(|x|²)`` (:attr:`load_latency`), ``Lr = 2 +
+    max(Lm(S1²), Lm(D·S2))`` (:attr:`rad_latency`), ``Ls = ceil(Wr/2) + 1`` (:attr:`sqrt_cycles`,
+    square root of the ``Wr``-bit radicand), ``Ln`` = :attr:`norm_latency` and ``Lm(·)`` the
+    :func:`~equispike.rtl._dsp.registered_mul_latency` of a product. Back-to-back rows of ``D``
+    beats are accepted ``row_interval(D) = max(D + Ll + Lr + 1, D + Gn, Ls + 2)`` cycles apart
+    (front, normalise pass with ``Gn`` = :attr:`norm_gap`, square root), the first ones sooner
+    while the stages fill; a row then waits in the unit for the slower stages (its latency grows
+    to a steady value above ``row_cycles``). :meth:`rows_in_flight` rows outstanding reach that
+    interval. The input is not ready while the front waits for the square root or for the
+    normalise pass to read the half it writes.
 
     Parameters
     ----------
     max_dim:
-        Largest row length ``D`` (row buffer depth), 1 to 4096.
+        Largest row length ``D`` (the row buffer holds two such rows), 1 to 4096.
     x_width, gamma_width, beta_width:
         Signed widths of ``x``, ``Γ``, ``B`` (2 to 40, 2 to 40, 1 to 40).
     e_width:
@@ -388,15 +400,15 @@ class RowLayerNorm(wiring.Component):
         m.d.sync += [q.w_valid.eq(r3_v), q.w_data.y.eq(r3_y), q.w_data.last.eq(r3_l)]
         m.d.comb += [issue.eq(more & q.room), q.issue.eq(issue)]
 
-        # the reads free the half they read. ahead: jn > cnt, a register kept exact from the next
-        # cycle's increments (the n_go reset of jn included; a cnt reset at a row's last beat is
-        # seen one cycle late, while the front is not loading), so that i_stream.ready is a few
-        # gates after registers, not a compare carry chain
-        ahead = Signal()
+        # the reads free the half they read. ahead: jn > cnt, from the comparisons of the previous
+        # cycle's jn and cnt (registers) and that cycle's increments (a_v, n0_v) and jn reset, so
+        # that i_stream.ready is a few gates after registers, not a compare carry chain (a cnt
+        # reset at a row's last beat is seen one cycle late, while the front is not loading)
         dif = Signal(signed(jw + 3))
+        g_ge0, g_gt0, g_gt1, go_r = Signal(), Signal(), Signal(), Signal()
         m.d.comb += dif.eq(jn - cnt)
-        m.d.sync += ahead.eq(~n_go & Mux(accept, Mux(issue, dif > 0, dif > 1),
-                                         Mux(issue, dif >= 0, dif > 0)))
+        m.d.sync += [g_ge0.eq(dif >= 0), g_gt0.eq(dif > 0), g_gt1.eq(dif > 1), go_r.eq(n_go)]
+        ahead = ~go_r & Mux(a_v, Mux(n0_v, g_gt0, g_gt1), Mux(n0_v, g_ge0, g_gt0))
         m.d.comb += wr_ok.eq(Mux(f_h, hdone[1], hdone[0]) | ((k_h == f_h) & ahead))
         with m.If(issue & (jn[:jw] == k_last)):
             for h in range(2):
@@ -444,32 +456,40 @@ class RowLayerNorm(wiring.Component):
 
 
 class RowSoftmax(wiring.Component):
-    """Integer softmax of one row at a time, the constant ``C`` given per row.
+    """Integer softmax row by row (three rows in flight), the constant ``C`` given per row.
 
     For a row ``z`` of ``n`` beats (``1 <= n <= max_n``) the output beats are
     ``p == int_softmax(z, SoftmaxParams(C, G, H, F, P))``, in input order:
     ``d_j = max(z) − z_j``, ``t_j = (d_j·C) >> H``, ``e_j = LUT[t_j mod 2^G] >> min(t_j >> G, F + 1)``
     with ``LUT = exp2_lut(G, F)`` (a ROM), ``p_j = floor(e_j·2^P / Σe)``.
 
-    Passes: (1) load, one beat per cycle: ``z`` into a ``max_n``-entry row buffer, running maximum;
-    (2) exponent, one element per cycle: ``d = max − z``, ``d·C`` (registered multiplier),
-    ``t`` split into LUT index and shift, LUT read, shift, ``e`` into a second row buffer and
-    ``Σe``; (3) divide, one element per cycle: ``e·2^P`` by ``Σe`` in the pipelined divider, into
-    the credit-managed output FIFO. The quotient is at most ``2^P`` (``e <= Σe``): ``P + 1`` bits.
+    Passes, each on its own row (row ``r`` in half ``r mod 2`` of both row buffers): (1) load,
+    one beat per cycle: ``z`` into one half of a ``2·max_n``-entry row buffer, running maximum;
+    (2) exponent, one element per cycle: ``d = max − z``, ``d·C`` (registered multiplier), ``t``
+    split into LUT index and shift, LUT read, shift, ``e`` into the row's half of a second row
+    buffer and ``Σe`` (kept per half until the divide pass takes it); (3) divide, one element per
+    cycle: ``e·2^P`` by ``Σe`` in the pipelined divider, into the credit-managed output FIFO. The
+    quotient is at most ``2^P`` (``e <= Σe``): ``P + 1`` bits. The exponent pass starts a row
+    once the previous row's elements are past its second stage and the divide pass has read the
+    row two back out of the half; the divider holds one ``Σe``: a row's first element enters it
+    after the previous row's last has left (:attr:`div_gap`).
 
     Widths: ``d`` unsigned ``z_width + 1`` bits, ``d·C`` ``z_width + 1 + c_width`` bits, ``t`` that
     minus ``H``, ``e`` ``F + 1`` bits (``LUT[0] = 2^F``), ``Σe`` the bits of ``max_n·2^F``.
 
     Latency and throughput (input valid every cycle, output always ready): ``row_cycles(n) = 3·n
-    + Le + Ld + 4`` cycles from a row's first input beat to its last output beat, ``Le`` =
-    :attr:`exp_latency`, ``Ld`` = :attr:`div_latency`. One row at a time: the next row's first
-    beat is accepted ``row_interval(n) = row_cycles(n) − 3`` cycles after this row's first beat
-    at the earliest.
+    + Le + Ld + 5`` cycles from a row's first input beat to its last output beat when it enters an
+    idle unit, ``Le`` = :attr:`exp_latency`, ``Ld`` = :attr:`div_latency`. Back-to-back rows of
+    ``n`` beats are accepted ``row_interval(n) = n + Gd`` cycles apart, ``Gd`` = :attr:`div_gap`
+    (``P`` unless ``P`` is small), the first ones sooner while the passes fill; a row then waits
+    in the unit for the divide pass (its latency grows to a steady value above ``row_cycles``).
+    :meth:`rows_in_flight` rows outstanding reach that interval. The input is not ready while
+    the load pass holds a complete row the exponent pass has not taken.
 
     Parameters
     ----------
     max_n:
-        Largest row length ``n`` (row buffer depth), 1 to 4096.
+        Largest row length ``n`` (each row buffer holds two such rows), 1 to 4096.
     z_width:
         Signed width of the scores ``z`` (2 to 40).
     c_width:
@@ -724,9 +744,12 @@ class RowSoftmax(wiring.Component):
                          jd.eq(0), more.eq(1), d_first.eq(1)]
 
         # the exponent pass takes the front's row once the previous row is issued and past E1,
-        # and the row's half of the e buffer is read out
+        # and the row's half of the e buffer is read out. x_go is a register (it enables some
+        # sixty row registers): set when these hold in the next cycle
         x_go = Signal()
-        m.d.comb += x_go.eq(f_done & ~x_more & ~e0_v & ~e1_v & ~Mux(f_h, hbusy[1], hbusy[0]))
+        hb_next = [hbusy[h] & ~(d0_v & d0_l & (d0_t[0] == h)) for h in range(2)]
+        m.d.sync += x_go.eq(~x_go & (f_done | (a_v & a_last)) & ~x_more & ~e0_v
+                            & ~Mux(f_h, hb_next[1], hb_next[0]))
         with m.If(x_go):
             m.d.sync += [x_more.eq(1), j0.eq(0), x_max.eq(zmax), x_c.eq(c_reg),
                          x_last.eq(n_last), x_h.eq(f_h), f_h.eq(~f_h), f_done.eq(0)]

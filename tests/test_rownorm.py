@@ -299,19 +299,33 @@ def test_pysim_layernorm_rows():
     assert checked == len(TIMED_LENGTHS) * (TIMED_REPS // 2)
 
 
+def ln_bounds(unit: RowLayerNorm, d: int) -> str:
+    """The stages whose bound is ``row_interval(d)``: Front, Normalise pass, Square root."""
+    terms = (d + unit.load_latency + unit.rad_latency + 1, d + unit.norm_gap, unit.sqrt_cycles + 2)
+    return "".join(k for k, t in zip("FNS", terms, strict=True) if t == unit.row_interval(d))
+
+
 @pytest.mark.sim
-def test_pysim_layernorm_timing():
-    """``row_cycles`` for every D, ``rows_in_flight`` (see check_latency_and_flight); the
-    intervals are those of the stage formulas (front, normalise pass, square root)."""
+@pytest.mark.parametrize("cfg,stages", [
+    (LN_PY, {"N"}),
+    # wide x, narrow Γ: a long square root, a short divider
+    (dict(max_dim=20, x_width=20, gamma_width=4, beta_width=4, e_width=8), {"S", "FS", "F"}),
+])
+def test_pysim_layernorm_timing(cfg, stages):
+    """``row_cycles`` for every D, ``rows_in_flight`` (see check_latency_and_flight), with each
+    stage's bound of ``row_interval`` the binding one for some D."""
     K, P = 16, 10
-    unit = RowLayerNorm(**LN_PY, K=K, P=P)
+    unit = RowLayerNorm(**cfg, K=K, P=P)
     rng = np.random.default_rng(13)
-    n = check_latency_and_flight(unit, lambda d: ln_row(rng, d), ln_beats,
-                                 lambda r: ln_golden(r, K, P), "y", LN_PY["max_dim"])
-    assert n == LN_PY["max_dim"] + 8
-    # every stage bound is reached for some D in this configuration
-    bounds = {unit.row_interval(d) - d for d in range(1, LN_PY["max_dim"] + 1)}
-    assert bounds == {unit.norm_gap}, bounds
+    xh, gh, bh = (1 << (cfg[k] - 1) for k in ("x_width", "gamma_width", "beta_width"))
+
+    def row(d: int):
+        return (rng.integers(-xh, xh, d), rng.integers(-gh, gh, d), rng.integers(-bh, bh, d), 3)
+
+    assert {ln_bounds(unit, d) for d in range(1, cfg["max_dim"] + 1)} == stages
+    n = check_latency_and_flight(unit, row, ln_beats, lambda r: ln_golden(r, K, P), "y",
+                                 cfg["max_dim"])
+    assert n == cfg["max_dim"] + 8
 
 
 @pytest.mark.sim

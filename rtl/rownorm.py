@@ -272,9 +272,15 @@ class RowLayerNorm(wiring.Component):
         a_x = Signal(signed(xw))
         a_g = Signal(signed(gw))
         a_b = Signal(signed(bw))
+        a_e = Signal(self.e_width)
         a_addr = Signal(jw + 1)
         m.d.sync += [a_v.eq(accept), a_first.eq(cnt == 0), a_last.eq(ip.last), a_x.eq(ip.x),
-                     a_g.eq(ip.gamma), a_b.eq(ip.beta), a_addr.eq(Cat(f_h, cnt[:jw]))]
+                     a_g.eq(ip.gamma), a_b.eq(ip.beta), a_e.eq(ip.e), a_addr.eq(Cat(f_h, cnt[:jw]))]
+        # the row's E, D and D − 1 from the A registers (the input handshake enables only cnt)
+        with m.If(a_v & a_first):
+            m.d.sync += e_reg.eq(a_e)
+        with m.If(a_v & a_last):
+            m.d.sync += [n_d.eq(a_addr[1:] + 1), n_last.eq(a_addr[1:])]
         m.d.comb += [rbw.addr.eq(a_addr), rbw.data.x.eq(a_x), rbw.data.g.eq(a_g),
                      rbw.data.b.eq(a_b), rbw.en.eq(a_v)]
         s1 = Signal(signed(self.s1_width))
@@ -425,15 +431,12 @@ class RowLayerNorm(wiring.Component):
 
         m.d.comb += sq_go.eq(0)
         with m.FSM(init="LOAD"):
-            with m.State("LOAD"):
-                m.d.comb += self.i_stream.ready.eq(wr_ok)
+            with m.State("LOAD"):       # until the cycle after the row's last beat
+                m.d.comb += self.i_stream.ready.eq(wr_ok & ~(a_v & a_last))
                 with m.If(accept):
-                    m.d.sync += cnt.eq(cnt + 1)
-                    with m.If(cnt == 0):
-                        m.d.sync += e_reg.eq(ip.e)
-                    with m.If(ip.last):
-                        m.d.sync += [n_d.eq(cnt + 1), n_last.eq(cnt), cnt.eq(0)]
-                        m.next = "DRAIN"
+                    m.d.sync += cnt.eq(Mux(ip.last, 0, cnt + 1))
+                with m.If(a_v & a_last):
+                    m.next = "DRAIN"
             with m.State("DRAIN"):       # until S1 and S2 are complete
                 with m.If(s_done):
                     m.d.sync += wait.eq(self.rad_latency - 1)
@@ -610,11 +613,17 @@ class RowSoftmax(wiring.Component):
         # ---- load: A z registered and written; running maximum (one compare, its sign picks)
         a_v, a_first, a_last = Signal(), Signal(), Signal()
         a_z = Signal(signed(zw))
+        a_c = Signal(self.c_width)
         a_addr = Signal(jw + 1)
         zmax = Signal(signed(zw))
         vdiff = Signal(signed(zw + 1))
         m.d.sync += [a_v.eq(accept), a_first.eq(cnt == 0), a_last.eq(ip.last), a_z.eq(ip.z),
-                     a_addr.eq(Cat(f_h, cnt[:jw]))]
+                     a_c.eq(ip.c), a_addr.eq(Cat(f_h, cnt[:jw]))]
+        # the row's C and n − 1 from the A registers (the input handshake enables only cnt)
+        with m.If(a_v & a_first):
+            m.d.sync += c_reg.eq(a_c)
+        with m.If(a_v & a_last):
+            m.d.sync += n_last.eq(a_addr[1:])
         m.d.comb += [zbw.addr.eq(a_addr), zbw.data.eq(a_z), zbw.en.eq(a_v)]
         m.d.comb += vdiff.eq(zmax - a_z)
         with m.If(a_v):
@@ -758,15 +767,12 @@ class RowSoftmax(wiring.Component):
                     m.d.sync += [hbusy[h].eq(1), hlast[h].eq(n_last)]
 
         with m.FSM(init="LOAD"):
-            with m.State("LOAD"):
-                m.d.comb += self.i_stream.ready.eq(1)
+            with m.State("LOAD"):          # until the cycle after the row's last beat
+                m.d.comb += self.i_stream.ready.eq(~(a_v & a_last))
                 with m.If(accept):
-                    m.d.sync += cnt.eq(cnt + 1)
-                    with m.If(cnt == 0):
-                        m.d.sync += c_reg.eq(ip.c)
-                    with m.If(ip.last):
-                        m.d.sync += [n_last.eq(cnt), cnt.eq(0)]
-                        m.next = "FULL"
+                    m.d.sync += cnt.eq(Mux(ip.last, 0, cnt + 1))
+                with m.If(a_v & a_last):
+                    m.next = "FULL"
             with m.State("FULL"):          # until the exponent pass takes the row
                 with m.If(x_go):
                     m.next = "LOAD"

@@ -12,11 +12,13 @@ Stream contract (Amaranth RFC 61): input beats are taken only with ``i_stream.re
 beats come from a FIFO's output register (``o_stream.valid`` stays high, payload stable, until
 ``ready``). A row ends with the beat whose ``last`` is set; the first beat of a row carries its
 scalar parameter (``e`` / ``c``). Consecutive rows overlap: each unit is a chain of stages (its
-passes over a row), each working on its own row, the row buffers double-buffered (two rows, one
-half each); a stage hands its row on, with the row's parameters in the next stage's registers,
-when the next stage is free, and a row's results leave in input order. Back-to-back rows of one
-length are accepted :meth:`RowLayerNorm.row_interval` / :meth:`RowSoftmax.row_interval` cycles
-apart: the slowest stage, not the sum of the passes.
+passes over a row), each working on its own row; a stage hands its row on, with the row's
+parameters in the next stage's registers, when the next stage is free. A stage writes its row
+into a row buffer behind the next stage's reads of the previous row (the LayerNorm buffer holds
+two rows, one half each: its square root stage sits between the writer and the reader). The
+results leave in input order. Back-to-back rows of one length are accepted
+:meth:`RowLayerNorm.row_interval` / :meth:`RowSoftmax.row_interval` cycles apart: the slowest
+stage, not the sum of the passes.
 
 Every register-to-register path holds at most one carry chain, one multiplier (18 × 18 limbs of
 :func:`~equispike.rtl._dsp.registered_mul`) or a few LUT levels; the divisions are
@@ -459,23 +461,23 @@ class RowLayerNorm(wiring.Component):
 
 
 class RowSoftmax(wiring.Component):
-    """Integer softmax row by row (three rows in flight), the constant ``C`` given per row.
+    """Integer softmax row by row (up to three rows in flight), the constant ``C`` given per row.
 
     For a row ``z`` of ``n`` beats (``1 <= n <= max_n``) the output beats are
     ``p == int_softmax(z, SoftmaxParams(C, G, H, F, P))``, in input order:
     ``d_j = max(z) − z_j``, ``t_j = (d_j·C) >> H``, ``e_j = LUT[t_j mod 2^G] >> min(t_j >> G, F + 1)``
     with ``LUT = exp2_lut(G, F)`` (a ROM), ``p_j = floor(e_j·2^P / Σe)``.
 
-    Passes, each on its own row (row ``r`` in half ``r mod 2`` of both row buffers): (1) load,
-    one beat per cycle: ``z`` into one half of a ``2·max_n``-entry row buffer, running maximum;
-    (2) exponent, one element per cycle: ``d = max − z``, ``d·C`` (registered multiplier), ``t``
-    split into LUT index and shift, LUT read, shift, ``e`` into the row's half of a second row
-    buffer and ``Σe`` (kept per half until the divide pass takes it); (3) divide, one element per
-    cycle: ``e·2^P`` by ``Σe`` in the pipelined divider, into the credit-managed output FIFO. The
-    quotient is at most ``2^P`` (``e <= Σe``): ``P + 1`` bits. The exponent pass starts a row
-    once the previous row's elements are past its second stage and the divide pass has read the
-    row two back out of the half; the divider holds one ``Σe``: a row's first element enters it
-    after the previous row's last has left (:attr:`div_gap`).
+    Passes, each on its own row: (1) load, one beat per cycle: ``z`` into a ``max_n``-entry row
+    buffer, running maximum; (2) exponent, one element per cycle: ``d = max − z``, ``d·C``
+    (registered multiplier), ``t`` split into LUT index and shift, LUT read, shift, ``e`` into a
+    second row buffer and ``Σe``; (3) divide, one element per cycle: ``e·2^P`` by ``Σe`` in the
+    pipelined divider, into the credit-managed output FIFO. The quotient is at most ``2^P``
+    (``e <= Σe``): ``P + 1`` bits. Each pass writes its row into its buffer behind the next
+    pass's reads of the previous row (element ``j`` once the reader has issued its element
+    ``j``), so one row per buffer suffices; the exponent pass starts a row once the previous
+    row's elements are past its second stage; the divider holds one ``Σe``: a row's first
+    element enters it after the previous row's last has left (:attr:`div_gap`).
 
     Widths: ``d`` unsigned ``z_width + 1`` bits, ``d·C`` ``z_width + 1 + c_width`` bits, ``t`` that
     minus ``H``, ``e`` ``F + 1`` bits (``LUT[0] = 2^F``), ``Σe`` the bits of ``max_n·2^F``.
@@ -483,16 +485,18 @@ class RowSoftmax(wiring.Component):
     Latency and throughput (input valid every cycle, output always ready): ``row_cycles(n) = 3·n
     + Le + Ld + 5`` cycles from a row's first input beat to its last output beat when it enters an
     idle unit, ``Le`` = :attr:`exp_latency`, ``Ld`` = :attr:`div_latency`. Back-to-back rows of
-    ``n`` beats are accepted ``row_interval(n) = n + Gd`` cycles apart, ``Gd`` = :attr:`div_gap`
-    (``P`` unless ``P`` is small), the first ones sooner while the passes fill; a row then waits
-    in the unit for the divide pass (its latency grows to a steady value above ``row_cycles``).
-    :meth:`rows_in_flight` rows outstanding reach that interval. The input is not ready while
-    the load pass holds a complete row the exponent pass has not taken.
+    ``n`` beats are accepted ``row_interval(n) = n + max(Gd, Le + 2)`` cycles apart (divide pass
+    with ``Gd`` = :attr:`div_gap`; exponent pass, which issues a row's elements behind the divide
+    pass's reads of the previous row and hands on ``Σe`` after its last), the first ones sooner
+    while the passes fill; a row then waits in the unit for the slower passes (its latency grows
+    to a steady value above ``row_cycles``). :meth:`rows_in_flight` rows outstanding reach that
+    interval. The input is not ready while the load pass holds a complete row the exponent pass
+    has not taken, or has caught up with the exponent pass's reads.
 
     Parameters
     ----------
     max_n:
-        Largest row length ``n`` (each row buffer holds two such rows), 1 to 4096.
+        Largest row length ``n`` (row buffer depth), 1 to 4096.
     z_width:
         Signed width of the scores ``z`` (2 to 40).
     c_width:
@@ -549,11 +553,8 @@ class RowSoftmax(wiring.Component):
     def div_gap(self) -> int:
         """Fewest cycles from the last element of a row issued in the divide pass to the next
         row's divide start: ``P`` (the divider's ``P + 1`` stages share one ``Σe`` register, so a
-        row's first element enters them after the previous row's last has left), at least
-        ``ceil((Le + 3) / 2)`` so that the exponent pass, which must wait for the divide pass to
-        read a half before writing the next row into it, never sets a slower pace over two rows
-        than the divide pass over one (the interval stays the same for every row)."""
-        return max(self.P, (self.exp_latency + 4) // 2)
+        row's first element enters them after the previous row's last has left)."""
+        return self.P
 
     @property
     def div_latency(self) -> int:
@@ -568,7 +569,7 @@ class RowSoftmax(wiring.Component):
     def row_interval(self, n: int) -> int:
         """Cycles between the first input beats of consecutive rows of ``n`` beats at full rate."""
         check_int("n", n, 1, self.max_n)
-        return n + self.div_gap
+        return n + max(self.div_gap, self.exp_latency + 2)
 
     def rows_in_flight(self, n: int) -> int:
         """Fewest rows of ``n`` beats a caller must keep outstanding (first beat handed in, last
@@ -583,12 +584,10 @@ class RowSoftmax(wiring.Component):
         jw = max(1, (N - 1).bit_length())
         shb = (F + 1).bit_length()
 
-        # row buffers, two rows interleaved (address Cat(half, j), depth 2·max_n): the load pass
-        # writes one half while the exponent pass reads the other, which in turn writes its
-        # half of the e buffer while the divide pass reads the other
-        m.submodules.zbuf = zbuf = memory.Memory(shape=signed(zw), depth=2 * N, init=[],
-                                                 attrs=_LUT_RAM)
-        m.submodules.ebuf = ebuf = memory.Memory(shape=unsigned(F + 1), depth=2 * N, init=[],
+        # row buffers (distributed RAM, one row each, asynchronous read into a register): each
+        # pass writes its row behind the next pass's reads of the previous row
+        m.submodules.zbuf = zbuf = memory.Memory(shape=signed(zw), depth=N, init=[], attrs=_LUT_RAM)
+        m.submodules.ebuf = ebuf = memory.Memory(shape=unsigned(F + 1), depth=N, init=[],
                                                  attrs=_LUT_RAM)
         m.submodules.lut = lut = memory.Memory(shape=unsigned(F + 1), depth=1 << G, init=self.lut)
         zbw, zbr = zbuf.write_port(), zbuf.read_port(domain="comb")
@@ -596,14 +595,13 @@ class RowSoftmax(wiring.Component):
         lutr = lut.read_port(domain="comb")
         q = _OutQueue(m, self.o_stream, OUT_QUEUE_DEPTH(self.div_latency))
 
-        # ---- front: the load pass of one row into half f_h; its maximum, C and n − 1 hold until
-        # the exponent pass takes the row
+        # ---- load pass: z into the row buffer, running maximum; the maximum, C and n − 1 hold
+        # until the exponent pass takes the row
         ip = self.i_stream.payload
         accept = Signal()
         cnt = Signal(range(N + 1))
         n_last = Signal(jw)                 # n − 1
         c_reg = Signal(self.c_width)
-        f_h = Signal()
         f_done = Signal()                   # the row's maximum is complete
         m.d.comb += accept.eq(self.i_stream.valid & self.i_stream.ready)
         if self.check_protocol:
@@ -614,53 +612,51 @@ class RowSoftmax(wiring.Component):
         a_v, a_first, a_last = Signal(), Signal(), Signal()
         a_z = Signal(signed(zw))
         a_c = Signal(self.c_width)
-        a_addr = Signal(jw + 1)
+        a_j = Signal(jw)
         zmax = Signal(signed(zw))
         vdiff = Signal(signed(zw + 1))
         m.d.sync += [a_v.eq(accept), a_first.eq(cnt == 0), a_last.eq(ip.last), a_z.eq(ip.z),
-                     a_c.eq(ip.c), a_addr.eq(Cat(f_h, cnt[:jw]))]
+                     a_c.eq(ip.c), a_j.eq(cnt[:jw])]
         # the row's C and n − 1 from the A registers (the input handshake enables only cnt)
         with m.If(a_v & a_first):
             m.d.sync += c_reg.eq(a_c)
         with m.If(a_v & a_last):
-            m.d.sync += n_last.eq(a_addr[1:])
-        m.d.comb += [zbw.addr.eq(a_addr), zbw.data.eq(a_z), zbw.en.eq(a_v)]
-        m.d.comb += vdiff.eq(zmax - a_z)
+            m.d.sync += [n_last.eq(a_j), f_done.eq(1)]
+        m.d.comb += [zbw.addr.eq(a_j), zbw.data.eq(a_z), zbw.en.eq(a_v), vdiff.eq(zmax - a_z)]
         with m.If(a_v):
             m.d.sync += zmax.eq(Mux(a_first | vdiff[-1], a_z, zmax))
-        with m.If(a_v & a_last):
-            m.d.sync += f_done.eq(1)
 
         # ---- exponent pass: E0 index; E1 z; E2 d = max − z; d·C (registered multiplier); E3 t
-        # split; E4 LUT; E5 shift; E6 Σe of the row's half, e stored. Each element carries
-        # Cat(half, j) and its last flag, so a row's tail shares the pipeline with the next row's
-        # head; the row registers x_* change once the previous row's elements are past E2
-        x_more, x_h = Signal(), Signal()
+        # split; E4 LUT; E5 shift, Σe; e stored. Each element carries its index and last flag, so a
+        # row's tail shares the pipeline with the next row's head; the row registers x_* change
+        # once the previous row's elements are past E2. x_h, k_h: the parity of the rows in the
+        # exponent and the divide pass
+        x_more, x_h = Signal(), Signal(init=1)
         x_max = Signal(signed(zw))
         x_c = Signal(self.c_width)
         x_last = Signal(jw)
         j0 = Signal(range(N + 1))
         exp_issue = Signal()
         e0_v, e1_v, e2_v = Signal(), Signal(), Signal()
-        e0_t, e1_t, e2_t = Signal(jw + 1), Signal(jw + 1), Signal(jw + 1)
+        e0_j, e1_j, e2_j = Signal(jw), Signal(jw), Signal(jw)
         e0_l, e1_l, e2_l = Signal(), Signal(), Signal()
         e1_z = Signal(signed(zw))
         e2_d = Signal(self.d_width)
-        m.d.comb += [exp_issue.eq(x_more), zbr.addr.eq(e0_t)]
-        m.d.sync += [e0_v.eq(exp_issue), e0_t.eq(Cat(x_h, j0[:jw])), e0_l.eq(j0[:jw] == x_last),
-                     e1_v.eq(e0_v), e1_t.eq(e0_t), e1_l.eq(e0_l), e1_z.eq(zbr.data),
-                     e2_v.eq(e1_v), e2_t.eq(e1_t), e2_l.eq(e1_l), e2_d.eq(x_max - e1_z)]
+        m.d.comb += zbr.addr.eq(e0_j)
+        m.d.sync += [e0_v.eq(exp_issue), e0_j.eq(j0[:jw]), e0_l.eq(j0[:jw] == x_last),
+                     e1_v.eq(e0_v), e1_j.eq(e0_j), e1_l.eq(e0_l), e1_z.eq(zbr.data),
+                     e2_v.eq(e1_v), e2_j.eq(e1_j), e2_l.eq(e1_l), e2_d.eq(x_max - e1_z)]
         with m.If(exp_issue):
             m.d.sync += [j0.eq(j0 + 1), x_more.eq(j0[:jw] != x_last)]
         lat = registered_mul_latency(self.d_width, self.c_width)
         prod = registered_mul(m, e2_d, x_c, "dc", self.dsp_target)
-        m_v, m_t, m_l = (delay(m, s, lat, f"m{k}") for k, s in (("v", e2_v), ("t", e2_t), ("l", e2_l)))
+        m_v, m_j, m_l = (delay(m, s, lat, f"m{k}") for k, s in (("v", e2_v), ("j", e2_j), ("l", e2_l)))
         # t zero-extended so that the LUT index and the shift exist for every G, H
         t = Signal(self.t_width + G + shb)
         m.d.comb += t.eq(prod[:self.prod_width] >> H)
         sh = t[G:]
         e3_v, e4_v, e5_v = Signal(), Signal(), Signal()
-        e3_t, e4_t, e5_t = Signal(jw + 1), Signal(jw + 1), Signal(jw + 1)
+        e3_j, e4_j, e5_j = Signal(jw), Signal(jw), Signal(jw)
         e3_l, e4_l, e5_l = Signal(), Signal(), Signal()
         e5_f = Signal()                     # the row's first element
         e3_idx = Signal(max(1, G))
@@ -669,52 +665,38 @@ class RowSoftmax(wiring.Component):
         e5_e = Signal(F + 1)
         m.d.comb += lutr.addr.eq(e3_idx[:G] if G else 0)
         m.d.sync += [
-            e3_v.eq(m_v), e3_t.eq(m_t), e3_l.eq(m_l), e3_idx.eq(t[:G] if G else 0),
+            e3_v.eq(m_v), e3_j.eq(m_j), e3_l.eq(m_l), e3_idx.eq(t[:G] if G else 0),
             e3_sh.eq(Mux(sh > F, F + 1, sh[:shb])),
-            e4_v.eq(e3_v), e4_t.eq(e3_t), e4_l.eq(e3_l), e4_sh.eq(e3_sh), e4_lut.eq(lutr.data),
-            e5_v.eq(e4_v), e5_t.eq(e4_t), e5_l.eq(e4_l), e5_e.eq(e4_lut >> e4_sh),
-            e5_f.eq(e4_t[1:] == 0),
+            e4_v.eq(e3_v), e4_j.eq(e3_j), e4_l.eq(e3_l), e4_sh.eq(e3_sh), e4_lut.eq(lutr.data),
+            e5_v.eq(e4_v), e5_j.eq(e4_j), e5_l.eq(e4_l), e5_e.eq(e4_lut >> e4_sh),
+            e5_f.eq(e4_j == 0),
         ]
-        # Σe, then per half: a row's sum waits in its half's register for the divide pass
-        acc = Signal(self.sum_width)
-        total = [Signal(self.sum_width, name=f"total{h}") for h in range(2)]
-        e6_v, e6_l, e6_h = Signal(), Signal(), Signal()
-        m.d.comb += [ebw.addr.eq(e5_t), ebw.data.eq(e5_e), ebw.en.eq(e5_v)]
+        # Σe: complete after a row's last element; the divide pass takes it into ``den`` (two
+        # cycles after its start at the earliest) before the next row's first element gets
+        # here (that row's exponent pass issues behind the divide pass's reads)
+        total = Signal(self.sum_width)
+        d_pend = Signal()                   # a row's Σe waits for the divide pass
+        d_last = Signal(jw)                 # its n − 1
+        m.d.comb += [ebw.addr.eq(e5_j), ebw.data.eq(e5_e), ebw.en.eq(e5_v)]
         with m.If(e5_v):
-            m.d.sync += acc.eq(Mux(e5_f, e5_e, acc + e5_e))
-        m.d.sync += [e6_v.eq(e5_v), e6_l.eq(e5_l), e6_h.eq(e5_t[0])]
-        for h in range(2):
-            with m.If(e6_v & e6_l & (e6_h == h)):
-                m.d.sync += total[h].eq(acc)
-
-        # per half: hbusy (from the exponent pass's start on the row in it to the divide pass's
-        # last read of it), dpend (its Σe is complete, not yet taken by the divide pass), the
-        # row's n − 1
-        hbusy = [Signal(name=f"hbusy{h}") for h in range(2)]
-        dpend = [Signal(name=f"dpend{h}") for h in range(2)]
-        hlast = [Signal(jw, name=f"hlast{h}") for h in range(2)]
-        # Σe complete after this cycle (in its half's register one cycle later, before the
-        # divide pass, two cycles after its start, takes it)
+            m.d.sync += total.eq(Mux(e5_f, e5_e, total + e5_e))
         with m.If(e5_v & e5_l):
-            for h in range(2):
-                with m.If(e5_t[0] == h):
-                    m.d.sync += dpend[h].eq(1)
+            m.d.sync += [d_pend.eq(1), d_last.eq(e5_j)]
 
-        # ---- divide pass: D0 index; D1 e; divider (e·2^P) / Σe; quotient into the FIFO. The
-        # rows take the halves in turn (d_h); a row's Σe goes into ``den`` when its first element
-        # reaches the divider
-        d_h, k_h = Signal(), Signal()
+        # ---- divide pass: D0 index; D1 e; divider (e·2^P) / Σe; quotient into the FIFO. A row's
+        # Σe goes into ``den`` when its first element reaches the divider
+        k_h = Signal(init=1)
         k_last = Signal(jw)
         den = Signal(self.sum_width)
         jd = Signal(range(N + 1))
         issue = Signal()
         d_first = Signal()                  # the next element issued is its row's first
         d0_v, d1_v, d0_f = Signal(), Signal(), Signal()
-        d0_t = Signal(jw + 1)
+        d0_j = Signal(jw)
         d0_l, d1_l = Signal(), Signal()
         d1_e = Signal(F + 1)
-        m.d.comb += ebr.addr.eq(d0_t)
-        m.d.sync += [d0_v.eq(issue), d0_t.eq(Cat(k_h, jd[:jw])), d0_l.eq(jd[:jw] == k_last),
+        m.d.comb += ebr.addr.eq(d0_j)
+        m.d.sync += [d0_v.eq(issue), d0_j.eq(jd[:jw]), d0_l.eq(jd[:jw] == k_last),
                      d0_f.eq(issue & d_first),
                      d1_v.eq(d0_v), d1_l.eq(d0_l), d1_e.eq(ebr.data)]
         more = Signal()   # elements left to issue (a register: see RowLayerNorm)
@@ -728,14 +710,7 @@ class RowSoftmax(wiring.Component):
         with m.Elif(since != gap - 1):
             m.d.sync += since.eq(since + 1)
         with m.If(d0_f):
-            m.d.sync += den.eq(Mux(d0_t[0], total[1], total[0]))
-            for h in range(2):
-                with m.If(d0_t[0] == h):
-                    m.d.sync += dpend[h].eq(0)
-        with m.If(d0_v & d0_l):   # the row's last read of its half
-            for h in range(2):
-                with m.If(d0_t[0] == h):
-                    m.d.sync += hbusy[h].eq(0)
+            m.d.sync += [den.eq(total), d_pend.eq(0)]
         m.submodules.div = div = PipelinedDivider(F + 1 + P, self.sum_width, P + 1, 1)
         m.d.comb += [div.i_valid.eq(d1_v), div.i_num.eq(Cat(Const(0, P), d1_e)),
                      div.i_den.eq(den), div.i_tag.eq(d1_l)]
@@ -746,29 +721,55 @@ class RowSoftmax(wiring.Component):
         # the divide pass takes the next row once its Σe is complete and the previous row is
         # issued and has left the divider's first stage by the time this row reaches it
         d_go = Signal()
-        m.d.comb += d_go.eq(Mux(d_h, dpend[1], dpend[0]) & ~more & ~d_first & ~d0_f
-                            & (since == gap - 1))
+        m.d.comb += d_go.eq(d_pend & ~more & ~d_first & ~d0_f & (since == gap - 1))
         with m.If(d_go):
-            m.d.sync += [k_h.eq(d_h), k_last.eq(Mux(d_h, hlast[1], hlast[0])), d_h.eq(~d_h),
-                         jd.eq(0), more.eq(1), d_first.eq(1)]
+            m.d.sync += [k_h.eq(~k_h), k_last.eq(d_last), jd.eq(0), more.eq(1), d_first.eq(1)]
 
-        # the exponent pass takes the front's row once the previous row is issued and past E1,
-        # and the row's half of the e buffer is read out. x_go is a register (it enables some
-        # sixty row registers): set when these hold in the next cycle
+        # the exponent pass takes the load pass's row once the previous row is issued and past
+        # E1. x_go is a register (it enables some sixty row registers): set when these hold in
+        # the next cycle
         x_go = Signal()
-        hb_next = [hbusy[h] & ~(d0_v & d0_l & (d0_t[0] == h)) for h in range(2)]
-        m.d.sync += x_go.eq(~x_go & (f_done | (a_v & a_last)) & ~x_more & ~e0_v
-                            & ~Mux(f_h, hb_next[1], hb_next[0]))
+        m.d.sync += x_go.eq(~x_go & (f_done | (a_v & a_last)) & ~x_more & ~e0_v)
         with m.If(x_go):
-            m.d.sync += [x_more.eq(1), j0.eq(0), x_max.eq(zmax), x_c.eq(c_reg),
-                         x_last.eq(n_last), x_h.eq(f_h), f_h.eq(~f_h), f_done.eq(0)]
-            for h in range(2):
-                with m.If(f_h == h):
-                    m.d.sync += [hbusy[h].eq(1), hlast[h].eq(n_last)]
+            m.d.sync += [x_more.eq(1), j0.eq(0), x_max.eq(zmax), x_c.eq(c_reg), x_last.eq(n_last),
+                         x_h.eq(~x_h), f_done.eq(0)]
+
+        def behind(lead, lead_inc, lead_rst, trail, trail_inc, trail_rst, name):
+            """``lead > trail`` for two counters (registers that count up by their ``_inc`` and are
+            reset to 0 by their ``_rst``, all three delayed one cycle here): the comparisons of
+            the previous cycle's values, corrected by that cycle's increments and resets, so that
+            the decision is a few gates after registers, not a compare carry chain."""
+            dif = Signal(signed(jw + 3), name=f"{name}_dif")
+            g_ge0, g_gt0, g_gt1 = (Signal(name=f"{name}_{k}") for k in ("ge0", "gt0", "gt1"))
+            lp, li, lr, tp, ti, tr = (Signal(name=f"{name}_{k}") for k in
+                                      ("lp", "li", "lr", "tp", "ti", "tr"))
+            m.d.comb += dif.eq(lead - trail)
+            m.d.sync += [g_ge0.eq(dif >= 0), g_gt0.eq(dif > 0), g_gt1.eq(dif > 1),
+                         lp.eq(lead != 0), li.eq(lead_inc), lr.eq(lead_rst), ti.eq(trail_inc),
+                         tr.eq(trail_rst)]
+            lead_now = ~lr & (lp | li)              # lead > 0 in this cycle
+            kept = Mux(li == ti, g_gt0, Mux(li, g_ge0, g_gt1))
+            return ~lr & Mux(tr, lead_now, kept)
+
+        # the exponent pass writes e of its row behind the divide pass's reads of the previous
+        # row (an element is read the cycle after its issue; e is written several cycles after
+        # the exponent pass issues it): it issues element j once the divide pass has issued the
+        # previous row's element j, or all of it (that row is the divide pass's row when the
+        # parities differ; when they match, the divide pass has not taken the previous row yet)
+        e_ok = Signal()
+        d_ahead = behind(jd, issue, d_go, j0, exp_issue, x_go, "ed")
+        m.d.comb += [e_ok.eq((k_h != x_h) & (~more & ~d_first | d_ahead)),
+                     exp_issue.eq(x_more & e_ok)]
+
+        # the load pass writes z of its row behind the exponent pass's reads of the previous row
+        # (the exponent pass's row while it issues, written the cycle after the beat)
+        z_ok = Signal()
+        x_ahead = behind(j0, exp_issue, x_go, cnt, accept, accept & ip.last, "zx")
+        m.d.comb += z_ok.eq(~x_more | x_ahead)
 
         with m.FSM(init="LOAD"):
             with m.State("LOAD"):          # until the cycle after the row's last beat
-                m.d.comb += self.i_stream.ready.eq(~(a_v & a_last))
+                m.d.comb += self.i_stream.ready.eq(~(a_v & a_last) & z_ok)
                 with m.If(accept):
                     m.d.sync += cnt.eq(Mux(ip.last, 0, cnt + 1))
                 with m.If(a_v & a_last):

@@ -415,7 +415,9 @@ class RowLayerNorm(wiring.Component):
         dif = Signal(signed(jw + 3))
         g_ge0, g_gt0, g_gt1, go_r = Signal(), Signal(), Signal(), Signal()
         m.d.comb += dif.eq(jn - cnt)
-        m.d.sync += [g_ge0.eq(dif >= 0), g_gt0.eq(dif > 0), g_gt1.eq(dif > 1), go_r.eq(n_go)]
+        # sign and zero tests of the one subtraction (no second carry chain)
+        m.d.sync += [g_ge0.eq(~dif[-1]), g_gt0.eq(~dif[-1] & dif.any()),
+                     g_gt1.eq(~dif[-1] & dif[1:].any()), go_r.eq(n_go)]
         ahead = ~go_r & Mux(a_v, Mux(n0_v, g_gt0, g_gt1), Mux(n0_v, g_ge0, g_gt0))
         m.d.comb += wr_ok.eq(Mux(f_h, hdone[1], hdone[0]) | ((k_h == f_h) & ahead))
         with m.If(issue & (jn[:jw] == k_last)):
@@ -744,7 +746,9 @@ class RowSoftmax(wiring.Component):
             lp, li, lr, tp, ti, tr = (Signal(name=f"{name}_{k}") for k in
                                       ("lp", "li", "lr", "tp", "ti", "tr"))
             m.d.comb += dif.eq(lead - trail)
-            m.d.sync += [g_ge0.eq(dif >= 0), g_gt0.eq(dif > 0), g_gt1.eq(dif > 1),
+            # sign and zero tests of the one subtraction (no second carry chain)
+            m.d.sync += [g_ge0.eq(~dif[-1]), g_gt0.eq(~dif[-1] & dif.any()),
+                         g_gt1.eq(~dif[-1] & dif[1:].any()),
                          lp.eq(lead != 0), li.eq(lead_inc), lr.eq(lead_rst), ti.eq(trail_inc),
                          tr.eq(trail_rst)]
             lead_now = ~lr & (lp | li)              # lead > 0 in this cycle

@@ -53,7 +53,7 @@ def _abs(v):
 
 
 class RowLayerNorm(wiring.Component):
-    """Integer LayerNorm row by row (three rows in flight), ``Γ``, ``B`` and ``E`` given per row.
+    """Integer LayerNorm row by row (a row in each of three stages), ``Γ``, ``B``, ``E`` per row.
 
     For a row ``x`` of ``D`` beats (``1 <= D <= max_dim``) the output beats are
     ``y == int_layernorm(x, Γ, B, LayerNormParams(E, K, P))``, in input order:
@@ -463,7 +463,7 @@ class RowLayerNorm(wiring.Component):
 
 
 class RowSoftmax(wiring.Component):
-    """Integer softmax row by row (up to three rows in flight), the constant ``C`` given per row.
+    """Integer softmax row by row (a row in each of its three passes), ``C`` given per row.
 
     For a row ``z`` of ``n`` beats (``1 <= n <= max_n``) the output beats are
     ``p == int_softmax(z, SoftmaxParams(C, G, H, F, P))``, in input order:

@@ -4,8 +4,13 @@ Every output beat of every row is compared with :func:`~equispike.model.intops.i
 :func:`~equispike.model.intops.int_softmax` of that row and its per-row parameters. The Amaranth
 simulator runs several hundred rows of random lengths through one elaboration per unit (corner
 rows included, random idle input cycles and output back-pressure, the stream contract checked
-every cycle, the timing formulas ``row_cycles``/``row_interval`` checked on a full-rate prefix);
-one Verilator build per unit repeats random rows under back-pressure with wider datapaths.
+every cycle by :class:`~equispike.sim.contract.StreamChecker`). The timing methods are checked
+as executable specifications: ``row_interval`` between the first beats of back-to-back rows of
+one length on a full-rate prefix (the rows overlap in the unit), ``row_cycles`` for every length
+into an idle unit, ``rows_in_flight`` as the fewest outstanding rows that reach
+``row_interval``. Rows stay exact and in order with the input always valid and heavy output
+back-pressure (rows pile up inside the unit). One Verilator build per unit repeats random rows
+under back-pressure with wider datapaths.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from amaranth.sim import Simulator
 
 from equispike.model.intops import LayerNormParams, SoftmaxParams, int_layernorm, int_softmax
 from equispike.rtl.rownorm import RowLayerNorm, RowSoftmax
+from equispike.sim.contract import StreamChecker
 from equispike.sim.scoreboard import Scoreboard
 from equispike.sim.streams import pack, unpack
 
@@ -149,32 +155,37 @@ def check_rows(site: str, field: str, expected: list[np.ndarray], beats: list[di
 # Amaranth simulator
 # --------------------------------------------------------------------------------------------------
 def simulate(unit, rows_beats: list[list[dict]], *, timed_rows: int, idle: float, bp: float,
-             seed: int, tail: int = 64, max_cycles: int = 2_000_000):
-    """Drive ``unit`` with the rows (one beat list each) in one simulation, checking the output
-    stream contract every cycle.
+             seed: int, tail: int = 64, max_cycles: int = 2_000_000, limit: int | None = None):
+    """Drive ``unit`` with the rows (one beat list each) in one simulation, the output stream
+    checked every cycle by :class:`~equispike.sim.contract.StreamChecker`.
 
     The first ``timed_rows`` rows run at full rate (input valid every cycle, output always ready);
     the rest with random idle input cycles (``idle``) and random output back-pressure (``bp``).
-    After the last expected beat the output stays ready for ``tail`` cycles: any further beat
-    fails. Returns ``(beats, in_cycles, out_cycles)``.
+    ``limit``: a row's first beat is offered only while fewer than ``limit`` rows are
+    outstanding (first beat taken, last output beat not yet taken). After the last expected beat
+    the output stays ready for ``tail`` cycles: any further beat fails. Returns
+    ``(beats, in_cycles, out_cycles)``.
     """
     ist, ost = unit.i_stream, unit.o_stream
     ishape, oshape = ist.payload.shape(), ost.payload.shape()
     ipay, opay = Value.cast(ist.payload), Value.cast(ost.payload)
     flat = [b for r in rows_beats for b in r]
+    firsts = set(np.cumsum([0] + [len(r) for r in rows_beats[:-1]]).tolist())
     n_timed = sum(len(r) for r in rows_beats[:timed_rows])
     n_out = len(flat)
     rng = random.Random(seed)
     beats: list[dict] = []
     in_c: list[int] = []
     out_c: list[int] = []
+    checker = StreamChecker("o_stream", n_out)
 
     async def tb(ctx):
-        cycle, bi, offered, held, extra = 0, 0, False, None, 0
+        cycle, bi, offered, extra, started, done = 0, 0, False, 0, 0, 0
         while len(beats) < n_out or extra < tail:
             if cycle >= max_cycles:
                 raise TimeoutError(f"{len(beats)}/{n_out} beats after {cycle} cycles")
-            if not offered and bi < len(flat) and (bi < n_timed or rng.random() >= idle):
+            if (not offered and bi < len(flat) and (bi < n_timed or rng.random() >= idle)
+                    and (limit is None or bi not in firsts or started - done < limit)):
                 ctx.set(ipay, pack(ishape, flat[bi]))
                 offered = True
             ctx.set(ist.valid, int(offered))
@@ -183,18 +194,14 @@ def simulate(unit, rows_beats: list[list[dict]], *, timed_rows: int, idle: float
             _, _, iready, ovalid, obits = await ctx.tick().sample(ist.ready, ost.valid, opay)
             if offered and iready:
                 in_c.append(cycle)
+                started += bi in firsts
                 bi += 1
                 offered = False
-            if held is not None:   # RFC 61: valid held, payload stable until ready
-                assert ovalid, f"cycle {cycle}: o_stream.valid dropped before ready"
-                assert obits == held, f"cycle {cycle}: o_stream payload changed while not ready"
-            if ovalid and rdy:
-                assert len(beats) < n_out, f"cycle {cycle}: output beat after the last expected one"
-                beats.append(unpack(oshape, obits))
+            if checker.sample(ovalid, rdy, obits):
+                beat = unpack(oshape, obits)
+                beats.append(beat)
                 out_c.append(cycle)
-                held = None
-            else:
-                held = obits if ovalid else None
+                done += beat["last"]
             if len(beats) >= n_out:
                 extra += 1
             cycle += 1
@@ -203,41 +210,138 @@ def simulate(unit, rows_beats: list[list[dict]], *, timed_rows: int, idle: float
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()
+    checker.complete()
     assert len(in_c) == len(flat)
     return beats, in_c, out_c
 
 
-def check_timing(unit, lengths: list[int], in_c: list[int], out_c: list[int]) -> int:
-    """``row_cycles`` and ``row_interval`` of the docstring against the full-rate rows measured."""
-    starts = np.cumsum([0, *lengths])
+def check_timing(unit, lengths: list[int], reps: int, in_c: list[int], out_c: list[int]) -> int:
+    """The full-rate prefix of ``reps`` rows of each length in ``lengths``, the unit idle before
+    it: ``row_cycles`` of the first row, ``row_interval`` between the first beats of the group's
+    last ``reps // 2`` rows (the earlier ones fill the unit: the input runs ahead of the slowest
+    stage until the rows in flight stall it), and that these rows overlap (a row's first beat is
+    taken before the previous row's last result). Returns the intervals checked."""
+    starts = np.cumsum([0] + [n for n in lengths for _ in range(reps)])
+    assert out_c[starts[1] - 1] - in_c[0] + 1 == unit.row_cycles(lengths[0])
     checked = 0
-    for r, n in enumerate(lengths):
-        first_in, last_out = in_c[starts[r]], out_c[starts[r + 1] - 1]
-        assert last_out - first_in + 1 == unit.row_cycles(n), (r, n, first_in, last_out)
-        if r + 1 < len(lengths):
-            assert in_c[starts[r + 1]] - first_in == unit.row_interval(n), (r, n)
-        checked += 1
+    for g, n in enumerate(lengths):
+        for r in range(g * reps + reps - reps // 2, (g + 1) * reps):
+            first, prev = in_c[starts[r]], in_c[starts[r - 1]]
+            assert first - prev == unit.row_interval(n), (r, n, first - prev, unit.row_interval(n))
+            assert first < out_c[starts[r] - 1], (r, n, "row did not overlap the previous one")
+            checked += 1
     return checked
+
+
+def check_latency_and_flight(unit, make_row, to_beats, golden, field: str, max_len: int) -> int:
+    """``row_cycles(n)`` for every ``n`` (one row outstanding at a time: each enters an idle
+    unit), and ``rows_in_flight(n)``: with that many rows outstanding, back-to-back rows reach
+    ``row_interval(n)``; with one fewer they do not. Every output is compared. Returns the
+    timings checked."""
+    rows = [make_row(n) for n in range(1, max_len + 1)]
+    beats, in_c, out_c = simulate(unit, [to_beats(r) for r in rows], timed_rows=len(rows), idle=0,
+                                  bp=0, seed=0, tail=16, limit=1)
+    check_rows(f"{field}.latency", field, [golden(r) for r in rows], beats)
+    starts = np.cumsum([0] + [len(r[0]) for r in rows])
+    for r, n in enumerate(range(1, max_len + 1)):
+        assert out_c[starts[r + 1] - 1] - in_c[starts[r]] + 1 == unit.row_cycles(n), n
+    checked = len(rows)
+    reps = 12
+    for n in sorted({1, 2, max_len // 2, max_len}):
+        k = unit.rows_in_flight(n)
+        assert k >= 2, f"n = {n}: back-to-back rows do not overlap"
+        for lim in (k, k - 1):
+            grp = [make_row(n) for _ in range(reps)]
+            beats, in_c, _ = simulate(unit, [to_beats(r) for r in grp], timed_rows=reps, idle=0,
+                                      bp=0, seed=0, tail=16, limit=lim)
+            check_rows(f"{field}.flight", field, [golden(r) for r in grp], beats)
+            iv = np.diff([in_c[i * n] for i in range(reps)])[-4:]
+            if lim == k:
+                assert (iv == unit.row_interval(n)).all(), (n, lim, iv, unit.row_interval(n))
+            else:
+                assert iv.mean() > unit.row_interval(n), (n, lim, iv, unit.row_interval(n))
+            checked += 1
+    return checked
+
+
+def overlapped_rows(lengths: list[int], in_c: list[int], out_c: list[int]) -> int:
+    """Rows whose first beat was taken before the previous row's last result."""
+    starts = np.cumsum([0, *lengths])
+    return sum(in_c[starts[r]] < out_c[starts[r] - 1] for r in range(1, len(lengths)))
 
 
 LN_PY = dict(max_dim=12, x_width=10, gamma_width=18, beta_width=12, e_width=8)
 
 
+TIMED_LENGTHS = (1, 2, 7, 12, 3)
+TIMED_REPS = 8
+
+
+def ln_row(rng: np.random.Generator, n: int, E: int = 5):
+    return (rng.integers(-511, 512, n), rng.integers(-(1 << 17), 1 << 17, n),
+            rng.integers(-2048, 2048, n), E)
+
+
 @pytest.mark.sim
 def test_pysim_layernorm_rows():
     """400 rows through one elaboration: corner kinds, D = 1 .. max_dim, E = 1 and max; a
-    full-rate prefix checks the timing formulas."""
+    full-rate prefix of back-to-back rows checks the timing formulas."""
     K, P = 16, 10
     unit = RowLayerNorm(**LN_PY, K=K, P=P)
     rng = np.random.default_rng(11)
-    timed = [(rng.integers(-511, 512, n), rng.integers(-(1 << 17), 1 << 17, n),
-              rng.integers(-2048, 2048, n), 5) for n in (1, 2, 7, LN_PY["max_dim"], 3)]
+    timed = [ln_row(rng, n) for n in TIMED_LENGTHS for _ in range(TIMED_REPS)]
     rows = timed + ln_rows(rng, 400, **LN_PY)
     beats, in_c, out_c = simulate(unit, [ln_beats(r) for r in rows], timed_rows=len(timed),
                                   idle=0.3, bp=0.4, seed=5)
     n = check_rows("rownorm.layernorm", "y", [ln_golden(r, K, P) for r in rows], beats)
     assert n >= sum(len(r[0]) for r in rows) > 400
-    assert check_timing(unit, [len(r[0]) for r in timed], in_c, out_c) == len(timed)
+    checked = check_timing(unit, list(TIMED_LENGTHS), TIMED_REPS, in_c, out_c)
+    assert checked == len(TIMED_LENGTHS) * (TIMED_REPS // 2)
+
+
+def ln_bounds(unit: RowLayerNorm, d: int) -> str:
+    """The stages whose bound is ``row_interval(d)``: Front, Normalise pass, Square root."""
+    terms = (d + unit.load_latency + unit.rad_latency + 1, d + unit.norm_gap, unit.sqrt_cycles + 2)
+    return "".join(k for k, t in zip("FNS", terms, strict=True) if t == unit.row_interval(d))
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("cfg,stages", [
+    (LN_PY, {"N"}),
+    # wide x, narrow Γ: a long square root, a short divider
+    (dict(max_dim=20, x_width=20, gamma_width=4, beta_width=4, e_width=8), {"S", "FS", "F"}),
+])
+def test_pysim_layernorm_timing(cfg, stages):
+    """``row_cycles`` for every D, ``rows_in_flight`` (see check_latency_and_flight), with each
+    stage's bound of ``row_interval`` the binding one for some D."""
+    K, P = 16, 10
+    unit = RowLayerNorm(**cfg, K=K, P=P)
+    rng = np.random.default_rng(13)
+    xh, gh, bh = (1 << (cfg[k] - 1) for k in ("x_width", "gamma_width", "beta_width"))
+
+    def row(d: int):
+        return (rng.integers(-xh, xh, d), rng.integers(-gh, gh, d), rng.integers(-bh, bh, d), 3)
+
+    assert {ln_bounds(unit, d) for d in range(1, cfg["max_dim"] + 1)} == stages
+    n = check_latency_and_flight(unit, row, ln_beats, lambda r: ln_golden(r, K, P), "y",
+                                 cfg["max_dim"])
+    assert n == cfg["max_dim"] + 8
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("bp", [0.5, 0.85])
+def test_pysim_layernorm_backpressure(bp):
+    """Input always valid, output back-pressure: the rows pile up in the unit (several in
+    flight, the front writing over a half still being normalised); nothing is lost, duplicated
+    or reordered (every beat compared in order, the last flags included)."""
+    K, P = 16, 10
+    unit = RowLayerNorm(**LN_PY, K=K, P=P)
+    rng = np.random.default_rng(14)
+    rows = ln_rows(rng, 200, **LN_PY)
+    beats, in_c, out_c = simulate(unit, [ln_beats(r) for r in rows], timed_rows=0, idle=0.0, bp=bp,
+                                  seed=9)
+    assert check_rows("rownorm.layernorm", "y", [ln_golden(r, K, P) for r in rows], beats) > 200
+    assert overlapped_rows([len(r[0]) for r in rows], in_c, out_c) > 100
 
 
 @pytest.mark.sim
@@ -262,7 +366,7 @@ def test_pysim_softmax_rows():
     G, H, F, P = 6, 16, 15, 12
     unit = RowSoftmax(**SM_PY, G=G, H=H, F=F, P=P)
     rng = np.random.default_rng(21)
-    timed = [(rng.integers(-511, 512, n), SM_C) for n in (1, 2, 9, SM_PY["max_n"], 4)]
+    timed = [(rng.integers(-511, 512, n), SM_C) for n in TIMED_LENGTHS for _ in range(TIMED_REPS)]
     rows = timed + sm_rows(rng, 400, **SM_PY, typical_c=SM_C)
     beats, in_c, out_c = simulate(unit, [sm_beats(r) for r in rows], timed_rows=len(timed),
                                   idle=0.3, bp=0.4, seed=7)
@@ -271,7 +375,39 @@ def test_pysim_softmax_rows():
     assert any((e == 1 << P).any() for e in exp), "no p = 2^P in the stimulus"
     n = check_rows("rownorm.softmax", "p", exp, beats)
     assert n >= sum(len(r[0]) for r in rows) > 400
-    assert check_timing(unit, [len(r[0]) for r in timed], in_c, out_c) == len(timed)
+    checked = check_timing(unit, list(TIMED_LENGTHS), TIMED_REPS, in_c, out_c)
+    assert checked == len(TIMED_LENGTHS) * (TIMED_REPS // 2)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("cfg,divide_bound", [
+    (dict(G=6, H=16, F=15, P=20), True),
+    (dict(G=6, H=16, F=5, P=1), False),
+])
+def test_pysim_softmax_timing(cfg, divide_bound):
+    """``row_cycles`` for every n, ``rows_in_flight`` (see check_latency_and_flight), with the
+    divide pass as the slowest stage (``P = 20``) and with the exponent pass, which writes
+    behind the divide pass's reads of the previous row (``P = 1``)."""
+    unit = RowSoftmax(**SM_PY, **cfg)
+    rng = np.random.default_rng(23)
+    assert (unit.div_gap > unit.exp_latency + 2) == divide_bound
+    n = check_latency_and_flight(unit, lambda k: (rng.integers(-511, 512, k), SM_C), sm_beats,
+                                 lambda r: sm_golden(r, **cfg), "p", SM_PY["max_n"])
+    assert n == SM_PY["max_n"] + 8
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("bp", [0.5, 0.85])
+def test_pysim_softmax_backpressure(bp):
+    """Input always valid, output back-pressure: rows pile up in the three passes (each pass
+    writing behind the next pass's reads); nothing is lost, duplicated or reordered."""
+    G, H, F, P = 6, 16, 15, 12
+    unit = RowSoftmax(**SM_PY, G=G, H=H, F=F, P=P)
+    rows = sm_rows(np.random.default_rng(24), 200, **SM_PY, typical_c=SM_C)
+    beats, in_c, out_c = simulate(unit, [sm_beats(r) for r in rows], timed_rows=0, idle=0.0, bp=bp,
+                                  seed=10)
+    assert check_rows("rownorm.softmax", "p", [sm_golden(r, G, H, F, P) for r in rows], beats) > 200
+    assert overlapped_rows([len(r[0]) for r in rows], in_c, out_c) > 100
 
 
 @pytest.mark.sim

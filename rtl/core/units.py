@@ -788,7 +788,8 @@ class NormUnit(_Unit):
     from the pass-A value in the same cycles when the unit is free, a longer row (or one whose unit
     is busy) then reads its chunks again (``2·nch + 1`` more cycles). With enough units the time per
     recomputed one-chunk row tends to ``max(1 + 4, row_interval / norm_units)`` (the collector's
-    write-back takes the ports for three cycles and waits one).
+    write-back takes the ports for three cycles and waits one; each unit overlaps up to
+    ``rows_in_flight`` rows, and the row queue holds them all).
 
     The feeder and the collector share the ``D`` ports: the collector's three write-back cycles
     go when the feeder is between memory accesses (the feeder yields while the collector waits).
@@ -834,9 +835,13 @@ class NormUnit(_Unit):
             m.submodules[f"ln{j}"], m.submodules[f"smx{j}"] = ln, smx
             lns.append(ln)
             smxs.append(smx)
-        # rows fed, not yet written back (in feeding order): per unit one in its input buffer, one
-        # inside it and one in its output buffer, so the queue never stops the feeder first
-        m.submodules.queue = queue = SyncFIFO(width=aw, depth=3 * R + 1)
+        # rows fed, not yet written back (in feeding order): per unit one in its input buffer, the
+        # rows it overlaps inside and one in its output buffer, so the queue never stops the feeder
+        flight = max(
+            max(lns[0].rows_in_flight(d) for d in range(1, p.max_dim + 1)),
+            max(smxs[0].rows_in_flight(d) for d in range(1, p.max_n + 1)),
+        )
+        m.submodules.queue = queue = SyncFIFO(width=aw, depth=R * (flight + 2) + 1)
         is_ln = Signal()
         m.d.comb += is_ln.eq(ins.op == Op.LN)
 

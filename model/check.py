@@ -29,28 +29,36 @@ class CaseResult:
     steps: int = 0
 
 
-def compare(name: str, art: ViTArtifact, images: np.ndarray, t_max: int = 2048) -> CaseResult:
-    """Run QANN and SNN on ``images`` and compare every site code and every logit exactly."""
-    q = qann_forward(art, images)
-    s = ViTSNN(art).run(images, t_max=t_max)
-    res = CaseResult(name=name, steps=s.steps)
-    pairs = [(k, q.codes[k], s.codes[k]) for k in q.codes] + [("logits", q.logits, s.logits)]
-    for site, want, got in pairs:
+def tally_pairs(res, case: str, pairs, *, what: str = "site", want_key: str = "expected",
+                got_key: str = "got", ref: str = "QANN") -> None:
+    """Compare every ``(label, want, got)`` array pair exactly into ``res`` (its ``elements``,
+    ``mismatches`` and ``first_mismatch``, the latter named by ``what``, ``want_key``, ``got_key``);
+    a shape difference is an error naming ``ref``, the side that defines the shape."""
+    for label, want, got in pairs:
         if want.shape != got.shape:
-            raise AssertionError(f"{name}: {site} shape {got.shape} != QANN {want.shape}")
+            raise AssertionError(f"{case}: {label} shape {got.shape} != {ref} {want.shape}")
         res.elements += want.size
         bad = want != got
         n = int(bad.sum())
         if n and res.first_mismatch is None:
             idx = tuple(int(i) for i in np.argwhere(bad)[0])
             res.first_mismatch = {
-                "case": name,
-                "site": site,
+                "case": case,
+                what: label,
                 "index": list(idx),
-                "expected": int(want[idx]),
-                "got": int(got[idx]),
+                want_key: int(want[idx]),
+                got_key: int(got[idx]),
             }
         res.mismatches += n
+
+
+def compare(name: str, art: ViTArtifact, images: np.ndarray, t_max: int = 2048) -> CaseResult:
+    """Run QANN and SNN on ``images`` and compare every site code and every logit exactly."""
+    q = qann_forward(art, images)
+    s = ViTSNN(art).run(images, t_max=t_max)
+    res = CaseResult(name=name, steps=s.steps)
+    pairs = [(k, q.codes[k], s.codes[k]) for k in q.codes] + [("logits", q.logits, s.logits)]
+    tally_pairs(res, name, pairs)
     res.settle_steps = [int(v) for v in s.settle_step if v >= 0]
     res.unsettled = int((s.settle_step < 0).sum())
     return res

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..model.check import _positive
+from ..model.check import _positive, tally_pairs
 from ..model.factory import random_images
 from ..model.parallel import check_threads, ordered_map
 from ..model.sdt import SDTArtifact, random_sdt, run_sdt
@@ -63,22 +63,7 @@ def compare_sdt(name: str, art: SDTArtifact, images: np.ndarray) -> SDTCaseResul
         raise AssertionError(f"{name}: sites {sorted(spikes)} != golden {sorted(golden.records)}")
     for site, rec in golden.records.items():
         pairs.append((site, rec["spikes"], torch.stack(spikes[site]).numpy()))
-    for what, want, got in pairs:
-        if want.shape != got.shape:
-            raise AssertionError(f"{name}: {what} shape {got.shape} != golden {want.shape}")
-        res.elements += want.size
-        bad = want != got
-        n = int(bad.sum())
-        if n and res.first_mismatch is None:
-            idx = tuple(int(i) for i in np.argwhere(bad)[0])
-            res.first_mismatch = {
-                "case": name,
-                "what": what,
-                "index": list(idx),
-                "golden": int(want[idx]),
-                "pytorch": int(got[idx]),
-            }
-        res.mismatches += n
+    tally_pairs(res, name, pairs, what="what", want_key="golden", got_key="pytorch", ref="golden")
     return res
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Assert, Assume, Module, ResetSignal, Signal, Value
+from amaranth.hdl import Array, Assert, Assume, Const, Fragment, Module, ResetSignal, Shape, Signal, Value
+from amaranth.hdl._mem import MemoryInstance
 from amaranth.lib import data
+from amaranth.utils import ceil_log2
 
-__all__ = ["ShadowQueue", "assert_stream_rules", "assume_stream_rules"]
+__all__ = ["ShadowQueue", "assert_stream_rules", "assume_stream_rules", "signals_by_name",
+           "subfragment", "memory_taps"]
 
 
 class ShadowQueue:
@@ -68,3 +71,50 @@ def assume_stream_rules(m: Module, stream, name: str, restart: Value | None = No
     """Assume the RFC 61 rules of a producer driving ``stream`` (a block's input): the
     precondition of a block that passes its input's ``valid`` through to its output."""
     assert_stream_rules(m, stream, name, restart, check=Assume)
+
+
+def signals_by_name(frag: Fragment) -> dict[str, Signal]:
+    """The signals a fragment's own statements assign, by name (not its subfragments').
+
+    The induction proofs relate their shadow state to a block's pipeline registers: these are
+    local to the block's ``elaborate``, so the elaborated fragment is the only handle on them.
+    A name assigned by two different signals maps to neither (looking it up raises ``KeyError``).
+    """
+    found: dict[str, Signal | None] = {}
+    for stmts in frag.statements.values():
+        for stmt in stmts:
+            for sig in stmt._lhs_signals():
+                prev = found.get(sig.name, sig)
+                found[sig.name] = sig if prev is sig else None
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def subfragment(frag: Fragment, name: str) -> Fragment:
+    """The subfragment called ``name`` (e.g. a block's RAM, ``m.submodules.<name>``)."""
+    subs = [sf for sf, n, _ in frag.subfragments if n == name]
+    if len(subs) != 1:
+        raise KeyError(f"{len(subs)} subfragments called {name!r}")
+    return subs[0]
+
+
+def memory_taps(ram_frag: Fragment, name: str) -> list[Signal]:
+    """Every word of the memory inside an elaborated ``RegisteredRAM`` (``target=None`` or
+    ``"generic"``) as a signal: one asynchronous read port per word, added to the memory for the
+    proof only (it changes nothing the block reads or writes).
+
+    An induction proof starts from any state, memory contents included: the words a block keeps
+    for longer than the induction depth must be tied to the shadow state by assertions on them.
+    """
+    mem = subfragment(ram_frag, "mem")
+    if not isinstance(mem, MemoryInstance):
+        raise TypeError(f"{name}: no memory to tap (an ECP5 primitive?)")
+    width = Shape.cast(mem._data.shape).width
+    depth = mem._data.depth
+    abits = ceil_log2(depth)
+    taps = []
+    for i in range(depth):
+        tap = Signal(width, name=f"{name}_w{i}")
+        mem.read_port(domain="comb", addr=Const(i, abits), data=tap, en=Const(1, 1),
+                      transparent_for=())
+        taps.append(tap)
+    return taps

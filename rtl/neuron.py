@@ -411,11 +411,11 @@ class NeuronArray(wiring.Component):
         q_h2 = Signal(qbits, init=2)                # q_h + 2
         # q_t2 == q_h and q_t2 == q_h1 (address bits), registered: computed a cycle ahead from
         # q_t1 and the next head, so that q_hit is one select after q_load
-        t_eq0, t_eq1 = Signal(), Signal()
+        t_eq0, t_eq1 = Signal(name="t_eq0"), Signal(name="t_eq1")
         q_a = Signal(qbits)                         # next word read (registered RAM address)
         q_a1 = Signal(qbits, init=1)                # q_a + 1
-        q_v1, q_t1 = Signal(), Signal(qbits)        # the read issued one cycle ago: valid, tag
-        q_v2, q_t2 = Signal(), Signal(qbits)        # ... two cycles ago
+        q_v1, q_t1 = Signal(name="q_v1"), Signal(qbits, name="q_t1")  # read one cycle ago: valid, tag
+        q_v2, q_t2 = Signal(name="q_v2"), Signal(qbits, name="q_t2")  # ... two cycles ago
         q_hit = Signal()                            # the RAM output is the head word
         q_valid = Signal()
         q_out = Signal(unsigned(spk_layout.size), reset_less=True)
@@ -489,17 +489,30 @@ class NeuronArray(wiring.Component):
 
         # ---- pipeline: A (RAM read), R (RAM output and current registered), H (H = V + I),
         # W (update registered; written back in the next cycle) ---------------------------------
-        a_valid, a_clr, a_last, a_addr = Signal(), Signal(), Signal(), Signal(abits)
-        a2_valid, a2_clr, a2_last, a2_addr = Signal(), Signal(), Signal(), Signal(abits)
-        a3_valid, a3_clr, a3_last, a3_addr = Signal(), Signal(), Signal(), Signal(abits)
-        a4_valid, a4_clr, a4_last, a4_addr = Signal(), Signal(), Signal(), Signal(abits)
-        r_valid, r_last, r_addr = Signal(), Signal(), Signal(abits)
-        rf_valid, rf_last, rf_addr = Signal(), Signal(), Signal(abits)
-        r2_valid, r2_last, r2_addr = Signal(), Signal(), Signal(abits)
-        h_valid, h_last, h_addr = Signal(), Signal(), Signal(abits)
-        e_last, e_addr = Signal(), Signal(abits)
-        w_valid, w_addr = Signal(), Signal(abits)
-        b_valid, b_addr = Signal(), Signal(abits)      # the state word registered for the RAM
+        # (the stage registers are named: the k-induction proof, formal/neuron.py, relates them)
+        a_valid, a_clr, a_last, a_addr = (
+            Signal(name="a_valid"), Signal(name="a_clr"), Signal(name="a_last"),
+            Signal(abits, name="a_addr"))
+        a2_valid, a2_clr, a2_last, a2_addr = (
+            Signal(name="a2_valid"), Signal(name="a2_clr"), Signal(name="a2_last"),
+            Signal(abits, name="a2_addr"))
+        a3_valid, a3_clr, a3_last, a3_addr = (
+            Signal(name="a3_valid"), Signal(name="a3_clr"), Signal(name="a3_last"),
+            Signal(abits, name="a3_addr"))
+        a4_valid, a4_clr, a4_last, a4_addr = (
+            Signal(name="a4_valid"), Signal(name="a4_clr"), Signal(name="a4_last"),
+            Signal(abits, name="a4_addr"))
+        r_valid, r_last, r_addr = (Signal(name="r_valid"), Signal(name="r_last"),
+                                  Signal(abits, name="r_stage_addr"))
+        rf_valid, rf_last, rf_addr = (Signal(name="rf_valid"), Signal(name="rf_last"),
+                                  Signal(abits, name="rf_addr"))
+        r2_valid, r2_last, r2_addr = (Signal(name="r2_valid"), Signal(name="r2_last"),
+                                  Signal(abits, name="r2_addr"))
+        h_valid, h_last, h_addr = (Signal(name="h_valid"), Signal(name="h_last"),
+                                  Signal(abits, name="h_addr"))
+        e_last, e_addr = Signal(name="e_last"), Signal(abits, name="e_addr")
+        w_valid, w_addr = Signal(name="w_valid"), Signal(abits, name="w_stage_addr")
+        b_valid, b_addr = Signal(name="b_valid"), Signal(abits, name="b_addr")  # the state word for the RAM
         b2_valid = Signal()                             # ... and once more: written
         # Each group counts the beats in A2 itself (a copy of ``beat``) and its RAM registers the
         # count once (``read_addr_regs=1``): a beat's word is read at the end of A3. The counters

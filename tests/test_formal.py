@@ -125,6 +125,23 @@ def test_neuron_lane_broken_rule_fails():
 
 
 @full
+def test_neuron_lane_invariants_bmc():
+    """The invariants meant for k-induction (``invariants=True``: the watched state word, every
+    spike held in the output queue, the pipeline's counters and pointers against the shadow
+    state) hold in every reachable state within the bound."""
+    _passes(run_sby(NeuronLaneProof(**NEURON_CFGS["signed_theta3_select"], invariants=True),
+                    "neuron_invariants", depth=NEURON_DEPTH_FAST))
+
+
+@full
+def test_neuron_lane_invariants_broken_fails():
+    # with the invariants added, a broken lane property is still caught
+    _fails(run_sby(NeuronLaneProof(**NEURON_CFGS["signed_theta3_select"], invariants=True,
+                                   broken="invariant"), "neuron_invariants_broken",
+                   depth=NEURON_DEPTH_FAST))
+
+
+@full
 def test_neuron_lane_cover():
     """The bounded proof is not vacuous: within the bound the watched neuron fires +1 and -1,
     and has its state checked at a run of updates with the tracer at Qp."""

@@ -208,7 +208,7 @@ def test_core_block_is_registered_and_fitted():
     prog = core_program({"lanes": 64, "family": "ecp5"})
     p = prog.params
     depths = (p.d_split, p.d_depth, p.n_depth, p.s_depth, p.q_depth, p.w_depth, p.i_depth, p.prog_depth)
-    assert depths == (500, 1470, 509, 637, 34, 1092, 16, 118)
+    assert depths == (500, 1470, 509, 637, 34, 1092, 16, 116)
     assert prog.d_bank_rows == (p.d_split, p.d_depth - p.d_split) and len(prog.instrs) == p.prog_depth
     tiny_prog = core_program({"lanes": 8, "random": 1, "narrow": 1})
     tiny = tiny_prog.params

@@ -118,7 +118,7 @@ class Instr:
         vector ``S[sbase + r·sstride + c]`` (``c0 ≤ c < c1``, lanes of channels in ``[lo, hi)``)
         is not all zero, and every ``n < nvec``: with ``a = lane (r + joff) mod P`` of
         ``D[mbase + n·mstride + (r + joff) div P]``, add ``a · spike`` lane-wise into
-        ``D[dbase + n·dstride + c]``.
+        ``D[dbase + n·dstride + c]``. ``joff + count ≤`` :attr:`CoreParams.srow_columns`.
     ``LN nvec, nch, dim, xbase, sbase, ybase, obase, pbase, bbase, imm, tid``
         Differential LayerNorm (SPEC §5) of ``nvec`` rows of ``dim`` channels: ``X += ΔU``
         (``X`` at ``xbase``, ``ΔU`` at ``sbase``, both ``n·nch + c``); a row whose ``ΔU`` is not
@@ -234,6 +234,13 @@ class CoreParams:
     counters: int = 64
     count_width: int = 32
     norm_units: int = 1  # row units of each kind (LayerNorm, softmax) working on rows in turn
+
+    @property
+    def srow_columns(self) -> int:
+        """Scalar columns an ``SROW`` may address (``joff + count``): its active-row flags are kept
+        per column, one bit each, for the longer of a head's channels (``max_dim``) and the tokens
+        (``max_n``)."""
+        return max(self.max_dim, self.max_n)
 
     def field_width(self, name: str) -> int:
         """Bits of an instruction field in this core."""

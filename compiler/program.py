@@ -420,6 +420,11 @@ def _check_program(prog: list[Instr], params: CoreParams) -> None:
                 raise CompileError(f"{ins.note}: {f} = {getattr(ins, f)} outside the 10-bit field")
         if ins.imm >= 1 << params.field_width("imm"):
             raise CompileError(f"{ins.note}: imm = {ins.imm} exceeds its field")
+        if ins.op == Op.SROW and ins.joff + ins.count > params.srow_columns:
+            raise CompileError(
+                f"{ins.note}: SROW columns up to {ins.joff + ins.count} exceed the core's "
+                f"srow_columns = {params.srow_columns}"
+            )
     # the layout's promise to the core's D banks: the two D reads of a cycle go to different banks
     for ins in prog:
         pair = {

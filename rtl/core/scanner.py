@@ -25,13 +25,16 @@ def event_layout(addr_width: int, iw: int) -> data.StructLayout:
 
 
 class EventScanner(wiring.Component):
-    """Reads the source rows of an AW or transpose instruction and emits its events, one per cycle.
+    """Reads the source rows of an AW, transpose or SROW instruction and emits its events, one per cycle.
 
     For vectors ``n < nvec`` and chunks ``c0 ≤ c < c1`` it reads row ``sbase + n·sstride + c``;
     every lane whose channel ``j = c·P + l`` lies in ``[lo, hi)`` and whose value is nonzero gives
     events in lane order: a spike ``±1`` one event (``neg`` = its sign, ``shift = 0``), an image code
     one event per set bit ``b`` (``shift = b``; with ``src = SRC_SCODES`` the top bit of the
-    ``iw``-bit code is negative).
+    ``iw``-bit code is negative). Without ``codes`` every nonzero lane is one event whatever its
+    width (``src`` is ignored: the user reads the value, e.g. from the row it copies on ``load``).
+    With ``masked`` a lane also needs its bit of ``mask``, which the user gives for the chunk
+    ``chunk`` of the row being taken.
 
     Timing: the first row is read two cycles after ``start``; every row then costs one cycle per
     event, or one cycle if it has none (the next row is read while the current one emits), and
@@ -49,15 +52,28 @@ class EventScanner(wiring.Component):
         user from ``src``; ``rd.data`` must carry ``P`` lanes of ``iw`` bits with spikes sign-extended.
     o_stream : Out(stream.Signature(event_layout))
     done : Out(1)
+    load : Out(1)
+        The row on ``rd.data`` becomes the row whose events are emitted (from the next cycle).
+    chunk : Out(addr_width)
+        The chunk ``c`` of the row on ``rd.data`` not yet taken.
+    mask : In(lanes)
+        With ``masked``: the lanes of ``chunk`` that may give events.
     """
 
-    def __init__(self, lanes: int, addr_width: int, iw: int):
+    def __init__(self, lanes: int, addr_width: int, iw: int, *, codes: bool = True, masked: bool = False):
+        if not isinstance(codes, bool) or not isinstance(masked, bool):
+            raise TypeError("codes and masked must be bools")
         self.lanes = lanes
         self.lg = log2_exact(lanes)
         self.aw = addr_width
         self.iw = max(2, iw)
+        self.codes = codes
+        self.masked = masked
         super().__init__(
             {
+                "load": Out(1),
+                "chunk": Out(addr_width),
+                **({"mask": In(lanes)} if masked else {}),
                 "start": In(1),
                 "nvec": In(addr_width),
                 "sbase": In(addr_width),
@@ -78,10 +94,11 @@ class EventScanner(wiring.Component):
         P, iw, aw = self.lanes, self.iw, self.aw
         n = Signal(aw)
         c = Signal(aw)
-        pend = [Signal(iw, name=f"pend{i}") for i in range(P)]  # remaining bits per lane
+        pw = iw if self.codes else 1
+        pend = [Signal(pw, name=f"pend{i}") for i in range(P)]  # remaining bits per lane
         neg = [Signal(name=f"neg{i}") for i in range(P)]  # spike sign per lane
         spikes = Signal()
-        m.d.comb += spikes.eq(self.src == SRC_SPIKES)
+        m.d.comb += spikes.eq((self.src == SRC_SPIKES) if self.codes else 1)
 
         # lowest pending lane, and its lowest pending bit
         any_pend = Signal()
@@ -89,14 +106,14 @@ class EventScanner(wiring.Component):
         for i in reversed(range(P)):
             with m.If(pend[i] != 0):
                 m.d.comb += [sel.eq(i), any_pend.eq(1)]
-        sel_bits = Signal(iw)
+        sel_bits = Signal(pw)
         sel_neg = Signal()
         with m.Switch(sel):
             for i in range(P):
                 with m.Case(i):
                     m.d.comb += [sel_bits.eq(pend[i]), sel_neg.eq(neg[i])]
         bit = Signal(range(iw))
-        for b in reversed(range(iw)):
+        for b in reversed(range(pw)):
             with m.If(sel_bits[b]):
                 m.d.comb += bit.eq(b)
 
@@ -122,6 +139,7 @@ class EventScanner(wiring.Component):
         pf = Signal()  # rd.data holds the row (n_p, c_p), read and not yet taken
         n_p = Signal(aw)
         c_p = Signal(aw)
+        m.d.comb += self.chunk.eq(c_p)
 
         with m.FSM():
             with m.State("IDLE"):
@@ -138,15 +156,18 @@ class EventScanner(wiring.Component):
                     with m.Switch(sel):
                         for i in range(P):
                             with m.Case(i):
-                                m.d.sync += pend[i].eq(Mux(spikes, 0, pend[i] & ~(C(1, iw) << bit)[:iw]))
+                                m.d.sync += pend[i].eq(Mux(spikes, 0, pend[i] & ~(C(1, pw) << bit)[:pw]))
                 with m.If(adv):
                     with m.If(pf):
                         # take the prefetched row (after the assignments above: they are moot)
+                        m.d.comb += self.load.eq(1)
                         m.d.sync += [n.eq(n_p), c.eq(c_p), pf.eq(0)]
                         for i in range(P):
                             v = lane(self.rd.data, i, iw)
                             ch = (c_p << self.lg) | i
                             inside = (ch >= self.lo) & (ch < self.hi) & (v != 0)
+                            if self.masked:
+                                inside &= self.mask[i]
                             m.d.sync += [
                                 pend[i].eq(Mux(inside, Mux(spikes, 1, v.as_unsigned()), 0)),
                                 neg[i].eq(v < 0),

@@ -593,23 +593,27 @@ class TransUnit(_Unit):
 
 
 class SrowUnit(_Unit):
-    """``SROW``: scalar × spike vector (the second SESA term), one item per cycle.
+    """``SROW``: scalar × spike vector (the second SESA term), one item per nonzero product.
 
-    A *scanner* reads the spike vectors ``S[sbase + r·sstride + c]`` (``c0 ≤ c < c1``, lanes of
-    channels in ``[lo, hi)``) through the second ``S`` port, one chunk per cycle, and queues every
-    row ``r`` that is not all zero. The *executor* takes the queued rows in order; for each, for
-    ``n < nvec`` and each chunk (one item per cycle): ``a`` = lane ``(r + joff) mod P`` of
-    ``D[mbase + n·mstride + (r + joff) div P]`` (port B), and ``D[dbase + n·dstride + c] += a · spike``
-    on the lanes whose channel is in ``[lo, hi)`` (port A and the write port). The scanner runs
-    ahead of the executor, so all-zero rows cost nothing while there are items to do: an instruction
-    takes about ``max(count · (c1 − c0), active rows · nvec · (c1 − c0)) + 4`` cycles.
+    Two phases. *Flags*: the spike vectors ``S[sbase + r·sstride + c]`` (``c0 ≤ c < c1``, lanes of
+    channels in ``[lo, hi)``) are read through both ``S`` ports, two rows at a time, one chunk
+    per cycle, and column ``r + joff`` is flagged when row ``r`` is not all zero. *Items*: an
+    :class:`EventScanner` reads the scalar rows ``D[mbase + n·mstride + k]`` (port B) over the
+    chunks ``k`` of the columns ``[joff, joff + count)``; a column is an event when its scalar is
+    nonzero and its spike row is flagged, so a zero scalar or a silent spike row costs nothing. The
+    scanned row is copied on ``load``; each event ``(n, r + joff, a)`` is prepared (spike row
+    ``sbase + r·sstride``, destination ``dbase + n·dstride``) while the previous one issues, then
+    issues one item per chunk ``c``: ``D[dbase + n·dstride + c] += a · spike`` on the lanes of
+    channels in ``[lo, hi)`` (port A and the write port). Consecutive items of one ``n`` meet on
+    one row: port A is transparent to the write.
 
-    Members: ``s_rd`` (items), ``s_rd2`` (scanner), ``d_rdb`` (the scalar), ``d_rd`` (port A),
-    ``d_wr``.
+    Timing: the flags take ``⌈count / 2⌉ · (c1 − c0)`` cycles and a few to start the scanner; then one
+    cycle per event and chunk, and one per scalar row without events (:class:`EventScanner`), and
+    the last event's two pipeline cycles.
+
+    Members: ``s_rd`` (odd rows' flags, then the items), ``s_rd2`` (even rows' flags), ``d_rdb``
+    (the scalars), ``d_rd`` (port A), ``d_wr``.
     """
-
-    #: rows the scanner may queue ahead of the executor
-    QUEUE_DEPTH = 4
 
     def __init__(self, params: CoreParams):
         aw, P, p = addr_width(params), params.lanes, params
@@ -621,6 +625,8 @@ class SrowUnit(_Unit):
             d_rd=Out(ReadPort(aw, P * p.dw)),
             d_wr=Out(WritePort(aw, P * p.dw)),
         )
+        #: flag words: one bit per scalar column, ``P`` columns a word
+        self.flag_words = -(-params.srow_columns // P)
 
     def _mask(self, word, chunk):
         """The spikes of ``word`` (chunk ``chunk`` of a row) on the lanes of channels in ``[lo, hi)``."""
@@ -632,142 +638,183 @@ class SrowUnit(_Unit):
             out.append(Mux(inside, word[2 * i : 2 * i + 2], 0))
         return Cat(*out)
 
-    def elaborate(self, platform):
-        from amaranth.lib.fifo import SyncFIFO
-
-        m = Module()
-        ins, P, p, aw, lg = self.ins, self.P, self.p, self.aw, self.lg
-        depth = self.QUEUE_DEPTH
-        # a queued row: its index r and its first spike row sbase + r·sstride
-        m.submodules.queue = queue = SyncFIFO(width=2 * aw, depth=depth)
-
-        # ---- scanner -------------------------------------------------------------------------------
-        sr = Signal(aw)  # row being scanned
-        s_srow = Signal(aw)
-        sc = Signal(aw)  # its next chunk
-        scanning = Signal()
-        p_valid = Signal()  # a probe's data arrives this cycle
-        p_c = Signal(aw)
-        p_r = Signal(aw)
-        p_srow = Signal(aw)
-        p_last = Signal()  # it is the row's last chunk
-        any_nz = Signal()  # a nonzero chunk of the row seen before this cycle's
-        probe_nz = Signal()
+    def _probe(self, m: Module, port, parity: int) -> dict:
+        """A flags probe: reads the chunks of spike rows ``r ≡ parity (mod 2)`` through ``port``,
+        one per cycle, from a ``start``; ``set[k]``: the flag bits of word ``k`` to set this cycle."""
+        ins, P, lg, aw, fw = self.ins, self.P, self.lg, self.aw, self.flag_words
+        pre = f"probe{parity}"
+        sr = Signal(aw, name=f"{pre}_r")  # row being probed
+        srow = Signal(aw, name=f"{pre}_row")
+        sc = Signal(aw, name=f"{pre}_c")  # its next chunk
+        probing = Signal(name=f"{pre}_on")
+        p_valid = Signal(name=f"{pre}_valid")  # a probe's data arrives this cycle
+        p_c = Signal(aw, name=f"{pre}_pc")
+        p_col = Signal(aw, name=f"{pre}_col")  # r + joff of the probed row
+        p_last = Signal(name=f"{pre}_last")  # it is the row's last chunk
+        any_nz = Signal(name=f"{pre}_nz")  # a nonzero chunk of the row seen before this cycle's
+        probe_nz = Signal(name=f"{pre}_pnz")
+        hot = Signal(P, name=f"{pre}_hot")  # the column's lane, one-hot
+        found = Signal(name=f"{pre}_found")  # row p_col is not all zero (valid with p_last)
+        sets = [Signal(P, name=f"{pre}_set{k}") for k in range(fw)]
         m.d.sync += p_valid.eq(0)
-        m.d.comb += probe_nz.eq(self._mask(self.s_rd2.data, p_c) != 0)
-        # one probe in flight at most when issuing, so its push finds room
-        with m.If(scanning & (queue.level <= depth - 2)):
-            m.d.comb += [self.s_rd2.addr.eq(s_srow + sc), self.s_rd2.en.eq(1)]
+        m.d.comb += [
+            probe_nz.eq(self._mask(port.data, p_c) != 0),
+            hot.eq(C(1, P) << p_col[:lg]),
+            found.eq(p_valid & p_last & (any_nz | probe_nz)),
+        ]
+        for k in range(fw):
+            m.d.comb += sets[k].eq(Mux(found & ((p_col >> lg) == k), hot, 0))
+        with m.If(self.start):
             m.d.sync += [
-                p_valid.eq(1), p_c.eq(sc), p_r.eq(sr), p_srow.eq(s_srow), p_last.eq(sc + 1 >= ins.c1)
+                sr.eq(parity),
+                srow.eq(ins.sbase + (ins.sstride if parity else 0)),
+                sc.eq(ins.c0),
+                any_nz.eq(0),
+                probing.eq((ins.count > parity) & (ins.nvec != 0) & (ins.c1 > ins.c0)),
             ]
+        with m.Elif(probing):
+            m.d.comb += [port.addr.eq(srow + sc), port.en.eq(1)]
+            m.d.sync += [p_valid.eq(1), p_c.eq(sc), p_col.eq(sr + ins.joff), p_last.eq(sc + 1 >= ins.c1)]
             with m.If(sc + 1 >= ins.c1):
-                m.d.sync += [sc.eq(ins.c0), sr.eq(sr + 1), s_srow.eq(s_srow + ins.sstride)]
-                with m.If(sr + 1 >= ins.count):
-                    m.d.sync += scanning.eq(0)
+                m.d.sync += [sc.eq(ins.c0), sr.eq(sr + 2), srow.eq(srow + (ins.sstride << 1))]
+                with m.If(sr + 2 >= ins.count):
+                    m.d.sync += probing.eq(0)
             with m.Else():
                 m.d.sync += sc.eq(sc + 1)
-        m.d.comb += queue.w_data.eq(Cat(p_r, p_srow))
         with m.If(p_valid):
             with m.If(p_last):
                 m.d.sync += any_nz.eq(0)
-                m.d.comb += queue.w_en.eq(any_nz | probe_nz)
             with m.Elif(probe_nz):
                 m.d.sync += any_nz.eq(1)
+        return {"probing": probing, "set": sets}
 
-        # ---- executor ------------------------------------------------------------------------------
-        col = Signal(aw)  # r + joff
-        srow = Signal(aw)
+    def elaborate(self, platform):
+        m = Module()
+        ins, P, p, aw, lg = self.ins, self.P, self.p, self.aw, self.lg
+        fw = self.flag_words
+
+        # ---- flags: which spike rows are not all zero ------------------------------------------------
+        # two probes, one per S port (the items need port 1 only after the flags): rows r ≡ 0 and
+        # r ≡ 1 (mod 2), one chunk per cycle each
+        flags = [Signal(P, name=f"flag{k}") for k in range(fw)]
+        probes = [self._probe(m, port, parity) for parity, port in enumerate((self.s_rd2, self.s_rd))]
+        for k in range(fw):
+            m.d.sync += flags[k].eq(flags[k] | probes[0]["set"][k] | probes[1]["set"][k])
+        probing = Signal()
+        m.d.comb += probing.eq(probes[0]["probing"] | probes[1]["probing"])
+
+        # ---- scanner: the nonzero scalars of flagged columns -----------------------------------------
+        m.submodules.scan = scan = EventScanner(P, aw, p.dw, codes=False, masked=True)
+        scan_start = Signal()
+        m.d.comb += [
+            scan.start.eq(scan_start),
+            scan.nvec.eq(ins.nvec),
+            scan.sbase.eq(ins.mbase),
+            scan.sstride.eq(ins.mstride),
+            scan.c0.eq(ins.joff >> lg),
+            scan.c1.eq(((ins.joff + ins.count - 1) >> lg) + 1),
+            scan.lo.eq(ins.joff),
+            scan.hi.eq(ins.joff + ins.count),
+            self.d_rdb.addr.eq(scan.rd.addr),
+            self.d_rdb.en.eq(scan.rd.en),
+            scan.rd.data.eq(self.d_rdb.data),
+        ]
+        with m.Switch(scan.chunk):
+            for k in range(fw):
+                with m.Case(k):
+                    m.d.comb += scan.mask.eq(flags[k])
+        # the scanned row, for the events' scalars (the port reads the next row meanwhile)
+        arow = Signal(P * p.dw)
+        with m.If(scan.load):
+            m.d.sync += arow.eq(self.d_rdb.data)
+
+        # ---- executor: prepared event, issuing event (one item per chunk) ----------------------------
+        pv = Signal()
+        p_s = Signal(aw)
+        p_d = Signal(aw)
+        p_a = Signal(signed(p.dw))
+        iv = Signal()
+        i_s = Signal(aw)
+        i_d = Signal(aw)
+        i_a = Signal(signed(p.dw))
         c = Signal(aw)
-        n = Signal(aw)
-        arow = Signal(aw)  # mbase + n·mstride
-        drow = Signal(aw)  # dbase + n·dstride
+        last_item = Signal()
+        m.d.comb += last_item.eq(c + 1 >= ins.c1)
+        take_issue = Signal()
+        m.d.comb += take_issue.eq(pv & (~iv | last_item))
+        m.d.comb += scan.o_stream.ready.eq(~pv | take_issue)
+        ev = scan.o_stream.payload
+        a_ev = Signal(signed(p.dw))
+        with m.Switch(ev.j[:lg] if lg else 0):
+            for i in range(P):
+                with m.Case(i):
+                    m.d.comb += a_ev.eq(lane(arow, i, p.dw))
+        with m.If(scan.o_stream.valid & scan.o_stream.ready):
+            m.d.sync += [
+                pv.eq(1),
+                p_s.eq(ins.sbase + (ev.j - ins.joff) * ins.sstride),
+                p_d.eq(ins.dbase + ev.n * ins.dstride),
+                p_a.eq(a_ev),
+            ]
+        with m.Elif(take_issue):
+            m.d.sync += pv.eq(0)
         s1 = Signal()
         s1_a = Signal(aw)
         s1_c = Signal(aw)
+        s1_v = Signal(signed(p.dw))
         m.d.sync += s1.eq(0)
+        with m.If(iv):
+            m.d.comb += [
+                self.s_rd.addr.eq(i_s + c),
+                self.s_rd.en.eq(1),
+                self.d_rd.addr.eq(i_d + c),
+                self.d_rd.en.eq(1),
+            ]
+            m.d.sync += [s1.eq(1), s1_a.eq(i_d + c), s1_c.eq(c), s1_v.eq(i_a), c.eq(c + 1)]
+        with m.If(take_issue):
+            m.d.sync += [iv.eq(1), i_s.eq(p_s), i_d.eq(p_d), i_a.eq(p_a), c.eq(ins.c0)]
+        with m.Elif(iv & last_item):
+            m.d.sync += iv.eq(0)
         # the masked spikes as one signal: the expression itself, sliced per lane, would be
-        # copied into the netlist at every use (2·P + 1 copies of P lane masks)
+        # copied into the netlist at every use
         spk = Signal(2 * P)
         m.d.comb += spk.eq(self._mask(self.s_rd.data, s1_c))
-        q_r, q_srow = queue.r_data[:aw], queue.r_data[aw:]
-        idle_done = Signal()  # nothing queued, nothing left to scan or in flight
-        m.d.comb += idle_done.eq(~scanning & ~p_valid & ~queue.r_rdy)
-
-        def take_row():
-            """Pop the next queued row and start its first item in the next cycle."""
-            m.d.comb += queue.r_en.eq(1)
-            m.d.sync += [
-                col.eq(q_r + ins.joff),
-                srow.eq(q_srow),
-                n.eq(0),
-                c.eq(ins.c0),
-                arow.eq(ins.mbase),
-                drow.eq(ins.dbase),
-            ]
-            m.next = "ITEMS"
-
-        with m.FSM():
-            with m.State("IDLE"):
-                with m.If(self.start):
-                    m.d.sync += [sr.eq(0), s_srow.eq(ins.sbase), sc.eq(ins.c0), any_nz.eq(0)]
-                    with m.If((ins.count == 0) | (ins.nvec == 0) | (ins.c1 <= ins.c0)):
-                        m.next = "DONE"
-                    with m.Else():
-                        m.d.sync += scanning.eq(1)
-                        m.next = "WAIT"
-            with m.State("WAIT"):
-                with m.If(queue.r_rdy):
-                    take_row()
-                with m.Elif(idle_done):
-                    m.next = "DONE"
-            with m.State("ITEMS"):
-                m.d.comb += [
-                    self.s_rd.addr.eq(srow + c),
-                    self.s_rd.en.eq(1),
-                    self.d_rdb.addr.eq(arow + (col >> lg)),
-                    self.d_rdb.en.eq(1),
-                    self.d_rd.addr.eq(drow + c),
-                    self.d_rd.en.eq(1),
-                ]
-                m.d.sync += [s1.eq(1), s1_a.eq(drow + c), s1_c.eq(c)]
-                with m.If(c + 1 >= ins.c1):
-                    m.d.sync += [
-                        c.eq(ins.c0),
-                        n.eq(n + 1),
-                        arow.eq(arow + ins.mstride),
-                        drow.eq(drow + ins.dstride),
-                    ]
-                    with m.If(n + 1 >= ins.nvec):
-                        # the next row's first item follows at once (port A is transparent to the
-                        # write of this row's last item, should they meet on one row)
-                        with m.If(queue.r_rdy):
-                            take_row()
-                        with m.Elif(idle_done):
-                            m.next = "DONE"
-                        with m.Else():
-                            m.next = "WAIT"
-                with m.Else():
-                    m.d.sync += c.eq(c + 1)
-            with m.State("DONE"):
-                # the last item is written back in this cycle
-                m.d.comb += self.done.eq(1)
-                m.d.sync += scanning.eq(0)
-                m.next = "IDLE"
-        # scalar lane select
-        a = Signal(signed(p.dw))
-        sel = Signal(max(1, lg))
-        m.d.sync += sel.eq(col[:lg] if lg else 0)
-        with m.Switch(sel):
-            for i in range(P):
-                with m.Case(i):
-                    m.d.comb += a.eq(lane(self.d_rdb.data, i, p.dw))
         out = []
         for i in range(P):
             pos, neg = _ternary(spk, i)
             x = lane(self.d_rd.data, i, p.dw)
-            out.append(Mux(pos, x + a, Mux(neg, x - a, x))[: p.dw])
+            out.append(Mux(pos, x + s1_v, Mux(neg, x - s1_v, x))[: p.dw])
         m.d.comb += [self.d_wr.addr.eq(s1_a), self.d_wr.en.eq(s1), self.d_wr.data.eq(pack(out, p.dw))]
+
+        # ---- sequence --------------------------------------------------------------------------------
+        scanning = Signal()
+        with m.If(scan.done):
+            m.d.sync += scanning.eq(0)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    # the probes start themselves (_probe)
+                    m.d.sync += [f.eq(0) for f in flags]
+                    with m.If((ins.count == 0) | (ins.nvec == 0) | (ins.c1 <= ins.c0)):
+                        m.next = "DONE"
+                    with m.Else():
+                        m.next = "FLAGS"
+            with m.State("FLAGS"):
+                # the last probes' flags are written at the end of this cycle
+                with m.If(~probing):
+                    m.next = "SCAN"
+            with m.State("SCAN"):
+                m.d.comb += scan_start.eq(1)
+                m.d.sync += scanning.eq(1)
+                m.next = "ITEMS"
+            with m.State("ITEMS"):
+                with m.If(~scanning & ~pv & ~iv):
+                    # the last item is written back in this cycle
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
+            with m.State("DONE"):
+                m.d.comb += self.done.eq(1)
+                m.next = "IDLE"
         return m
 
 

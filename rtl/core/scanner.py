@@ -37,9 +37,10 @@ class EventScanner(wiring.Component):
     ``chunk`` of the row being taken.
 
     Timing: the first row is read two cycles after ``start``; every row then costs one cycle per
-    event, or one cycle if it has none (the next row is read while the current one emits), and
-    events wait on ``o_stream.ready``. ``done`` pulses in the cycle after the last event is taken
-    (or the last row is found empty).
+    event (the next row is read while the current one emits) and events wait on
+    ``o_stream.ready``. A row without events costs its read cycle only: it is dropped while the
+    current row emits, so it adds a cycle only when no event is pending. ``done`` pulses in the
+    cycle after the last event is taken (or the last row is found empty).
 
     Members
     -------
@@ -58,6 +59,8 @@ class EventScanner(wiring.Component):
         The chunk ``c`` of the row on ``rd.data`` not yet taken.
     mask : In(lanes)
         With ``masked``: the lanes of ``chunk`` that may give events.
+    hold : In(1)
+        Keep the prefetched row untaken (e.g. while ``mask`` is not final).
     """
 
     def __init__(self, lanes: int, addr_width: int, iw: int, *, codes: bool = True, masked: bool = False):
@@ -73,6 +76,7 @@ class EventScanner(wiring.Component):
             {
                 "load": Out(1),
                 "chunk": Out(addr_width),
+                "hold": In(1),
                 **({"mask": In(lanes)} if masked else {}),
                 "start": In(1),
                 "nvec": In(addr_width),
@@ -140,6 +144,14 @@ class EventScanner(wiring.Component):
         n_p = Signal(aw)
         c_p = Signal(aw)
         m.d.comb += self.chunk.eq(c_p)
+        pf_events = Signal(P)  # the lanes of the prefetched row that give events
+        for i in range(P):
+            v = lane(self.rd.data, i, iw)
+            ch = (c_p << self.lg) | i
+            inside = (ch >= self.lo) & (ch < self.hi) & (v != 0)
+            if self.masked:
+                inside &= self.mask[i]
+            m.d.comb += pf_events[i].eq(inside)
 
         with m.FSM():
             with m.State("IDLE"):
@@ -157,24 +169,31 @@ class EventScanner(wiring.Component):
                         for i in range(P):
                             with m.Case(i):
                                 m.d.sync += pend[i].eq(Mux(spikes, 0, pend[i] & ~(C(1, pw) << bit)[:pw]))
-                with m.If(adv):
-                    with m.If(pf):
-                        # take the prefetched row (after the assignments above: they are moot)
-                        m.d.comb += self.load.eq(1)
-                        m.d.sync += [n.eq(n_p), c.eq(c_p), pf.eq(0)]
-                        for i in range(P):
-                            v = lane(self.rd.data, i, iw)
-                            ch = (c_p << self.lg) | i
-                            inside = (ch >= self.lo) & (ch < self.hi) & (v != 0)
-                            if self.masked:
-                                inside &= self.mask[i]
-                            m.d.sync += [
-                                pend[i].eq(Mux(inside, Mux(spikes, 1, v.as_unsigned()), 0)),
-                                neg[i].eq(v < 0),
-                            ]
-                    with m.Elif(exhausted):
-                        m.next = "DONE"
-                with m.If(~exhausted & (~pf | adv)):
+                # a prefetched row without events is dropped as soon as it arrives, while the
+                # current row still emits: it costs a read cycle, not an emit cycle
+                take = Signal()
+                skip = Signal()
+                ready_row = Signal()
+                m.d.comb += [
+                    ready_row.eq(pf & ~self.hold),
+                    take.eq(adv & ready_row & pf_events.any()),
+                    skip.eq(ready_row & ~pf_events.any()),
+                ]
+                with m.If(take):
+                    # take the prefetched row (after the assignments above: they are moot)
+                    m.d.comb += self.load.eq(1)
+                    m.d.sync += [n.eq(n_p), c.eq(c_p)]
+                    for i in range(P):
+                        v = lane(self.rd.data, i, iw)
+                        m.d.sync += [
+                            pend[i].eq(Mux(pf_events[i], Mux(spikes, 1, v.as_unsigned()), 0)),
+                            neg[i].eq(v < 0),
+                        ]
+                with m.If(take | skip):
+                    m.d.sync += pf.eq(0)
+                with m.If(adv & (~pf | skip) & exhausted):
+                    m.next = "DONE"
+                with m.If(~exhausted & (~pf | take | skip)):
                     m.d.comb += [self.rd.addr.eq(rbn + cn), self.rd.en.eq(1)]
                     m.d.sync += [pf.eq(1), n_p.eq(nn), c_p.eq(cn)]
                     with m.If(cn + 1 >= self.c1):

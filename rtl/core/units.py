@@ -380,8 +380,8 @@ class AwUnit(_Unit):
     the previous one issues, then issues one item per chunk ``d0 ≤ e < d1``: read the matrix row
     (``W`` or ``D`` port B) and the destination row (``D`` port A), write ``dst ± (M << b)`` on the
     lanes whose channel is in ``[dlo, dhi)``. Throughput: one item per cycle while events are
-    ready; the scanner gives one event per cycle and spends one cycle on a source row without
-    events (:class:`EventScanner` timing).
+    ready; the scanner gives one event per cycle and drops source rows without events while
+    events are pending (:class:`EventScanner` timing).
 
     Members: ``s_rd``, ``i_rd`` (source rows), ``w_rd``, ``d_rdb`` (matrix), ``d_rd`` (port A), ``d_wr``.
     """
@@ -607,9 +607,10 @@ class SrowUnit(_Unit):
     channels in ``[lo, hi)`` (port A and the write port). Consecutive items of one ``n`` meet on
     one row: port A is transparent to the write.
 
-    Timing: the flags take ``⌈count / 2⌉ · (c1 − c0)`` cycles and a few to start the scanner; then one
-    cycle per event and chunk, and one per scalar row without events (:class:`EventScanner`), and
-    the last event's two pipeline cycles.
+    Timing: the flags take ``⌈count / 2⌉ · (c1 − c0) + 1`` cycles (the scanner reads its first
+    row meanwhile); then one cycle per event and chunk, scalar rows without events costing a
+    cycle only when no event is pending (:class:`EventScanner`), and the last event's two
+    pipeline cycles.
 
     Members: ``s_rd`` (odd rows' flags, then the items), ``s_rd2`` (even rows' flags), ``d_rdb``
     (the scalars), ``d_rd`` (port A), ``d_wr``.
@@ -787,6 +788,8 @@ class SrowUnit(_Unit):
         m.d.comb += [self.d_wr.addr.eq(s1_a), self.d_wr.en.eq(s1), self.d_wr.data.eq(pack(out, p.dw))]
 
         # ---- sequence --------------------------------------------------------------------------------
+        # the scanner starts with the probes and reads its first scalar row meanwhile; it takes it
+        # once the flags are final
         scanning = Signal()
         with m.If(scan.done):
             m.d.sync += scanning.eq(0)
@@ -798,15 +801,14 @@ class SrowUnit(_Unit):
                     with m.If((ins.count == 0) | (ins.nvec == 0) | (ins.c1 <= ins.c0)):
                         m.next = "DONE"
                     with m.Else():
+                        m.d.comb += scan_start.eq(1)
+                        m.d.sync += scanning.eq(1)
                         m.next = "FLAGS"
             with m.State("FLAGS"):
+                m.d.comb += scan.hold.eq(1)
                 # the last probes' flags are written at the end of this cycle
                 with m.If(~probing):
-                    m.next = "SCAN"
-            with m.State("SCAN"):
-                m.d.comb += scan_start.eq(1)
-                m.d.sync += scanning.eq(1)
-                m.next = "ITEMS"
+                    m.next = "ITEMS"
             with m.State("ITEMS"):
                 with m.If(~scanning & ~pv & ~iv):
                     # the last item is written back in this cycle

@@ -45,6 +45,7 @@ __all__ = [
     "X_INIT_BUILD_ARGS",
     "INIT_SEEDS_ENV",
     "init_seeds",
+    "parse_init_seeds",
     "init_plusargs",
 ]
 
@@ -197,11 +198,18 @@ def init_seeds() -> tuple[str, ...]:
 
     Each is a positive integer (random values from that Verilator seed) or ``zero``.
     """
-    text = os.environ.get(INIT_SEEDS_ENV, "")
-    seeds = tuple(s.strip() for s in text.split(",") if s.strip()) or DEFAULT_INIT_SEEDS
+    return parse_init_seeds(os.environ.get(INIT_SEEDS_ENV, "")) or DEFAULT_INIT_SEEDS
+
+
+def parse_init_seeds(text: str | int, source: str = INIT_SEEDS_ENV) -> tuple[str, ...]:
+    """The seeds of a comma-separated list (as in :data:`INIT_SEEDS_ENV`); ``()`` when empty.
+
+    Raises ``ValueError`` (naming ``source``) unless each is a positive integer or ``zero``.
+    """
+    seeds = tuple(s.strip() for s in str(text).split(",") if s.strip())
     for s in seeds:
         if s != "zero" and not (s.isdigit() and int(s) > 0):
-            raise ValueError(f"{INIT_SEEDS_ENV}: each seed must be a positive integer or 'zero', "
+            raise ValueError(f"{source}: each seed must be a positive integer or 'zero', "
                              f"got {s!r}")
     return seeds
 

@@ -22,7 +22,7 @@ from equispike.compiler.program import CompileError, compile_artifact, fit_param
 from equispike.model.artifact import load_artifact
 from equispike.model.factory import random_images, random_vit
 from equispike.model.vit import ViTSNN
-from equispike.sim.build import build_dir_for
+from equispike.sim.build import build_dir_for, init_seeds
 from equispike.sim.core.compare import compare_image
 from equispike.sim.core.run import run_core
 
@@ -167,7 +167,10 @@ def _run_rtl(request, art, images, params, **stimulus):
     assert rep.images == len(images)
     golden = ViTSNN(art).run(images, record=True)
     prog = compile_artifact(art, params)
-    assert rep.spikes_compared == sum(_expected_spikes(prog, golden, b) for b in range(len(images)))
+    # every image once per seed of the power-up values (EQUISPIKE_INIT_SEEDS)
+    assert rep.init_seeds == list(init_seeds())
+    per_run = sum(_expected_spikes(prog, golden, b) for b in range(len(images)))
+    assert rep.spikes_compared == len(rep.init_seeds) * per_run
     assert rep.logits_equal == rep.settle_equal == rep.energy_equal == len(images)
     return rep
 
@@ -204,7 +207,8 @@ def test_core_run_digits_cli(tmp_path, capsys):
     art = load_artifact(DIGITS)
     prog = compile_artifact(art, fit_params(art, 64))
     golden = ViTSNN(art).run(load_split().x_test[:20], record=True)
-    assert rep["spikes_compared"] == sum(_expected_spikes(prog, golden, b) for b in range(20))
+    per_run = sum(_expected_spikes(prog, golden, b) for b in range(20))
+    assert rep["spikes_compared"] == len(rep["init_seeds"]) * per_run
     assert rep["accuracy"] is not None and rep["qann_accuracy"] is not None
     assert set(rep["cycles_by_unit"]) >= {"engine", "attention", "softmax", "layernorm", "neurons"}
     assert 0 < rep["utilization"] < 1
@@ -217,6 +221,9 @@ def test_core_cli_bad_input(tmp_path, capsys):
     assert main(["core", "run", "--artifact", str(DIGITS), "--lanes", "12"]) == EXIT_BAD_INPUT
     assert main(["core", "run", "--artifact", str(DIGITS), "--images", "361"]) == EXIT_BAD_INPUT
     assert "361" in capsys.readouterr().err
+    for bad in ("0", "x", ","):
+        assert main(["core", "run", "--artifact", str(DIGITS), "--init-seeds", bad]) == EXIT_BAD_INPUT
+    assert "--init-seeds" in capsys.readouterr().err
     assert main(["core", "build", str(missing), "--out", str(tmp_path / "o")]) == EXIT_BAD_INPUT
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
@@ -251,3 +258,6 @@ def test_run_core_rejects_bad_images(tmp_path):
         run_core(art, images[0, 0], build_dir=tmp_path)
     with pytest.raises(ValueError, match="labels"):
         run_core(art, images, labels=np.zeros(1), build_dir=tmp_path)
+    for bad in ("0", "2,-1", ()):
+        with pytest.raises(ValueError, match="init_seeds"):
+            run_core(art, images, init_seeds=bad, build_dir=tmp_path)

@@ -36,6 +36,19 @@ _norm_units = _int_in(1, 16)
 _permille = _int_in(0, 900, unit=" (per mille)")
 
 
+def _init_seeds(text: str) -> tuple[str, ...]:
+    """argparse type: comma-separated seeds of the power-up values (positive integers or ``zero``)."""
+    from ..build import parse_init_seeds
+
+    try:
+        seeds = parse_init_seeds(text, source="--init-seeds")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("expected at least one seed")
+    return seeds
+
+
 def _load(path: str):
     """The artifact at ``path``, ViT or spike-driven transformer by the ``arch`` it declares."""
     from ...model.artifact import artifact_arch, load_artifact
@@ -133,8 +146,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         rep = run_core(art, x, labels=y, lanes=args.lanes, norm_units=args.norm_units, build_dir=bd,
                        batch=args.batch,
-                       seed=args.seed, idle_permille=args.idle, stall_permille=args.stall,
-                       progress=progress)
+                       seed=args.seed, init_seeds=args.init_seeds, idle_permille=args.idle,
+                       stall_permille=args.stall, progress=progress)
     except HarnessError as exc:
         print(f"equispike core run: failed: {exc}", file=sys.stderr)
         return 1
@@ -205,5 +218,9 @@ def register(subparsers) -> None:
     r.add_argument("--stall", type=_permille, default=0, help="output back-pressure cycles, per mille "
                    "(default %(default)s)")
     r.add_argument("--seed", type=positive_int, default=1, help="stimulus seed (default %(default)s)")
+    r.add_argument("--init-seeds", type=_init_seeds, default=None, metavar="SEEDS",
+                   help="power-up values, one run of every image per seed: comma-separated positive "
+                   "integers (random values from that Verilator seed) or 'zero' (default "
+                   "$EQUISPIKE_INIT_SEEDS, else 1)")
     r.add_argument("--json", action="store_true", help="print the summary as JSON")
     r.set_defaults(func=cmd_run)

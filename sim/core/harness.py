@@ -4,6 +4,10 @@ The core is built once per (program, lanes) with a C++ main (``main.cpp`` beside
 streams the images in and writes every trace beat and output beat to a file; Python then decodes
 them and compares each image with ``ViTSNN.run(record=True)`` (:mod:`.compare`). Per-cycle work
 stays in C++: a whole image of the digits model is hundreds of thousands of cycles.
+
+The build leaves every value the Verilog does not initialize to run time, as every cocotb build
+does (:data:`~equispike.sim.build.X_INIT_BUILD_ARGS`), and each run takes the seed of its power-up
+values (``init_seed``: random from that Verilator seed, or ``zero``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,16 @@ import numpy as np
 from ...compiler.program import Program
 from ...rtl.core.core import CYCLE_CLASSES, STATUS_FIELDS, Core, count_lanes, count_rows, out_rows
 from ...rtl.core.units import addr_width
-from ..build import VERILATOR_WARN_ARGS, _with_verilator_path, to_verilog
+from ..build import (
+    INIT_SEEDS_ENV,
+    VERILATOR_WARN_ARGS,
+    X_INIT_BUILD_ARGS,
+    _with_verilator_path,
+    init_plusargs,
+    init_seeds,
+    parse_init_seeds,
+    to_verilog,
+)
 
 __all__ = ["CoreSim", "CoreRun", "HarnessError"]
 
@@ -73,17 +86,6 @@ class CoreSim:
         bd.mkdir(parents=True, exist_ok=True)
         text = to_verilog(Core(self.program, trace=True), name="top")
         src = MAIN_CPP.read_text()
-        key = hashlib.sha256(
-            (text + src + f"{self.in_bits},{self.out_bits},{self.trace_bits}").encode()
-        ).hexdigest()
-        exe = bd / "obj_dir" / "core_sim"
-        stamp = bd / "build.sha256"
-        if exe.exists() and stamp.exists() and stamp.read_text() == key:
-            return exe
-        (bd / "top.v").write_text(text)
-        shutil.copy(MAIN_CPP, bd / "main.cpp")
-        if (bd / "obj_dir").exists():
-            shutil.rmtree(bd / "obj_dir")
         cflags = f"-DIN_BITS={self.in_bits} -DOUT_BITS={self.out_bits} -DTRACE_BITS={self.trace_bits} -O1"
         cmd = [
             "verilator",
@@ -94,10 +96,7 @@ class CoreSim:
             "2",
             *VERILATOR_WARN_ARGS,
             "-Wno-fatal",
-            "--x-assign",
-            "fast",
-            "--x-initial",
-            "fast",
+            *X_INIT_BUILD_ARGS,
             "--output-split",
             "0",
             "-CFLAGS",
@@ -109,6 +108,15 @@ class CoreSim:
             "-o",
             "core_sim",
         ]
+        key = hashlib.sha256((text + src + " ".join(cmd)).encode()).hexdigest()
+        exe = bd / "obj_dir" / "core_sim"
+        stamp = bd / "build.sha256"
+        if exe.exists() and stamp.exists() and stamp.read_text() == key:
+            return exe
+        (bd / "top.v").write_text(text)
+        shutil.copy(MAIN_CPP, bd / "main.cpp")
+        if (bd / "obj_dir").exists():
+            shutil.rmtree(bd / "obj_dir")
         proc = subprocess.run(cmd, cwd=bd, capture_output=True, text=True, env=_with_verilator_path())
         if proc.returncode != 0:
             raise HarnessError(
@@ -123,11 +131,24 @@ class CoreSim:
         images_rows: list[np.ndarray],
         *,
         seed: int = 1,
+        init_seed: str | int | None = None,
         idle_permille: int = 0,
         stall_permille: int = 0,
         max_cycles: int = 2_000_000_000,
     ) -> list[CoreRun]:
-        """Run the images (each its ``I`` rows) back to back; returns one :class:`CoreRun` each."""
+        """Run the images (each its ``I`` rows) back to back; returns one :class:`CoreRun` each.
+
+        ``seed`` drives the stimulus (idle input and stalled output cycles); ``init_seed`` the
+        power-up values: a positive integer (random values from that Verilator seed) or ``"zero"``
+        (all 0). ``None`` takes the first seed of :func:`~equispike.sim.build.init_seeds`
+        (``EQUISPIKE_INIT_SEEDS``; :func:`~.run.run_core` runs every one of them).
+        """
+        if init_seed is None:
+            init_seed = init_seeds()[0]
+        seeds = parse_init_seeds(init_seed, source="init_seed")
+        if len(seeds) != 1:
+            raise ValueError(f"init_seed: one seed, got {init_seed!r} (several: one run each, "
+                             f"see {INIT_SEEDS_ENV})")
         exe = self.build()
         p = self.program.params
         rows_per = self.program.input_rows
@@ -154,6 +175,7 @@ class CoreSim:
             str(idle_permille),
             str(stall_permille),
             str(max_cycles),
+            *init_plusargs(seeds[0]),
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         text = fout.read_text() if fout.exists() else ""
@@ -162,7 +184,7 @@ class CoreSim:
         errors = [ln for ln in text.splitlines() if ln.startswith("E ")]
         if proc.returncode != 0 or errors:
             raise HarnessError(
-                f"core simulation failed (exit {proc.returncode}): "
+                f"core simulation failed (exit {proc.returncode}, initial values {seeds[0]}): "
                 f"{'; '.join(errors[:5]) or proc.stderr[-2000:]}"
             )
         return self._decode(text, len(images_rows))

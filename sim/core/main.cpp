@@ -1,6 +1,12 @@
 // Verilator main of the core harness: streams images in, writes the trace and the output beats.
 //
 // usage: core_sim IN OUT ROWS_PER_IMAGE BEATS_PER_IMAGE SEED IDLE_PERMILLE STALL_PERMILLE MAX_CYCLES
+//        [+verilator+... ...]
+// SEED is the stimulus seed (idle and stall cycles). The power-up values are Verilator's: the build
+// leaves every value the Verilog does not initialize to run time (--x-assign unique --x-initial
+// unique) and the plusargs after the positional arguments choose them, e.g.
+// +verilator+rand+reset+2 +verilator+seed+3 (random, seed 3) or +verilator+rand+reset+0 (all 0).
+// Every input is driven (clk low, rst high) before the first evaluation.
 // IN: one hex word per input row (the i_stream payload), images back to back.
 // OUT: "T <cycle> <hex trace word>" for every trace beat, "O <cycle> <hex payload>" for every output
 // beat, "I <image> <first input cycle> <last output cycle>" per image, "E <cycle> <message>" for
@@ -63,11 +69,17 @@ static Words parse_hex(const std::string& s, size_t n) {
 #define NW(bits) (((bits) + 31) / 32)
 
 int main(int argc, char** argv) {
-    if (argc != 9) {
-        fprintf(stderr, "usage: %s IN OUT ROWS BEATS SEED IDLE_PERMILLE STALL_PERMILLE MAX_CYCLES\n", argv[0]);
+    if (argc < 9) {
+        fprintf(stderr, "usage: %s IN OUT ROWS BEATS SEED IDLE_PERMILLE STALL_PERMILLE MAX_CYCLES "
+                "[+verilator+...]\n", argv[0]);
         return 2;
     }
-    Verilated::commandArgs(1, argv);
+    for (int i = 9; i < argc; i++) {
+        if (argv[i][0] != '+') { fprintf(stderr, "unexpected argument %s\n", argv[i]); return 2; }
+    }
+    // before the model exists: its constructor draws the power-up values (+verilator+rand+reset+,
+    // +verilator+seed+; the positional arguments are not plusargs and are ignored here)
+    Verilated::commandArgs(argc, argv);
     FILE* fin = fopen(argv[1], "r");
     FILE* fout = fopen(argv[2], "w");
     if (!fin || !fout) { fprintf(stderr, "cannot open %s or %s\n", argv[1], argv[2]); return 2; }

@@ -7,13 +7,17 @@ artifact for a core of ``lanes`` lanes (:func:`~equispike.compiler.program.fit_p
 ``run_sdt(record=True)``, :func:`~.compare.sdt_golden`) — every spike of every site of every step
 (padding lanes included), the logits, the settle step, the steps run and the SPEC §10 event
 counts — and summarises the cycles against the SPEC §11 ideal.
+
+Every batch runs once per seed of the power-up values (``init_seeds``, by default
+:func:`~equispike.sim.build.init_seeds`, as every cocotb test does): each run is compared with the
+golden model, and the core's cycle counts must not depend on the seed.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,6 +30,8 @@ from ...model.artifact import ViTArtifact
 from ...model.sdt import SDTArtifact
 from ...model.vit import ViTSNN, qann_forward
 from ...rtl.core.core import CYCLE_CLASSES
+from ..build import init_seeds as default_init_seeds
+from ..build import parse_init_seeds
 from .compare import compare_image, sdt_golden
 from .harness import CoreSim
 
@@ -34,7 +40,13 @@ __all__ = ["CoreReport", "run_core", "default_build_dir"]
 
 @dataclass
 class CoreReport:
-    """Summary of a core run over ``images`` images (counts of images unless named otherwise)."""
+    """Summary of a core run over ``images`` images (counts of images unless named otherwise).
+
+    Each image ran once per seed of ``init_seeds``: ``steps_compared``, ``spikes_compared``,
+    ``rows_compared`` and ``mismatches`` add up every run; an image counts in ``logits_equal``,
+    ``settle_equal`` and ``energy_equal`` when it is equal in every run. The cycle figures are
+    those of the first seed's run (a later seed whose cycle counts differ is a mismatch).
+    """
 
     images: int
     lanes: int
@@ -58,6 +70,7 @@ class CoreReport:
     golden_seconds: float
     sim_cycles_per_second: float
     params: dict = field(default_factory=dict)
+    init_seeds: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -92,6 +105,7 @@ def run_core(
     program: Program | None = None,
     batch: int = 20,
     seed: int = 1,
+    init_seeds: Sequence[str | int] | str | None = None,
     idle_permille: int = 0,
     stall_permille: int = 0,
     progress: Callable[[str], None] | None = None,
@@ -102,6 +116,11 @@ def run_core(
 
     ``idle_permille`` / ``stall_permille`` make the harness leave the input idle / hold ``ready``
     low on the output that often (per mille of cycles, from ``seed``).
+
+    ``init_seeds``: the seeds of the power-up values, one run of every image each (a positive
+    integer: random values from that Verilator seed; ``"zero"``: all 0); a sequence or a
+    comma-separated string, by default :func:`~equispike.sim.build.init_seeds`
+    (``EQUISPIKE_INIT_SEEDS``, else seed 1).
     """
     images = np.asarray(images)
     if images.ndim not in (3, 4) or images.shape[0] < 1:
@@ -112,6 +131,13 @@ def run_core(
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
     if not isinstance(art, ViTArtifact | SDTArtifact):
         raise TypeError(f"art must be a ViTArtifact or an SDTArtifact, got {type(art).__name__}")
+    if init_seeds is None:
+        seeds = default_init_seeds()
+    else:
+        text = init_seeds if isinstance(init_seeds, str | int) else ",".join(map(str, init_seeds))
+        seeds = parse_init_seeds(text, source="init_seeds")
+        if not seeds:
+            raise ValueError("init_seeds: at least one seed")
     sdt = isinstance(art, SDTArtifact)
     say = progress or (lambda _msg: None)
     if program is None:
@@ -143,30 +169,41 @@ def run_core(
         golden = sdt_golden(art, xb) if sdt else snn.run(xb, record=True)
         golden_logits.append(golden.logits)
         golden_s += time.perf_counter() - t1
-        t1 = time.perf_counter()
-        runs = sim.run(
-            [image_rows(prog, art, im) for im in xb],
-            seed=seed + lo,
-            idle_permille=idle_permille,
-            stall_permille=stall_permille,
-        )
-        sim_s += time.perf_counter() - t1
-        for b, r in enumerate(runs):
-            c = compare_image(prog, golden, b, r.trace, r.logits, r.settle_step, r.steps, r.counts)
-            totals["steps"] += c.steps_compared
-            totals["spikes"] += c.spikes_compared
-            totals["rows"] += c.rows_compared
-            totals["mism"] += c.mismatches
-            totals["logits"] += c.logits_equal
-            totals["settle"] += c.settle_equal
-            totals["energy"] += c.energy_equal
-            if first is None and (c.first_mismatch or c.notes):
+        rows = [image_rows(prog, art, im) for im in xb]
+        by_seed = []
+        for init in seeds:
+            t1 = time.perf_counter()
+            by_seed.append(sim.run(rows, seed=seed + lo, init_seed=init, idle_permille=idle_permille,
+                                   stall_permille=stall_permille))
+            sim_s += time.perf_counter() - t1
+        for b in range(len(xb)):
+            equal = dict(logits=True, settle=True, energy=True)
+            r0 = by_seed[0][b]
+            for init, runs in zip(seeds, by_seed, strict=True):
+                r = runs[b]
+                sim_cycles += r.wall_cycles
+                c = compare_image(prog, golden, b, r.trace, r.logits, r.settle_step, r.steps, r.counts)
+                totals["steps"] += c.steps_compared
+                totals["spikes"] += c.spikes_compared
+                totals["rows"] += c.rows_compared
+                totals["mism"] += c.mismatches
+                equal["logits"] &= c.logits_equal
+                equal["settle"] &= c.settle_equal
+                equal["energy"] &= c.energy_equal
                 msg = c.first_mismatch or "; ".join(c.notes)
-                first = msg.replace(f"image {b}:", f"image {lo + b}:", 1)
+                if not msg and (r.cycles, r.cycles_by_class) != (r0.cycles, r0.cycles_by_class):
+                    totals["mism"] += 1
+                    msg = (f"image {b}: {r.cycles} cycles {r.cycles_by_class}, with initial values "
+                           f"{seeds[0]} {r0.cycles} cycles {r0.cycles_by_class}")
+                if first is None and msg:
+                    msg = msg.replace(f"image {b}:", f"image {lo + b}:", 1)
+                    first = f"{msg} (initial values {init})" if len(seeds) > 1 else msg
+            for k, v in equal.items():
+                totals[k] += int(v)
+            r = r0
             cycles.append(r.cycles)
             ideal.append(prog.ideal_cycles(r.counts))
             steps.append(r.steps)
-            sim_cycles += r.wall_cycles
             for k, v in r.cycles_by_class.items():
                 by_class[k] += v
             if labels is not None:
@@ -204,4 +241,5 @@ def run_core(
         golden_seconds=golden_s,
         sim_cycles_per_second=sim_cycles / max(sim_s, 1e-9),
         params=asdict(prog.params),
+        init_seeds=list(seeds),
     )

@@ -207,8 +207,16 @@ def test_core_block_is_registered_and_fitted():
     assert defaults == {"lanes": 64} and {"lanes": 8, "random": 1, "narrow": 1} in sweep
     prog = core_program({"lanes": 64, "family": "ecp5"})
     p = prog.params
-    depths = (p.d_split, p.d_depth, p.n_depth, p.s_depth, p.q_depth, p.w_depth, p.i_depth, p.prog_depth)
-    assert depths == (500, 1470, 509, 637, 34, 1092, 16, 116)
+    # every memory exactly as deep as the program's layout needs (its regions and images)
+    ends: dict[str, int] = {}
+    for r in prog.regions.values():
+        ends[r.mem] = max(ends.get(r.mem, 0), r.base + r.rows)
+    need = {m: max(ends.get(m, 0), prog.images[m].shape[0] if m in prog.images else 0) for m in "DVSQWI"}
+    assert (p.d_depth, p.n_depth, p.s_depth, p.q_depth, p.w_depth, p.i_depth) == tuple(
+        need[m] for m in "DVSQWI"
+    ), (p, need)
+    assert prog.images["T"].shape[0] == p.n_depth
+    assert p.d_split == prog.d_bank_rows[0] > 0 and p.prog_depth == len(prog.instrs)
     assert prog.d_bank_rows == (p.d_split, p.d_depth - p.d_split) and len(prog.instrs) == p.prog_depth
     tiny_prog = core_program({"lanes": 8, "random": 1, "narrow": 1})
     tiny = tiny_prog.params

@@ -40,6 +40,15 @@ THREADS_HELP = (
 )
 
 
+
+def _case_line(i: int, cases: int, r, shape: str, cfg: dict, tail: str) -> None:
+    """One progress line of ``check --random``: the case's model, what it compared, its status."""
+    print(
+        f"[{i + 1}/{cases}] depth {cfg['depth']} dim {cfg['dim']} heads {cfg['heads']} {shape}: "
+        f"{r.elements} elements, {r.mismatches} mismatches, {tail}",
+        file=sys.stderr,
+    )
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:
@@ -85,12 +94,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         status = (
             "ok" if r.mismatches == 0 and r.unsettled == 0 else "MISMATCH" if r.mismatches else "UNSETTLED"
         )
-        print(
-            f"[{i + 1}/{cases}] depth {cfg['depth']} dim {cfg['dim']} heads {cfg['heads']} "
-            f"levels {cfg['levels']}: {r.elements} elements, {r.mismatches} mismatches, "
-            f"settled by step {max(r.settle_steps, default=-1)} {status}",
-            file=sys.stderr,
-        )
+        _case_line(i, cases, r, f"levels {cfg['levels']}", cfg,
+                   f"settled by step {max(r.settle_steps, default=-1)} {status}")
 
     if args.artifact:
         from .model.artifact import load_artifact
@@ -128,12 +133,8 @@ def _check_sdt(args: argparse.Namespace) -> int:
     def progress(i: int, r, cfg: dict) -> None:
         status = "ok" if r.mismatches == 0 and r.width_violations == 0 else (
             "WIDTH" if r.width_violations else "MISMATCH")
-        print(
-            f"[{i + 1}/{cases}] depth {cfg['depth']} dim {cfg['dim']} heads {cfg['heads']} "
-            f"{cfg['attention']} T {cfg['timesteps']}: {r.elements} elements, {r.mismatches} "
-            f"mismatches, {r.quantities_checked} quantities within their widths {status}",
-            file=sys.stderr,
-        )
+        _case_line(i, cases, r, f"{cfg['attention']} T {cfg['timesteps']}", cfg,
+                   f"{r.quantities_checked} quantities within their widths {status}")
 
     if args.artifact:
         from .model.factory import random_images

@@ -13,20 +13,26 @@ from .factory import random_images, random_vit
 from .parallel import check_threads, ordered_map
 from .vit import ViTSNN, qann_forward
 
-__all__ = ["CaseResult", "compare", "random_case_config", "check_random", "check_artifact"]
+__all__ = ["Tally", "CaseResult", "compare", "random_case_config", "check_random", "check_artifact"]
 
 
 @dataclass
-class CaseResult:
-    """Comparison of one model on one batch: every site's settled codes and the logits."""
+class Tally:
+    """An exact comparison of one model on one batch: elements compared, mismatches, the first."""
 
     name: str
     elements: int = 0
     mismatches: int = 0
     first_mismatch: dict | None = None
+    steps: int = 0
+
+
+@dataclass
+class CaseResult(Tally):
+    """Comparison of one model on one batch: every site's settled codes and the logits."""
+
     settle_steps: list[int] = field(default_factory=list)
     unsettled: int = 0
-    steps: int = 0
 
 
 def tally_pairs(res, case: str, pairs, *, what: str = "site", want_key: str = "expected",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..model.check import _positive, tally_pairs
+from ..model.check import Tally, _positive, tally_pairs
 from ..model.factory import random_images
 from ..model.parallel import check_threads, ordered_map
 from ..model.sdt import SDTArtifact, random_sdt, run_sdt
@@ -22,17 +22,12 @@ __all__ = ["SDTCaseResult", "compare_sdt", "random_sdt_config", "check_sdt_rando
 
 
 @dataclass
-class SDTCaseResult:
+class SDTCaseResult(Tally):
     """One model on one batch: every spike and the logits after every step, and the width check."""
 
-    name: str
     images: int = 0
-    steps: int = 0
-    elements: int = 0
-    mismatches: int = 0
     width_violations: int = 0
     quantities_checked: int = 0
-    first_mismatch: dict | None = None
 
 
 def compare_sdt(name: str, art: SDTArtifact, images: np.ndarray) -> SDTCaseResult:
